@@ -1,0 +1,156 @@
+"""The ``edgekd`` command line: thin typer commands that parse, call one function, and turn expected errors
+into a one-line message and a non-zero exit.
+
+Torch is imported only inside the commands that need it (train, quickstart), so ``edgekd --help`` and the
+device-side commands start without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from edgekd.core.errors import EdgekdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="edgekd: train multi-exit TSKD students and deploy them to edge devices.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Method(str, Enum):
+    ce = "ce"
+    kd = "kd"
+    byot = "byot"
+    tskd = "tskd"
+
+
+class Vote(str, Enum):
+    soft = "soft"
+    hard = "hard"
+    weighted = "weighted"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2 (the same status typer uses for bad options)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Call ``fn``; expected failures (EdgekdError, missing extras) become clean exits."""
+    try:
+        return fn(*args, **kwargs)
+    except EdgekdError as exc:
+        fail(str(exc))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("torch", "torchvision", "sklearn"):
+            fail(f"this command needs the training extra ({exc.name} is not installed): pip install 'edgekd[train]'")
+        raise
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _enum_value(x):
+    return x.value if isinstance(x, Enum) else x
+
+
+@app.command()
+def train(
+    data: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100 | DIR (ImageFolder) | FILE.npz | 'parts*.npz'"),
+    data_root: Optional[str] = typer.Option(None, help="Where cifar10/cifar100 live (or are downloaded to)."),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Allow torchvision to download CIFAR."),
+    skip_bad: Optional[bool] = typer.Option(None, "--skip-bad/--no-skip-bad", help="Skip unreadable images (count them) instead of failing."),
+    image_size: Optional[int] = typer.Option(None, help="Network input size in pixels (default: digits 32, arrays native, folders 224)."),
+    channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB); default from the data."),
+    val_fraction: Optional[float] = typer.Option(None, help="Fraction of train held out for validation [0.1]."),
+    model: Optional[str] = typer.Option(None, help="Student architecture (see `edgekd models`) [resnet8]."),
+    exits: Optional[str] = typer.Option(None, help="Comma-separated backbone stages that get an exit (the last always does)."),
+    method: Optional[Method] = typer.Option(None, help="Objective [tskd]."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher: an edgekd checkpoint, or a model name with --teacher-weights."),
+    teacher_weights: Optional[str] = typer.Option(None, help="state_dict file for a teacher given by name."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help="Distillation temperature T [4]."),
+    alpha: Optional[float] = typer.Option(None, help="Weight α of teacher KD vs CE [0.5]."),
+    beta: Optional[float] = typer.Option(None, help="Weight β of self-distillation from the deepest exit [0.3]."),
+    hint_weight: Optional[float] = typer.Option(None, help="Weight λ of the feature hint loss [1.0]."),
+    vote: Optional[Vote] = typer.Option(None, help="Vote rule that picks best.pt [soft]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [30]."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size, split across torchrun ranks [128]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate [0.1]."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay [5e-4]."),
+    schedule: Optional[Schedule] = typer.Option(None, help="Learning-rate schedule [cosine]."),
+    seed: Optional[int] = typer.Option(None, help="Seed for init, split and augmentation [0]."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers (default 0 for in-memory data, 2 for folders)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory [runs/exp]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    force: bool = typer.Option(False, "--force", help="Start over even if --out already holds a run."),
+    stop_after: Optional[int] = typer.Option(None, help="Stop after this many epochs in this invocation (resume later)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings (keys as in --set)."),
+    set_: List[str] = typer.Option([], "--set", help="Override any setting: --set key=value (repeatable)."),
+) -> None:
+    """Train a teacher (--method ce) or a multi-exit student (tskd, byot, kd) and write checkpoints to --out."""
+    options = {k: _enum_value(v) for k, v in locals().items() if k not in ("config", "set_", "resume", "force")}
+    options["resume"] = resume or None
+    options["force"] = force or None
+    if exits is not None:
+        options["exits"] = exits
+
+    def _run():
+        from edgekd.config import build_config
+        from edgekd.train import train as train_run
+
+        cfg = build_config(str(config) if config else None, options, set_)
+        return train_run(cfg, console=console)
+
+    run_guarded(_run)
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Where the teacher and student runs go."),
+    epochs: int = typer.Option(12, help="Epochs for the teacher and for the student."),
+    image_size: int = typer.Option(32, help="Digits are upscaled from 8x8 to this size."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an earlier quickstart in --out."),
+) -> None:
+    """Train a teacher and a TSKD student on the bundled digits data (about two minutes on a 2-core CPU)."""
+
+    def _run():
+        from edgekd.quickstart import quickstart as run_quickstart
+
+        return run_quickstart(out, epochs=epochs, image_size=image_size, force=force, console=console)
+
+    run_guarded(_run)
+
+
+@app.command()
+def models() -> None:
+    """List the registered model names."""
+
+    def _run():
+        from edgekd.models import list_models
+
+        for name in list_models():
+            console.print(name)
+
+    run_guarded(_run)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="edgekd")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

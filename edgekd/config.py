@@ -1,0 +1,171 @@
+"""Training configuration: one dataclass, filled from defaults < YAML file < command-line options < ``--set``.
+
+Torch-free, so the CLI can validate options before importing the torch wing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from edgekd.core.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Field names are the ``--set`` keys and YAML keys."""
+
+    # data
+    data: str = "digits"
+    data_root: Optional[str] = None
+    download: bool = False
+    skip_bad: bool = False
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+    val_fraction: float = 0.1
+    augment: bool = True
+    hflip: Optional[bool] = None
+    workers: Optional[int] = None
+    # model
+    model: str = "resnet8"
+    exits: Optional[list[int]] = None
+    head_width: Optional[int] = None
+    # objective
+    method: str = "tskd"
+    teacher: Optional[str] = None
+    teacher_weights: Optional[str] = None
+    temperature: Optional[float] = None
+    alpha: Optional[float] = None
+    beta: Optional[float] = None
+    hint_weight: Optional[float] = None
+    vote: str = "soft"
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    channels_last: bool = True
+    amp: bool = True
+    device: str = "auto"
+    # run
+    out: str = "runs/exp"
+    resume: bool = False
+    force: bool = False
+    stop_after: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        """Cheap checks that need no torch; raise :class:`ConfigError` with a one-line reason."""
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "onecycle"):
+            raise ConfigError(f"schedule must be cosine or onecycle, got {self.schedule!r}")
+        if self.vote not in ("soft", "hard", "weighted"):
+            raise ConfigError(f"vote must be soft, hard or weighted, got {self.vote!r}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ConfigError(f"stop_after must be ≥ 1, got {self.stop_after}")
+        return self
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin is typing.Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(key, value, args[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(key, v, args[0]) for v in value]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return value
+    try:
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return hint(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}") from None
+
+
+def apply_overrides(cfg: TrainConfig, values: dict[str, Any], origin: str) -> TrainConfig:
+    """Return ``cfg`` with ``values`` applied; unknown keys are an error that says where they came from."""
+    types = _field_types()
+    known = {f.name for f in fields(TrainConfig)}
+    updates = {}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in {origin}")
+        updates[key] = _coerce(key, value, types[key])
+    return dataclasses.replace(cfg, **updates)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["lr=0.05", "exits=[0,1]"]`` → ``{"lr": 0.05, "exits": [0, 1]}`` (values parsed as YAML scalars)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    return data
+
+
+def build_config(config_file: str | None, options: dict[str, Any], sets: list[str]) -> TrainConfig:
+    """defaults < YAML file < explicit command-line options (None = not given) < ``--set`` overrides."""
+    cfg = TrainConfig()
+    if config_file:
+        cfg = apply_overrides(cfg, load_yaml(config_file), str(config_file))
+    cfg = apply_overrides(cfg, {k: v for k, v in options.items() if v is not None}, "the command line")
+    cfg = apply_overrides(cfg, parse_set(sets), "--set")
+    return cfg.validate()

@@ -1,0 +1,1 @@
+"""Torch-free core: contract types and helpers every wing of edgekd may import."""

@@ -1,0 +1,211 @@
+"""MultiExitNet: a backbone cut into segments, each followed by an exit head, plus its declared structure.
+
+The declaration (:class:`ExitInfo`, one per exit) is measured once at construction by running a dummy batch of one
+image through the network, so ONNX export, calibration, the runtime and the profiler can iterate it without
+re-deriving shapes or costs.
+
+MAC counting rule (batch 1, only ``nn.Conv2d`` and ``nn.Linear`` count; BN, activations, pooling and adds are free):
+
+* conv: ``output elements * in_channels / groups * kh * kw``
+* linear: ``in_features * out_features`` per sample (times any extra leading dims of the input)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """Declared structure of one exit.
+
+    index: exit number, 0 = shallowest.
+    stage: backbone stage index (0-based) this exit follows.
+    channels: channels of ``feat{index}``, the feature map the segment passes on.
+    reduction: spatial stride of ``feat{index}`` relative to the input (1, 2, 4, ... 32).
+    feat_shape: (C, H, W) of ``feat{index}`` at the model's input size.
+    macs: multiply-accumulates from the input through this exit's head (segments 0..index + head index).
+    head_macs: MACs of this exit's head alone.
+    """
+
+    index: int
+    stage: int
+    channels: int
+    reduction: int
+    feat_shape: tuple[int, int, int]
+    macs: int
+    head_macs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (``feat_shape`` as a list)."""
+        return {
+            "index": self.index,
+            "stage": self.stage,
+            "channels": self.channels,
+            "reduction": self.reduction,
+            "feat_shape": list(self.feat_shape),
+            "macs": self.macs,
+            "head_macs": self.head_macs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExitInfo:
+        """Inverse of :meth:`to_dict`."""
+        c, h, w = (int(v) for v in d["feat_shape"])
+        return cls(
+            index=int(d["index"]),
+            stage=int(d["stage"]),
+            channels=int(d["channels"]),
+            reduction=int(d["reduction"]),
+            feat_shape=(c, h, w),
+            macs=int(d["macs"]),
+            head_macs=int(d["head_macs"]),
+        )
+
+
+class MultiExitOutput(NamedTuple):
+    """Outputs of all exits, shallow to deep."""
+
+    logits: list[Tensor]  # one (B, K) per exit
+    features: list[Tensor]  # one (B, D) per exit: head features for the hint loss, same D for all exits
+
+
+def _layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+    """MACs of one Conv2d/Linear call for the batch it saw (the counter runs with batch 1)."""
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return output.numel() * (module.in_channels // module.groups) * kh * kw
+    return (output.numel() // module.out_features) * module.in_features * module.out_features
+
+
+def count_macs(module: nn.Module, *args: Tensor) -> tuple[Any, int]:
+    """Run ``module(*args)`` and return ``(output, MACs)`` counted with forward hooks on Conv2d/Linear."""
+    total = [0]
+
+    def hook(mod: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        total[0] += _layer_macs(mod, inputs, output)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        out = module(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, total[0]
+
+
+def _reduction(input_size: tuple[int, int], feat_hw: tuple[int, int]) -> int:
+    """Spatial stride of a feature map: the input/feature size ratio, rounded to the nearest power of two."""
+    ratio = max(input_size[0] / feat_hw[0], input_size[1] / feat_hw[1])
+    return 2 ** max(0, round(math.log2(ratio)))
+
+
+class ExitStage(nn.Module):
+    """``forward(x) = net.forward_stage(index, x)``: one segment plus its head, as a module for ONNX export."""
+
+    def __init__(self, net: MultiExitNet, index: int) -> None:
+        super().__init__()
+        self.segment = net.segments[index]
+        self.head = net.heads[index]
+        # Mirror the net's mode: exporters restore the wrapper's mode afterwards, which also sets the shared modules'.
+        self.training = net.training
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feat = self.segment(x)  # (B, C_i, H_i, W_i)
+        _, logits = self.head(feat)  # (B, K)
+        return feat, logits
+
+
+class MultiExitNet(nn.Module):
+    """A network with one exit after each chosen backbone stage.
+
+    ``segments[i]``: backbone stages after exit i-1 up to and including exit i's stage (the stem is in segment 0).
+    ``heads[i]``: maps segment i's output feature map to ``(hint features (B, D), logits (B, K))``.
+    """
+
+    def __init__(
+        self,
+        segments: Sequence[nn.Module],
+        heads: Sequence[nn.Module],
+        *,
+        exit_stages: Sequence[int],
+        input_size: tuple[int, int],
+        in_chans: int,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        if not (len(segments) == len(heads) == len(exit_stages) >= 1):
+            raise ValueError("need one head and one exit stage per segment, and at least one segment")
+        if any(b <= a for a, b in zip(exit_stages, exit_stages[1:])):
+            raise ValueError(f"exit stages must be strictly increasing, got {list(exit_stages)}")
+        self.segments = nn.ModuleList(segments)
+        self.heads = nn.ModuleList(heads)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.in_chans = int(in_chans)
+        self.num_classes = int(num_classes)
+        infos, feature_dim = self._measure(list(exit_stages))
+        self.exit_info: tuple[ExitInfo, ...] = infos
+        self.feature_dim: int = feature_dim  # D, shared by the hint features of all exits
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.segments)
+
+    def _measure(self, exit_stages: list[int]) -> tuple[tuple[ExitInfo, ...], int]:
+        """Run one dummy image through every segment and head; return (ExitInfo per exit, hint dimension D)."""
+        was_training = self.training
+        self.eval()
+        infos, dims, total = [], set(), 0
+        x = torch.zeros(1, self.in_chans, *self.input_size)  # (1, C_in, H, W)
+        with torch.no_grad():
+            for i, (segment, head) in enumerate(zip(self.segments, self.heads)):
+                x, seg_macs = count_macs(segment, x)  # (1, C_i, H_i, W_i)
+                (hint, logits), head_macs = count_macs(head, x)  # (1, D), (1, K)
+                self._check_head_outputs(i, hint, logits)
+                dims.add(hint.shape[1])
+                total += seg_macs
+                c, h, w = x.shape[1:]
+                infos.append(ExitInfo(i, exit_stages[i], c, _reduction(self.input_size, (h, w)),
+                                      (c, h, w), total + head_macs, head_macs))
+        if len(dims) != 1:
+            raise ValueError(f"all exit heads must produce hint features of one dimension, got {sorted(dims)}")
+        self.train(was_training)
+        return tuple(infos), dims.pop()
+
+    def _check_head_outputs(self, i: int, hint: Tensor, logits: Tensor) -> None:
+        """Heads must return (hint (B, D), logits (B, K))."""
+        if hint.dim() != 2 or logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"head {i} returned shapes {tuple(hint.shape)}, {tuple(logits.shape)}; "
+                             f"expected (B, D), (B, {self.num_classes})")
+
+    def forward_stage_full(self, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Segment i then head i: ``(feat_i (B, C, H, W), hint_i (B, D), logits_i (B, K))``.
+
+        ``x`` is the image for ``i == 0``, else ``feat_{i-1}``.
+        """
+        feat = self.segments[i](x)  # (B, C_i, H_i, W_i)
+        hint, logits = self.heads[i](feat)  # (B, D), (B, K)
+        return feat, hint, logits
+
+    def forward_stage(self, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Segment i then head i: ``(feat_i (B, C, H, W), logits_i (B, K))``."""
+        feat, _, logits = self.forward_stage_full(i, x)
+        return feat, logits
+
+    def stage(self, i: int) -> ExitStage:
+        """Module computing :meth:`forward_stage` ``(i, x)`` (shares weights with this net), e.g. for ONNX export."""
+        return ExitStage(self, i)
+
+    def forward(self, x: Tensor) -> MultiExitOutput:
+        """All exits on images ``x`` (B, C_in, H, W)."""
+        logits, features = [], []
+        for i in range(self.num_exits):
+            x, hint, out = self.forward_stage_full(i, x)  # (B, C_i, H_i, W_i), (B, D), (B, K)
+            logits.append(out)
+            features.append(hint)
+        return MultiExitOutput(logits, features)

@@ -1,0 +1,25 @@
+"""Shared fixtures: one tiny teacher + TSKD student trained once per test session on digits (16x16)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+TINY = dict(data="digits", image_size=16, batch_size=64, lr=0.05, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict:
+    """Train a resnet8 teacher (ce) and a resnet8 TSKD student; return their TrainResults."""
+    from edgekd.config import TrainConfig
+    from edgekd.train import train
+
+    root: Path = tmp_path_factory.mktemp("tiny_runs")
+    teacher = train(TrainConfig(model="resnet8", method="ce", epochs=6, out=str(root / "teacher"), **TINY))
+    student = train(TrainConfig(model="resnet8", method="tskd", teacher=str(teacher.best), epochs=8,
+                                out=str(root / "student"), **TINY))
+    return {"teacher": teacher, "student": student, "root": root}

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from edgekd.core.errors import ConfigError
+from edgekd.core.vote import accuracy, fit_vote_weights, softmax, vote, vote_scores
+
+
+def test_soft_vote_is_mean_of_probabilities():
+    probs = np.array([[[0.6, 0.4]], [[0.1, 0.9]], [[0.7, 0.3]]])  # (E=3, N=1, K=2)
+    np.testing.assert_allclose(vote_scores(probs, "soft"), [[1.4 / 3, 1.6 / 3]])
+    assert vote(probs, "soft")[0] == 1
+
+
+def test_hard_vote_majority_and_tie_break_by_summed_probability():
+    # majority: exits 0 and 2 say class 0 even though exit 1 is very confident in class 1
+    probs = np.array([[[0.6, 0.4]], [[0.01, 0.99]], [[0.55, 0.45]]])
+    assert vote(probs, "hard")[0] == 0
+    assert vote(probs, "soft")[0] == 1
+    # tie (one vote each): class with the larger summed probability wins
+    tie = np.array([[[0.51, 0.49, 0.0]], [[0.0, 0.9, 0.1]]])
+    assert vote(tie, "hard")[0] == 1
+
+
+def test_weighted_vote_and_fitted_weights_prefer_the_good_exit():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=400)
+    good = np.full((400, 4), 0.05)
+    good[np.arange(400), labels] = 0.85
+    bad = softmax(rng.normal(size=(400, 4)))
+    probs = np.stack([bad, good])  # (2, 400, 4)
+    w = fit_vote_weights(probs, labels)
+    assert w.shape == (2,) and w.sum() == pytest.approx(1.0) and w[1] > 0.9
+    assert accuracy(vote(probs, "weighted", w), labels) == 100.0
+    np.testing.assert_allclose(vote_scores(probs, "weighted", np.array([0.0, 1.0])), good)
+
+
+def test_bad_rule_and_weights_raise():
+    probs = np.ones((2, 3, 4)) / 4
+    with pytest.raises(ConfigError):
+        vote(probs, "median")
+    with pytest.raises(ConfigError):
+        vote(probs, "weighted")
+    with pytest.raises(ConfigError):
+        vote(probs, "weighted", np.array([1.0, -1.0]))

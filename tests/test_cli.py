@@ -1,0 +1,114 @@
+"""The CLI's contract: options, config file, --set overrides, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.config import build_config
+from edgekd.core.errors import ConfigError
+
+runner = CliRunner()
+FAST = ["--data", "digits", "--image-size", "16", "--model", "resnet8", "--method", "byot", "--batch-size", "64"]
+
+
+def _invoke(args):
+    result = runner.invoke(app, args)
+    return result.exit_code, result.output
+
+
+def _assert_clean_error(code, output, *needles):
+    assert code == 2, output
+    assert "Traceback" not in output
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    error_lines = [ln for ln in lines if ln.startswith("error:")]
+    assert len(error_lines) == 1, output
+    for needle in needles:
+        assert needle in output, output
+
+
+def test_config_precedence_defaults_yaml_options_set(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 7\nlr: 0.2\nmodel: resnet14\nexits: [0, 2]\n")
+    cfg = build_config(str(cfg_file), {"lr": 0.3, "model": None}, ["model=resnet20", "hflip=false"])
+    assert (cfg.epochs, cfg.lr, cfg.model, cfg.exits, cfg.hflip) == (7, 0.3, "resnet20", [0, 2], False)
+    assert cfg.batch_size == 128  # untouched default
+    with pytest.raises(ConfigError, match="unknown setting 'nope'"):
+        build_config(None, {}, ["nope=1"])
+    with pytest.raises(ConfigError, match="epochs must be int"):
+        build_config(None, {}, ["epochs=many"])
+
+
+def test_train_cli_with_config_and_set_runs(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 5\n")
+    out = tmp_path / "run"
+    code, output = _invoke(["train", *FAST, "--config", str(cfg_file), "--set", "epochs=1", "--out", str(out)])
+    assert code == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 1 and summary["config"]["method"] == "byot"
+    assert "vote:soft" in output  # the final per-exit table
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    # a second run into the same directory neither overwrites nor crashes
+    before = (out / "last.pt").read_bytes()
+    code, output = _invoke(["train", *FAST, "--epochs", "1", "--out", str(out)])
+    _assert_clean_error(code, output, "--resume")
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_missing_data_path_is_one_line_error(tmp_path):
+    code, output = _invoke(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    _assert_clean_error(code, output, "nowhere")
+
+
+def test_unreadable_image_is_named_or_skipped(tmp_path):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            cv2.imwrite(str(root / cls / f"{i}.png"), rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    (root / "dog" / "broken.png").write_bytes(b"not an image at all")
+    args = ["train", "--data", str(root), "--image-size", "16", "--model", "resnet8", "--method", "byot",
+            "--epochs", "1", "--batch-size", "8", "--workers", "0"]
+    code, output = _invoke([*args, "--out", str(tmp_path / "a")])
+    _assert_clean_error(code, output, "broken.png")
+    code, output = _invoke([*args, "--skip-bad", "--out", str(tmp_path / "b")])
+    assert code == 0, output
+    assert "skipped 1 unreadable image" in output
+
+
+def test_label_outside_class_list_is_named(tmp_path):
+    path = tmp_path / "bad.npz"
+    x = np.zeros((10, 8, 8), dtype=np.uint8)
+    np.savez(path, x_train=x, y_train=np.array([0, 1] * 4 + [0, 5]), x_test=x[:2], y_test=np.array([0, 1]),
+             classes=np.array(["a", "b"]))
+    code, output = _invoke(["train", "--data", str(path), "--out", str(tmp_path / "o"), "--method", "byot"])
+    _assert_clean_error(code, output, "bad.npz")
+
+
+def test_tskd_without_teacher_and_bad_teacher(tmp_path):
+    code, output = _invoke(["train", *FAST[:-4], "--out", str(tmp_path / "o")])
+    _assert_clean_error(code, output, "--teacher")
+    fake = tmp_path / "fake.pt"
+    fake.write_bytes(b"garbage")
+    code, output = _invoke(["train", *FAST[:-4], "--teacher", str(fake), "--out", str(tmp_path / "o2")])
+    _assert_clean_error(code, output, "fake.pt")
+
+
+def test_unknown_model_and_set_key(tmp_path):
+    code, output = _invoke(["train", "--model", "resnet9000", "--out", str(tmp_path / "o"), "--method", "byot",
+                            "--image-size", "16"])
+    _assert_clean_error(code, output, "resnet9000")
+    code, output = _invoke(["train", "--set", "wat=1", "--out", str(tmp_path / "o")])
+    _assert_clean_error(code, output, "wat")
+
+
+def test_models_lists_registry():
+    code, output = _invoke(["models"])
+    assert code == 0 and "resnet8" in output and "tv_mobilenet_v3_small" in output
