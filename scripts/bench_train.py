@@ -43,6 +43,17 @@ def cifar_batches(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]
     return [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]) for i in range(n)], bool(parts)
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def make_step(method: str, student, teacher, optimizer):
     objective = build_objective(method)
 
@@ -89,7 +100,7 @@ def main() -> None:
     result = {
         "student": args.student, "teacher": args.teacher, "batch": args.batch, "rounds": args.rounds,
         "data": "CIFAR-10 (shared copy)" if real else "random", "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "cpu": cpu_model(), "torch": torch.__version__,
         "median_step_ms": {m: round(v * 1e3, 2) for m, v in med.items()},
         "images_per_s": {m: round(args.batch / v, 1) for m, v in med.items()},
         "tskd_over_kd": round(med["tskd"] / med["kd"], 3),
