@@ -25,7 +25,8 @@ class TrainConfig:
     data_root: Optional[str] = None
     download: bool = False
     skip_bad: bool = False
-    image_size: Optional[int] = None
+    image_size: Optional[str] = None  # N or HxW
+    resize: Optional[str] = None  # stretch | center-crop (default: center-crop for folders at ≥ 64 px)
     channels: Optional[int] = None
     val_fraction: float = 0.1
     augment: bool = True

@@ -126,7 +126,7 @@ def resolve_resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]
 def load_run_data(cfg: TrainConfig) -> LoadedData:
     return load_data(cfg.data, root=cfg.data_root, image_size=cfg.image_size, channels=cfg.channels,
                      val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download, skip_bad=cfg.skip_bad,
-                     augment=cfg.augment, hflip=cfg.hflip)
+                     augment=cfg.augment, hflip=cfg.hflip, resize=cfg.resize)
 
 
 def default_exits(cfg: TrainConfig) -> list[int] | None:

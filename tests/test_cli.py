@@ -112,3 +112,21 @@ def test_unknown_model_and_set_key(tmp_path):
 def test_models_lists_registry():
     code, output = _invoke(["models"])
     assert code == 0 and "resnet8" in output and "tv_mobilenet_v3_small" in output
+
+
+def test_rectangular_rgb_folder_trains(tmp_path):
+    root = tmp_path / "rect"
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            cv2.imwrite(str(root / cls / f"{i}.jpg"), rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    out = tmp_path / "o"
+    code, output = _invoke(["train", "--data", str(root), "--image-size", "12x16", "--model", "resnet8",
+                            "--method", "byot", "--epochs", "1", "--batch-size", "4", "--workers", "0",
+                            "--out", str(out)])
+    assert code == 0, output
+    spec = json.loads((out / "summary.json").read_text())["exit_info"][0]
+    assert spec["feat_shape"][1:] == [12, 16]  # stage 0 keeps the input resolution
+    code, output = _invoke(["train", "--data", str(root), "--image-size", "12by16", "--out", str(tmp_path / "p")])
+    _assert_clean_error(code, output, "12by16")

@@ -14,10 +14,16 @@ CROP_RATIO = 0.875  # ImageNet-style centre crop for large inputs
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std), one value per channel, [0, 1] scale
 
 
-def parse_size(image_size: int | tuple[int, int] | list[int] | None, default: tuple[int, int]) -> tuple[int, int]:
-    """``None`` → default; an int → square; (h, w) → as is. Returns (height, width)."""
+def parse_size(image_size: int | str | tuple[int, int] | list[int] | None,
+               default: tuple[int, int]) -> tuple[int, int]:
+    """``None`` → default; an int or "32" → square; (h, w) or "48x64" (height x width) → as is."""
     if image_size is None:
         return default
+    if isinstance(image_size, str):
+        parts = image_size.lower().replace(" ", "").split("x")
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"image size must be N or HxW (e.g. 32 or 48x64), got {image_size!r}")
+        image_size = int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
         h = w = int(image_size)
     elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
