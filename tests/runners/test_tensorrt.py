@@ -1,0 +1,159 @@
+"""The TensorRT runner.
+
+What needs no GPU (lazy imports, construction, clear errors when TensorRT is missing) runs everywhere. Running a
+real engine is marked ``tensorrt`` and skips, with the reason :func:`tensorrt_available` gives, wherever
+TensorRT, an NVIDIA GPU or CUDA Python bindings are missing (as on CI).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgekd.build.profiles import load_profile
+from edgekd.build.tensorrt import build_engine, tensorrt_available
+from edgekd.core.errors import EdgekdError
+from edgekd.runners import make_runner
+from edgekd.runners.tensorrt import TensorRTRunner, _sidecar_dla_core
+
+
+def tiny_onnx(path: Path, channels: int = 3, size: int = 16, classes: int = 5) -> Path:
+    """Conv → Relu → GlobalAveragePool → Flatten → Gemm; input ``image`` (N, C, H, W) with a dynamic batch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, channels, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (classes, 8)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (classes,)).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+# -- everywhere --------------------------------------------------------------------------------------------------
+def test_tiny_graph_runs_on_onnxruntime(tmp_path):
+    """The reference the TensorRT comparison below relies on."""
+    path = tiny_onnx(tmp_path / "tiny.onnx")
+    x = np.random.default_rng(1).random((3, 3, 16, 16), dtype=np.float32)
+    with make_runner("onnxruntime", path) as runner:
+        out = runner.infer({"image": x})
+    assert out["logits"].shape == (3, 5)
+
+
+def test_make_runner_builds_a_tensorrt_runner_lazily(tmp_path):
+    runner = make_runner("tensorrt", tmp_path / "model.engine", dla_core=1)
+    assert isinstance(runner, TensorRTRunner)
+    assert runner.backend == "tensorrt" and not runner.is_active
+    assert runner.options == {"dla_core": 1}
+
+
+def test_missing_engine_is_reported(tmp_path):
+    with pytest.raises(EdgekdError, match="graph not found"):
+        make_runner("tensorrt", tmp_path / "absent.engine").activate()
+
+
+def test_activate_without_tensorrt_says_so(tmp_path):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"fake")
+    runner = make_runner("tensorrt", engine)
+    with pytest.raises(EdgekdError, match="tensorrt is not installed"):
+        runner.activate()
+    assert not runner.is_active
+    with pytest.raises(EdgekdError, match="not active"):
+        runner.infer({"image": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+def test_dla_core_default_comes_from_the_sidecar(tmp_path):
+    engine = tmp_path / "model.engine"
+    assert _sidecar_dla_core(engine) is None
+    (tmp_path / "model.engine.json").write_text(json.dumps({"dla_core": 1}))
+    assert _sidecar_dla_core(engine) == 1
+    (tmp_path / "model.engine.json").write_text("{broken")
+    assert _sidecar_dla_core(engine) is None
+
+
+def test_importing_the_runner_does_not_import_tensorrt_or_cuda():
+    code = ("import sys\nfrom edgekd.runners import make_runner\nmake_runner('tensorrt', 'x.engine')\n"
+            "heavy = ('tensorrt', 'polygraphy', 'pycuda', 'cuda', 'torch')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# -- real engines (TensorRT + NVIDIA GPU + CUDA Python bindings) --------------------------------------------------
+@pytest.fixture
+def trt_ready() -> str:
+    ok, detail = tensorrt_available()
+    if not ok:
+        pytest.skip(detail)
+    if not any(importlib.util.find_spec(m) for m in ("cuda", "pycuda")):
+        pytest.skip("no CUDA Python bindings (pip install cuda-python)")
+    return detail
+
+
+def gpu_profile(tmp_path: Path):
+    data = {"name": "test-gpu", "description": "whatever NVIDIA GPU runs the tests", "backend": "tensorrt",
+            "precisions": ["fp32", "fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256,
+            "dla_cores": 0, "batch": {"min": 1, "opt": 2, "max": 4}, "threads": None}
+    path = tmp_path / "test-gpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_profile(str(path))
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 2e-2)])
+def test_engine_matches_onnxruntime(tmp_path, trt_ready, precision, atol):
+    onnx_path = tiny_onnx(tmp_path / "full.onnx")
+    engine = build_engine(onnx_path, tmp_path / "out", precision=precision, profile=gpu_profile(tmp_path),
+                          input_name="image", input_shape_chw=(3, 16, 16), log=lambda m: None)
+    rng = np.random.default_rng(2)
+    with make_runner("onnxruntime", onnx_path) as ort_runner, \
+            make_runner("tensorrt", engine) as trt_runner:
+        assert trt_runner.input_names == ["image"] and trt_runner.output_names == ["logits"]
+        for batch in (1, 3, 4, 2):  # every size within the profile, reusing the max-batch buffers
+            x = rng.random((batch, 3, 16, 16), dtype=np.float32)
+            want = ort_runner.infer({"image": x})["logits"]
+            got = trt_runner.infer({"image": x})["logits"]
+            assert got.dtype == np.float32 and got.shape == (batch, 5)
+            np.testing.assert_allclose(got, want, atol=atol, rtol=atol)
+        with pytest.raises(EdgekdError, match="outside the engine's optimisation profile"):
+            trt_runner.infer({"image": np.zeros((5, 3, 16, 16), np.float32)})  # batch.max is 4
+        with pytest.raises(EdgekdError, match="unknown outputs"):
+            trt_runner.infer({"image": np.zeros((1, 3, 16, 16), np.float32)}, outputs=["nope"])
+    assert not trt_runner.is_active
+
+
+@pytest.mark.tensorrt
+def test_corrupt_engine_is_reported(tmp_path, trt_ready):
+    engine = tmp_path / "bad.engine"
+    engine.write_bytes(b"\0" * 256)
+    with pytest.raises(EdgekdError, match="cannot load bad.engine"):
+        make_runner("tensorrt", engine).activate()
