@@ -55,8 +55,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+        text = str(exc)
+        if "weights_only" in text or "Unpickl" in text:
+            reason = "not a torch checkpoint, corrupt, or holds objects that are unsafe to load"
+        else:
+            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an edgekd checkpoint")
     if ckpt.get("format_version") != FORMAT_VERSION:

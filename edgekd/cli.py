@@ -136,6 +136,81 @@ def quickstart(
 
 
 @app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="An edgekd checkpoint (e.g. runs/student/best.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to create."),
+    val_size: int = typer.Option(500, help="Validation images carried in the bundle (for build checks, thresholds, profile)."),
+    calib_size: int = typer.Option(256, help="Training images carried in the bundle for INT8 calibration."),
+    opset: int = typer.Option(18, help="ONNX opset."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
+) -> None:
+    """Export a checkpoint to a bundle: full + per-stage ONNX graphs, manifest, calibration and validation data."""
+
+    def _run():
+        from edgekd.export import export_bundle
+
+        return export_bundle(checkpoint, out, val_size=val_size, calib_size=calib_size, opset=opset, force=force,
+                             console=console)
+
+    run_guarded(_run)
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+
+
+@app.command()
+def build(
+    bundle: Path = typer.Argument(..., help="An exported bundle (edgekd export)."),
+    precision: Optional[Precision] = typer.Option(None, help="fp32 | fp16 | int8 (default: the profile's)."),
+    backend: Backend = typer.Option(Backend.auto, help="auto: TensorRT if it can run here, else ONNX Runtime."),
+    profile: Optional[str] = typer.Option(None, help="Device profile name (see `edgekd profiles`) or YAML file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory [BUNDLE-PRECISION]."),
+    calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
+    calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile | auto (keeps the smallest drop)."),
+    max_drop: float = typer.Option(1.0, help="Fail if any exit or the vote loses more top-1 points than this."),
+    target_drop: float = typer.Option(0.5, help="Early-exit thresholds stay within this many points of the full vote."),
+    cost: str = typer.Option("macs", help="What early exit minimises: macs | latency (measured stage latency)."),
+    dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
+    cache_dir: str = typer.Option("calibration", help="Calibration cache directory."),
+    force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
+) -> None:
+    """Compile a bundle for a precision and backend, verify it against FP32 and fit early-exit thresholds."""
+
+    def _run():
+        from edgekd.build import build_bundle
+
+        return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), profile=profile,
+                            out=out, calib_data=calib_data, calib_method=calib_method, max_drop=max_drop,
+                            target_drop=target_drop, cost=cost, force=force, cache_dir=cache_dir,
+                            dla_core=dla_core, console=console)
+
+    run_guarded(_run)
+
+
+@app.command()
+def profiles() -> None:
+    """List the device profiles."""
+
+    def _run():
+        from edgekd.build.profiles import list_profiles, load_profile
+
+        for name in list_profiles():
+            p = load_profile(name)
+            console.print(f"{name:12s} {p.backend:12s} {','.join(p.precisions):16s} {p.description}")
+
+    run_guarded(_run)
+
+
+@app.command()
 def models() -> None:
     """List the registered model names."""
 

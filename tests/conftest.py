@@ -21,5 +21,15 @@ def tiny_runs(tmp_path_factory) -> dict:
     root: Path = tmp_path_factory.mktemp("tiny_runs")
     teacher = train(TrainConfig(model="resnet8", method="ce", epochs=6, out=str(root / "teacher"), **TINY))
     student = train(TrainConfig(model="resnet8", method="tskd", teacher=str(teacher.best), epochs=8,
-                                out=str(root / "student"), **TINY))
+                                out=str(root / "student"), **{**TINY, "val_fraction": 0.3}))
     return {"teacher": teacher, "student": student, "root": root}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_runs) -> Path:
+    """The tiny student exported once per session (read-only: copy it before mutating)."""
+    from edgekd.export import export_bundle
+
+    out = tiny_runs["root"] / "bundle"
+    export_bundle(tiny_runs["student"].best, out, val_size=400, calib_size=128)
+    return out

@@ -40,7 +40,7 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(tiny_runs):
     from edgekd.data import load_data
     from edgekd.evaluate import exit_metrics, predict_probs
 
-    data = load_data("digits", image_size=16, seed=0)
+    data = load_data("digits", image_size=16, seed=0, val_fraction=0.3)
     np.testing.assert_array_equal(np.asarray(ckpt["split"]["val_indices"]), data.split.val_indices)
     probs, labels = predict_probs(model_from_checkpoint(ckpt), data.val)
     again = exit_metrics(probs, labels, weights=np.asarray(ckpt["metrics"]["val"]["vote_weights"]))

@@ -63,6 +63,9 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         raise FileExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should look like any mkdir'ed directory
     try:
         yield tmp
         if path.exists():

@@ -7,7 +7,10 @@ because idle pools spin against the busy one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,30 +31,42 @@ def ensure_global_thread_pool(threads: int | None = None) -> int:
     return _GLOBAL_POOL["intra"]
 
 
-def session_options(*, shared_pool: bool = True, threads: int | None = None) -> ort.SessionOptions:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+def create_session(model: str | Path, so: ort.SessionOptions | None = None, *,
+                   providers: list[str] | None = None) -> ort.InferenceSession:
+    """An ``InferenceSession`` in whichever threading mode this process allows.
+
+    Once the global thread pool exists, ONNX Runtime refuses sessions with per-session threads, and without it,
+    sessions without them. Every session edgekd makes (runners, export parity, calibration) comes from here.
+    """
+    so = so or ort.SessionOptions()
     so.log_severity_level = 3
-    if shared_pool:
-        ensure_global_thread_pool(threads)
-        so.use_per_session_threads = False
-    elif threads:
-        so.intra_op_num_threads = threads
-    return so
+    shared = bool(_GLOBAL_POOL)
+    error: Exception | None = None
+    for use_shared in (shared, not shared):
+        so.use_per_session_threads = not use_shared
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT prints an "EP Error" banner before raising
+                return ort.InferenceSession(str(model), so, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types
+            if "thread" not in str(exc).lower():
+                raise
+            error = exc
+    assert error is not None
+    raise error
 
 
 class OnnxRuntimeRunner(Runner):
-    """Options: ``providers`` (default CPU), ``threads`` (global pool size, first session only),
-    ``shared_pool`` (default True)."""
+    """Options: ``providers`` (default CPU), ``threads`` (global pool size, first session only)."""
 
     backend = "onnxruntime"
 
     def _activate(self) -> None:
         opts: dict[str, Any] = self.options
-        providers = opts.get("providers") or ["CPUExecutionProvider"]
-        so = session_options(shared_pool=opts.get("shared_pool", True), threads=opts.get("threads"))
+        ensure_global_thread_pool(opts.get("threads"))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            self.session = create_session(self.path, so, providers=opts.get("providers"))
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise EdgekdError(f"onnxruntime cannot load {self.path}: {str(exc).splitlines()[0]}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edgekd.models import create_model
+from edgekd.runners.onnxruntime import create_session
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -18,7 +19,7 @@ def _export(module: torch.nn.Module, x: torch.Tensor, path, outputs: list[str]) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=outputs, verbose=False)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = create_session(path)
     return session.run(None, {"x": x.numpy()})
 
 

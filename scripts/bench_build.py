@@ -1,0 +1,140 @@
+"""Benchmark: ONNX Runtime FP32 full graph vs INT8 full graph vs chained stages, batch 1 and 32.
+
+One run does everything side by side: (optionally) train a multi-exit CIFAR ResNet-18 on the shared CIFAR-10 copy,
+export it, build FP32 and INT8 bundles, then time every graph with one shared ONNX Runtime thread pool — median
+over ``--runs`` (≥ 200) after warm-up, interleaving the variants so they see the same machine state — and report
+top-1 of the FP32 and INT8 full graphs on the CIFAR-10 test split.
+
+    .venv/bin/python scripts/bench_build.py --work /tmp/edgekd-bench --train-images 5000 --epochs 2
+    .venv/bin/python scripts/bench_build.py --checkpoint runs/r18/best.pt     # reuse a trained checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def subset_npz(work: Path, n_train: int, n_test: int) -> Path:
+    """A CIFAR-10 subset in the npz-part format (first images of the shuffled shared copy)."""
+    parts = sorted(SHARED.glob("cifar10.part*.npz"))
+    if not parts:
+        raise SystemExit(f"no CIFAR-10 parts under {SHARED}")
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    arrays = {k: [] for k in keys}
+    for p in parts:
+        with np.load(p) as f:
+            for k in keys:
+                arrays[k].append(f[k])
+            classes = f["classes"]
+    out = work / "cifar10-subset.npz"
+    x_train, y_train = np.concatenate(arrays["x_train"])[:n_train], np.concatenate(arrays["y_train"])[:n_train]
+    x_test, y_test = np.concatenate(arrays["x_test"])[:n_test], np.concatenate(arrays["y_test"])[:n_test]
+    np.savez(out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=classes)
+    return out
+
+
+def train_checkpoint(work: Path, data: Path, epochs: int, model: str) -> Path:
+    from edgekd.config import TrainConfig
+    from edgekd.train import train
+
+    cfg = TrainConfig(data=str(data), model=model, method="byot", epochs=epochs, batch_size=128, lr=0.1,
+                      out=str(work / "run"), force=True)
+    return train(cfg).best
+
+
+def time_variants(variants: dict, runs: int, warmup: int) -> dict[str, float]:
+    """Median ms of each zero-argument callable, interleaved round by round after warm-up."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    samples = {k: [] for k in variants}
+    for _ in range(runs):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def chain_fn(runners, x):
+    def run():
+        feed = {"image": x}
+        for i, r in enumerate(runners):
+            out = r.infer(feed)
+            if i < len(runners) - 1:
+                feed = {f"feat{i}": out[f"feat{i}"]}
+    return run
+
+
+def test_top1(manifest, data_npz: Path) -> float:
+    from edgekd.build import evaluate as ev
+    from edgekd.core.preprocess import resize_to_spec, to_spec_channels
+
+    with np.load(data_npz) as f:
+        x, y = f["x_test"], f["y_test"].astype(np.int64)
+    images = np.stack([resize_to_spec(to_spec_channels(img, manifest.spec.channels), manifest.spec) for img in x])
+    runner = ev.open_runners("onnxruntime", [manifest.full_graph()])[0]
+    probs = ev.run_full(runner, images, manifest.spec, manifest.num_exits)
+    runner.deactivate()
+    return float(100 * np.mean(probs[-1].argmax(1) == y)), float(100 * np.mean(probs.mean(0).argmax(1) == y))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd-bench"))
+    ap.add_argument("--checkpoint", type=Path, help="skip training, use this checkpoint")
+    ap.add_argument("--model", default="cifar_resnet18")
+    ap.add_argument("--train-images", type=int, default=5000)
+    ap.add_argument("--test-images", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = subset_npz(args.work, args.train_images, args.test_images)
+    ckpt = args.checkpoint or train_checkpoint(args.work, data, args.epochs, args.model)
+
+    from edgekd.build import build_bundle
+    from edgekd.export import export_bundle
+    from edgekd.runners import make_runner
+
+    bundle = args.work / "bundle"
+    export_bundle(ckpt, bundle, force=True)
+    built = {p: build_bundle(bundle, precision=p, backend="onnxruntime", out=args.work / f"bundle-{p}", force=True,
+                             cache_dir=str(args.work / "calibration")) for p in ("fp32", "int8")}
+    result = {"model": args.model, "runs": args.runs, "checkpoint": str(ckpt), "median_ms": {}, "top1": {}}
+    for p, m in built.items():
+        result["top1"][p] = dict(zip(("last_exit", "soft_vote"), test_top1(m, data)))
+    for batch in (1, 32):
+        x = np.random.default_rng(0).standard_normal((batch, *built["fp32"].spec.shape)).astype(np.float32)
+        runners, variants = [], {}
+        for p, m in built.items():
+            full = make_runner("onnxruntime", m.full_graph()).activate()
+            stages = [make_runner("onnxruntime", m.stage_graph(i)).activate() for i in range(m.num_exits)]
+            runners += [full, *stages]
+            variants[f"{p} full"] = (lambda r=full: r.infer({"image": x}))
+            variants[f"{p} chained stages"] = chain_fn(stages, x)
+        result["median_ms"][f"batch{batch}"] = time_variants(variants, args.runs, args.warmup)
+        for r in runners:
+            r.deactivate()
+    for batch, med in result["median_ms"].items():
+        print(f"{batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items()))
+        print(f"  int8 speed-up {med['fp32 full'] / med['int8 full']:.2f}x; chained/full fp32 "
+              f"{med['fp32 chained stages'] / med['fp32 full']:.3f}, int8 "
+              f"{med['int8 chained stages'] / med['int8 full']:.3f}")
+    print("top-1 on the CIFAR-10 test subset:", result["top1"])
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
