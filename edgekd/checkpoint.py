@@ -47,20 +47,26 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and validate a checkpoint onto the CPU; any problem is a one-line :class:`CheckpointError`."""
+def safe_torch_load(path: str | Path, error: type[Exception], what: str) -> Any:
+    """``torch.load(weights_only=True)`` onto the CPU; a missing or unreadable file is a one-line ``error``."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise error(f"{what} not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         text = str(exc)
         if "weights_only" in text or "Unpickl" in text:
-            reason = "not a torch checkpoint, corrupt, or holds objects that are unsafe to load"
+            reason = "not a torch file, corrupt, or holds objects that are unsafe to load"
         else:
             reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+        raise error(f"cannot read {what} {path}: {reason}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint onto the CPU; any problem is a one-line :class:`CheckpointError`."""
+    path = Path(path)
+    ckpt = safe_torch_load(path, CheckpointError, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an edgekd checkpoint")
     if ckpt.get("format_version") != FORMAT_VERSION:

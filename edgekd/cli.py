@@ -98,6 +98,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over even if --out already holds a run."),
     stop_after: Optional[int] = typer.Option(None, help="Stop after this many epochs in this invocation (resume later)."),
+    export: Optional[bool] = typer.Option(None, "--export/--no-export", help="Export best.pt to OUT/bundle at the end [on]."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings (keys as in --set)."),
     set_: List[str] = typer.Option([], "--set", help="Override any setting: --set key=value (repeatable)."),
 ) -> None:

@@ -61,6 +61,7 @@ class TrainConfig:
     resume: bool = False
     force: bool = False
     stop_after: Optional[int] = None
+    export: bool = True  # export best.pt to OUT/bundle when training ends
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

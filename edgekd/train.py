@@ -430,6 +430,10 @@ def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str,
             f"lr {stats['lr']:.4f} {stats['images_per_s']:.0f} img/s")
 
 
+def _last_epoch(last_path: Path) -> int:
+    return int(load_checkpoint(last_path)["train_state"]["epoch"])
+
+
 def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, digests) -> TrainResult:
     """Evaluate the best weights on the test split, write summary.json, print the per-exit table."""
     best_path, last_path = run.out / "best.pt", run.out / "last.pt"
@@ -450,5 +454,9 @@ def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, 
         from edgekd.report import print_exit_table
 
         print_exit_table(run.console, best_ckpt["exit_info"], val, test, title=f"{cfg.model} · {objective.name}")
+        if cfg.export and epochs_run and cfg.epochs == _last_epoch(last_path) + 1:
+            from edgekd.export import export_bundle
+
+            export_bundle(best_path, run.out / "bundle", force=True, console=run.console)
     return TrainResult(run.out, best_path, last_path, epochs_run, val or {}, test,
                        [e.to_dict() for e in model.exit_info])

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-TINY = dict(data="digits", image_size=16, batch_size=64, lr=0.05, seed=0)
+TINY = dict(data="digits", image_size=16, batch_size=64, lr=0.05, seed=0, export=False)
 
 
 @pytest.fixture(scope="session")

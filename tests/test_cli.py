@@ -14,7 +14,8 @@ from edgekd.config import build_config
 from edgekd.core.errors import ConfigError
 
 runner = CliRunner()
-FAST = ["--data", "digits", "--image-size", "16", "--model", "resnet8", "--method", "byot", "--batch-size", "64"]
+DIGITS = ["--data", "digits", "--image-size", "16", "--model", "resnet8", "--batch-size", "64", "--no-export"]
+FAST = [*DIGITS, "--method", "byot"]
 
 
 def _invoke(args):
@@ -48,8 +49,12 @@ def test_train_cli_with_config_and_set_runs(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 5\n")
     out = tmp_path / "run"
-    code, output = _invoke(["train", *FAST, "--config", str(cfg_file), "--set", "epochs=1", "--out", str(out)])
+    code, output = _invoke(["train", *FAST, "--config", str(cfg_file), "--set", "epochs=1", "--set", "export=true",
+                            "--out", str(out)])
     assert code == 0, output
+    from edgekd.core.manifest import load_manifest
+
+    assert load_manifest(out / "bundle").num_exits == 3  # training exports its best checkpoint at the end
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs_run"] == 1 and summary["config"]["method"] == "byot"
     assert "vote:soft" in output  # the final per-exit table
@@ -75,7 +80,7 @@ def test_unreadable_image_is_named_or_skipped(tmp_path):
             cv2.imwrite(str(root / cls / f"{i}.png"), rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
     (root / "dog" / "broken.png").write_bytes(b"not an image at all")
     args = ["train", "--data", str(root), "--image-size", "16", "--model", "resnet8", "--method", "byot",
-            "--epochs", "1", "--batch-size", "8", "--workers", "0"]
+            "--epochs", "1", "--batch-size", "8", "--workers", "0", "--no-export"]
     code, output = _invoke([*args, "--out", str(tmp_path / "a")])
     _assert_clean_error(code, output, "broken.png")
     code, output = _invoke([*args, "--skip-bad", "--out", str(tmp_path / "b")])
@@ -93,11 +98,11 @@ def test_label_outside_class_list_is_named(tmp_path):
 
 
 def test_tskd_without_teacher_and_bad_teacher(tmp_path):
-    code, output = _invoke(["train", *FAST[:-4], "--out", str(tmp_path / "o")])
+    code, output = _invoke(["train", *DIGITS, "--out", str(tmp_path / "o")])
     _assert_clean_error(code, output, "--teacher")
     fake = tmp_path / "fake.pt"
     fake.write_bytes(b"garbage")
-    code, output = _invoke(["train", *FAST[:-4], "--teacher", str(fake), "--out", str(tmp_path / "o2")])
+    code, output = _invoke(["train", *DIGITS, "--teacher", str(fake), "--out", str(tmp_path / "o2")])
     _assert_clean_error(code, output, "fake.pt")
 
 
@@ -124,7 +129,7 @@ def test_rectangular_rgb_folder_trains(tmp_path):
     out = tmp_path / "o"
     code, output = _invoke(["train", "--data", str(root), "--image-size", "12x16", "--model", "resnet8",
                             "--method", "byot", "--epochs", "1", "--batch-size", "4", "--workers", "0",
-                            "--out", str(out)])
+                            "--no-export", "--out", str(out)])
     assert code == 0, output
     spec = json.loads((out / "summary.json").read_text())["exit_info"][0]
     assert spec["feat_shape"][1:] == [12, 16]  # stage 0 keeps the input resolution

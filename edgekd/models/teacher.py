@@ -72,14 +72,10 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def _load_state_dict(model: nn.Module, path: str | Path) -> None:
     """Load a plain state_dict file (strict); any problem is a ConfigError naming the file."""
+    from edgekd.checkpoint import safe_torch_load
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"teacher weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot read teacher weights {path}: {first}") from None
+    state = safe_torch_load(path, ConfigError, "teacher weights")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ConfigError(f"teacher weights {path} are not a plain state_dict")
     target = model

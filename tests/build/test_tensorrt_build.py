@@ -23,41 +23,13 @@ from edgekd.build.tensorrt import (build_engine, detect_device, engine_is_fresh,
                                    sidecar_path, tensorrt_available, use_implicit_calibrator, write_engine_sidecar)
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
+from tests.helpers import tiny_onnx
 
 SHA = "0123456789abcdef" * 4
 META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device": "jetson-orin-nano-developer-kit",
         "dla_core": None}
 
 
-def tiny_onnx(path: Path, channels: int = 3, size: int = 16, classes: int = 5) -> Path:
-    """Conv → Relu → GlobalAveragePool → Flatten → Gemm; input ``image`` (N, C, H, W) with a dynamic batch."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = [
-        numpy_helper.from_array(rng.normal(0, 0.3, (8, channels, 3, 3)).astype(np.float32), "conv_w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (8,)).astype(np.float32), "conv_b"),
-        numpy_helper.from_array(rng.normal(0, 0.3, (classes, 8)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(rng.normal(0, 0.1, (classes,)).astype(np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv"], ["relu"]),
-        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"], axis=1),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", channels, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
-        initializer=weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8  # readable by the ONNX parsers of TensorRT 8.5 onwards
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 def gpu_profile(tmp_path: Path):
