@@ -197,6 +197,52 @@ def build(
     run_guarded(_run)
 
 
+class Mode(str, Enum):
+    early_exit = "early-exit"
+    full_vote = "full-vote"
+    exit = "exit"
+
+
+class Display(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+@app.command()
+def run(
+    bundle: Path = typer.Argument(..., help="A built bundle (edgekd build), or an exported one."),
+    camera: Optional[int] = typer.Option(None, help="Camera index (V4L2), e.g. --camera 0."),
+    source: Optional[str] = typer.Option(None, help="/dev/videoN, csi://N, rtsp://…, a video, an image, a folder or glob."),
+    mode: Mode = typer.Option(Mode.early_exit, help="early-exit | full-vote | exit (with --exit K)."),
+    threshold: Optional[float] = typer.Option(None, help="One confidence threshold for every exit (default: the manifest's)."),
+    exit_: Optional[int] = typer.Option(None, "--exit", help="The exit that answers in --mode exit."),
+    vote: Optional[Vote] = typer.Option(None, help="Vote rule for full-vote (default: the manifest's)."),
+    smoothing: Optional[float] = typer.Option(None, help="Temporal smoothing: EMA weight of the past, 0 < W < 1."),
+    loop: bool = typer.Option(False, "--loop", help="Repeat files and folders forever."),
+    reconnect: Optional[bool] = typer.Option(None, "--reconnect/--no-reconnect", help="Reopen a live source that drops [on for live]."),
+    display: Display = typer.Option(Display.auto, help="Show a window: auto (when a display is available) | on | off."),
+    headless: bool = typer.Option(False, "--headless", help="No window (same as --display off)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the annotated video here (.mp4)."),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here."),
+    max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
+) -> None:
+    """Classify frames live with early exit or a full vote; show, record and log them."""
+    if (camera is None) == (source is None):
+        fail("give exactly one of --camera N or --source URI")
+
+    def _run():
+        from edgekd.runtime.app import RunOptions, run_stream
+
+        opts = RunOptions(mode=mode.value, threshold=threshold, exit=exit_, vote=_enum_value(vote),
+                          smoothing=smoothing, loop=loop, reconnect=reconnect,
+                          display="off" if headless else display.value, output=str(output) if output else None,
+                          jsonl=str(jsonl) if jsonl else None, max_frames=max_frames)
+        return run_stream(bundle, camera if camera is not None else source, opts, console=console)
+
+    run_guarded(_run)
+
+
 @app.command()
 def profiles() -> None:
     """List the device profiles."""

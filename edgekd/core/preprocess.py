@@ -27,7 +27,7 @@ def to_spec_channels(image: np.ndarray, channels: int, *, bgr: bool = False) -> 
         raise DataError(f"expected an image of shape (H, W[, 1|3|4]), got {image.shape}")
     c = image.shape[2]
     if c == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR if bgr else cv2.COLOR_RGBA2RGB)
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
     elif c == 3 and bgr:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 1 and image.shape[2] == 3:

@@ -1,0 +1,125 @@
+"""What a run produces besides predictions: the overlay, the annotated video, the JSONL log, live statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edgekd.core.errors import EdgekdError
+
+WINDOW = "edgekd"
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """Any frame (gray, BGR, BGRA) as BGR for drawing and video."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image.copy()
+
+
+def render(image: np.ndarray, pred: Any, fps: float) -> np.ndarray:
+    """The overlay: class and confidence, the exit that answered, frames per second."""
+    out = to_bgr(image)
+    scale = max(0.4, min(out.shape[:2]) / 400)
+    lines = [f"{pred.class_name} {100 * pred.confidence:.1f}%", f"exit {pred.exit}  {fps:.1f} FPS"]
+    for k, text in enumerate(lines):
+        org = (8, int((k + 1) * 24 * scale) + 4)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def display_available() -> bool:
+    """A window can open: a display server is set and this OpenCV has a GUI backend (pip's headless build has none)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    info = cv2.getBuildInformation()
+    gui = [ln for ln in info.splitlines() if ln.strip().startswith("GUI:")]
+    return bool(gui) and "NONE" not in gui[0].upper()
+
+
+class VideoOutput:
+    """An annotated video; every frame is resized to the first frame's size (the writer needs one size)."""
+
+    def __init__(self, path: str | Path, fps: float = 30.0):
+        self.path, self.fps, self.writer, self.size = Path(path), fps, None, None
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.size = (image.shape[1], image.shape[0])
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise EdgekdError(f"cannot write video {self.path} (unsupported container or codec)")
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+class JsonlOutput:
+    """One JSON record per frame, flushed as it goes (a crash loses at most the frame in flight)."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "w")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def percentile(values: deque | list, q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
+
+
+@dataclass
+class RunStats:
+    """Running statistics: frame count, exit histogram, latencies (recent window for p50/p99), FPS."""
+
+    n_exits: int
+    frames: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    exits: list[int] = field(default_factory=list)
+    network_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    e2e_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def __post_init__(self) -> None:
+        self.exits = [0] * self.n_exits
+
+    def add(self, pred: Any, e2e_ms: float) -> None:
+        self.frames += 1
+        self.exits[pred.exit] += 1
+        self.network_ms.append(pred.timings["network"])
+        self.e2e_ms.append(e2e_ms)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(time.perf_counter() - self.start, 1e-9)
+
+    def line(self) -> str:
+        hist = " ".join(f"e{i}:{n}" for i, n in enumerate(self.exits))
+        return (f"{self.frames} frames  {self.fps:.1f} FPS  exits [{hist}]  network p50 "
+                f"{percentile(self.network_ms, 50):.2f} / p99 {percentile(self.network_ms, 99):.2f} ms  "
+                f"end-to-end p50 {percentile(self.e2e_ms, 50):.2f} / p99 {percentile(self.e2e_ms, 99):.2f} ms")
+
+    def summary(self) -> dict[str, Any]:
+        return {"frames": self.frames, "fps": self.fps, "exit_histogram": list(self.exits),
+                "network_ms": {"p50": percentile(self.network_ms, 50), "p99": percentile(self.network_ms, 99)},
+                "end_to_end_ms": {"p50": percentile(self.e2e_ms, 50), "p99": percentile(self.e2e_ms, 99)}}
