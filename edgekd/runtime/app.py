@@ -21,7 +21,7 @@ from rich.table import Table
 from edgekd.core.errors import EdgekdError
 from edgekd.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
 from edgekd.runtime.pipeline import Pipeline
-from edgekd.runtime.sources import open_source
+from edgekd.runtime.sources import open_source, prefetched
 
 
 @dataclass
@@ -75,8 +75,9 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
             stack.callback(cv2.destroyAllWindows)
         stats = RunStats(pipeline.manifest.num_exits)
         live = stack.enter_context(Live(stats.line(), console=console, refresh_per_second=1, transient=True))
+        next_status = time.perf_counter() + 1.0
         try:
-            for frame in frames:
+            for frame in frames if frames.live else prefetched(frames):
                 t0 = time.perf_counter()
                 pred = pipeline(frame.image)
                 e2e = (time.perf_counter() - t0) * 1e3
@@ -91,7 +92,11 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                         cv2.imshow(WINDOW, annotated)
                         if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                             break
-                live.update(stats.line())
+                if time.perf_counter() >= next_status:  # the status line is refreshed about once a second
+                    live.update(stats.line())
+                    if log is not None:
+                        log.flush()
+                    next_status = time.perf_counter() + 1.0
                 if opts.max_frames and stats.frames >= opts.max_frames:
                     break
         except KeyboardInterrupt:

@@ -71,7 +71,7 @@ class VideoOutput:
 
 
 class JsonlOutput:
-    """One JSON record per frame, flushed as it goes (a crash loses at most the frame in flight)."""
+    """One JSON record per frame; flushed about once a second by the loop and on close."""
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +79,8 @@ class JsonlOutput:
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
         self.file.flush()
 
     def close(self) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import glob
 import os
+import queue
 import re
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -323,3 +324,47 @@ def _open_files(text: str, loop: bool, capture: Callable[..., Any]) -> FrameSour
             raise DataError(f"no images match {text}")
         return ImageFiles(text, images, loop)
     raise DataError(f"no such file, folder or camera: {text}")
+
+
+def prefetched(frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
+    """Iterate ``frames`` with decoding moved to a background thread: every frame, in order, at most ``depth``
+    decoded ahead. Files gain the overlap of decode and inference that live sources get from their capture thread;
+    an error in the reader reaches the consumer; leaving the loop early stops the reader."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def reader() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: Any = done
+        except BaseException as exc:  # handed to the consumer, which raises it
+            item = exc
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=reader, name="edgekd-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=2.0)
