@@ -36,3 +36,21 @@ def tiny_onnx(path: Path, channels: int = 3, size: int = 16, classes: int = 5) -
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def assert_cli_runs_without_torch(args: list[str]) -> None:
+    """Run ``edgekd ARGS`` in a fresh interpreter; it must succeed with no torch module ever imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from edgekd.cli import app\n"
+        f"r = CliRunner().invoke(app, {args!r})\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print('TORCH' if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 'CLEAN')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("CLEAN"), proc.stdout[-2000:]

@@ -32,7 +32,6 @@ import inspect
 import io
 import platform
 import re
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping

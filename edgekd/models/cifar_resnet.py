@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from edgekd.models.builder import assemble, check_common
+from edgekd.models.assembly import assemble, check_common
 from edgekd.models.heads import ClassifierHead, kaiming_init
 from edgekd.models.multi_exit import MultiExitNet
 from edgekd.models.registry import register_model

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import torchvision
 from torch import Tensor, nn
 
 from edgekd.core.errors import ConfigError
-from edgekd.models.builder import check_common
+from edgekd.models.assembly import check_common
 from edgekd.models.multi_exit import MultiExitOutput
 
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torchvision
 from torch import nn
 
-from edgekd.models.builder import assemble, check_common
+from edgekd.models.assembly import assemble, check_common
 from edgekd.models.heads import ClassifierHead
 from edgekd.models.multi_exit import MultiExitNet
 from edgekd.models.registry import register_model

@@ -3,8 +3,6 @@ calibration cache, clean failures, atomic output."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from edgekd.build import evaluate as ev
 from edgekd.cli import app
 from edgekd.core.early_exit import simulate
 from edgekd.core.manifest import load_manifest
+from tests.helpers import assert_cli_runs_without_torch
 
 
 @pytest.fixture(scope="module")
@@ -147,15 +146,5 @@ def test_calib_data_from_npz_and_a_built_bundle_cannot_be_rebuilt(tiny_bundle, i
 
 
 def test_build_never_imports_torch(tiny_bundle, tmp_path):
-    code = (
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from edgekd.cli import app\n"
-        f"r = CliRunner().invoke(app, ['build', {str(tiny_bundle)!r}, '--precision', 'int8', "
-        f"'--out', {str(tmp_path / 'nt')!r}, '--cache-dir', {str(tmp_path / 'cc')!r}])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "print('TORCH' if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 'CLEAN')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().endswith("CLEAN"), proc.stdout[-2000:]
+    assert_cli_runs_without_torch(["build", str(tiny_bundle), "--precision", "int8", "--out", str(tmp_path / "nt"),
+                                   "--cache-dir", str(tmp_path / "cc")])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -23,6 +21,7 @@ from edgekd.core.vote import softmax, vote
 from edgekd.runtime import app as run_app
 from edgekd.runtime.app import RunOptions, run_stream
 from edgekd.runtime.sources import open_source
+from tests.helpers import assert_cli_runs_without_torch
 
 N_FRAMES = 24
 
@@ -164,15 +163,5 @@ def test_bad_sources_are_clean_errors(built, tmp_path):
 
 
 def test_run_never_imports_torch(built, video, tmp_path):
-    code = (
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from edgekd.cli import app\n"
-        f"r = CliRunner().invoke(app, ['run', {str(built)!r}, '--source', {str(video)!r}, '--headless', "
-        f"'--jsonl', {str(tmp_path / 'x.jsonl')!r}])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "print('TORCH' if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 'CLEAN')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().endswith("CLEAN"), proc.stdout[-2000:]
+    assert_cli_runs_without_torch(["run", str(built), "--source", str(video), "--headless",
+                                   "--jsonl", str(tmp_path / "x.jsonl")])
