@@ -165,3 +165,21 @@ def test_bad_sources_are_clean_errors(built, tmp_path):
 def test_run_never_imports_torch(built, video, tmp_path):
     assert_cli_runs_without_torch(["run", str(built), "--source", str(video), "--headless",
                                    "--jsonl", str(tmp_path / "x.jsonl")])
+
+
+@pytest.mark.parametrize("mode", ["early-exit", "full-vote"])
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_both_modes_on_both_source_kinds_log_every_frame(built, video, frames, tmp_path, mode, kind):
+    source = video
+    if kind == "folder":
+        source = tmp_path / "imgs"
+        source.mkdir()
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(source / f"{i:03d}.png"), f)
+    jsonl = tmp_path / "log.jsonl"
+    summary = run_stream(built, str(source), RunOptions(mode=mode, display="off", jsonl=str(jsonl)))
+    recs = _records(jsonl)
+    assert summary["frames"] == len(recs) == N_FRAMES and summary["mode"] == mode
+    assert [r["index"] for r in recs] == list(range(N_FRAMES))
+    if mode == "full-vote":
+        assert {r["exit"] for r in recs} == {load_manifest(built).num_exits - 1}
