@@ -226,6 +226,7 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the annotated video here (.mp4)."),
     jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here."),
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
 ) -> None:
     """Classify frames live with early exit or a full vote; show, record and log them."""
     if (camera is None) == (source is None):
@@ -237,7 +238,7 @@ def run(
         opts = RunOptions(mode=mode.value, threshold=threshold, exit=exit_, vote=_enum_value(vote),
                           smoothing=smoothing, loop=loop, reconnect=reconnect,
                           display="off" if headless else display.value, output=str(output) if output else None,
-                          jsonl=str(jsonl) if jsonl else None, max_frames=max_frames)
+                          jsonl=str(jsonl) if jsonl else None, max_frames=max_frames, threads=threads)
         return run_stream(bundle, camera if camera is not None else source, opts, console=console)
 
     run_guarded(_run)

@@ -37,6 +37,7 @@ class RunOptions:
     output: str | None = None
     jsonl: str | None = None
     max_frames: int | None = None
+    threads: int | None = None  # ONNX Runtime thread pool size (default: every core)
 
 
 def _want_window(display: str) -> bool:
@@ -47,6 +48,10 @@ def _want_window(display: str) -> bool:
         raise EdgekdError("--display on, but no display is available (no $DISPLAY, or OpenCV without a GUI: "
                           "pip's opencv-python-headless has none)")
     return available
+
+
+def _backend_options(opts: RunOptions) -> dict[str, Any]:
+    return {"threads": opts.threads} if opts.threads else {}
 
 
 def record(frame: Any, pred: Any, e2e_ms: float) -> dict[str, Any]:
@@ -64,7 +69,8 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
     with ExitStack() as stack:
         pipeline = stack.enter_context(Pipeline.from_bundle(bundle, mode=opts.mode, threshold=opts.threshold,
                                                             exit=opts.exit, vote=opts.vote,
-                                                            smoothing=opts.smoothing))
+                                                            smoothing=opts.smoothing,
+                                                            backend_options=_backend_options(opts)))
         frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect))
         video = VideoOutput(opts.output) if opts.output else None
         log = JsonlOutput(opts.jsonl) if opts.jsonl else None
@@ -77,10 +83,12 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         live = stack.enter_context(Live(stats.line(), console=console, refresh_per_second=1, transient=True))
         next_status = time.perf_counter() + 1.0
         try:
-            for frame in frames if frames.live else prefetched(frames):
+            # live sources: the capture thread already reads ahead; files: decode + preprocess on a reader thread
+            stream = ((f, None) for f in frames) if frames.live else prefetched(frames, prepare=pipeline.prepare)
+            for frame, prepared in stream:
                 t0 = time.perf_counter()
-                pred = pipeline(frame.image)
-                e2e = (time.perf_counter() - t0) * 1e3
+                pred = pipeline(frame.image) if prepared is None else pipeline.infer(*prepared)
+                e2e = (time.perf_counter() - t0) * 1e3 + (prepared[1] if prepared is not None else 0.0)
                 stats.add(pred, e2e)
                 if log is not None:
                     log.write(record(frame, pred, e2e))

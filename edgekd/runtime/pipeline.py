@@ -144,6 +144,7 @@ class Pipeline:
         elif mode == "exit":
             self._chain_thresholds = np.full(self.exit + 1, np.inf)
         self.preprocess = Preprocessor(self.spec)
+        self._prepare_pre = Preprocessor(self.spec)  # used by prepare(), e.g. on a reader thread
         self.runners: list[Runner] = []
         options = dict(backend_options or {})
         if mode == "full-vote":
@@ -193,7 +194,22 @@ class Pipeline:
             raise EdgekdError("the pipeline is closed")
         t0 = time.perf_counter()
         x = self.preprocess(frame)
-        pre_ms = (time.perf_counter() - t0) * 1e3
+        return self.infer(x, (time.perf_counter() - t0) * 1e3)
+
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """Preprocess one frame into a new (1, C, H, W) array and the milliseconds it took.
+
+        For a reader thread that preprocesses the next frame while :meth:`infer` runs the current one (it uses its
+        own buffer, so it never races with :meth:`__call__`).
+        """
+        t0 = time.perf_counter()
+        x = self._prepare_pre(frame).copy()
+        return x, (time.perf_counter() - t0) * 1e3
+
+    def infer(self, x: np.ndarray, pre_ms: float = 0.0) -> Prediction:
+        """Network, vote/early exit, smoothing and the answer for one preprocessed (1, C, H, W) input."""
+        if not self.runners:
+            raise EdgekdError("the pipeline is closed")
         out = self._network(x)
         t1 = time.perf_counter()
         scores, probs = out.scores[0], out.probs[0]

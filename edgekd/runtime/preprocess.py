@@ -8,7 +8,6 @@ writes straight into one (1, C, H, W) float32 buffer owned by the preprocessor a
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from edgekd.core.errors import DataError
@@ -35,9 +34,6 @@ class Preprocessor:
             raise DataError(f"frames must be uint8 images, got dtype {frame.dtype}")
         if frame.size == 0:
             raise DataError(f"empty frame of shape {frame.shape}")
-        if frame.ndim == 3 and frame.shape[2] == 4:
-            # BGRA → BGR first: core's to_spec_channels(bgr=True) drops alpha but keeps BGR order for 4-channel input
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         image = to_spec_channels(frame, self.spec.channels, bgr=True)  # (H0, W0, C) RGB or gray
         image = resize_to_spec(image, self.spec)  # (H, W, C)
         normalize(image, self.spec, out=self.buffer[0])  # (C, H, W) into the buffer

@@ -326,10 +326,12 @@ def _open_files(text: str, loop: bool, capture: Callable[..., Any]) -> FrameSour
     raise DataError(f"no such file, folder or camera: {text}")
 
 
-def prefetched(frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
-    """Iterate ``frames`` with decoding moved to a background thread: every frame, in order, at most ``depth``
-    decoded ahead. Files gain the overlap of decode and inference that live sources get from their capture thread;
-    an error in the reader reaches the consumer; leaving the loop early stops the reader."""
+def prefetched(frames: Iterable[Frame], depth: int = 4,
+               prepare: Callable[[np.ndarray], Any] | None = None) -> Iterator[tuple[Frame, Any]]:
+    """Iterate ``frames`` with decoding (and ``prepare(frame.image)``, e.g. preprocessing) moved to a background
+    thread: yields ``(frame, prepared)`` for every frame, in order, at most ``depth`` ahead. Files gain the overlap
+    of decode and inference that live sources get from their capture thread; an error in the reader reaches the
+    consumer; leaving the loop early stops the reader."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
@@ -337,9 +339,10 @@ def prefetched(frames: Iterable[Frame], depth: int = 4) -> Iterator[Frame]:
     def reader() -> None:
         try:
             for frame in frames:
+                item_ = (frame, prepare(frame.image) if prepare is not None else None)
                 while not stop.is_set():
                     try:
-                        q.put(frame, timeout=0.1)
+                        q.put(item_, timeout=0.1)
                         break
                     except queue.Full:
                         continue

@@ -227,3 +227,30 @@ def test_live_source_keeps_only_the_newest_frame(video):
     assert src.stats["dropped"] > 0 and src.stats["frames"] == 8
     assert max(s - a for a, s in zip(stamps, stamps[1:])) > 1  # stale frames were skipped, not queued
     assert max(ages[1:]) < 0.04  # each frame handed over was fresh, not one waiting since the last take
+
+
+def test_prefetched_keeps_order_prepares_on_the_reader_and_passes_errors_on():
+    import threading
+
+    from edgekd.runtime.sources import prefetched
+
+    main = threading.get_ident()
+
+    def frames(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise EdgekdError("frame source broke")
+            yield Frame(np.full((2, 2), i, np.uint8), i, float(i), "gen")
+
+    seen = list(prefetched(frames(30), depth=3, prepare=lambda img: (int(img[0, 0]), threading.get_ident())))
+    assert [f.index for f, _ in seen] == list(range(30))
+    assert all(p[0] == f.index and p[1] != main for f, p in seen)
+    got = []
+    with pytest.raises(EdgekdError, match="broke"):
+        for f, _ in prefetched(frames(10, fail_at=6)):
+            got.append(f.index)
+    assert got == list(range(6))
+    stream = prefetched(frames(1000), depth=2)
+    assert next(stream)[0].index == 0
+    stream.close()  # leaving early stops the reader thread
+    assert not any(t.name == "edgekd-prefetch" and t.is_alive() for t in threading.enumerate())
