@@ -54,3 +54,17 @@ def assert_cli_runs_without_torch(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("CLEAN"), proc.stdout[-2000:]
+
+
+def gpu_profile(tmp_path: Path):
+    """A TensorRT device profile for whatever GPU runs the (skipped here) TensorRT tests."""
+    import yaml
+
+    from edgekd.build.profiles import load_profile
+
+    data = {"name": "test-gpu", "description": "whatever NVIDIA GPU runs the tests", "backend": "tensorrt",
+            "precisions": ["fp32", "fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256,
+            "dla_cores": 0, "batch": {"min": 1, "opt": 2, "max": 4}, "threads": None}
+    path = tmp_path / "test-gpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_profile(str(path))

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from edgekd.build import tensorrt as trt_build
 from edgekd.build.profiles import load_profile
@@ -22,7 +21,7 @@ from edgekd.build.tensorrt import (build_engine, detect_device, engine_is_fresh,
                                    sidecar_path, tensorrt_available, use_implicit_calibrator, write_engine_sidecar)
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
-from tests.helpers import tiny_onnx
+from tests.helpers import gpu_profile, tiny_onnx
 
 SHA = "0123456789abcdef" * 4
 META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device": "jetson-orin-nano-developer-kit",
@@ -31,13 +30,6 @@ META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device":
 
 
 
-def gpu_profile(tmp_path: Path):
-    data = {"name": "test-gpu", "description": "whatever NVIDIA GPU runs the tests", "backend": "tensorrt",
-            "precisions": ["fp32", "fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256,
-            "dla_cores": 0, "batch": {"min": 1, "opt": 2, "max": 4}, "threads": None}
-    path = tmp_path / "test-gpu.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_profile(str(path))
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------------

@@ -11,18 +11,15 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from edgekd.build.profiles import load_profile
 from edgekd.build.tensorrt import build_engine, tensorrt_available
 from edgekd.core.errors import EdgekdError
 from edgekd.runners import make_runner
 from edgekd.runners.tensorrt import TensorRTRunner, _sidecar_dla_core
-from tests.helpers import tiny_onnx
+from tests.helpers import gpu_profile, tiny_onnx
 
 
 
@@ -91,13 +88,6 @@ def trt_ready() -> str:
     return detail
 
 
-def gpu_profile(tmp_path: Path):
-    data = {"name": "test-gpu", "description": "whatever NVIDIA GPU runs the tests", "backend": "tensorrt",
-            "precisions": ["fp32", "fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256,
-            "dla_cores": 0, "batch": {"min": 1, "opt": 2, "max": 4}, "threads": None}
-    path = tmp_path / "test-gpu.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_profile(str(path))
 
 
 @pytest.mark.tensorrt
