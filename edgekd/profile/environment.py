@@ -1,0 +1,138 @@
+"""What a profile ran on: CPU, cores, threads, library versions, and Jetson power mode / clock state."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+JETSON_CLOCKS_ADVICE = "run `sudo jetson_clocks` to lock clocks before profiling"
+
+_CV_DISTS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def cpu_model(root: str | Path = "/") -> str:
+    text = _read_text(Path(root) / "proc/cpuinfo")
+    if text:
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def ort_threads() -> int:
+    """Threads ONNX Runtime will be given: ``EDGEKD_THREADS`` when set to a positive integer, else all cores."""
+    raw = os.environ.get("EDGEKD_THREADS", "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value > 0:
+            return value
+    return os.cpu_count() or 1
+
+
+def _version(dists: tuple[str, ...], module: str | None = None) -> str | None:
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    if module is not None and importlib.util.find_spec(module) is not None:
+        try:  # apt-installed builds (JetPack's OpenCV / TensorRT) carry no pip metadata
+            return str(getattr(importlib.import_module(module), "__version__", None) or "unknown")
+        except Exception:  # noqa: BLE001 - a broken install is reported as absent
+            return None
+    return None
+
+
+def jetson_model(root: str | Path = "/") -> str | None:
+    text = _read_text(Path(root) / "proc/device-tree/model")
+    if not text:
+        return None
+    model = text.replace("\x00", "").strip()
+    return model if "jetson" in model.lower() or "nvidia" in model.lower() else None
+
+
+def parse_nvpmodel(output: str) -> tuple[str | None, int | None]:
+    """``nvpmodel -q`` prints e.g. ``NV Power Mode: MAXN`` followed by the mode id on the next line."""
+    name: str | None = None
+    mode_id: int | None = None
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"\s*NV Power Mode\s*:\s*(.+?)\s*$", line)
+        if m:
+            name = m.group(1)
+            for rest in lines[i + 1 :]:
+                if rest.strip():
+                    if re.fullmatch(r"\s*\d+\s*", rest):
+                        mode_id = int(rest)
+                    break
+            break
+    return name, mode_id
+
+
+def power_mode(binary: str = "nvpmodel") -> tuple[str | None, int | None]:
+    exe = shutil.which(binary)
+    if exe is None:
+        return None, None
+    try:
+        proc = subprocess.run([exe, "-q"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return parse_nvpmodel(proc.stdout + "\n" + proc.stderr)
+
+
+def clocks_locked(root: str | Path = "/") -> bool | None:
+    """``True`` when cpu0's scaling_min_freq equals scaling_max_freq, ``None`` when unknown."""
+    base = Path(root) / "sys/devices/system/cpu/cpu0/cpufreq"
+    lo, hi = _read_text(base / "scaling_min_freq"), _read_text(base / "scaling_max_freq")
+    if lo is None or hi is None:
+        return None
+    try:
+        return int(lo.strip()) == int(hi.strip())
+    except ValueError:
+        return None
+
+
+def describe_environment(backend: str, root: str | Path = "/") -> dict:
+    jetson = jetson_model(root)
+    mode_name, mode_id = power_mode() if jetson else (None, None)
+    locked = clocks_locked(root)
+    env: dict = {
+        "backend": backend,
+        "cpu": cpu_model(root),
+        "cores": os.cpu_count() or 1,
+        "threads": ort_threads(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": _version(("numpy",), "numpy"),
+        "onnx": _version(("onnx",), "onnx"),
+        "onnxruntime": _version(("onnxruntime", "onnxruntime-gpu"), "onnxruntime"),
+        "opencv": _version(_CV_DISTS, "cv2"),
+        "jetson": jetson,
+        "power_mode": mode_name,
+        "power_mode_id": mode_id,
+        "clocks_locked": locked,
+        "gpu": None,
+        "advice": JETSON_CLOCKS_ADVICE if jetson and locked is not True else None,
+    }
+    trt = _version(("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "tensorrt")
+    if trt is not None:
+        env["tensorrt"] = trt
+    return env
