@@ -244,6 +244,29 @@ def run(
     run_guarded(_run)
 
 
+@app.command("profile")
+def profile_cmd(
+    bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. an FP32 and an INT8 build)."),
+    out: Path = typer.Option(Path("profile"), "--out", "-o", help="Directory for report.json."),
+    iterations: int = typer.Option(200, help="Timed iterations per graph (after warm-up)."),
+    duration: Optional[float] = typer.Option(None, help="Time each graph for this many seconds instead."),
+    warmup: float = typer.Option(0.2, help="Warm-up time per graph, seconds."),
+    batch: int = typer.Option(8, help="Batch size for the throughput figures (batch 1 is always measured)."),
+    write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Refit and store the operating point."),
+    target_drop: float = typer.Option(0.5, help="With --write-thresholds: allowed drop below the full vote."),
+) -> None:
+    """Latency and accuracy per exit, and the early-exit trade-off, for one or several bundles."""
+
+    def _run():
+        from edgekd.profile.profiler import profile
+
+        return profile(bundles, out, console=console, write=write_thresholds, target_drop=target_drop,
+                       iterations=None if duration else iterations, duration_s=duration, warmup_s=warmup,
+                       batch=batch)
+
+    run_guarded(_run)
+
+
 @app.command()
 def profiles() -> None:
     """List the device profiles."""
