@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 
 from edgekd.core.errors import EdgekdError
+from edgekd.core.manifest import PRECISIONS
+from edgekd.core.vote import VOTE_RULES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgekd: train multi-exit TSKD students and deploy them to edge devices.")
@@ -23,22 +25,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class Method(str, Enum):
-    ce = "ce"
-    kd = "kd"
-    byot = "byot"
-    tskd = "tskd"
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum for typer from a tuple of allowed values (member names: values with '-' as '_')."""
+    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
 
 
-class Vote(str, Enum):
-    soft = "soft"
-    hard = "hard"
-    weighted = "weighted"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    onecycle = "onecycle"
+Method = choices("Method", ("ce", "kd", "byot", "tskd"))
+Vote = choices("Vote", VOTE_RULES)
+Schedule = choices("Schedule", ("cosine", "onecycle"))
+Precision = choices("Precision", PRECISIONS)
+Backend = choices("Backend", ("auto", "onnxruntime", "tensorrt"))
+Mode = choices("Mode", ("early-exit", "full-vote", "exit"))
+Display = choices("Display", ("auto", "on", "off"))
 
 
 def fail(message: str) -> None:
@@ -75,30 +73,30 @@ def train(
     image_size: Optional[str] = typer.Option(None, help="Input size: N or HxW (default: digits 32, arrays native, folders 224)."),
     resize: Optional[str] = typer.Option(None, help="stretch | center-crop (default: center-crop for folders at >= 64 px)."),
     channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB); default from the data."),
-    val_fraction: Optional[float] = typer.Option(None, help="Fraction of train held out for validation [0.1]."),
-    model: Optional[str] = typer.Option(None, help="Student architecture (see `edgekd models`) [resnet8]."),
+    val_fraction: Optional[float] = typer.Option(None, help="Fraction of train held out for validation (default: 0.1)."),
+    model: Optional[str] = typer.Option(None, help="Student architecture (see `edgekd models`) (default: resnet8)."),
     exits: Optional[str] = typer.Option(None, help="Comma-separated backbone stages that get an exit (the last always does)."),
-    method: Optional[Method] = typer.Option(None, help="Objective [tskd]."),
+    method: Optional[Method] = typer.Option(None, help="Objective (default: tskd)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher: an edgekd checkpoint, or a model name with --teacher-weights."),
     teacher_weights: Optional[str] = typer.Option(None, help="state_dict file for a teacher given by name."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help="Distillation temperature T [4]."),
-    alpha: Optional[float] = typer.Option(None, help="Weight α of teacher KD vs CE [0.5]."),
-    beta: Optional[float] = typer.Option(None, help="Weight β of self-distillation from the deepest exit [0.3]."),
-    hint_weight: Optional[float] = typer.Option(None, help="Weight λ of the feature hint loss [1.0]."),
-    vote: Optional[Vote] = typer.Option(None, help="Vote rule that picks best.pt [soft]."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [30]."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size, split across torchrun ranks [128]."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate [0.1]."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay [5e-4]."),
-    schedule: Optional[Schedule] = typer.Option(None, help="Learning-rate schedule [cosine]."),
-    seed: Optional[int] = typer.Option(None, help="Seed for init, split and augmentation [0]."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help="Distillation temperature T (default: 4)."),
+    alpha: Optional[float] = typer.Option(None, help="Weight α of teacher KD vs CE (default: 0.5)."),
+    beta: Optional[float] = typer.Option(None, help="Weight β of self-distillation from the deepest exit (default: 0.3)."),
+    hint_weight: Optional[float] = typer.Option(None, help="Weight λ of the feature hint loss (default: 1.0)."),
+    vote: Optional[Vote] = typer.Option(None, help="Vote rule that picks best.pt (default: soft)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (default: 30)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size, split across torchrun ranks (default: 128)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: 0.1)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: 5e-4)."),
+    schedule: Optional[Schedule] = typer.Option(None, help="Learning-rate schedule (default: cosine)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for init, split and augmentation (default: 0)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (default 0 for in-memory data, 2 for folders)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory [runs/exp]."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/exp)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over even if --out already holds a run."),
     stop_after: Optional[int] = typer.Option(None, help="Stop after this many epochs in this invocation (resume later)."),
-    export: Optional[bool] = typer.Option(None, "--export/--no-export", help="Export best.pt to OUT/bundle at the end [on]."),
+    export: Optional[bool] = typer.Option(None, "--export/--no-export", help="Export best.pt to OUT/bundle at the end (default: on)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of settings (keys as in --set)."),
     set_: List[str] = typer.Option([], "--set", help="Override any setting: --set key=value (repeatable)."),
 ) -> None:
@@ -156,25 +154,13 @@ def export(
     run_guarded(_run)
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class Backend(str, Enum):
-    auto = "auto"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-
-
 @app.command()
 def build(
     bundle: Path = typer.Argument(..., help="An exported bundle (edgekd export)."),
     precision: Optional[Precision] = typer.Option(None, help="fp32 | fp16 | int8 (default: the profile's)."),
     backend: Backend = typer.Option(Backend.auto, help="auto: TensorRT if it can run here, else ONNX Runtime."),
     profile: Optional[str] = typer.Option(None, help="Device profile name (see `edgekd profiles`) or YAML file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory [BUNDLE-PRECISION]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory (default: BUNDLE-PRECISION)."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
     calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile | auto (keeps the smallest drop)."),
     max_drop: float = typer.Option(1.0, help="Fail if any exit or the vote loses more top-1 points than this."),
@@ -195,18 +181,6 @@ def build(
                             dla_core=dla_core, console=console)
 
     run_guarded(_run)
-
-
-class Mode(str, Enum):
-    early_exit = "early-exit"
-    full_vote = "full-vote"
-    exit = "exit"
-
-
-class Display(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
 
 
 @app.command()

@@ -392,8 +392,6 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
             try:
                 stats = train_one_epoch(wrapped, teacher, objective, loader, optimizer, scheduler, scaler, cfg,
                                         env, progress if env.main else None)
-            except DataError:
-                raise
             except Exception as exc:
                 if "DataLoader worker" in str(exc) and "DataError" in str(exc):
                     raise clean_worker_error(exc) from None
@@ -421,7 +419,8 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
     digests = rank_digests(model, env)
     if env.enabled and len(set(digests)) != 1:
         raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
-    return _finish(cfg, env, run, data, model, objective, epochs_run, digests)
+    finished = stop_at == cfg.epochs  # the last epoch ran, in this call or an earlier one
+    return _finish(cfg, env, run, data, model, objective, epochs_run, digests, finished)
 
 
 def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str, Any], rule: str) -> str:
@@ -430,11 +429,7 @@ def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str,
             f"lr {stats['lr']:.4f} {stats['images_per_s']:.0f} img/s")
 
 
-def _last_epoch(last_path: Path) -> int:
-    return int(load_checkpoint(last_path)["train_state"]["epoch"])
-
-
-def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, digests) -> TrainResult:
+def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, digests, finished) -> TrainResult:
     """Evaluate the best weights on the test split, write summary.json, print the per-exit table."""
     best_path, last_path = run.out / "best.pt", run.out / "last.pt"
     val, test = None, None
@@ -454,7 +449,7 @@ def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, 
         from edgekd.report import print_exit_table
 
         print_exit_table(run.console, best_ckpt["exit_info"], val, test, title=f"{cfg.model} · {objective.name}")
-        if cfg.export and epochs_run and cfg.epochs == _last_epoch(last_path) + 1:
+        if cfg.export and epochs_run and finished:
             from edgekd.export import export_bundle
 
             export_bundle(best_path, run.out / "bundle", force=True, console=run.console)
