@@ -218,25 +218,44 @@ def run(
     run_guarded(_run)
 
 
+def _frame_size(text: str) -> tuple[int, int]:
+    """``WxH`` (e.g. 640x480) → (width, height)."""
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
+        fail(f"--frame-size must look like 640x480 (width x height), got {text!r}")
+    return int(w), int(h)
+
+
 @app.command("profile")
 def profile_cmd(
     bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. an FP32 and an INT8 build)."),
-    out: Path = typer.Option(Path("profile"), "--out", "-o", help="Directory for report.json."),
+    out: Path = typer.Option(Path("profile"), "--out", "-o", help="Directory for report.json, report.md and the plots."),
+    data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz (images, labels) [default: the bundle's validation sample]."),
+    limit: Optional[int] = typer.Option(None, help="Use at most this many labelled images."),
     iterations: int = typer.Option(200, help="Timed iterations per graph (after warm-up)."),
     duration: Optional[float] = typer.Option(None, help="Time each graph for this many seconds instead."),
     warmup: float = typer.Option(0.2, help="Warm-up time per graph, seconds."),
     batch: int = typer.Option(8, help="Batch size for the throughput figures (batch 1 is always measured)."),
+    frame_size: str = typer.Option("640x480", help="Camera frame size for the per-frame pre/network/post timing."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
     write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Refit and store the operating point."),
     target_drop: float = typer.Option(0.5, help="With --write-thresholds: allowed drop below the full vote."),
 ) -> None:
     """Latency and accuracy per exit, and the early-exit trade-off, for one or several bundles."""
+    size = _frame_size(frame_size)
+    if iterations < 1 or batch < 1 or warmup < 0 or (duration is not None and duration <= 0):
+        fail("--iterations and --batch must be at least 1, --warmup at least 0, --duration above 0")
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1")
+    if threads is not None and threads < 1:
+        fail("--threads must be at least 1")
 
     def _run():
         from edgekd.profile.profiler import profile
 
         return profile(bundles, out, console=console, write=write_thresholds, target_drop=target_drop,
                        iterations=None if duration else iterations, duration_s=duration, warmup_s=warmup,
-                       batch=batch)
+                       batch=batch, data=data, limit=limit, frame_size=size, threads=threads)
 
     run_guarded(_run)
 

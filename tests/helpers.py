@@ -68,3 +68,33 @@ def gpu_profile(tmp_path: Path):
     path = tmp_path / "test-gpu.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_profile(str(path))
+
+
+# -- fake Jetson INA3221 sysfs trees (edgekd.profile.energy) ---------------------------------------------
+def write_text(path: Path, text: str) -> None:
+    """Write ``text``, creating parent folders (for fake sysfs trees)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def hwmon_tree(root: Path, rails: dict[int, tuple[str, float, float]]) -> Path:
+    """JetPack 5/6 layout: in{N}_label, in{N}_input (mV), curr{N}_input (mA)."""
+    d = root / "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+    for n, (label, mv, ma) in rails.items():
+        write_text(d / f"in{n}_label", label + "\n")
+        write_text(d / f"in{n}_input", f"{mv:g}\n")
+        write_text(d / f"curr{n}_input", f"{ma:g}\n")
+    write_text(d / "in7_label", "sum of shunt voltages\n")  # a channel with no current: not a rail
+    write_text(d / "in7_input", "40\n")
+    return d
+
+
+def iio_tree(root: Path, rails: dict[int, tuple[str, float]]) -> Path:
+    """JetPack 4 layout: rail_name_{N}, in_power{N}_input (mW)."""
+    d = root / "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+    for n, (name, mw) in rails.items():
+        write_text(d / f"rail_name_{n}", name + "\n")
+        write_text(d / f"in_power{n}_input", f"{mw:g}\n")
+        write_text(d / f"in_voltage{n}_input", "5000\n")
+        write_text(d / f"in_current{n}_input", f"{mw / 5:g}\n")
+    return d

@@ -208,11 +208,19 @@ class PowerSampler:
         return out
 
 
-def energy_per_inference(sampler: PowerSampler, n_inferences: int) -> dict[str, float] | None:
-    """Joules per inference per rail, or ``None`` when there are no rails (report :data:`NOT_AVAILABLE`)."""
+def energy_per_inference(sampler: PowerSampler, n_inferences: int, busy_s: float | None = None
+                         ) -> dict[str, float] | None:
+    """Joules per inference per rail, or ``None`` when there are no rails (report :data:`NOT_AVAILABLE`).
+
+    Without ``busy_s`` it is the whole sampled energy divided by ``n_inferences``. With ``busy_s`` (the summed
+    duration of the timed calls) it is the mean power times ``busy_s / n_inferences``: the energy of the calls
+    themselves, without the timing loop's own overhead and the sampler's start and stop, which matter when the
+    calls are short.
+    """
     if n_inferences <= 0:
         raise ValueError("n_inferences must be positive")
-    energy = sampler.energy_j()
-    if not energy:
-        return None
-    return {name: joules / n_inferences for name, joules in energy.items()}
+    if busy_s is None:
+        energy = sampler.energy_j()
+        return {name: joules / n_inferences for name, joules in energy.items()} or None
+    power = sampler.mean_mw()
+    return {name: mw / 1e3 * busy_s / n_inferences for name, mw in power.items()} or None

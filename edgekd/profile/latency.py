@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from edgekd.core.manifest import Manifest, stage_input_name
+from edgekd.profile.energy import NOT_AVAILABLE, PowerSampler, Rail, energy_per_inference
+
+MIN_POWER_SAMPLES = 10  # fewer power readings than this during a timed run: the energy figure gets a warning
 
 
 @dataclass
@@ -58,9 +62,14 @@ def summarize(samples_ms: list[float], *, cv_limit: float = 0.1) -> LatencyStats
 
 
 def measure(fn: Callable[[], Any], *, warmup_s: float = 0.2, iterations: int | None = 200,
-            duration_s: float | None = None, cv_limit: float = 0.1) -> LatencyStats:
+            duration_s: float | None = None, cv_limit: float = 0.1,
+            around: AbstractContextManager | None = None) -> LatencyStats:
     """Call ``fn`` for ``warmup_s`` seconds untimed, then time ``iterations`` calls (or, when ``iterations`` is
-    None, as many calls as fit in ``duration_s`` seconds, at least one); ``iterations`` wins if both are given."""
+    None, as many calls as fit in ``duration_s`` seconds, at least one); ``iterations`` wins if both are given.
+
+    ``around`` (e.g. a :class:`~edgekd.profile.energy.PowerSampler`) is entered just before the first timed call
+    and left just after the last, so whatever it records covers the timed calls only.
+    """
     if iterations is None and duration_s is None:
         raise ValueError("measure needs iterations or duration_s")
     if iterations is not None and iterations < 1:
@@ -70,6 +79,13 @@ def measure(fn: Callable[[], Any], *, warmup_s: float = 0.2, iterations: int | N
     while clock() < end:
         fn()
     samples: list[float] = []
+    with around if around is not None else nullcontext():
+        _timed_loop(fn, samples, iterations, duration_s, clock)
+    return summarize(samples, cv_limit=cv_limit)
+
+
+def _timed_loop(fn: Callable[[], Any], samples: list[float], iterations: int | None, duration_s: float | None,
+                clock: Callable[[], float]) -> None:
     if iterations is not None:
         for _ in range(iterations):
             t0 = clock()
@@ -84,7 +100,6 @@ def measure(fn: Callable[[], Any], *, warmup_s: float = 0.2, iterations: int | N
             samples.append((t1 - t0) * 1e3)
             if t1 >= end:
                 break
-    return summarize(samples, cv_limit=cv_limit)
 
 
 def _runner_backend(manifest: Manifest) -> str:
@@ -95,13 +110,30 @@ def _stage_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
     return tuple(manifest.spec.shape) if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])
 
 
-def _entry(fn_for_batch: Callable[[int], Callable[[], Any]], batches: list[int], **measure_kw) -> dict[str, Any]:
-    """Measure at each batch size: {"latency": stats at batch 1, "throughput": items/s, "batched": {...} | None}."""
+def energy_entry(sampler: PowerSampler | None, stats: LatencyStats, batch: int = 1) -> dict[str, Any] | str:
+    """Joules per item per rail during the timed calls (mean power x call time), or :data:`NOT_AVAILABLE`
+    without power rails."""
+    busy_s = stats.mean * stats.n / 1e3
+    per_item = energy_per_inference(sampler, stats.n * batch, busy_s) if sampler is not None else None
+    if per_item is None:
+        return NOT_AVAILABLE
+    rounds = sampler.samples
+    return {"per_inference_j": per_item, "mean_power_mw": sampler.mean_mw(), "samples": rounds,
+            "warning": None if rounds >= MIN_POWER_SAMPLES else
+            f"only {rounds} power samples: time longer (--duration) for a trustworthy energy figure"}
+
+
+def _entry(fn_for_batch: Callable[[int], Callable[[], Any]], batches: list[int], rails: list[Rail] | None = None,
+           **measure_kw) -> dict[str, Any]:
+    """Measure at each batch size: {"latency": stats at batch 1, "throughput": items/s, "energy", "batched": {...}
+    | None}; with ``rails`` the power is sampled during the timed calls."""
     out: dict[str, Any] = {}
     for b in batches:
-        stats = measure(fn_for_batch(b), **measure_kw)
+        sampler = PowerSampler(rails) if rails else None
+        stats = measure(fn_for_batch(b), around=sampler, **measure_kw)
         rec = {"batch": b, "latency": stats.to_dict(),
-               "throughput": b / (stats.median / 1e3) if stats.median > 0 else float("inf")}
+               "throughput": b / (stats.median / 1e3) if stats.median > 0 else float("inf"),
+               "energy": energy_entry(sampler, stats, b)}
         if b == 1:
             out.update(rec)
         else:
@@ -111,14 +143,15 @@ def _entry(fn_for_batch: Callable[[int], Callable[[], Any]], batches: list[int],
 
 
 def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[str, Any] | None = None,
-                    **measure_kw) -> dict[str, Any]:
+                    rails: list[Rail] | None = None, **measure_kw) -> dict[str, Any]:
     """Time a bundle's graphs with its backend's runners on zero inputs.
 
     Returns ``{"backend", "batch", "stage{i}", "exit{i}", "full"}``; every timed entry holds ``latency`` (a
     :class:`LatencyStats` dict at batch 1), ``throughput`` (items/s = 1 / median seconds) and ``batched`` (the
     same at ``batch`` items, None when ``batch`` is 1). ``exit{i}`` is the chained run of stages 0..i (each fed
     the previous one's feature map) and also holds ``stage_median_sum_ms``, the sum of those stages' medians.
-    ``measure_kw`` go to :func:`measure`.
+    ``energy`` is joules per item per rail measured during the timed calls when ``rails`` are given (Jetson
+    INA3221), else ``"not available"``. ``measure_kw`` go to :func:`measure`.
     """
     from edgekd.build.evaluate import close_runners, open_runners
 
@@ -138,7 +171,7 @@ def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[
                 feed = {stage_input_name(i): zeros[b][i]}
                 return lambda: runner.infer(feed)
 
-            result[f"stage{i}"] = _entry(one_stage, batches, **measure_kw)
+            result[f"stage{i}"] = _entry(one_stage, batches, rails, **measure_kw)
         for i in range(n):
             def chain(b: int, last: int = i) -> Callable[[], Any]:
                 x = zeros[b][0]
@@ -151,7 +184,7 @@ def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[
                             feed = {f"feat{j}": out[f"feat{j}"]}
                 return run
 
-            entry = _entry(chain, batches, **measure_kw)
+            entry = _entry(chain, batches, rails, **measure_kw)
             entry["stage_median_sum_ms"] = float(sum(result[f"stage{j}"]["latency"]["median"]
                                                      for j in range(i + 1)))
             result[f"exit{i}"] = entry
@@ -163,7 +196,7 @@ def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[
             feed = {"image": zeros[b][0]}
             return lambda: full.infer(feed)
 
-        result["full"] = _entry(whole, batches, **measure_kw)
+        result["full"] = _entry(whole, batches, rails, **measure_kw)
     finally:
         full.deactivate()
     return result

@@ -4,39 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from edgekd.profile.energy import NOT_AVAILABLE, PowerSampler, Rail, energy_per_inference, find_rails
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def hwmon_tree(root: Path, rails: dict[int, tuple[str, float, float]]) -> Path:
-    """JetPack 5/6 layout: in{N}_label, in{N}_input (mV), curr{N}_input (mA)."""
-    d = root / "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
-    for n, (label, mv, ma) in rails.items():
-        _write(d / f"in{n}_label", label + "\n")
-        _write(d / f"in{n}_input", f"{mv:g}\n")
-        _write(d / f"curr{n}_input", f"{ma:g}\n")
-    _write(d / "in7_label", "sum of shunt voltages\n")  # a channel with no current: not a rail
-    _write(d / "in7_input", "40\n")
-    return d
-
-
-def iio_tree(root: Path, rails: dict[int, tuple[str, float]]) -> Path:
-    """JetPack 4 layout: rail_name_{N}, in_power{N}_input (mW)."""
-    d = root / "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"
-    for n, (name, mw) in rails.items():
-        _write(d / f"rail_name_{n}", name + "\n")
-        _write(d / f"in_power{n}_input", f"{mw:g}\n")
-        _write(d / f"in_voltage{n}_input", "5000\n")
-        _write(d / f"in_current{n}_input", f"{mw / 5:g}\n")
-    return d
+from tests.helpers import hwmon_tree, iio_tree
 
 
 def test_hwmon_layout_names_and_power(tmp_path):
@@ -122,6 +94,8 @@ def test_energy_integral_of_constant_power_is_exact(tmp_path):
     assert energy == pytest.approx(10.0 * sampler.duration_s, rel=0.05)
     assert sampler.mean_mw()["VDD_IN"] == pytest.approx(10000.0)
     assert energy_per_inference(sampler, 10)["VDD_IN"] == pytest.approx(energy / 10)
+    # with the calls' own busy time: mean power x busy time / n (10 W x 0.05 s / 10 = 50 mJ)
+    assert energy_per_inference(sampler, 10, busy_s=0.05)["VDD_IN"] == pytest.approx(0.05)
     with pytest.raises(ValueError):
         energy_per_inference(sampler, 0)
 

@@ -130,3 +130,20 @@ def test_stage_latencies_exported_bundle_runs_on_onnxruntime(tiny_bundle):
     res = stage_latencies(m, warmup_s=0.0, iterations=3)
     assert res["backend"] == "onnxruntime" and res["full"]["batched"] is None
     assert all(res[f"exit{i}"]["latency"]["n"] == 3 for i in range(m.num_exits))
+
+
+def test_stage_latencies_energy_per_item_from_power_rails(built, tmp_path):
+    from edgekd.profile.energy import find_rails
+    from tests.helpers import iio_tree
+
+    iio_tree(tmp_path, {0: ("POM_5V_IN", 4000.0)})  # a constant 4 W (JetPack 4 layout)
+    res = stage_latencies(built, batch=2, warmup_s=0.0, iterations=10, rails=find_rails(tmp_path))
+    for name in ("stage0", f"exit{built.num_exits - 1}", "full"):
+        e, s = res[name]["energy"], res[name]["latency"]
+        assert e["per_inference_j"]["POM_5V_IN"] == pytest.approx(4.0 * s["mean"] / 1e3, rel=1e-6)
+        assert e["mean_power_mw"] == {"POM_5V_IN": pytest.approx(4000.0)}
+        assert e["samples"] >= 2  # one on entering, one on leaving, more from the sampling thread
+        assert (e["warning"] is not None) == (e["samples"] < 10)  # too few readings to trust: said so
+        eb, sb = res[name]["batched"]["energy"], res[name]["batched"]["latency"]
+        assert eb["per_inference_j"]["POM_5V_IN"] == pytest.approx(4.0 * sb["mean"] / 1e3 / 2, rel=1e-6)  # per item
+    assert stage_latencies(built, warmup_s=0.0, iterations=2)["full"]["energy"] == "not available"
