@@ -3,7 +3,8 @@
 1. a teacher (cifar-style resnet20, plain cross-entropy);
 2. a multi-exit TSKD student (resnet8, an exit after every stage) taught by that teacher and by itself, with its
    per-exit table (validation and test top-1, cumulative MACs), exported to a bundle at the end;
-3. an INT8 build of that bundle for ONNX Runtime on this CPU: verified against FP32, early-exit thresholds fitted.
+3. an INT8 build of that bundle for ONNX Runtime on this CPU: verified against FP32, early-exit thresholds fitted;
+4. a profile of the FP32 bundle and the INT8 build side by side (``out/profile``: report.md, report.json, plots).
 """
 
 from __future__ import annotations
@@ -28,18 +29,22 @@ def quickstart(out: Path, *, epochs: int = 12, image_size: int = 32, force: bool
     if (out / "student" / "last.pt").exists() and not force:
         raise ConfigError(f"{out} already holds a quickstart; pass --force to run it again")
     common = dict(data="digits", image_size=image_size, epochs=epochs, batch_size=64, lr=0.05, force=True)
-    console.rule("[bold]1/3 teacher[/]: resnet20, cross-entropy")
+    console.rule("[bold]1/4 teacher[/]: resnet20, cross-entropy")
     teacher = train(TrainConfig(model=TEACHER_MODEL, method="ce", out=str(out / "teacher"), export=False,
                                 **common), console)
-    console.rule("[bold]2/3 student[/]: resnet8 with an exit per stage, TSKD, exported to a bundle")
+    console.rule("[bold]2/4 student[/]: resnet8 with an exit per stage, TSKD, exported to a bundle")
     student = train(TrainConfig(model=STUDENT_MODEL, method="tskd", teacher=str(teacher.best),
                                 out=str(out / "student"), **common), console)
-    console.rule("[bold]3/3 build[/]: INT8 for ONNX Runtime on this CPU")
+    console.rule("[bold]3/4 build[/]: INT8 for ONNX Runtime on this CPU")
     from edgekd.build import build_bundle
 
     built = build_bundle(student.out / "bundle", precision="int8", out=student.out / "bundle-int8", force=True,
                          cache_dir=str(out / "calibration"), console=console)
+    console.rule("[bold]4/4 profile[/]: FP32 and INT8 side by side")
+    from edgekd.profile.profiler import profile
+
+    profile([student.out / "bundle", built.root], out / "profile", console=console, iterations=100, warmup_s=0.1)
     t_acc = teacher.test["exits"][-1] if teacher.test else teacher.val["exits"][-1]
     console.print(f"teacher {TEACHER_MODEL} test top-1 {t_acc:.1f}%  ·  student checkpoint {student.best}  ·  "
-                  f"INT8 bundle {built.root}")
+                  f"INT8 bundle {built.root}  ·  profile {out / 'profile' / 'report.md'}")
     return {"teacher": teacher, "student": student}
