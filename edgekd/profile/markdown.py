@@ -99,8 +99,11 @@ def _frames(bundles: list[dict[str, Any]]) -> list[str]:
 def _sweep(b: dict[str, Any]) -> list[str]:
     rows = []
     for i, p in enumerate(b["sweep"]):
-        t = "fitted" if p["operating_point"] else f"{p['threshold']:.2f}"
+        t = {"global": lambda: f"{p['threshold']:.2f}", "target-drop": lambda: f"fit, drop ≤ {p['target_drop']:g}",
+             "manifest": lambda: "manifest"}[p["kind"]]()
         mark = ("**operating point**" if p["operating_point"] else "") + (" Pareto" if i in b["pareto"] else "")
+        if p["kind"] != "global":
+            t += " (" + " / ".join(f"{x:.3g}" for x in p["thresholds"]) + ")"
         rows.append([t, _f(p["accuracy"], 2), " / ".join(f"{100 * x:.0f}" for x in p["exit_fraction"]),
                      f"{p['mean_macs'] / 1e6:.2f}", _f(p["mean_latency_ms"]), mark.strip()])
     return [f"### {display_name(b)}", ""] + _table(
@@ -134,8 +137,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += [f"![accuracy vs mean latency]({files['tradeoff']})", ""]
     lines += _per_exit(bundles) + _frames(bundles)
     lines += ["## Early-exit sweep", "",
-              "Global threshold t: every exit but the last answers when its confidence ≥ t; \"fitted\" is the "
-              "manifest's per-exit set. Mean latency = mean cumulative latency of the exit each image took.", ""]
+              "Global threshold t: every exit but the last answers when its confidence ≥ t. \"fit, drop ≤ X\": the "
+              "per-exit set `--write-thresholds --target-drop X` would store (cheapest within X points of the full "
+              "vote). \"manifest\": the bundle's own set, the operating point. Mean latency = mean cumulative "
+              "latency of the exit each image took.", ""]
     for b in bundles:
         lines += _sweep(b)
     if "exits" in files:

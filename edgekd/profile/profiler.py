@@ -33,7 +33,7 @@ from edgekd.profile.frames import DEFAULT_FRAME_SIZE, frame_timings
 from edgekd.profile.latency import stage_latencies
 from edgekd.profile.markdown import display_name, report_markdown
 from edgekd.profile.plots import PALETTE, exit_histogram_plot, tradeoff_plot
-from edgekd.profile.sweep import accuracy_table, pareto_front, sweep
+from edgekd.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
 
 REPORT_VERSION = 1
 
@@ -73,6 +73,10 @@ def _probs(m: Manifest, images: np.ndarray, options: dict[str, Any] | None = Non
     return p_full, p_chain
 
 
+def _weights(m: Manifest) -> np.ndarray | None:
+    return np.asarray(m.vote_weights, dtype=np.float64) if m.vote_weights else None
+
+
 def _primary_rail(names: list[str]) -> str:
     """The rail that best stands for the whole board: the input rail (VDD_IN, POM_5V_IN) when there is one."""
     return next((n for n in names if n.upper().endswith("_IN")), names[0])
@@ -109,7 +113,9 @@ def profile_bundle(path: str | Path, *, iterations: int | None = 200, duration_s
     frames = frame_timings(path, images, frame_size=frame_size, rails=rails, runner_options=options, **timing)
     exit_ms = [latency[f"exit{i}"]["latency"]["median"] for i in range(m.num_exits)]
     macs = [float(e["macs"]) for e in m.exits]
-    points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds)
+    vote_accuracy = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
+    points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds, reference_accuracy=vote_accuracy,
+                   target_drops=DEFAULT_TARGET_DROPS)
     environment = describe_environment(_backend(m))
     if threads:
         environment["threads"] = threads
@@ -131,8 +137,7 @@ def write_thresholds(path: str | Path, *, target_drop: float) -> list[float]:
     m = load_manifest(path)
     images, labels = _val_sample(m)
     p_full, p_chain = _probs(m, images)
-    w = np.asarray(m.vote_weights) if m.vote_weights else None
-    ref = accuracy(vote(p_full, m.vote_rule, w), labels)
+    ref = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
     fit = fit_thresholds(p_chain, labels, [e["macs"] for e in m.exits], reference_accuracy=ref,
                          target_drop=target_drop)
     data = dict(m.data)
@@ -153,13 +158,13 @@ def _plot_series(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     trade, hist = [], []
     for b in report["bundles"]:
         name = display_name(b)
-        points = [p for p in b["sweep"] if not p["operating_point"]]
+        points = [p for p in b["sweep"] if p["kind"] == "global"]
         op = b["operating_point"]
         vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
         trade.append({
             "name": name,
             "sweep": [{"latency": p["mean_latency_ms"], "accuracy": p["accuracy"]} for p in points],
-            "pareto": [i for i in b["pareto"] if not b["sweep"][i]["operating_point"]],
+            "pareto": pareto_front(points),  # of the global sweep drawn here
             "operating_point": {"latency": op["mean_latency_ms"], "accuracy": op["accuracy"]},
             "exits": [{"latency": b["latency"][f"exit{e['exit']}"]["latency"]["median"], "accuracy": e["top1"]}
                       for e in b["accuracy"]["exits"]],

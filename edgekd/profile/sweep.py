@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.core.early_exit import NEVER, simulate
+from edgekd.core.early_exit import NEVER, fit_thresholds, simulate
 from edgekd.core.vote import VOTE_RULES, vote
 
 DEFAULT_THRESHOLDS = np.concatenate([np.linspace(0.0, 1.0, 21), [NEVER]])
+DEFAULT_TARGET_DROPS = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0)  # percentage points below the full vote
 
 
 def _topk_accuracy(p: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -46,24 +47,33 @@ def accuracy_table(probs: np.ndarray, labels: np.ndarray, vote_weights: list[flo
     return {"exits": exits, "vote": votes}
 
 
-def _point(probs, labels, th, costs_macs, latency_ms, threshold, operating_point: bool) -> dict[str, Any]:
+def _point(probs, labels, th, costs_macs, latency_ms, kind: str, *, threshold: float | None = None,
+           target_drop: float | None = None) -> dict[str, Any]:
     res = simulate(probs, th, costs_macs, labels)
     mean_latency = None
     if latency_ms is not None:
         mean_latency = float(np.asarray(latency_ms, dtype=np.float64)[res.exit_taken].mean())
-    return {"threshold": threshold, "thresholds": [float(t) for t in th], "accuracy": res.accuracy,
-            "exit_fraction": res.exit_fraction, "mean_macs": res.mean_cost, "mean_latency_ms": mean_latency,
-            "operating_point": operating_point}
+    return {"kind": kind, "threshold": threshold, "target_drop": target_drop, "thresholds": [float(t) for t in th],
+            "accuracy": res.accuracy, "exit_fraction": res.exit_fraction, "mean_macs": res.mean_cost,
+            "mean_latency_ms": mean_latency, "operating_point": kind == "manifest"}
 
 
 def sweep(probs: np.ndarray, labels: np.ndarray, costs_macs: list[float], latency_ms: list[float] | None = None, *,
-          thresholds: list[float] | np.ndarray = DEFAULT_THRESHOLDS, fitted: list[float] | None = None
+          thresholds: list[float] | np.ndarray = DEFAULT_THRESHOLDS, fitted: list[float] | None = None,
+          reference_accuracy: float | None = None, target_drops: list[float] | tuple[float, ...] = ()
           ) -> list[dict[str, Any]]:
-    """One point per global threshold ``t`` (every exit but the last answers when its confidence ≥ ``t``), plus a
-    ``"fitted"`` point (``operating_point`` True) for per-exit ``fitted`` thresholds when given.
+    """The early-exit trade-off, one point per threshold setting, in three kinds:
 
-    Each point: ``threshold``, ``thresholds`` (per exit), ``accuracy`` (percent), ``exit_fraction`` (per exit),
-    ``mean_macs`` and ``mean_latency_ms`` (mean cumulative cost of the exit taken; None without ``latency_ms``).
+    * ``"global"``: one point per ``thresholds`` value ``t`` (every exit but the last answers when its confidence
+      ≥ ``t``), in the given order;
+    * ``"target-drop"``: for each of ``target_drops`` the per-exit set :func:`fit_thresholds` picks (lowest MACs
+      within that many points of ``reference_accuracy``, the full vote), i.e. what ``--write-thresholds
+      --target-drop X`` would store;
+    * ``"manifest"`` (``operating_point`` True): the per-exit ``fitted`` thresholds, when given.
+
+    Each point: ``kind``, ``threshold`` (global only), ``target_drop`` (target-drop only), ``thresholds`` (per
+    exit), ``accuracy`` (percent), ``exit_fraction`` (per exit), ``mean_macs`` and ``mean_latency_ms`` (mean
+    cumulative cost of the exit taken; None without ``latency_ms``).
     """
     probs = np.asarray(probs)
     n_exits = probs.shape[0]
@@ -72,11 +82,17 @@ def sweep(probs: np.ndarray, labels: np.ndarray, costs_macs: list[float], latenc
     points = []
     for t in thresholds:
         th = [float(t)] * (n_exits - 1) + [0.0]
-        points.append(_point(probs, labels, th, costs_macs, latency_ms, float(t), False))
+        points.append(_point(probs, labels, th, costs_macs, latency_ms, "global", threshold=float(t)))
+    if target_drops and reference_accuracy is None:
+        raise ValueError("target_drops need the reference (full vote) accuracy")
+    for drop in target_drops:
+        fit = fit_thresholds(probs, labels, costs_macs, reference_accuracy=reference_accuracy, target_drop=drop)
+        points.append(_point(probs, labels, fit.thresholds, costs_macs, latency_ms, "target-drop",
+                             target_drop=float(drop)))
     if fitted is not None:
         if len(fitted) != n_exits:
             raise ValueError(f"fitted thresholds must list one value per exit ({n_exits})")
-        points.append(_point(probs, labels, list(fitted), costs_macs, latency_ms, "fitted", True))
+        points.append(_point(probs, labels, list(fitted), costs_macs, latency_ms, "manifest"))
     return points
 
 

@@ -237,11 +237,16 @@ def test_energy_per_exit_from_a_fake_power_rail_tree(bundles, tmp_path):
 
 def test_sweep_end_points(report):
     b = report["bundles"][0]
-    zero = next(p for p in b["sweep"] if p["threshold"] == 0.0)
+    zero = next(p for p in b["sweep"] if p["kind"] == "global" and p["threshold"] == 0.0)
     assert zero["exit_fraction"][0] == 1.0 and zero["accuracy"] == pytest.approx(b["accuracy"]["exits"][0]["top1"],
                                                                                  abs=1.0)
-    never = max((p for p in b["sweep"] if p["threshold"] != "fitted"), key=lambda p: p["threshold"])
-    assert never["exit_fraction"][-1] == 1.0
+    never = max((p for p in b["sweep"] if p["kind"] == "global"), key=lambda p: p["threshold"])
+    assert never["threshold"] > 1.0 and never["exit_fraction"][-1] == 1.0
+    assert never["accuracy"] == pytest.approx(b["accuracy"]["exits"][-1]["top1"], abs=1.0)
+    drops = [p for p in b["sweep"] if p["kind"] == "target-drop"]
+    vote_acc = b["accuracy"]["vote"][b["vote_rule"]]
+    assert [p["target_drop"] for p in drops] == [0.0, 0.25, 0.5, 1.0, 2.0, 5.0]
+    assert all(p["accuracy"] >= min(vote_acc - p["target_drop"], never["accuracy"]) - 1e-9 for p in drops)
 
 
 def test_write_thresholds_changes_only_the_thresholds(bundles, tmp_path):

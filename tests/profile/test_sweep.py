@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekd.build.evaluate import close_runners, open_runners, run_chain
-from edgekd.core.early_exit import NEVER, simulate
+from edgekd.core.early_exit import NEVER, fit_thresholds, simulate
 from edgekd.profile.sweep import accuracy_table, pareto_front, sweep
 
 
@@ -107,7 +107,7 @@ def test_sweep_fitted_point_equals_simulate(chained):
     macs, latency = _costs(m)
     points = sweep(probs, labels, macs, latency, fitted=m.thresholds)
     fitted = [p for p in points if p["operating_point"]]
-    assert len(fitted) == 1 and fitted[0]["threshold"] == "fitted"
+    assert len(fitted) == 1 and fitted[0]["kind"] == "manifest" and fitted[0]["threshold"] is None
     ref = simulate(probs, m.thresholds, macs, labels)
     assert fitted[0]["accuracy"] == pytest.approx(ref.accuracy)
     assert fitted[0]["exit_fraction"] == pytest.approx(ref.exit_fraction)
@@ -115,6 +115,23 @@ def test_sweep_fitted_point_equals_simulate(chained):
     lat_ref = simulate(probs, m.thresholds, latency, labels).mean_cost
     assert fitted[0]["mean_latency_ms"] == pytest.approx(lat_ref)
     assert fitted[0]["thresholds"] == pytest.approx(m.thresholds)
+
+
+def test_sweep_target_drop_family(chained):
+    """One fitted set per allowed drop, equal to fit_thresholds' and meeting its target."""
+    m, probs, labels = chained
+    macs, latency = _costs(m)
+    ref = 100.0 * np.mean(probs[-1].argmax(axis=1) == labels)
+    drops = [0.0, 1.0, 3.0, 10.0]
+    points = sweep(probs, labels, macs, latency, thresholds=[], reference_accuracy=ref, target_drops=drops)
+    assert [p["kind"] for p in points] == ["target-drop"] * 4 and [p["target_drop"] for p in points] == drops
+    for p, drop in zip(points, drops):
+        fit = fit_thresholds(probs, labels, macs, reference_accuracy=ref, target_drop=drop)
+        assert p["thresholds"] == pytest.approx(fit.thresholds) and p["accuracy"] >= ref - drop - 1e-9
+        assert p["thresholds"][-1] == 0.0 and not p["operating_point"]
+    assert points[0]["mean_macs"] > points[-1]["mean_macs"]  # a 10-point allowance buys something: it moves
+    with pytest.raises(ValueError, match="reference"):
+        sweep(probs, labels, macs, latency, target_drops=[1.0])
 
 
 def test_sweep_without_latency_and_custom_thresholds(chained):
