@@ -98,6 +98,22 @@ def power_mode(binary: str = "nvpmodel") -> tuple[str | None, int | None]:
     return parse_nvpmodel(proc.stdout + "\n" + proc.stderr)
 
 
+def gpu_name(jetson: str | None = None, binary: str = "nvidia-smi") -> str | None:
+    """The first GPU's name from ``nvidia-smi``; on a Jetson without it, the board's integrated GPU; else None."""
+    exe = shutil.which(binary)
+    if exe is not None:
+        try:
+            proc = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                  text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            proc = None
+        if proc is not None and proc.returncode == 0:
+            name = next((line.strip() for line in proc.stdout.splitlines() if line.strip()), "")
+            if name:
+                return name
+    return f"{jetson} (integrated GPU)" if jetson else None
+
+
 def clocks_locked(root: str | Path = "/") -> bool | None:
     """``True`` when cpu0's scaling_min_freq equals scaling_max_freq, ``None`` when unknown."""
     base = Path(root) / "sys/devices/system/cpu/cpu0/cpufreq"
@@ -129,7 +145,7 @@ def describe_environment(backend: str, root: str | Path = "/") -> dict:
         "power_mode": mode_name,
         "power_mode_id": mode_id,
         "clocks_locked": locked,
-        "gpu": None,
+        "gpu": gpu_name(jetson),
         "advice": JETSON_CLOCKS_ADVICE if jetson and locked is not True else None,
     }
     trt = _version(("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "tensorrt")

@@ -64,6 +64,24 @@ def test_fake_jetson_locked_clocks(tmp_path):
     assert env["advice"] is None
 
 
+def _fake_tool(bin_dir: Path, name: str, stdout: str) -> None:
+    tool = bin_dir / name
+    _write(tool, "#!/bin/sh\ncat <<'EOF'\n" + stdout + "EOF\n")
+    tool.chmod(0o755)
+
+
+def test_fake_jetson_power_mode_and_gpu_from_the_tools(tmp_path, monkeypatch):
+    """nvpmodel -q and nvidia-smi are run for real: small scripts on PATH stand in for NVIDIA's tools."""
+    bin_dir = tmp_path / "bin"
+    _fake_tool(bin_dir, "nvpmodel", "NVPM WARN: fan mode is not set!\nNV Power Mode: 15W\n2\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env = describe_environment("tensorrt", root=fake_jetson(tmp_path / "root", 1510400, 1510400))
+    assert (env["power_mode"], env["power_mode_id"]) == ("15W", 2)
+    assert env["gpu"] == "NVIDIA Jetson Orin Nano Developer Kit (integrated GPU)"  # no nvidia-smi: the board's
+    _fake_tool(bin_dir, "nvidia-smi", "Orin (nvgpu)\n")
+    assert describe_environment("tensorrt", root=tmp_path / "root")["gpu"] == "Orin (nvgpu)"
+
+
 def test_empty_root_is_not_a_jetson(tmp_path):
     env = describe_environment("onnxruntime", root=tmp_path)
     assert env["jetson"] is None and env["clocks_locked"] is None and env["advice"] is None
