@@ -230,7 +230,7 @@ def _frame_size(text: str) -> tuple[int, int]:
 def profile_cmd(
     bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. an FP32 and an INT8 build)."),
     out: Path = typer.Option(Path("profile"), "--out", "-o", help="Directory for report.json, report.md and the plots."),
-    data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz (images, labels) [default: the bundle's validation sample]."),
+    data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz with images and labels (default: the bundle's validation sample)."),
     limit: Optional[int] = typer.Option(None, help="Use at most this many labelled images."),
     iterations: int = typer.Option(200, help="Timed iterations per graph (after warm-up)."),
     duration: Optional[float] = typer.Option(None, help="Time each graph for this many seconds instead."),
