@@ -56,31 +56,14 @@ class ThresholdFit:
     feasible: bool  # False: even answering everything at the last exit misses the target
 
 
-def fit_thresholds(probs: np.ndarray, labels: np.ndarray, costs: list[float] | np.ndarray, *,
-                   reference_accuracy: float, target_drop: float = 0.5, passes: int = 3) -> ThresholdFit:
-    """Per-exit thresholds whose early-exit accuracy stays within ``target_drop`` points of ``reference_accuracy``
-    (the full vote) at the smallest mean cost.
-
-    Coordinate descent from "only the last exit answers": for each shallow exit in turn, take the candidate
-    threshold with the lowest mean cost that keeps the accuracy target, given the other exits' thresholds; repeat
-    until nothing changes. If the last exit alone already misses the target, the target becomes its accuracy
-    (``feasible`` False) so early exit never costs accuracy beyond that.
-    """
-    probs, labels = np.asarray(probs), np.asarray(labels)
-    n_exits = probs.shape[0]
-    th = np.full(n_exits, NEVER)
-    th[-1] = 0.0
-    start = simulate(probs, th, costs, labels)
-    target = reference_accuracy - target_drop
-    feasible = start.accuracy >= target - 1e-9
-    if not feasible:
-        target = start.accuracy
-    conf = probs.max(axis=2)
-    candidates = [candidate_thresholds(conf[i]) for i in range(n_exits - 1)]
-    best = start
+def _descend(probs: np.ndarray, labels: np.ndarray, costs, th: np.ndarray, target: float,
+             candidates: list[np.ndarray], passes: int) -> tuple[np.ndarray, EarlyExitResult]:
+    """Coordinate descent from the feasible set ``th``: for each shallow exit in turn, the candidate with the lowest
+    mean cost that keeps ``target``, the others fixed; until nothing changes (at most ``passes`` rounds)."""
+    best = simulate(probs, th, costs, labels)
     for _ in range(passes):
         changed = False
-        for i in range(n_exits - 1):
+        for i in range(len(candidates)):
             for t in candidates[i]:  # ascending: earlier exits first, cheapest first
                 trial = th.copy()
                 trial[i] = t
@@ -90,5 +73,44 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray, costs: list[float] | n
                     break
         if not changed:
             break
+    return th, best
+
+
+def fit_thresholds(probs: np.ndarray, labels: np.ndarray, costs: list[float] | np.ndarray, *,
+                   reference_accuracy: float, target_drop: float = 0.5, passes: int = 3,
+                   starts: list[list[float]] | tuple = ()) -> ThresholdFit:
+    """Per-exit thresholds whose early-exit accuracy stays within ``target_drop`` points of ``reference_accuracy``
+    (the full vote) at the smallest mean cost.
+
+    Coordinate descent (greedy, so a local optimum) from several feasible starting sets, keeping the cheapest
+    result: "only the last exit answers", the cheapest feasible single threshold for every exit, and any of
+    ``starts`` that meets the target (e.g. the fit for a tighter target, so a looser target never costs more). If
+    the last exit alone already misses the target, the target becomes its accuracy (``feasible`` False) so early
+    exit never costs accuracy beyond that.
+    """
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    n_exits = probs.shape[0]
+    last_only = np.full(n_exits, NEVER)
+    last_only[-1] = 0.0
+    start = simulate(probs, last_only, costs, labels)
+    target = reference_accuracy - target_drop
+    feasible = start.accuracy >= target - 1e-9
+    if not feasible:
+        target = start.accuracy
+    conf = probs.max(axis=2)
+    candidates = [candidate_thresholds(conf[i]) for i in range(n_exits - 1)]
+    inits = [last_only]
+    for t in np.linspace(0.0, 1.0, 101):  # the cheapest feasible global threshold
+        th = np.full(n_exits, t)
+        th[-1] = 0.0
+        if simulate(probs, th, costs, labels).accuracy >= target - 1e-9:
+            inits.append(th)
+            break
+    for s in starts:
+        th = np.asarray(s, dtype=np.float64)
+        if th.shape == (n_exits,) and simulate(probs, th, costs, labels).accuracy >= target - 1e-9:
+            inits.append(th.copy())
+    fits = [_descend(probs, labels, costs, th, target, candidates, passes) for th in inits]
+    th, best = min(fits, key=lambda f: f[1].mean_cost)  # the first of equals: the established start wins ties
     return ThresholdFit([float(t) for t in th], best.accuracy, float(target), best.mean_cost, best.exit_fraction,
                         feasible)

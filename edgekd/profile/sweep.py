@@ -66,9 +66,9 @@ def sweep(probs: np.ndarray, labels: np.ndarray, costs_macs: list[float], latenc
 
     * ``"global"``: one point per ``thresholds`` value ``t`` (every exit but the last answers when its confidence
       ≥ ``t``), in the given order;
-    * ``"target-drop"``: for each of ``target_drops`` the per-exit set :func:`fit_thresholds` picks (lowest MACs
-      within that many points of ``reference_accuracy``, the full vote), i.e. what ``--write-thresholds
-      --target-drop X`` would store;
+    * ``"target-drop"``: for each of ``target_drops`` (ascending) the per-exit set :func:`fit_thresholds` picks
+      (lowest MACs within that many points of ``reference_accuracy``, the full vote), seeded with the tighter
+      fits so that mean MACs never rise with the allowance;
     * ``"manifest"`` (``operating_point`` True): the per-exit ``fitted`` thresholds, when given.
 
     Each point: ``kind``, ``threshold`` (global only), ``target_drop`` (target-drop only), ``thresholds`` (per
@@ -85,8 +85,11 @@ def sweep(probs: np.ndarray, labels: np.ndarray, costs_macs: list[float], latenc
         points.append(_point(probs, labels, th, costs_macs, latency_ms, "global", threshold=float(t)))
     if target_drops and reference_accuracy is None:
         raise ValueError("target_drops need the reference (full vote) accuracy")
-    for drop in target_drops:
-        fit = fit_thresholds(probs, labels, costs_macs, reference_accuracy=reference_accuracy, target_drop=drop)
+    fitted_so_far: list[list[float]] = []
+    for drop in sorted(target_drops):  # each tighter fit seeds the looser ones: more allowance never costs more
+        fit = fit_thresholds(probs, labels, costs_macs, reference_accuracy=reference_accuracy, target_drop=drop,
+                             starts=fitted_so_far)
+        fitted_so_far.append(fit.thresholds)
         points.append(_point(probs, labels, fit.thresholds, costs_macs, latency_ms, "target-drop",
                              target_drop=float(drop)))
     if fitted is not None:

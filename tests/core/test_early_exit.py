@@ -46,3 +46,33 @@ def test_fitted_thresholds_keep_the_target_and_save_cost():
     # a looser target can only lower the cost
     loose = fit_thresholds(probs, labels, [1.0, 2.0, 3.0], reference_accuracy=ref, target_drop=20.0)
     assert loose.mean_cost <= fit.mean_cost and loose.mean_cost < 3.0
+
+
+def _grid_optimum(probs, labels, costs, target):
+    """Brute force over a grid of (t0, t1): the cheapest set that keeps ``target``."""
+    best = None
+    for t0 in np.linspace(0, 1, 41):
+        for t1 in np.linspace(0, 1, 41):
+            res = simulate(probs, [t0, t1, 0.0], costs, labels)
+            if res.accuracy >= target - 1e-9 and (best is None or res.mean_cost < best[1]):
+                best = ([t0, t1, 0.0], res.mean_cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_is_never_worse_than_a_single_global_threshold_or_a_given_start(seed):
+    probs, labels = _probs(seed=seed)
+    costs = [1.0, 2.0, 3.0]
+    ref = 100 * np.mean(vote(probs, "soft") == labels)
+    fit = fit_thresholds(probs, labels, costs, reference_accuracy=ref, target_drop=2.0)
+    for t in np.linspace(0, 1, 101):  # every feasible global threshold costs at least as much
+        res = simulate(probs, [t, t, 0.0], costs, labels)
+        if res.accuracy >= fit.target_accuracy - 1e-9:
+            assert fit.mean_cost <= res.mean_cost + 1e-12
+    optimum, cost = _grid_optimum(probs, labels, costs, fit.target_accuracy)
+    seeded = fit_thresholds(probs, labels, costs, reference_accuracy=ref, target_drop=2.0, starts=[optimum])
+    assert seeded.mean_cost <= cost + 1e-12 and seeded.accuracy >= seeded.target_accuracy - 1e-9
+    assert seeded.mean_cost <= fit.mean_cost + 1e-12
+    # a start that misses the target is ignored, never returned
+    bad = fit_thresholds(probs, labels, costs, reference_accuracy=ref, target_drop=2.0, starts=[[0.0, 0.0, 0.0]])
+    assert bad.accuracy >= bad.target_accuracy - 1e-9

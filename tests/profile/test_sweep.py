@@ -118,17 +118,20 @@ def test_sweep_fitted_point_equals_simulate(chained):
 
 
 def test_sweep_target_drop_family(chained):
-    """One fitted set per allowed drop, equal to fit_thresholds' and meeting its target."""
+    """One fitted set per allowed drop, meeting its target; a larger allowance never costs more MACs."""
     m, probs, labels = chained
     macs, latency = _costs(m)
     ref = 100.0 * np.mean(probs[-1].argmax(axis=1) == labels)
     drops = [0.0, 1.0, 3.0, 10.0]
     points = sweep(probs, labels, macs, latency, thresholds=[], reference_accuracy=ref, target_drops=drops)
     assert [p["kind"] for p in points] == ["target-drop"] * 4 and [p["target_drop"] for p in points] == drops
-    for p, drop in zip(points, drops):
-        fit = fit_thresholds(probs, labels, macs, reference_accuracy=ref, target_drop=drop)
+    for k, (p, drop) in enumerate(zip(points, drops)):
+        fit = fit_thresholds(probs, labels, macs, reference_accuracy=ref, target_drop=drop,
+                             starts=[q["thresholds"] for q in points[:k]])
         assert p["thresholds"] == pytest.approx(fit.thresholds) and p["accuracy"] >= ref - drop - 1e-9
         assert p["thresholds"][-1] == 0.0 and not p["operating_point"]
+    costs = [p["mean_macs"] for p in points]
+    assert all(b <= a + 1e-9 for a, b in zip(costs, costs[1:]))
     assert points[0]["mean_macs"] > points[-1]["mean_macs"]  # a 10-point allowance buys something: it moves
     with pytest.raises(ValueError, match="reference"):
         sweep(probs, labels, macs, latency, target_drops=[1.0])
