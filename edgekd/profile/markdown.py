@@ -138,8 +138,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += _per_exit(bundles) + _frames(bundles)
     lines += ["## Early-exit sweep", "",
               "Global threshold t: every exit but the last answers when its confidence ≥ t. \"fit, drop ≤ X\": the "
-              "per-exit set `--write-thresholds --target-drop X` would store (cheapest within X points of the full "
-              "vote). \"manifest\": the bundle's own set, the operating point. Mean latency = mean cumulative "
+              "cheapest per-exit set within X points of the full vote, fitted on this data (`--write-thresholds "
+              "--target-drop X` fits the same way on the validation sample). \"manifest\": the bundle's own set, "
+              "the operating point. Mean latency = mean cumulative "
               "latency of the exit each image took.", ""]
     for b in bundles:
         lines += _sweep(b)

@@ -205,7 +205,9 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
         load_manifest(b)
     if write:
         for b in bundles:
-            console.print(f"{b}: thresholds set to {write_thresholds(b, target_drop=target_drop)}")
+            new = write_thresholds(b, target_drop=target_drop)
+            console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in new)} "
+                          f"(within {target_drop:g} points of the full vote on the validation sample)")
     results = []
     with console.status("profiling") as status:
         for b in bundles:
