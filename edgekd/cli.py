@@ -238,7 +238,7 @@ def profile_cmd(
     batch: int = typer.Option(8, help="Batch size for the throughput figures (batch 1 is always measured)."),
     frame_size: str = typer.Option("640x480", help="Camera frame size for the per-frame pre/network/post timing."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
-    write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Refit and store the operating point."),
+    write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Refit the operating point on --data (or the validation sample) and store it."),
     target_drop: float = typer.Option(0.5, help="With --write-thresholds: allowed drop below the full vote."),
 ) -> None:
     """Latency and accuracy per exit, and the early-exit trade-off, for one or several bundles."""

@@ -131,19 +131,20 @@ def profile_bundle(path: str | Path, *, iterations: int | None = 200, duration_s
     }
 
 
-def write_thresholds(path: str | Path, *, target_drop: float) -> list[float]:
-    """Refit per-exit thresholds on the validation sample (within ``target_drop`` of the vote, lowest MACs) and
-    store them in the manifest; every other field stays as it was."""
+def write_thresholds(path: str | Path, *, target_drop: float, data: str | Path | None = None,
+                     limit: int | None = None, threads: int | None = None) -> tuple[list[float], dict[str, Any]]:
+    """Refit per-exit thresholds (within ``target_drop`` of the vote, lowest MACs) on ``data`` or the validation
+    sample and store them in the manifest; every other field stays as it was. Returns them and the data used."""
     m = load_manifest(path)
-    images, labels = _val_sample(m)
-    p_full, p_chain = _probs(m, images)
+    images, labels, source = _labelled(m, data, limit)
+    p_full, p_chain = _probs(m, images, {"threads": threads} if threads else {})
     ref = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
     fit = fit_thresholds(p_chain, labels, [e["macs"] for e in m.exits], reference_accuracy=ref,
                          target_drop=target_drop)
     data = dict(m.data)
     data["thresholds"] = fit.thresholds
     write_manifest(m.root, data)
-    return fit.thresholds
+    return fit.thresholds, source
 
 
 def _label(bundles: list[dict[str, Any]]) -> None:
@@ -205,9 +206,10 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
         load_manifest(b)
     if write:
         for b in bundles:
-            new = write_thresholds(b, target_drop=target_drop)
-            console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in new)} "
-                          f"(within {target_drop:g} points of the full vote on the validation sample)")
+            new, source = write_thresholds(b, target_drop=target_drop, data=options.get("data"),
+                                           limit=options.get("limit"), threads=options.get("threads"))
+            console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in new)} (within "
+                          f"{target_drop:g} points of the full vote on {source['source']}, {source['n']} images)")
     results = []
     with console.status("profiling") as status:
         for b in bundles:

@@ -265,6 +265,33 @@ def test_write_thresholds_changes_only_the_thresholds(bundles, tmp_path):
     load_manifest(copy)  # still valid
 
 
+def test_write_thresholds_fits_on_data_when_given(bundles, tmp_path):
+    """With --data the refit uses those images. Labelled with exit 0's own answers, exit 0 is always right there,
+    so the cheapest fit answers everything at exit 0; the fit on the validation sample does not."""
+    from edgekd.core.early_exit import simulate
+    from edgekd.profile.profiler import write_thresholds
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundles["fp32"], copy)
+    m = load_manifest(copy)
+    with np.load(m.file("val_sample")) as f:
+        images = f["images"]
+    chain = ev.open_runners("onnxruntime", [m.stage_graph(i) for i in range(m.num_exits)])
+    p_chain = ev.run_chain(chain, images, m.spec)
+    ev.close_runners(chain)
+    target = p_chain[0].argmax(1)
+    np.savez(tmp_path / "d.npz", images=images, labels=target)
+    on_val, src_val = write_thresholds(copy, target_drop=0.0)
+    on_data, src_data = write_thresholds(copy, target_drop=0.0, data=tmp_path / "d.npz")
+    assert src_val["source"] == "val_sample"
+    assert src_data == {"source": "npz", "path": str(tmp_path / "d.npz"), "n": len(images)}
+    assert json.loads((copy / "manifest.json").read_text())["thresholds"] == on_data
+    macs = [e["macs"] for e in m.exits]
+    assert simulate(p_chain, on_data, macs, target).exit_fraction[0] == 1.0
+    assert simulate(p_chain, on_val, macs, target).exit_fraction[0] < 1.0
+
+
+
 def test_profile_never_imports_torch(bundles, tmp_path):
     assert_cli_runs_without_torch(["profile", str(bundles["int8"]), "--out", str(tmp_path / "r"), "--iterations",
                                    "5", "--warmup", "0.01"])
