@@ -249,6 +249,8 @@ def profile_cmd(
         fail("--limit must be at least 1")
     if threads is not None and threads < 1:
         fail("--threads must be at least 1")
+    if target_drop < 0:
+        fail("--target-drop must be at least 0 (points of top-1 below the full vote)")
 
     def _run():
         from edgekd.profile.profiler import profile

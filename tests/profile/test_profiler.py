@@ -174,6 +174,7 @@ def test_bad_data_is_a_one_line_error(bundles, tmp_path, make, message):
 @pytest.mark.parametrize("args, message", [
     (["--frame-size", "640"], "--frame-size"), (["--iterations", "0"], "--iterations"),
     (["--limit", "0"], "--limit"), (["--threads", "0"], "--threads"),
+    (["--write-thresholds", "--target-drop", "-1"], "--target-drop"), (["--duration", "0"], "--duration"),
 ])
 def test_bad_options_are_one_line_errors(bundles, tmp_path, args, message):
     result = CliRunner().invoke(app, ["profile", str(bundles["fp32"]), "--out", str(tmp_path / "r"), *args])
