@@ -85,6 +85,9 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         try:
             # live sources: the capture thread already reads ahead; files: decode + preprocess on a reader thread
             stream = ((f, None) for f in frames) if frames.live else prefetched(frames, prepare=pipeline.prepare)
+            # stop the reader thread before the source and the pipeline close (ExitStack unwinds last-in first):
+            # a capture released while the reader is inside read() crashes OpenCV
+            stack.callback(stream.close)
             for frame, prepared in stream:
                 t0 = time.perf_counter()
                 pred = pipeline(frame.image) if prepared is None else pipeline.infer(*prepared)

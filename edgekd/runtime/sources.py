@@ -370,4 +370,4 @@ def prefetched(frames: Iterable[Frame], depth: int = 4,
             yield item
     finally:
         stop.set()
-        thread.join(timeout=2.0)
+        thread.join()  # the reader checks ``stop`` between frames; the caller may release the source after this

@@ -106,6 +106,27 @@ def test_fixed_exit_mode_and_max_frames(built, video, tmp_path):
     assert {r["exit"] for r in _records(jsonl)} == {1}
 
 
+def test_reader_thread_stops_before_the_video_is_released(built, video, monkeypatch):
+    """Leaving the loop early (--max-frames) must stop the prefetch reader before the capture is released: OpenCV
+    crashes when a capture is released while another thread is inside read()."""
+    import threading
+
+    from edgekd.runtime import sources
+
+    alive_at_close = []
+    original = sources.VideoFile.close
+
+    def close(self):
+        alive_at_close.append(any(t.name == "edgekd-prefetch" and t.is_alive() for t in threading.enumerate()))
+        original(self)
+
+    monkeypatch.setattr(sources.VideoFile, "close", close)
+    for _ in range(3):
+        summary = run_stream(built, str(video), RunOptions(mode="exit", exit=0, display="off", max_frames=2))
+        assert summary["frames"] == 2
+    assert alive_at_close == [False, False, False]
+
+
 class DropsOnce:
     """A real capture of the test video that reports one failed read at frame 10, as a dropped camera would."""
 
