@@ -5,29 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgekd.core.errors import DataError
+from edgekd.core.images import is_image_file, read_image
 from edgekd.core.preprocess import resize_to_spec, to_spec_channels
 from edgekd.core.spec import InputSpec
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 
 
 def load_calib_images(path: str | Path, spec: InputSpec, limit: int = 1024) -> np.ndarray:
     """(N, H, W, C) uint8 at spec size from an image directory (recursive) or an npz (``images`` or ``x_train``)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
+        files = sorted(p for p in path.rglob("*") if is_image_file(p) and p.is_file())[:limit]
         if not files:
             raise DataError(f"no images found under {path}")
         images = []
         for f in files:
-            img = cv2.imdecode(np.fromfile(str(f), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise DataError(f"cannot read image: {f}")
-            images.append(resize_to_spec(to_spec_channels(img, spec.channels, bgr=True), spec))
+            images.append(resize_to_spec(to_spec_channels(read_image(f), spec.channels, bgr=True), spec))
         return np.stack(images)
     if path.suffix == ".npz" and path.is_file():
         with np.load(path) as f:

@@ -101,6 +101,11 @@ class Manifest:
     def backend(self) -> str:
         return self.data["backend"]
 
+    @property
+    def runner_backend(self) -> str:
+        """The runner that executes this bundle's graphs: an exported bundle's plain ONNX runs on ONNX Runtime."""
+        return "onnxruntime" if self.backend in ("onnx", "onnxruntime") else self.backend
+
     def full_graph(self) -> Path:
         return self.root / self.data["graphs"]["full"]["path"]
 

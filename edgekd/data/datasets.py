@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import operator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from edgekd.core.images import read_image
 from edgekd.core.preprocess import normalize, resize_to_spec, to_spec_channels
 from edgekd.core.spec import InputSpec
-from edgekd.data.folder import read_image
 from edgekd.data.transforms import TrainAugment
 
 
@@ -83,7 +84,7 @@ class FileDataset(SpecDataset):
 
     def decode(self, i: int) -> np.ndarray:
         """(H0, W0, C) uint8 in spec channels at the file's own size; unreadable → DataError naming the file."""
-        return to_spec_channels(read_image(self.paths[self._index(i)]), self.spec.channels, bgr=True)
+        return to_spec_channels(read_image(self.paths[self._index(i)], cv2.IMREAD_COLOR), self.spec.channels, bgr=True)
 
     def raw(self, i: int) -> np.ndarray:
         return resize_to_spec(self.decode(i), self.spec)

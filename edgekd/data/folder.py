@@ -15,21 +15,9 @@ import cv2
 import numpy as np
 
 from edgekd.core.errors import DataError
+from edgekd.core.images import is_image_file, read_image
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 TEST_DIRS = ("val", "test")
-
-
-def read_image(path: str, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Decode one file with OpenCV: (H, W, 3) BGR uint8 by default. Any failure → ``DataError`` naming the file."""
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)  # works for non-ASCII paths too
-        image = cv2.imdecode(buf, flags) if buf.size else None
-    except (OSError, cv2.error, ValueError) as exc:
-        raise DataError(f"cannot read image: {path} ({type(exc).__name__})") from None
-    if image is None or image.size == 0:
-        raise DataError(f"cannot read image: {path}")
-    return image
 
 
 def is_readable(path: str) -> bool:
@@ -63,7 +51,7 @@ def _image_files(folder: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if not name.startswith(".") and is_image_file(name):
                 found.append(os.path.join(dirpath, name))
     return sorted(found)
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edgekd.core.errors import DataError
+from edgekd.core.images import is_image_file, read_image
 from edgekd.core.preprocess import resize_to_spec, to_spec_channels
 from edgekd.core.spec import InputSpec
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
 _NPZ_KEYS = (("images", "labels"), ("x_test", "y_test"), ("x", "y"))
 
 
@@ -36,12 +35,7 @@ def _subset(n: int, limit: int | None) -> np.ndarray:
 
 
 def _read(path: Path, spec: InputSpec) -> np.ndarray:
-    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError(f"cannot read image: {path}")
-    if img.dtype != np.uint8:
-        raise DataError(f"{path}: only 8-bit images are supported, got {img.dtype}")
-    return resize_to_spec(to_spec_channels(img, spec.channels, bgr=True), spec)
+    return resize_to_spec(to_spec_channels(read_image(path), spec.channels, bgr=True), spec)
 
 
 def _from_folder(root: Path, spec: InputSpec, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +49,7 @@ def _from_folder(root: Path, spec: InputSpec, limit: int | None) -> tuple[np.nda
                         f"({', '.join(spec.class_names[:10])}{', …' if len(spec.class_names) > 10 else ''})")
     files, labels = [], []
     for c in classes:
-        found = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        found = sorted(p for p in (root / c).rglob("*") if is_image_file(p) and p.is_file())
         files += found
         labels += [index[c]] * len(found)
     if not files:

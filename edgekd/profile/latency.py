@@ -102,10 +102,6 @@ def _timed_loop(fn: Callable[[], Any], samples: list[float], iterations: int | N
                 break
 
 
-def _runner_backend(manifest: Manifest) -> str:
-    return "onnxruntime" if manifest.backend in ("onnx", "onnxruntime") else manifest.backend
-
-
 def _stage_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
     return tuple(manifest.spec.shape) if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])
 
@@ -157,7 +153,7 @@ def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[
 
     if batch < 1:
         raise ValueError("batch must be at least 1")
-    backend = _runner_backend(manifest)
+    backend = manifest.runner_backend
     opts = runner_options or {}
     n = manifest.num_exits
     batches = [1] if batch == 1 else [1, batch]

@@ -38,10 +38,6 @@ from edgekd.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_fr
 REPORT_VERSION = 1
 
 
-def _backend(m: Manifest) -> str:
-    return "onnxruntime" if m.backend == "onnx" else m.backend
-
-
 def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
     with np.load(m.file("val_sample")) as f:
         return f["images"], f["labels"]
@@ -59,7 +55,7 @@ def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[
 
 def _probs(m: Manifest, images: np.ndarray, options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(E, N, K) probabilities of the full graph and of the chained stages."""
-    backend, options = _backend(m), options or {}
+    backend, options = m.runner_backend, options or {}
     full = ev.open_runners(backend, [m.full_graph()], **options)
     try:
         p_full = ev.run_full(full[0], images, m.spec, m.num_exits)
@@ -116,11 +112,11 @@ def profile_bundle(path: str | Path, *, iterations: int | None = 200, duration_s
     vote_accuracy = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
     points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds, reference_accuracy=vote_accuracy,
                    target_drops=DEFAULT_TARGET_DROPS)
-    environment = describe_environment(_backend(m))
+    environment = describe_environment(m.runner_backend)
     if threads:
         environment["threads"] = threads
     return {
-        "name": Path(path).name, "path": str(path), "precision": m.precision, "backend": _backend(m),
+        "name": Path(path).name, "path": str(path), "precision": m.precision, "backend": m.runner_backend,
         "num_exits": m.num_exits, "macs": macs, "thresholds": list(m.thresholds), "vote_rule": m.vote_rule,
         "environment": environment, "data": source,
         "accuracy": accuracy_table(p_full, labels, m.vote_weights),

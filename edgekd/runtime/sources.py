@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from edgekd.core.errors import DataError, EdgekdError
+from edgekd.core.images import is_image_file, read_image
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}
 STREAM_SCHEMES = {"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"}
 MAX_BACKOFF = 10.0  # seconds: the longest wait between two reopen attempts
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width=1280, height=720, "
@@ -109,11 +109,11 @@ class ImageFiles(FrameSource):
 
 
 def _read_image(path: str) -> np.ndarray | None:
-    """The image as stored (gray, BGR or BGRA); 16-bit images are scaled to uint8."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is not None and image.dtype == np.uint16:
-        image = cv2.convertScaleAbs(image, alpha=255 / 65535)
-    return image if image is None or image.dtype == np.uint8 else None
+    """The image as stored (gray, BGR or BGRA, uint8), or None when it cannot be read (it is skipped)."""
+    try:
+        return read_image(path)
+    except DataError:
+        return None
 
 
 class VideoFile(FrameSource):
@@ -309,17 +309,17 @@ def open_source(spec: str | int, *, loop: bool = False, reconnect: bool | None =
 def _open_files(text: str, loop: bool, capture: Callable[..., Any]) -> FrameSource:
     path = Path(text).expanduser()
     if path.is_dir():
-        images = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        images = sorted(str(p) for p in path.iterdir() if p.is_file() and is_image_file(p))
         if not images:
             raise DataError(f"no images in folder {text}")
         return ImageFiles(text, images, loop)
     if path.is_file():
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if is_image_file(path):
             return ImageFiles(text, [str(path)], loop)
         return VideoFile(str(path), loop, capture)
     if any(c in text for c in "*?["):
         images = sorted(p for p in glob.glob(os.path.expanduser(text))
-                        if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+                        if os.path.isfile(p) and is_image_file(p))
         if not images:
             raise DataError(f"no images match {text}")
         return ImageFiles(text, images, loop)
