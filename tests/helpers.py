@@ -56,6 +56,34 @@ def assert_cli_runs_without_torch(args: list[str]) -> None:
     assert proc.stdout.strip().endswith("CLEAN"), proc.stdout[-2000:]
 
 
+HEAVY_MODULES = ("tensorrt", "polygraphy", "pycuda", "cuda", "torch")
+
+
+def assert_no_heavy_imports(statements: str) -> None:
+    """Run ``statements`` in a fresh interpreter; afterwards none of :data:`HEAVY_MODULES` may be imported."""
+    import subprocess
+    import sys
+
+    code = (f"import sys\n{statements}\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY_MODULES!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...], per_class: int, shape: tuple[int, ...],
+                       ext: str = ".png", seed: int = 0) -> Path:
+    """``root/<class>/<i><ext>``: random uint8 images of ``shape`` (H, W, 3), ``per_class`` per class."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            cv2.imwrite(str(root / cls / f"{i}{ext}"), rng.integers(0, 255, shape, dtype=np.uint8))
+    return root
+
+
 def gpu_profile(tmp_path: Path):
     """A TensorRT device profile for whatever GPU runs the (skipped here) TensorRT tests."""
     import yaml

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.config import build_config
 from edgekd.core.errors import ConfigError
+from tests.helpers import write_image_folder
 
 runner = CliRunner()
 DIGITS = ["--data", "digits", "--image-size", "16", "--model", "resnet8", "--batch-size", "64", "--no-export"]
@@ -72,12 +72,7 @@ def test_missing_data_path_is_one_line_error(tmp_path):
 
 
 def test_unreadable_image_is_named_or_skipped(tmp_path):
-    root = tmp_path / "imgs"
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (root / cls).mkdir(parents=True)
-        for i in range(6):
-            cv2.imwrite(str(root / cls / f"{i}.png"), rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    root = write_image_folder(tmp_path / "imgs", ("cat", "dog"), 6, (20, 20, 3))
     (root / "dog" / "broken.png").write_bytes(b"not an image at all")
     args = ["train", "--data", str(root), "--image-size", "16", "--model", "resnet8", "--method", "byot",
             "--epochs", "1", "--batch-size", "8", "--workers", "0", "--no-export"]
@@ -120,12 +115,7 @@ def test_models_lists_registry():
 
 
 def test_rectangular_rgb_folder_trains(tmp_path):
-    root = tmp_path / "rect"
-    rng = np.random.default_rng(1)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(5):
-            cv2.imwrite(str(root / cls / f"{i}.jpg"), rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    root = write_image_folder(tmp_path / "rect", ("a", "b"), 5, (30, 40, 3), ext=".jpg", seed=1)
     out = tmp_path / "o"
     code, output = _invoke(["train", "--data", str(root), "--image-size", "12x16", "--model", "resnet8",
                             "--method", "byot", "--epochs", "1", "--batch-size", "4", "--workers", "0",

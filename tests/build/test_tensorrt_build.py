@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from edgekd.build.tensorrt import (build_engine, detect_device, engine_is_fresh,
                                    sidecar_path, tensorrt_available, use_implicit_calibrator, write_engine_sidecar)
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
-from tests.helpers import gpu_profile, tiny_onnx
+from tests.helpers import assert_no_heavy_imports, gpu_profile, tiny_onnx
 
 SHA = "0123456789abcdef" * 4
 META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device": "jetson-orin-nano-developer-kit",
@@ -155,12 +153,7 @@ def test_tensorrt_available_reports_a_reason():
 
 
 def test_importing_the_modules_does_not_import_tensorrt():
-    code = ("import sys, edgekd.build.tensorrt, edgekd.build.profiles, edgekd.runners.tensorrt\n"
-            "heavy = ('tensorrt', 'polygraphy', 'pycuda', 'cuda', 'torch')\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert_no_heavy_imports("import edgekd.build.tensorrt, edgekd.build.profiles, edgekd.runners.tensorrt")
 
 
 # -- checks made before TensorRT is needed -----------------------------------------------------------------------
