@@ -3,7 +3,7 @@
 The package has two wings over one torch-free core:
 
 * ``edgekd.core`` — contract types and helpers shared by everyone (InputSpec, errors, atomic writes, vote rules).
-* torch wing — ``edgekd.data``, ``edgekd.models``, ``edgekd.distill``, ``edgekd.train`` (needs ``edgekd[train]``).
+* torch wing — ``edgekd.training.data``, ``edgekd.training.models``, ``edgekd.training.distill``, ``edgekd.training.loop`` (needs ``edgekd[train]``).
 * device wing — build/run/profile, which never import torch.
 """
 

@@ -108,8 +108,8 @@ def train(
         options["exits"] = exits
 
     def _run():
-        from edgekd.config import build_config
-        from edgekd.train import train as train_run
+        from edgekd.training.config import build_config
+        from edgekd.training.loop import train as train_run
 
         cfg = build_config(str(config) if config else None, options, set_)
         return train_run(cfg, console=console)
@@ -146,7 +146,7 @@ def export(
     """Export a checkpoint to a bundle: full + per-stage ONNX graphs, manifest, calibration and validation data."""
 
     def _run():
-        from edgekd.export import export_bundle
+        from edgekd.training.export import export_bundle
 
         return export_bundle(checkpoint, out, val_size=val_size, calib_size=calib_size, opset=opset, force=force,
                              console=console)
@@ -173,7 +173,7 @@ def build(
     """Compile a bundle for a precision and backend, verify it against FP32 and fit early-exit thresholds."""
 
     def _run():
-        from edgekd.build import build_bundle
+        from edgekd.device.compiler import build_bundle
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), profile=profile,
                             out=out, calib_data=calib_data, calib_method=calib_method, max_drop=max_drop,
@@ -207,7 +207,7 @@ def run(
         fail("give exactly one of --camera N or --source URI")
 
     def _run():
-        from edgekd.runtime.app import RunOptions, run_stream
+        from edgekd.device.runtime.app import RunOptions, run_stream
 
         opts = RunOptions(mode=mode.value, threshold=threshold, exit=exit_, vote=_enum_value(vote),
                           smoothing=smoothing, loop=loop, reconnect=reconnect,
@@ -253,7 +253,7 @@ def profile_cmd(
         fail("--target-drop must be at least 0 (points of top-1 below the full vote)")
 
     def _run():
-        from edgekd.profile.profiler import profile
+        from edgekd.device.profile.profiler import profile
 
         return profile(bundles, out, console=console, write=write_thresholds, target_drop=target_drop,
                        iterations=None if duration else iterations, duration_s=duration, warmup_s=warmup,
@@ -267,7 +267,7 @@ def profiles() -> None:
     """List the device profiles."""
 
     def _run():
-        from edgekd.build.profiles import list_profiles, load_profile
+        from edgekd.device.compiler.targets import list_profiles, load_profile
 
         for name in list_profiles():
             p = load_profile(name)
@@ -281,7 +281,7 @@ def models() -> None:
     """List the registered model names."""
 
     def _run():
-        from edgekd.models import list_models
+        from edgekd.training.models import list_models
 
         for name in list_models():
             console.print(name)

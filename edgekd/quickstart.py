@@ -13,9 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgekd.config import TrainConfig
+from edgekd.training.config import TrainConfig
 from edgekd.core.errors import ConfigError
-from edgekd.train import TrainResult, train
+from edgekd.training.loop import TrainResult, train
 
 TEACHER_MODEL = "resnet20"
 STUDENT_MODEL = "resnet8"
@@ -36,12 +36,12 @@ def quickstart(out: Path, *, epochs: int = 12, image_size: int = 32, force: bool
     student = train(TrainConfig(model=STUDENT_MODEL, method="tskd", teacher=str(teacher.best),
                                 out=str(out / "student"), **common), console)
     console.rule("[bold]3/4 build[/]: INT8 for ONNX Runtime on this CPU")
-    from edgekd.build import build_bundle
+    from edgekd.device.compiler import build_bundle
 
     built = build_bundle(student.out / "bundle", precision="int8", out=student.out / "bundle-int8", force=True,
                          cache_dir=str(out / "calibration"), console=console)
     console.rule("[bold]4/4 profile[/]: FP32 and INT8 side by side")
-    from edgekd.profile.profiler import profile
+    from edgekd.device.profile.profiler import profile
 
     profile([student.out / "bundle", built.root], out / "profile", console=console, iterations=100, warmup_s=0.1)
     t_acc = teacher.test["exits"][-1] if teacher.test else teacher.val["exits"][-1]

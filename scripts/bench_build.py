@@ -44,8 +44,8 @@ def subset_npz(work: Path, n_train: int, n_test: int) -> Path:
 
 
 def train_checkpoint(work: Path, data: Path, epochs: int, model: str) -> Path:
-    from edgekd.config import TrainConfig
-    from edgekd.train import train
+    from edgekd.training.config import TrainConfig
+    from edgekd.training.loop import train
 
     cfg = TrainConfig(data=str(data), model=model, method="byot", epochs=epochs, batch_size=128, lr=0.1,
                       out=str(work / "run"), force=True)
@@ -77,7 +77,7 @@ def chain_fn(runners, x):
 
 
 def test_top1(manifest, data_npz: Path) -> float:
-    from edgekd.build import evaluate as ev
+    from edgekd.device.compiler import evaluate as ev
     from edgekd.core.preprocess import resize_to_spec, to_spec_channels
 
     with np.load(data_npz) as f:
@@ -105,9 +105,9 @@ def main() -> None:
     data = subset_npz(args.work, args.train_images, args.test_images)
     ckpt = args.checkpoint or train_checkpoint(args.work, data, args.epochs, args.model)
 
-    from edgekd.build import build_bundle
-    from edgekd.export import export_bundle
-    from edgekd.runners import make_runner
+    from edgekd.device.compiler import build_bundle
+    from edgekd.training.export import export_bundle
+    from edgekd.device.runners import make_runner
 
     bundle = args.work / "bundle"
     export_bundle(ckpt, bundle, force=True)

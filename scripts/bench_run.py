@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from edgekd.core.manifest import load_manifest
-from edgekd.runtime.app import RunOptions, run_stream
-from edgekd.runtime.pipeline import Pipeline
-from edgekd.runtime.preprocess import Preprocessor
+from edgekd.device.runtime.app import RunOptions, run_stream
+from edgekd.device.runtime.pipeline import Pipeline
+from edgekd.device.runtime.preprocess import Preprocessor
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

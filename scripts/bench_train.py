@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.distill import build_objective
-from edgekd.models import create_model, freeze
-from edgekd.train import teacher_logits
+from edgekd.training.distill import build_objective
+from edgekd.training.models import create_model, freeze
+from edgekd.training.loop import teacher_logits
 
 METHODS = ("ce", "kd", "byot", "tskd")
 

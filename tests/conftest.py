@@ -15,8 +15,8 @@ TINY = dict(data="digits", image_size=16, batch_size=64, lr=0.05, seed=0, export
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory) -> dict:
     """Train a resnet8 teacher (ce) and a resnet8 TSKD student; return their TrainResults."""
-    from edgekd.config import TrainConfig
-    from edgekd.train import train
+    from edgekd.training.config import TrainConfig
+    from edgekd.training.loop import train
 
     root: Path = tmp_path_factory.mktemp("tiny_runs")
     teacher = train(TrainConfig(model="resnet8", method="ce", epochs=6, out=str(root / "teacher"), **TINY))
@@ -28,7 +28,7 @@ def tiny_runs(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_runs) -> Path:
     """The tiny student exported once per session (read-only: copy it before mutating)."""
-    from edgekd.export import export_bundle
+    from edgekd.training.export import export_bundle
 
     out = tiny_runs["root"] / "bundle"
     export_bundle(tiny_runs["student"].best, out, val_size=400, calib_size=128)

@@ -88,7 +88,7 @@ def gpu_profile(tmp_path: Path):
     """A TensorRT device profile for whatever GPU runs the (skipped here) TensorRT tests."""
     import yaml
 
-    from edgekd.build.profiles import load_profile
+    from edgekd.device.compiler.targets import load_profile
 
     data = {"name": "test-gpu", "description": "whatever NVIDIA GPU runs the tests", "backend": "tensorrt",
             "precisions": ["fp32", "fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256,
@@ -98,7 +98,7 @@ def gpu_profile(tmp_path: Path):
     return load_profile(str(path))
 
 
-# -- fake Jetson INA3221 sysfs trees (edgekd.profile.energy) ---------------------------------------------
+# -- fake Jetson INA3221 sysfs trees (edgekd.device.profile.energy) ---------------------------------------------
 def write_text(path: Path, text: str) -> None:
     """Write ``text``, creating parent folders (for fake sysfs trees)."""
     path.parent.mkdir(parents=True, exist_ok=True)

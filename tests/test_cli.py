@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.config import build_config
+from edgekd.training.config import build_config
 from edgekd.core.errors import ConfigError
 from tests.helpers import write_image_folder
 

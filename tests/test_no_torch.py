@@ -5,8 +5,8 @@ import sys
 
 CHECK = """
 import sys
-import edgekd, edgekd.core.spec, edgekd.core.preprocess, edgekd.core.vote, edgekd.core.atomic, edgekd.config
-import edgekd.report
+import edgekd, edgekd.core.spec, edgekd.core.preprocess, edgekd.core.vote, edgekd.core.atomic, edgekd.training.config
+import edgekd.training.report
 from typer.testing import CliRunner
 from edgekd.cli import app
 result = CliRunner().invoke(app, ["--help"])

@@ -1,5 +1,0 @@
-"""``edgekd build``: compile an exported bundle for a precision and a backend (device side, no torch)."""
-
-from edgekd.build.builder import BuildError, build_bundle
-
-__all__ = ["BuildError", "build_bundle"]

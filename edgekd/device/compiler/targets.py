@@ -1,0 +1,162 @@
+"""Device profiles: what a target device can build and run (backend, precisions, workspace, DLA, batch range).
+
+One YAML file per device ships in ``edgekd/profiles``; a user may also pass the path of their own file::
+
+    name: orin-nano
+    description: Jetson Orin Nano, JetPack 6 (TensorRT 8.6/10)
+    backend: tensorrt            # or onnxruntime
+    precisions: [fp32, fp16, int8]
+    default_precision: int8
+    workspace_mib: 1024
+    dla_cores: 0
+    batch: {min: 1, opt: 1, max: 8}
+    threads: null                # onnxruntime threads; null = all cores
+
+Every key is required and no other key is allowed, so a typo is an error rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgekd.core.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+PROFILE_BACKENDS = ("onnxruntime", "tensorrt")
+_KEYS = ("name", "description", "backend", "precisions", "default_precision", "workspace_mib", "dla_cores",
+         "batch", "threads")
+_BATCH_KEYS = ("min", "opt", "max")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    backend: str
+    precisions: tuple[str, ...]
+    default_precision: str
+    workspace_mib: int
+    dla_cores: int
+    batch_min: int
+    batch_opt: int
+    batch_max: int
+    threads: int | None
+    source: Path
+
+    def check_precision(self, precision: str) -> None:
+        """Raise :class:`ConfigError` unless this device can build ``precision``."""
+        if precision in self.precisions:
+            return
+        supported = ", ".join(sorted(self.precisions))
+        if precision not in PRECISIONS:
+            why = f"unknown precision; choose one of {', '.join(PRECISIONS)}"
+        else:
+            device = self.description.split(". ")[0].rstrip(".")
+            why = f"choose --precision {self.default_precision} or a profile for another device ({device})"
+        raise ConfigError(f"profile {self.name} cannot build {precision} (supports {supported}): {why}")
+
+    @property
+    def batch(self) -> tuple[int, int, int]:
+        return (self.batch_min, self.batch_opt, self.batch_max)
+
+
+def _shipped() -> dict[str, Any]:
+    """name → resource of every YAML file shipped in ``edgekd/profiles``."""
+    root = importlib.resources.files("edgekd.targets")
+    return {entry.name[: -len(".yaml")]: entry for entry in root.iterdir() if entry.name.endswith(".yaml")}
+
+
+def list_profiles() -> list[str]:
+    """Names of the shipped device profiles, sorted."""
+    return sorted(_shipped())
+
+
+def load_profile(name_or_file: str | Path) -> DeviceProfile:
+    """A shipped profile by name (``orin-nano``) or a profile YAML file by path."""
+    text_path = str(name_or_file)
+    shipped = _shipped()
+    if text_path in shipped:
+        resource = shipped[text_path]
+        return _parse(resource.read_text(encoding="utf-8"), Path(str(resource)))
+    path = Path(text_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file() or len(path.parts) > 1:
+        if not path.is_file():
+            raise ConfigError(f"device profile file not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read device profile {path}: {exc}") from None
+        return _parse(text, path)
+    raise ConfigError(f"unknown device profile {text_path!r}; choose one of {', '.join(sorted(shipped))} "
+                      "or give the path of a profile YAML file")
+
+
+def _int(data: dict[str, Any], key: str, fail, *, minimum: int, where: str | None = None) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        fail(where or key, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse(text: str, source: Path) -> DeviceProfile:
+    def fail(field: str, message: str):
+        raise ConfigError(f"device profile {source}: {field}: {message}")
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"device profile {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"device profile {source}: must be a mapping of {', '.join(_KEYS)}")
+    unknown = sorted(str(k) for k in data if k not in _KEYS)
+    if unknown:
+        fail(unknown[0], f"unknown key (allowed: {', '.join(_KEYS)})")
+    missing = [k for k in _KEYS if k not in data]
+    if missing:
+        fail(missing[0], "missing" + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""))
+
+    for key in ("name", "description"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            fail(key, f"must be a non-empty string, got {data[key]!r}")
+    if data["backend"] not in PROFILE_BACKENDS:
+        fail("backend", f"must be one of {', '.join(PROFILE_BACKENDS)}, got {data['backend']!r}")
+
+    precisions = data["precisions"]
+    if not isinstance(precisions, list) or not precisions:
+        fail("precisions", f"must be a non-empty list drawn from {', '.join(PRECISIONS)}, got {precisions!r}")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        fail("precisions", f"unknown precision {bad[0]!r} (allowed: {', '.join(PRECISIONS)})")
+    if len(set(precisions)) != len(precisions):
+        fail("precisions", f"lists a precision twice: {precisions}")
+    if data["default_precision"] not in precisions:
+        fail("default_precision", f"{data['default_precision']!r} is not in precisions [{', '.join(precisions)}]")
+
+    workspace = _int(data, "workspace_mib", fail, minimum=0)
+    dla = _int(data, "dla_cores", fail, minimum=0)
+    if dla and data["backend"] != "tensorrt":
+        fail("dla_cores", f"DLA cores are only used by the tensorrt backend, not {data['backend']}")
+
+    batch = data["batch"]
+    if not isinstance(batch, dict) or sorted(map(str, batch)) != sorted(_BATCH_KEYS):
+        fail("batch", f"must be a mapping with exactly min, opt, max, got {batch!r}")
+    b_min, b_opt, b_max = (_int(batch, k, fail, minimum=1, where=f"batch.{k}") for k in _BATCH_KEYS)
+    if not b_min <= b_opt <= b_max:
+        fail("batch", f"needs min <= opt <= max, got min={b_min} opt={b_opt} max={b_max}")
+
+    threads = data["threads"]
+    if threads is not None:
+        threads = _int(data, "threads", fail, minimum=1)
+
+    return DeviceProfile(name=data["name"].strip(), description=" ".join(data["description"].split()),
+                         backend=data["backend"], precisions=tuple(precisions),
+                         default_precision=data["default_precision"], workspace_mib=workspace, dla_cores=dla,
+                         batch_min=b_min, batch_opt=b_opt, batch_max=b_max, threads=threads, source=source)
+
+
+__all__ = ["PRECISIONS", "PROFILE_BACKENDS", "DeviceProfile", "list_profiles", "load_profile"]

@@ -1,0 +1,198 @@
+"""Latency measurement: time a callable (warm-up by time, then N iterations or a duration) and summarise it.
+
+:func:`stage_latencies` times a built bundle's graphs with its own backend runners, fed with zeros of the right
+shapes: every stage graph alone, the stage chain up to every exit, and the full graph, at batch 1 and at a larger
+batch. Torch-free (device side).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.core.manifest import Manifest, stage_input_name
+from edgekd.device.profile.energy import NOT_AVAILABLE, PowerSampler, Rail, energy_per_inference
+
+MIN_POWER_SAMPLES = 10  # fewer power readings than this during a timed run: the energy figure gets a warning
+
+
+@dataclass
+class LatencyStats:
+    """Summary of latency samples, all in milliseconds (``cv`` = std / mean, unitless)."""
+
+    n: int
+    min: float
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    std: float
+    cv: float
+    unstable: bool
+    warning: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(samples_ms: list[float], *, cv_limit: float = 0.1) -> LatencyStats:
+    """Percentiles (numpy's linear interpolation), mean, population std and coefficient of variation.
+
+    Like trtexec, flags the measurement as unstable when the coefficient of variation exceeds ``cv_limit``.
+    """
+    x = np.asarray(samples_ms, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("summarize needs a non-empty list of latency samples")
+    mean = float(x.mean())
+    std = float(x.std())
+    cv = std / mean if mean > 0 else 0.0
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(x, [50, 90, 95, 99]))
+    unstable = cv > cv_limit
+    warning = (f"the coefficient of variation ({cv:.1%}) is larger than {cv_limit:.1%}; results may be unreliable "
+               "(other load on the device, clock scaling, thermal throttling?)") if unstable else None
+    return LatencyStats(n=int(x.size), min=float(x.min()), mean=mean, median=p50, p90=p90, p95=p95, p99=p99,
+                        max=float(x.max()), std=std, cv=cv, unstable=unstable, warning=warning)
+
+
+def measure(fn: Callable[[], Any], *, warmup_s: float = 0.2, iterations: int | None = 200,
+            duration_s: float | None = None, cv_limit: float = 0.1,
+            around: AbstractContextManager | None = None) -> LatencyStats:
+    """Call ``fn`` for ``warmup_s`` seconds untimed, then time ``iterations`` calls (or, when ``iterations`` is
+    None, as many calls as fit in ``duration_s`` seconds, at least one); ``iterations`` wins if both are given.
+
+    ``around`` (e.g. a :class:`~edgekd.device.profile.energy.PowerSampler`) is entered just before the first timed call
+    and left just after the last, so whatever it records covers the timed calls only.
+    """
+    if iterations is None and duration_s is None:
+        raise ValueError("measure needs iterations or duration_s")
+    if iterations is not None and iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    clock = time.perf_counter
+    end = clock() + max(warmup_s, 0.0)
+    while clock() < end:
+        fn()
+    samples: list[float] = []
+    with around if around is not None else nullcontext():
+        _timed_loop(fn, samples, iterations, duration_s, clock)
+    return summarize(samples, cv_limit=cv_limit)
+
+
+def _timed_loop(fn: Callable[[], Any], samples: list[float], iterations: int | None, duration_s: float | None,
+                clock: Callable[[], float]) -> None:
+    if iterations is not None:
+        for _ in range(iterations):
+            t0 = clock()
+            fn()
+            samples.append((clock() - t0) * 1e3)
+    else:
+        end = clock() + float(duration_s)  # type: ignore[arg-type]
+        while True:
+            t0 = clock()
+            fn()
+            t1 = clock()
+            samples.append((t1 - t0) * 1e3)
+            if t1 >= end:
+                break
+
+
+def _stage_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
+    return tuple(manifest.spec.shape) if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])
+
+
+def energy_entry(sampler: PowerSampler | None, stats: LatencyStats, batch: int = 1) -> dict[str, Any] | str:
+    """Joules per item per rail during the timed calls (mean power x call time), or :data:`NOT_AVAILABLE`
+    without power rails."""
+    busy_s = stats.mean * stats.n / 1e3
+    per_item = energy_per_inference(sampler, stats.n * batch, busy_s) if sampler is not None else None
+    if per_item is None:
+        return NOT_AVAILABLE
+    rounds = sampler.samples
+    return {"per_inference_j": per_item, "mean_power_mw": sampler.mean_mw(), "samples": rounds,
+            "warning": None if rounds >= MIN_POWER_SAMPLES else
+            f"only {rounds} power samples: time longer (--duration) for a trustworthy energy figure"}
+
+
+def _entry(fn_for_batch: Callable[[int], Callable[[], Any]], batches: list[int], rails: list[Rail] | None = None,
+           **measure_kw) -> dict[str, Any]:
+    """Measure at each batch size: {"latency": stats at batch 1, "throughput": items/s, "energy", "batched": {...}
+    | None}; with ``rails`` the power is sampled during the timed calls."""
+    out: dict[str, Any] = {}
+    for b in batches:
+        sampler = PowerSampler(rails) if rails else None
+        stats = measure(fn_for_batch(b), around=sampler, **measure_kw)
+        rec = {"batch": b, "latency": stats.to_dict(),
+               "throughput": b / (stats.median / 1e3) if stats.median > 0 else float("inf"),
+               "energy": energy_entry(sampler, stats, b)}
+        if b == 1:
+            out.update(rec)
+        else:
+            out["batched"] = rec
+    out.setdefault("batched", None)
+    return out
+
+
+def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[str, Any] | None = None,
+                    rails: list[Rail] | None = None, **measure_kw) -> dict[str, Any]:
+    """Time a bundle's graphs with its backend's runners on zero inputs.
+
+    Returns ``{"backend", "batch", "stage{i}", "exit{i}", "full"}``; every timed entry holds ``latency`` (a
+    :class:`LatencyStats` dict at batch 1), ``throughput`` (items/s = 1 / median seconds) and ``batched`` (the
+    same at ``batch`` items, None when ``batch`` is 1). ``exit{i}`` is the chained run of stages 0..i (each fed
+    the previous one's feature map) and also holds ``stage_median_sum_ms``, the sum of those stages' medians.
+    ``energy`` is joules per item per rail measured during the timed calls when ``rails`` are given (Jetson
+    INA3221), else ``"not available"``. ``measure_kw`` go to :func:`measure`.
+    """
+    from edgekd.device.compiler.evaluate import close_runners, open_runners
+
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    backend = manifest.runner_backend
+    opts = runner_options or {}
+    n = manifest.num_exits
+    batches = [1] if batch == 1 else [1, batch]
+    zeros = {b: [np.zeros((b, *_stage_input_shape(manifest, i)), dtype=np.float32) for i in range(n)]
+             for b in batches}
+    result: dict[str, Any] = {"backend": backend, "batch": batch}
+    stages = open_runners(backend, [manifest.stage_graph(i) for i in range(n)], **opts)
+    try:
+        for i, runner in enumerate(stages):
+            def one_stage(b: int, i: int = i, runner=runner) -> Callable[[], Any]:
+                feed = {stage_input_name(i): zeros[b][i]}
+                return lambda: runner.infer(feed)
+
+            result[f"stage{i}"] = _entry(one_stage, batches, rails, **measure_kw)
+        for i in range(n):
+            def chain(b: int, last: int = i) -> Callable[[], Any]:
+                x = zeros[b][0]
+
+                def run() -> None:
+                    feed = {"image": x}
+                    for j in range(last + 1):
+                        out = stages[j].infer(feed)  # every output: the runtime reads conf{j} to decide
+                        if j < last:
+                            feed = {f"feat{j}": out[f"feat{j}"]}
+                return run
+
+            entry = _entry(chain, batches, rails, **measure_kw)
+            entry["stage_median_sum_ms"] = float(sum(result[f"stage{j}"]["latency"]["median"]
+                                                     for j in range(i + 1)))
+            result[f"exit{i}"] = entry
+    finally:
+        close_runners(stages)
+    full = open_runners(backend, [manifest.full_graph()], **opts)[0]
+    try:
+        def whole(b: int) -> Callable[[], Any]:
+            feed = {"image": zeros[b][0]}
+            return lambda: full.infer(feed)
+
+        result["full"] = _entry(whole, batches, rails, **measure_kw)
+    finally:
+        full.deactivate()
+    return result

@@ -1,0 +1,289 @@
+"""``edgekd profile``: latency and accuracy per exit, the early-exit trade-off, for one or several bundles.
+
+For each bundle: the environment; accuracy per exit and per vote rule on labelled data (the bundle's validation
+sample, or ``--data``); latency per stage, per exit (chained) and of the full graph at batch 1 and a larger batch;
+per-frame timing of the runtime pipeline split into pre / network / post; the early-exit sweep with the manifest's
+operating point and the Pareto front; energy per inference where Jetson power rails exist. Written to ``--out``:
+``report.json`` (schema in docs/PROFILE.md), ``report.md``, ``tradeoff.png`` and ``exits.png``, and a terminal
+table. ``--write-thresholds`` refits the operating point and stores it in the bundle's manifest (atomically;
+nothing else in the manifest changes).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from edgekd import __version__
+from edgekd.device.compiler import evaluate as ev
+from edgekd.core.atomic import atomic_write_json, atomic_write_text
+from edgekd.core.early_exit import fit_thresholds
+from edgekd.core.errors import ConfigError
+from edgekd.core.manifest import Manifest, load_manifest, write_manifest
+from edgekd.core.vote import accuracy, vote
+from edgekd.device.profile.data import load_labelled
+from edgekd.device.profile.energy import NOT_AVAILABLE, Rail, find_rails
+from edgekd.device.profile.environment import describe_environment
+from edgekd.device.profile.frames import DEFAULT_FRAME_SIZE, frame_timings
+from edgekd.device.profile.latency import stage_latencies
+from edgekd.device.profile.markdown import display_name, report_markdown
+from edgekd.device.profile.plots import PALETTE, exit_histogram_plot, tradeoff_plot
+from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
+
+REPORT_VERSION = 1
+
+
+def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(m.file("val_sample")) as f:
+        return f["images"], f["labels"]
+
+
+def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The images accuracy is measured on: ``data`` when given, else the bundle's validation sample."""
+    if data is not None:
+        return load_labelled(data, m.spec, limit=limit)
+    images, labels = _val_sample(m)
+    if limit is not None and limit < len(labels):
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, {"source": "val_sample", "path": str(m.file("val_sample")), "n": int(labels.size)}
+
+
+def _probs(m: Manifest, images: np.ndarray, options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(E, N, K) probabilities of the full graph and of the chained stages."""
+    backend, options = m.runner_backend, options or {}
+    full = ev.open_runners(backend, [m.full_graph()], **options)
+    try:
+        p_full = ev.run_full(full[0], images, m.spec, m.num_exits)
+    finally:
+        ev.close_runners(full)
+    stages = ev.open_runners(backend, [m.stage_graph(i) for i in range(m.num_exits)], **options)
+    try:
+        p_chain = ev.run_chain(stages, images, m.spec)
+    finally:
+        ev.close_runners(stages)
+    return p_full, p_chain
+
+
+def _weights(m: Manifest) -> np.ndarray | None:
+    return np.asarray(m.vote_weights, dtype=np.float64) if m.vote_weights else None
+
+
+def _primary_rail(names: list[str]) -> str:
+    """The rail that best stands for the whole board: the input rail (VDD_IN, POM_5V_IN) when there is one."""
+    return next((n for n in names if n.upper().endswith("_IN")), names[0])
+
+
+def _energy_summary(latency: dict[str, Any], frames: dict[str, Any], n_exits: int, rails: list[Rail]) -> Any:
+    """Joules per inference of the primary rail: per exit (chained), the full graph and each pipeline mode."""
+    if not rails:
+        return NOT_AVAILABLE
+    names = [r.name for r in rails]
+    main = _primary_rail(names)
+
+    def joules(entry: dict[str, Any]) -> float | None:
+        e = entry.get("energy")
+        return e["per_inference_j"].get(main) if isinstance(e, dict) else None
+
+    return {"rails": names, "rail": main, "per_exit_j": [joules(latency[f"exit{i}"]) for i in range(n_exits)],
+            "full_j": joules(latency["full"]),
+            "frame_j": {mode: joules(entry) for mode, entry in frames["modes"].items()}}
+
+
+def profile_bundle(path: str | Path, *, iterations: int | None = 200, duration_s: float | None = None,
+                   warmup_s: float = 0.2, batch: int = 8, data: str | Path | None = None, limit: int | None = None,
+                   frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE, threads: int | None = None,
+                   rails: list[Rail] | None = None) -> dict[str, Any]:
+    """Everything the report says about one bundle. ``rails`` default to the board's (none off Jetson)."""
+    m = load_manifest(path)
+    options = {"threads": threads} if threads else {}
+    rails = find_rails() if rails is None else rails
+    images, labels, source = _labelled(m, data, limit)
+    p_full, p_chain = _probs(m, images, options)
+    timing = {"iterations": iterations, "duration_s": duration_s, "warmup_s": warmup_s}
+    latency = stage_latencies(m, batch=batch, runner_options=options, rails=rails, **timing)
+    frames = frame_timings(path, images, frame_size=frame_size, rails=rails, runner_options=options, **timing)
+    exit_ms = [latency[f"exit{i}"]["latency"]["median"] for i in range(m.num_exits)]
+    macs = [float(e["macs"]) for e in m.exits]
+    vote_accuracy = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
+    points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds, reference_accuracy=vote_accuracy,
+                   target_drops=DEFAULT_TARGET_DROPS)
+    environment = describe_environment(m.runner_backend)
+    if threads:
+        environment["threads"] = threads
+    return {
+        "name": Path(path).name, "path": str(path), "precision": m.precision, "backend": m.runner_backend,
+        "num_exits": m.num_exits, "macs": macs, "thresholds": list(m.thresholds), "vote_rule": m.vote_rule,
+        "environment": environment, "data": source,
+        "accuracy": accuracy_table(p_full, labels, m.vote_weights),
+        "latency": latency, "frames": frames,
+        "sweep": points, "pareto": pareto_front(points),
+        "operating_point": next(p for p in points if p["operating_point"]),
+        "energy": _energy_summary(latency, frames, m.num_exits, rails),
+    }
+
+
+def write_thresholds(path: str | Path, *, target_drop: float, data: str | Path | None = None,
+                     limit: int | None = None, threads: int | None = None) -> tuple[list[float], dict[str, Any]]:
+    """Refit per-exit thresholds (within ``target_drop`` of the vote, lowest MACs) on ``data`` or the validation
+    sample and store them in the manifest; every other field stays as it was. Returns them and the data used."""
+    m = load_manifest(path)
+    images, labels, source = _labelled(m, data, limit)
+    p_full, p_chain = _probs(m, images, {"threads": threads} if threads else {})
+    ref = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
+    fit = fit_thresholds(p_chain, labels, [e["macs"] for e in m.exits], reference_accuracy=ref,
+                         target_drop=target_drop)
+    data = dict(m.data)
+    data["thresholds"] = fit.thresholds
+    write_manifest(m.root, data)
+    return fit.thresholds, source
+
+
+def _label(bundles: list[dict[str, Any]]) -> None:
+    """Give every bundle a unique display ``label``: its directory name, or its path when names repeat."""
+    names = [b["name"] for b in bundles]
+    for b in bundles:
+        b["label"] = b["name"] if names.count(b["name"]) == 1 else b["path"]
+
+
+def _plot_series(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """Trade-off and exit-histogram series, one per bundle, from the report."""
+    trade, hist = [], []
+    for b in report["bundles"]:
+        name = display_name(b)
+        points = [p for p in b["sweep"] if p["kind"] == "global"]
+        op = b["operating_point"]
+        vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
+        trade.append({
+            "name": name,
+            "sweep": [{"latency": p["mean_latency_ms"], "accuracy": p["accuracy"]} for p in points],
+            "pareto": pareto_front(points),  # of the global sweep drawn here
+            "operating_point": {"latency": op["mean_latency_ms"], "accuracy": op["accuracy"]},
+            "exits": [{"latency": b["latency"][f"exit{e['exit']}"]["latency"]["median"], "accuracy": e["top1"]}
+                      for e in b["accuracy"]["exits"]],
+            "full": None if vote_acc is None else
+            {"latency": b["latency"]["full"]["latency"]["median"], "accuracy": vote_acc},
+        })
+        hist.append({"name": name, "exit_fraction": op["exit_fraction"]})
+    return trade, hist
+
+
+def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """report.json, report.md and the two plots into ``out``; each file is written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trade, hist = _plot_series(report)
+    paths = {"json": out / "report.json", "markdown": out / "report.md",
+             "tradeoff": out / "tradeoff.png", "exits": out / "exits.png"}
+    tradeoff_plot(trade, paths["tradeoff"])
+    exit_histogram_plot(hist, paths["exits"])
+    report["files"] = {k: p.name for k, p in paths.items()}
+    atomic_write_json(paths["json"], report)
+    atomic_write_text(paths["markdown"], report_markdown(report))
+    return paths
+
+
+def profile(bundles: list[str | Path], out: str | Path, *, console: Console | None = None,
+            write: bool = False, target_drop: float = 0.5, **options: Any) -> dict[str, Any]:
+    """Profile every bundle, write the report files into ``out``, print the tables; return the report."""
+    console = console or Console()
+    if not bundles:
+        raise ConfigError("give at least one bundle to profile")
+    if len(bundles) > len(PALETTE):
+        raise ConfigError(f"at most {len(PALETTE)} bundles in one report (the plots tell them apart by colour), "
+                          f"got {len(bundles)}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out must be a directory, and {out} is a file")
+    for b in bundles:  # fail on a bad bundle before any measuring
+        load_manifest(b)
+    if write:
+        for b in bundles:
+            new, source = write_thresholds(b, target_drop=target_drop, data=options.get("data"),
+                                           limit=options.get("limit"), threads=options.get("threads"))
+            console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in new)} (within "
+                          f"{target_drop:g} points of the full vote on {source['source']}, {source['n']} images)")
+    results = []
+    with console.status("profiling") as status:
+        for b in bundles:
+            status.update(f"profiling {b}")
+            results.append(profile_bundle(b, **options))
+    report = {"report_version": REPORT_VERSION, "edgekd_version": __version__,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "bundles": results}
+    _label(results)
+    paths = write_outputs(report, out)
+    print_report(console, report)
+    console.print(f"report: {paths['json']}, {paths['markdown'].name}, {paths['tradeoff'].name}, "
+                  f"{paths['exits'].name}")
+    return report
+
+
+def _ms(entry: dict[str, Any], key: str = "median") -> str:
+    return f"{entry['latency'][key]:.3f}"
+
+
+def _mj(entry: dict[str, Any], rail: str | None) -> str:
+    e = entry.get("energy")
+    return f"{1e3 * e['per_inference_j'][rail]:.2f}" if rail and isinstance(e, dict) else "-"
+
+
+def _exit_table(bundles: list[dict[str, Any]]) -> Table:
+    rails = [b["energy"]["rail"] if isinstance(b["energy"], dict) else None for b in bundles]
+    src = ", ".join(sorted({b["data"]["source"] for b in bundles}))
+    table = Table(title=f"Per exit: batch 1, median ms; top-1/top-5 % on {src}")
+    cols = ["bundle", "exit", "stage", "cumul.", "p99", "top-1", "top-5"] + (["mJ"] if any(rails) else [])
+    for col in cols:
+        table.add_column(col, justify="left" if col == "bundle" else "right")
+    for b, rail in zip(bundles, rails):
+        lat, energy = b["latency"], ([] if not any(rails) else None)
+        names = iter([display_name(b)])
+        for row in b["accuracy"]["exits"]:
+            i = row["exit"]
+            table.add_row(next(names, ""), str(i), _ms(lat[f"stage{i}"]), _ms(lat[f"exit{i}"]),
+                          _ms(lat[f"exit{i}"], "p99"), f"{row['top1']:.2f}", f"{row['top5']:.2f}",
+                          *([] if energy is not None else [_mj(lat[f"exit{i}"], rail)]))
+        op = b["operating_point"]
+        table.add_row("", "early", "", f"{op['mean_latency_ms']:.3f}", "", f"{op['accuracy']:.2f}", "",
+                      *([] if energy is not None else [""]), style="bold")
+        vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
+        table.add_row("", "full", "", _ms(lat["full"]), _ms(lat["full"], "p99"),
+                      "-" if vote_acc is None else f"{vote_acc:.2f}", "",
+                      *([] if energy is not None else [_mj(lat["full"], rail)]), end_section=True)
+    return table
+
+
+def _frame_table(bundles: list[dict[str, Any]]) -> Table:
+    size = "x".join(map(str, bundles[0]["frames"]["frame_size"]))
+    table = Table(title=f"Per {size} frame, as `edgekd run` spends it: median ms")
+    for col in ("bundle", "mode", "pre", "network", "post", "total", "fps", "exit %"):
+        table.add_column(col, justify="left" if col == "bundle" else "right")
+    for b in bundles:
+        names = iter([display_name(b)])
+        for mode, t in b["frames"]["modes"].items():
+            share = "vote" if mode == "full-vote" else "/".join(f"{100 * f:.0f}" for f in t["exit_fraction"])
+            table.add_row(next(names, ""), mode, *(f"{t[k]['median']:.3f}" for k in ("pre", "network", "post",
+                                                                                     "total")),
+                          f"{t['fps']:.0f}", share, end_section=mode == list(b["frames"]["modes"])[-1])
+    return table
+
+
+def print_report(console: Console, report: dict[str, Any]) -> None:
+    """Two tables: per exit (latency, accuracy, energy) and per frame (pre / network / post), then warnings."""
+    bundles = report["bundles"]
+    console.print(_exit_table(bundles))
+    console.print("early = early exit at the manifest's thresholds (mean latency of the exits taken); "
+                  "full = full graph with the vote", style="dim")
+    console.print(_frame_table(bundles))
+    for b in bundles:
+        unstable = [k for k, v in b["latency"].items() if isinstance(v, dict) and v["latency"]["unstable"]]
+        if unstable:
+            console.print(f"[yellow]warning:[/] {b['label']}: timings vary by more than 10% (CV) for "
+                          f"{', '.join(unstable)}; rerun longer (--duration) on an idle device")
+    if any(b["energy"] == NOT_AVAILABLE for b in bundles):
+        console.print(f"energy: {NOT_AVAILABLE} (no INA3221 power rails on this machine)")
+    advice = bundles[0]["environment"].get("advice")
+    if advice:
+        console.print(f"[yellow]note:[/] {advice}")

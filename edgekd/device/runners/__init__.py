@@ -1,0 +1,33 @@
+"""Runners: one interface (:class:`Runner`) over ONNX Runtime and TensorRT, chosen by name.
+
+Backend modules are imported only when asked for, so TensorRT and CUDA bindings stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from edgekd.core.errors import EdgekdError
+from edgekd.device.runners.base import Runner
+
+BACKENDS = {
+    "onnxruntime": ("edgekd.device.runners.onnxruntime", "OnnxRuntimeRunner"),
+    "tensorrt": ("edgekd.device.runners.tensorrt", "TensorRTRunner"),
+}
+
+
+def make_runner(backend: str, path: str | Path, **options: Any) -> Runner:
+    """A (not yet active) runner of ``backend`` for the graph or engine at ``path``."""
+    if backend not in BACKENDS:
+        raise EdgekdError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EdgekdError(f"backend {backend} is not available here: {exc}") from None
+    return getattr(module, class_name)(path, **options)
+
+
+__all__ = ["BACKENDS", "Runner", "make_runner"]

@@ -1,0 +1,136 @@
+"""``edgekd run``: frames from a camera, stream, video or images through a built bundle.
+
+The loop is deliberately short — source, preprocess + infer (the pipeline), render, log — in the spirit of
+jetson-inference's ``imagenet.py``. Ctrl-C, the end of the stream and ``max_frames`` all stop it cleanly, and every
+output is flushed and closed.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from edgekd.core.errors import EdgekdError
+from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
+from edgekd.device.runtime.pipeline import Pipeline
+from edgekd.device.runtime.sources import open_source, prefetched
+
+
+@dataclass
+class RunOptions:
+    mode: str = "early-exit"
+    threshold: float | None = None
+    exit: int | None = None
+    vote: str | None = None
+    smoothing: float | None = None
+    loop: bool = False
+    reconnect: bool | None = None
+    display: str = "auto"  # auto | on | off
+    output: str | None = None
+    jsonl: str | None = None
+    max_frames: int | None = None
+    threads: int | None = None  # ONNX Runtime thread pool size (default: every core)
+
+
+def _want_window(display: str) -> bool:
+    if display == "off":
+        return False
+    available = display_available()
+    if display == "on" and not available:
+        raise EdgekdError("--display on, but no display is available (no $DISPLAY, or OpenCV without a GUI: "
+                          "pip's opencv-python-headless has none)")
+    return available
+
+
+def _backend_options(opts: RunOptions) -> dict[str, Any]:
+    return {"threads": opts.threads} if opts.threads else {}
+
+
+def record(frame: Any, pred: Any, e2e_ms: float) -> dict[str, Any]:
+    """One JSONL line: what was seen, what answered, and how long each part took."""
+    return {"index": frame.index, "timestamp": frame.timestamp, "label": pred.label, "class_name": pred.class_name,
+            "confidence": round(float(pred.confidence), 6), "exit": pred.exit,
+            "pre_ms": round(pred.timings["pre"], 4), "network_ms": round(pred.timings["network"], 4),
+            "post_ms": round(pred.timings["post"], 4), "end_to_end_ms": round(e2e_ms, 4)}
+
+
+def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console: Console | None = None) -> dict:
+    """Run the loop; return the summary (frames, FPS, exit histogram, latency percentiles, source statistics)."""
+    console = console or Console()
+    window = _want_window(opts.display)
+    with ExitStack() as stack:
+        pipeline = stack.enter_context(Pipeline.from_bundle(bundle, mode=opts.mode, threshold=opts.threshold,
+                                                            exit=opts.exit, vote=opts.vote,
+                                                            smoothing=opts.smoothing,
+                                                            backend_options=_backend_options(opts)))
+        frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect))
+        video = VideoOutput(opts.output) if opts.output else None
+        log = JsonlOutput(opts.jsonl) if opts.jsonl else None
+        for out in (video, log):
+            if out is not None:
+                stack.callback(out.close)
+        if window:
+            stack.callback(cv2.destroyAllWindows)
+        stats = RunStats(pipeline.manifest.num_exits)
+        live = stack.enter_context(Live(stats.line(), console=console, refresh_per_second=1, transient=True))
+        next_status = time.perf_counter() + 1.0
+        try:
+            # live sources: the capture thread already reads ahead; files: decode + preprocess on a reader thread
+            stream = ((f, None) for f in frames) if frames.live else prefetched(frames, prepare=pipeline.prepare)
+            # stop the reader thread before the source and the pipeline close (ExitStack unwinds last-in first):
+            # a capture released while the reader is inside read() crashes OpenCV
+            stack.callback(stream.close)
+            for frame, prepared in stream:
+                t0 = time.perf_counter()
+                pred = pipeline(frame.image) if prepared is None else pipeline.infer(*prepared)
+                e2e = (time.perf_counter() - t0) * 1e3 + (prepared[1] if prepared is not None else 0.0)
+                stats.add(pred, e2e)
+                if log is not None:
+                    log.write(record(frame, pred, e2e))
+                if video is not None or window:
+                    annotated = render(frame.image, pred, stats.fps)
+                    if video is not None:
+                        video.write(annotated)
+                    if window:
+                        cv2.imshow(WINDOW, annotated)
+                        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                            break
+                if time.perf_counter() >= next_status:  # the status line is refreshed about once a second
+                    live.update(stats.line())
+                    if log is not None:
+                        log.flush()
+                    next_status = time.perf_counter() + 1.0
+                if opts.max_frames and stats.frames >= opts.max_frames:
+                    break
+        except KeyboardInterrupt:
+            console.print("interrupted: stopping cleanly")
+        summary = {**stats.summary(), "source": dict(frames.stats), "mode": pipeline.mode}
+    print_summary(console, summary, pipeline.manifest.data.get("name", str(bundle)))
+    return summary
+
+
+def print_summary(console: Console, summary: dict, name: str) -> None:
+    table = Table(title=f"edgekd run · {name} · {summary['mode']}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("frames", str(summary["frames"]))
+    table.add_row("FPS", f"{summary['fps']:.1f}")
+    for i, n in enumerate(summary["exit_histogram"]):
+        share = 100 * n / max(summary["frames"], 1)
+        table.add_row(f"answered at exit {i}", f"{n} ({share:.0f}%)")
+    for key in ("network_ms", "end_to_end_ms"):
+        table.add_row(f"{key[:-3].replace('_', '-')} p50 / p99 (ms)",
+                      f"{summary[key]['p50']:.2f} / {summary[key]['p99']:.2f}")
+    src = summary["source"]
+    if src.get("dropped") or src.get("reopened") or src.get("failed_reads"):
+        table.add_row("source: dropped / reopened / failed reads",
+                      f"{src.get('dropped', 0)} / {src.get('reopened', 0)} / {src.get('failed_reads', 0)}")
+    console.print(table)

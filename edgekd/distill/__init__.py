@@ -1,5 +1,0 @@
-"""Training objectives: pure loss functions and small objectives that return named, weighted terms."""
-
-from edgekd.distill.objectives import METHODS, Objective, build_objective
-
-__all__ = ["METHODS", "Objective", "build_objective"]

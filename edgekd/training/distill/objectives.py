@@ -1,0 +1,99 @@
+"""Objectives: one small class, four methods as data.
+
+An objective maps the student's multi-exit output (and the teacher's logits, when it has a teacher) to a dict of
+named, already-weighted loss terms, e.g. ``{"ce/exit0": …, "kd/exit0": …, "sd/exit0": …, "hint/exit0": …}``.
+The training loop sums the dict; it never knows which method it is running.
+
+TSKD, for C exits (index C-1 is the deepest), teacher probabilities p_T, all softened at temperature T::
+
+    L = Σ_i [(1−α)·CE(z_i, y) + α·T²·KL(p_T ‖ p_i)]          (every exit learns labels + teacher)
+      + β · Σ_{i<C-1} T²·KL(sg(p_C) ‖ p_i)                     (self-distillation: deepest teaches shallow)
+      + λ · Σ_{i<C-1} mean((h_i − sg(h_C))²)                   (hint: shallow head features follow the deepest)
+
+The other methods are the same formula with terms switched off (see :data:`METHODS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from torch import Tensor
+
+from edgekd.core.errors import ConfigError
+from edgekd.training.distill.losses import cross_entropy, hint_l2, kd_kl
+
+DEFAULTS = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The TSKD family. ``all_exits`` puts CE/KD on every exit (else only the deepest); ``self_distill`` turns on
+    the β and λ terms; ``alpha`` > 0 needs a teacher."""
+
+    name: str
+    all_exits: bool
+    uses_teacher: bool
+    self_distill: bool
+    temperature: float = DEFAULTS["temperature"]
+    alpha: float = DEFAULTS["alpha"]
+    beta: float = DEFAULTS["beta"]
+    hint_weight: float = DEFAULTS["hint_weight"]
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.uses_teacher and self.alpha > 0
+
+    def hparams(self) -> dict[str, float]:
+        """The hyper-parameters that matter for this method (recorded in checkpoints)."""
+        d = {k: v for k, v in asdict(self).items() if k in DEFAULTS}
+        if not self.uses_teacher:
+            d.pop("alpha")
+        if not self.self_distill:
+            d.pop("beta")
+            d.pop("hint_weight")
+        if not (self.uses_teacher or self.self_distill):
+            d.pop("temperature")
+        return d
+
+    def __call__(self, logits: list[Tensor], features: list[Tensor], target: Tensor,
+                 teacher_logits: Tensor | None = None) -> dict[str, Tensor]:
+        """Named, weighted terms for one batch. logits/features: per exit, shallow → deep, (B, K) / (B, D)."""
+        if self.needs_teacher and teacher_logits is None:
+            raise ValueError(f"method {self.name!r} needs teacher logits")
+        last = len(logits) - 1
+        exits = range(len(logits)) if self.all_exits else [last]
+        ce_weight = 1.0 - self.alpha if self.needs_teacher else 1.0
+        terms: dict[str, Tensor] = {}
+        for i in exits:
+            terms[f"ce/exit{i}"] = ce_weight * cross_entropy(logits[i], target)
+            if self.needs_teacher:
+                terms[f"kd/exit{i}"] = self.alpha * kd_kl(logits[i], teacher_logits, self.temperature)
+        if self.self_distill:
+            deep_logits, deep_feat = logits[last].detach(), features[last].detach()
+            for i in range(last):
+                terms[f"sd/exit{i}"] = self.beta * kd_kl(logits[i], deep_logits, self.temperature)
+                if self.hint_weight:
+                    terms[f"hint/exit{i}"] = self.hint_weight * hint_l2(features[i], deep_feat)
+        return terms
+
+
+METHODS: dict[str, Objective] = {
+    "ce": Objective("ce", all_exits=False, uses_teacher=False, self_distill=False),
+    "kd": Objective("kd", all_exits=False, uses_teacher=True, self_distill=False),
+    "byot": Objective("byot", all_exits=True, uses_teacher=False, self_distill=True),
+    "tskd": Objective("tskd", all_exits=True, uses_teacher=True, self_distill=True),
+}
+
+
+def build_objective(method: str, **hparams: float | None) -> Objective:
+    """The named method with hyper-parameter overrides (None means keep the default)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    given = {k: float(v) for k, v in hparams.items() if v is not None}
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameters for {method}: {sorted(unknown)}")
+    obj = replace(METHODS[method], **given)
+    if obj.temperature <= 0 or not 0 <= obj.alpha <= 1 or obj.beta < 0 or obj.hint_weight < 0:
+        raise ConfigError(f"invalid hyper-parameters for {method}: T>0, 0≤α≤1, β≥0, λ≥0 (got {obj.hparams()})")
+    return obj

@@ -1,0 +1,437 @@
+"""``edgekd export``: a checkpoint → a bundle (full + per-stage ONNX graphs, calibration/validation data, manifest).
+
+The graphs follow the tensor-name contract of :mod:`edgekd.core.manifest`. Thin wrappers (:class:`FullGraph`,
+:class:`StageGraph`) add what the device needs on top of :meth:`MultiExitNet.forward_stage`: per-exit confidence
+(max softmax) and the default vote, using only standard ONNX ops so TensorRT compiles them too.
+
+Nothing is trusted blindly: every graph is checked with ``onnx.checker``, its names and dynamic batch are verified,
+and :func:`check_parity` runs it with ONNX Runtime against PyTorch before the bundle directory appears (atomically:
+a failed export leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edgekd import __version__
+from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
+from edgekd.core.atomic import atomic_directory
+from edgekd.core.errors import CheckpointError, ConfigError, DataError, EdgekdError
+from edgekd.core.manifest import (KIND, SCHEMA_VERSION, Manifest, file_entry, full_output_names, sha256_file,
+                                  stage_input_name, stage_output_names, write_manifest)
+from edgekd.core.preprocess import normalize
+from edgekd.core.spec import InputSpec
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+DEFAULT_THRESHOLD = 0.9  # per-exit confidence threshold until build fits real ones (the last exit always answers)
+MIN_AGREEMENT = 99.9  # percent of validation images whose top-1 must agree between ONNX Runtime and PyTorch
+EXPORT_BATCH = 2  # example batch for tracing (not 0/1, which exporters would specialise)
+RUN_BATCH = 64  # batch for parity runs
+
+
+class ExportError(EdgekdError):
+    """The export cannot be done or produced graphs that do not match the PyTorch model."""
+
+
+# ---------------------------------------------------------------------------------------------- export wrappers
+
+
+def _exit_probs(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, K) logits → (softmax (N, K), confidence = max probability (N,))."""
+    probs = torch.softmax(logits, dim=1)  # (N, K)
+    return probs, probs.amax(dim=1)  # (N, K), (N,)
+
+
+class FullGraph(nn.Module):
+    """``image`` (N, C, H, W) → ``logits{i}`` (N, K), ``conf{i}`` (N,) per exit, then ``vote`` (N, K).
+
+    ``vote`` is the weighted mean of the exits' probabilities with ``weights`` (normalised to sum 1; uniform =
+    the soft vote).
+    """
+
+    def __init__(self, net: nn.Module, weights: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        w = torch.as_tensor(list(weights), dtype=torch.float32)  # (E,)
+        self.register_buffer("vote_weights", w / w.sum())
+        self.train(net.training)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        x, outputs, probs = image, [], []
+        for i in range(self.net.num_exits):
+            x, logits = self.net.forward_stage(i, x)  # (N, C_i, H_i, W_i), (N, K)
+            p, conf = _exit_probs(logits)
+            outputs += [logits, conf]
+            probs.append(p)
+        vote = (torch.stack(probs) * self.vote_weights[:, None, None]).sum(dim=0)  # (E, N, K) → (N, K)
+        return (*outputs, vote)
+
+
+class StageGraph(nn.Module):
+    """Stage ``i``: image or ``feat{i-1}`` → ``feat{i}`` (all but the last stage), ``logits{i}``, ``conf{i}``."""
+
+    def __init__(self, net: nn.Module, index: int) -> None:
+        super().__init__()
+        self.net = net
+        self.index = index
+        self.last = index == net.num_exits - 1
+        self.train(net.training)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        feat, logits = self.net.forward_stage(self.index, x)  # (N, C_i, H_i, W_i), (N, K)
+        _, conf = _exit_probs(logits)  # (N,)
+        return (logits, conf) if self.last else (feat, logits, conf)
+
+
+# ---------------------------------------------------------------------------------------------- ONNX export
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _verify_graph(path: Path, input_name: str, output_names: list[str]) -> None:
+    """Checker, exact tensor names, a symbolic batch dimension and only standard ONNX ops, or ValueError."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != [input_name] or outputs != output_names:
+        raise ValueError(f"tensor names {inputs} → {outputs}, expected [{input_name!r}] → {output_names}")
+    if not model.graph.input[0].type.tensor_type.shape.dim[0].dim_param:
+        raise ValueError("the batch dimension is not dynamic")
+    custom = {n.domain for n in model.graph.node if n.domain not in ("", "ai.onnx")}
+    if custom or len(model.functions):
+        raise ValueError(f"non-standard ops or local functions ({sorted(custom)})")
+
+
+def _run_exporter(exporter: str, module: nn.Module, example: Tensor, path: Path, input_name: str,
+                  output_names: list[str], opset: int) -> None:
+    """One ``torch.onnx.export`` call with a dynamic batch dimension."""
+    params = inspect.signature(torch.onnx.export).parameters
+    common: dict[str, Any] = dict(input_names=[input_name], output_names=output_names, opset_version=opset)
+    if exporter == "dynamo":
+        with tempfile.TemporaryDirectory() as artifacts:  # reports, if any, never land in the bundle or cwd
+            torch.onnx.export(module, (example,), str(path), dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("N")},), artifacts_dir=artifacts, **common)
+        return
+    axes = {name: {0: "N"} for name in [input_name, *output_names]}
+    extra = {"dynamo": False} if "dynamo" in params else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, still fine
+        torch.onnx.export(module, (example,), str(path), dynamic_axes=axes, do_constant_folding=True, **extra,
+                          **common)
+
+
+def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str, output_names: list[str],
+                 opset: int) -> str:
+    """Export ``module`` to ``path``: the dynamo exporter first, the TorchScript one if that fails or produces a
+    graph that breaks the contract. Returns the exporter used; both failing is an :class:`ExportError`."""
+    exporters = ["dynamo", "torchscript"] if "dynamo" in inspect.signature(torch.onnx.export).parameters \
+        else ["torchscript"]
+    errors = []
+    for exporter in exporters:
+        try:
+            with torch.no_grad():
+                _run_exporter(exporter, module, example, path, input_name, output_names, opset)
+            _verify_graph(path, input_name, output_names)
+            if errors:
+                warnings.warn(f"{path.name}: {errors[0]}; used the {exporter} exporter instead", stacklevel=2)
+            return exporter
+        except Exception as exc:  # exporters raise many types; we try the next one and report all
+            errors.append(f"{exporter}: {_first_line(exc)}")
+            path.unlink(missing_ok=True)
+    raise ExportError(f"cannot export {path.name} to ONNX ({'; '.join(errors)})")
+
+
+def _graph_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+
+def _session(path: Path):
+    from edgekd.device.runners.onnxruntime import create_session
+
+    return create_session(path)
+
+
+def _batches(x: np.ndarray, batch: int = RUN_BATCH) -> Iterator[np.ndarray]:
+    for start in range(0, len(x), batch):
+        yield x[start:start + batch]
+
+
+def _run_ort(session, x: np.ndarray) -> list[np.ndarray]:
+    """All outputs of ``session`` on ``x``, batched and concatenated."""
+    name = session.get_inputs()[0].name
+    chunks = [session.run(None, {name: b}) for b in _batches(x)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _run_torch(graph: nn.Module, x: np.ndarray) -> list[np.ndarray]:
+    with torch.no_grad():
+        chunks = [[t.numpy() for t in graph(torch.from_numpy(b))] for b in _batches(x)]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _run_chain(sessions: list, x: np.ndarray) -> list[np.ndarray]:
+    """Chain the stage graphs: outputs in the full graph's order, without ``vote``."""
+    outputs, feed = [], x
+    for i, session in enumerate(sessions):
+        out = _run_ort(session, feed)
+        if i < len(sessions) - 1:
+            feed, out = out[0], out[1:]  # feat{i} feeds the next stage
+        outputs += out  # logits{i}, conf{i}
+    return outputs
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+
+
+def _compare(ref: list[np.ndarray], got: list[np.ndarray], n_exits: int) -> dict[str, Any]:
+    """Per exit: max |Δ| over logits and conf, top-1 agreement in percent; plus the vote's max |Δ|."""
+    diffs, agree = [], []
+    for i in range(n_exits):
+        (rl, rc), (gl, gc) = ref[2 * i:2 * i + 2], got[2 * i:2 * i + 2]
+        diffs.append(max(_max_diff(rl, gl), _max_diff(rc, gc)))
+        agree.append(float(100.0 * np.mean(rl.argmax(1) == gl.argmax(1))))
+    return {"max_abs_diff": diffs, "top1_agreement": agree, "vote_max_abs_diff": _max_diff(ref[-1], got[-1]),
+            "n": int(len(ref[0]))}
+
+
+def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.ndarray, tol: float) -> dict[str, Any]:
+    """Run the ONNX graphs with ONNX Runtime (CPU) and compare them to ``graph`` in PyTorch.
+
+    Inputs: the normalised validation sample ``x_val`` (N, C, H, W) and random normal images of the same shape
+    (batch 8). Raises :class:`ExportError` ("export parity broken") when a max |Δ| exceeds ``tol`` or validation
+    top-1 agreement is below 99.9 %; otherwise returns the report recorded under the manifest's ``parity``.
+    """
+    n_exits = graph.net.num_exits
+    x_rand = torch.randn((8, *x_val.shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()  # (8, C, H, W)
+    full_s, stage_s = _session(full), [_session(p) for p in stages]
+    report: dict[str, Any] = {"stages_vs_full": 0.0, "tolerance": float(tol)}
+    chain_diffs = []
+    for key, x in (("val", x_val), ("random", x_rand)):
+        got = _run_ort(full_s, x)
+        report[key] = _compare(_run_torch(graph, x), got, n_exits)
+        chain_diffs += [_max_diff(a, b) for a, b in zip(_run_chain(stage_s, x), got)]
+    report["stages_vs_full"] = float(np.max(chain_diffs))
+    _enforce(report, tol)
+    return report
+
+
+def _enforce(report: dict[str, Any], tol: float) -> None:
+    """Raise "export parity broken" naming the first failed comparison (NaN fails too)."""
+    checks = [(f"exit {i} logits/conf on the {key} input", d) for key in ("val", "random")
+              for i, d in enumerate(report[key]["max_abs_diff"])]
+    checks += [(f"vote on the {key} input", report[key]["vote_max_abs_diff"]) for key in ("val", "random")]
+    checks += [("chained stages vs full graph", report["stages_vs_full"])]
+    for what, diff in checks:
+        if not diff <= tol:
+            raise ExportError(f"export parity broken: {what} differ by {diff:.3g} between ONNX Runtime and "
+                              f"PyTorch (tolerance {tol:g})")
+    for i, agree in enumerate(report["val"]["top1_agreement"]):
+        if agree < MIN_AGREEMENT:
+            raise ExportError(f"export parity broken: exit {i} top-1 agrees with PyTorch on {agree:.1f} % of the "
+                              f"validation sample (needs {MIN_AGREEMENT} %)")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _sample_data(ckpt: dict[str, Any], val_size: int, calib_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(val images (N, H, W, C) uint8, val labels (N,) int64, calib images (M, H, W, C) uint8) from the data the
+    checkpoint was trained on; the validation split must be the recorded one."""
+    from edgekd.training.data import reload_data
+
+    if not isinstance(ckpt.get("data"), dict):
+        raise CheckpointError("the checkpoint does not record its data source; cannot carve the validation sample")
+    data = reload_data(ckpt["data"], augment=False)
+    if data.split.sha256() != ckpt["split"]["sha256"]:
+        raise DataError("the data changed since training: its validation split no longer matches the checkpoint's "
+                        "(sha256 differs); export needs the same data")
+    if list(data.spec.class_names) != list(ckpt["class_names"]):
+        raise DataError("the data changed since training: its class names differ from the checkpoint's")
+    n_val = min(val_size, len(data.val))
+    val = np.stack([data.val.raw(i) for i in range(n_val)]).astype(np.uint8)  # (N, H, W, C)
+    labels = np.asarray(data.val.labels[:n_val], dtype=np.int64)  # (N,)
+    n_train = len(data.train)
+    rng = np.random.default_rng(int(ckpt["split"]["seed"]))
+    idx = np.sort(rng.choice(n_train, size=min(calib_size, n_train), replace=False))  # (M,)
+    calib = np.stack([data.train.raw(int(i)) for i in idx]).astype(np.uint8)  # (M, H, W, C)
+    return val, labels, calib
+
+
+def _normalized(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(N, H, W, C) uint8 → (N, C, H, W) float32 exactly as the runtime normalises camera frames."""
+    out = np.empty((len(images), *spec.shape), dtype=np.float32)
+    for j, img in enumerate(images):
+        normalize(img, spec, out=out[j])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: tensors/arrays → lists, numpy scalars → Python numbers, tuples → lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _vote_entry(ckpt: dict[str, Any], n_exits: int) -> dict[str, Any]:
+    """``{"rule", "weights", "in_graph"}``: the hard vote needs logits, so the graph carries the soft one."""
+    rule = ckpt["method"].get("vote", "soft")
+    weights = ckpt["metrics"].get("val", {}).get("vote_weights")
+    if rule not in ("soft", "hard", "weighted"):
+        raise CheckpointError(f"the checkpoint's vote rule {rule!r} is unknown")
+    if weights is not None:
+        weights = [float(w) for w in _plain(weights)]
+        if len(weights) != n_exits or min(weights) < 0 or sum(weights) <= 0:
+            raise CheckpointError(f"the checkpoint's vote weights {weights} do not fit {n_exits} exits")
+    elif rule == "weighted":
+        raise CheckpointError("the checkpoint's vote rule is 'weighted' but it records no vote weights")
+    return {"rule": rule, "weights": weights, "in_graph": "soft" if rule == "hard" else rule}
+
+
+def _graph_entry(root: Path, rel: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    return {**file_entry(root, rel), "inputs": inputs, "outputs": outputs}
+
+
+def _manifest_data(root: Path, ckpt: dict[str, Any], checkpoint: Path, name: str, vote: dict[str, Any],
+                   parity: dict[str, Any], n_val: int, n_calib: int, exporter: str) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    n = len(ckpt["exit_info"])
+    split = ckpt["split"]
+    return _plain({
+        "schema_version": SCHEMA_VERSION, "kind": KIND, "name": name,
+        "input_spec": ckpt["input_spec"], "class_names": list(ckpt["class_names"]),
+        "exits": ckpt["exit_info"],
+        "vote": vote,
+        "thresholds": [DEFAULT_THRESHOLD] * (n - 1) + [0.0],
+        "precision": "fp32", "backend": "onnx",
+        "graphs": {
+            "full": _graph_entry(root, "full.onnx", ["image"], full_output_names(n)),
+            "stages": [_graph_entry(root, f"stage{i}.onnx", [stage_input_name(i)], stage_output_names(i, n))
+                       for i in range(n)],
+        },
+        "files": {"calib": file_entry(root, "calib.npz"), "val_sample": file_entry(root, "val_sample.npz")},
+        "parity": parity,
+        "split": {"seed": split["seed"], "fraction": split["fraction"], "sha256": split["sha256"],
+                  "n_val_sample": n_val, "n_calib": n_calib},
+        "source": {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+                   "model": ckpt["model"], "method": {"name": ckpt["method"].get("name"),
+                                                      "hparams": ckpt["method"].get("hparams", {})},
+                   "metrics": ckpt["metrics"].get("val", {}), "data": ckpt.get("data")},
+        "versions": {"torch": str(torch.__version__), "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "edgekd": __version__,
+                     "opset": _graph_opset(root / "full.onnx"), "exporter": exporter},
+    })
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+
+
+def _load_model(checkpoint: Path) -> tuple[dict[str, Any], nn.Module]:
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    if not hasattr(model, "forward_stage") or model.num_exits != len(ckpt["exit_info"]):
+        raise CheckpointError(f"{checkpoint} does not hold a multi-exit model matching its exit_info")
+    return ckpt, model
+
+
+def _write_graphs(root: Path, full_graph: FullGraph, spec: InputSpec, opset: int) -> str:
+    """full.onnx and stage{i}.onnx under ``root``; returns the exporter(s) used."""
+    model, n = full_graph.net, full_graph.net.num_exits
+    x = torch.randn((EXPORT_BATCH, *spec.shape), generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
+    used = {export_graph(full_graph, x, root / "full.onnx", "image", full_output_names(n), opset)}
+    for i in range(n):
+        used.add(export_graph(StageGraph(model, i), x, root / f"stage{i}.onnx", stage_input_name(i),
+                              stage_output_names(i, n), opset))
+        with torch.no_grad():
+            x = model.forward_stage(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next stage's example input
+    return ",".join(sorted(used))
+
+
+def _summary(console: Console, out: Path, manifest: Manifest) -> None:
+    from rich.table import Table
+
+    parity = manifest.data["parity"]
+    table = Table(title=f"bundle {out}", show_lines=False)
+    for col in ("file", "size"):
+        table.add_column(col)
+    for path in sorted(out.iterdir()):
+        table.add_row(path.name, f"{path.stat().st_size / 1024:.1f} KiB")
+    console.print(table)
+    diffs = ", ".join(f"{d:.2g}" for d in parity["val"]["max_abs_diff"])
+    console.print(f"parity vs PyTorch (ONNX Runtime CPU): max |Δ| per exit [{diffs}], top-1 agreement "
+                  f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['stages_vs_full']:.2g} "
+                  f"(tolerance {parity['tolerance']:g})")
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int = 500, calib_size: int = 256,
+                  opset: int = 18, force: bool = False, name: str | None = None, parity_tol: float = 1e-3,
+                  console: Console | None = None) -> Manifest:
+    """Export ``checkpoint`` to the bundle directory ``out`` (see the module docstring); returns its manifest.
+
+    ``out`` appears complete or not at all; an existing ``out`` is only replaced with ``force``.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if val_size < 1 or calib_size < 1:
+        raise ConfigError(f"val_size and calib_size must be at least 1, got {val_size} and {calib_size}")
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+    ckpt, model = _load_model(checkpoint)
+    spec = spec_from_checkpoint(ckpt)
+    vote = _vote_entry(ckpt, model.num_exits)
+    val, labels, calib = _sample_data(ckpt, val_size, calib_size)
+    weights = vote["weights"] if vote["in_graph"] == "weighted" else [1.0] * model.num_exits
+    full_graph = FullGraph(model, weights).eval()
+    try:
+        with atomic_directory(out, overwrite=force) as tmp:
+            np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
+            np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
+            exporter = _write_graphs(tmp, full_graph, spec, opset)
+            stages = [tmp / f"stage{i}.onnx" for i in range(model.num_exits)]
+            parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
+            data = _manifest_data(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
+                                  len(val), len(calib), exporter)
+            json.dumps(data, allow_nan=False)  # fail here, not on the device, if anything is not plain JSON
+            write_manifest(tmp, data)
+    except FileExistsError as exc:
+        if exc.args != (out,):  # raised by atomic_directory itself (``out`` appeared meanwhile), not the body
+            raise
+        raise ExportError(f"{out} already exists; pass --force to replace it") from None
+    manifest = Manifest(data, out)
+    if console is not None:
+        _summary(console, out, manifest)
+    return manifest

@@ -1,0 +1,100 @@
+"""Teachers: any registered model, or any torchvision classifier wrapped as a single-exit model.
+
+``create_model("torchvision:NAME", num_classes=K, in_chans=C, input_size=(H, W))`` wraps
+``torchvision.models.get_model(NAME, weights=None, num_classes=K)``. Its only "segment" is the whole network and
+its hint features are the logits themselves, so these wrappers are only meant as teachers (no exit_info, no
+per-stage export). Grayscale input (``in_chans == 1``) is repeated to 3 channels so RGB weights still fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torchvision
+from torch import Tensor, nn
+
+from edgekd.core.errors import ConfigError
+from edgekd.training.models.assembly import check_common
+from edgekd.training.models.multi_exit import MultiExitOutput
+
+
+class TorchvisionTeacher(nn.Module):
+    """Single-exit wrapper: ``forward(x) = MultiExitOutput([logits], [logits])``."""
+
+    def __init__(self, net: nn.Module, *, num_classes: int, in_chans: int, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.input_size = input_size
+        self.gray_to_rgb = in_chans == 1
+
+    @property
+    def num_exits(self) -> int:
+        return 1
+
+    def forward(self, x: Tensor) -> MultiExitOutput:
+        """Images (B, C_in, H, W) -> one exit whose logits (B, K) double as hint features."""
+        if self.gray_to_rgb:  # fixed at construction, not data-dependent
+            x = x.repeat(1, 3, 1, 1)  # (B, 3, H, W)
+        logits = self.net(x)  # (B, K)
+        return MultiExitOutput([logits], [logits])
+
+
+def torchvision_builder(tv_name: str) -> Callable[..., nn.Module]:
+    """Keyword-only builder for ``torchvision:<tv_name>`` with the registry's builder signature."""
+
+    def build(*, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] = (224, 224),
+              exits: list[int] | None = None, head_width: int | None = None) -> nn.Module:
+        size = check_common(num_classes, in_chans, input_size)
+        if in_chans not in (1, 3):
+            raise ConfigError(f"torchvision teachers take 1 or 3 input channels, got {in_chans}")
+        if exits is not None or head_width is not None:
+            raise ConfigError(f"torchvision:{tv_name} is a single-exit teacher; exits/head_width do not apply")
+        try:
+            net = torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes)
+        except ValueError:
+            raise ConfigError(f"unknown torchvision model {tv_name!r} (see torchvision.models.list_models())") \
+                from None
+        return TorchvisionTeacher(net, num_classes=num_classes, in_chans=in_chans, input_size=size)
+
+    return build
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode and stop gradients to all its parameters; returns it."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _load_state_dict(model: nn.Module, path: str | Path) -> None:
+    """Load a plain state_dict file (strict); any problem is a ConfigError naming the file."""
+    from edgekd.training.checkpoint import safe_torch_load
+
+    path = Path(path)
+    state = safe_torch_load(path, ConfigError, "teacher weights")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"teacher weights {path} are not a plain state_dict")
+    target = model
+    if isinstance(model, TorchvisionTeacher) and not any(k.startswith("net.") for k in state):
+        target = model.net  # a bare torchvision state_dict
+    try:
+        target.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # line 0 is "Error(s) in loading state_dict for ..."
+        raise ConfigError(f"teacher weights {path} do not fit the model: {detail[:200]}") from None
+
+
+def build_teacher(name: str, *, num_classes: int, in_chans: int, input_size: tuple[int, int],
+                  weights: str | Path | None = None) -> nn.Module:
+    """Registered model or ``torchvision:NAME``, optionally loaded from a plain state_dict file, then frozen."""
+    from edgekd.training.models.registry import create_model
+
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "input_size": input_size}
+    model = create_model(name, **kwargs)
+    if weights is not None:
+        _load_state_dict(model, weights)
+    return freeze(model)

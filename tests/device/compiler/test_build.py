@@ -1,0 +1,150 @@
+"""edgekd build on the tiny exported student: fp32/int8/fp16 with ONNX Runtime, verification, thresholds,
+calibration cache, clean failures, atomic output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.device.compiler import BuildError, build_bundle
+from edgekd.device.compiler import evaluate as ev
+from edgekd.cli import app
+from edgekd.core.early_exit import simulate
+from edgekd.core.manifest import load_manifest
+from tests.helpers import assert_cli_runs_without_torch
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("calib_cache")
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_bundle, tmp_path_factory, cache_dir) -> Path:
+    out = tmp_path_factory.mktemp("built") / "int8"
+    build_bundle(tiny_bundle, precision="int8", out=out, cache_dir=str(cache_dir))
+    return out
+
+
+def _val(m):
+    with np.load(m.file("val_sample")) as f:
+        return f["images"], f["labels"]
+
+
+def _chain(m):
+    images, _ = _val(m)
+    runners = ev.open_runners("onnxruntime", [m.stage_graph(i) for i in range(m.num_exits)])
+    try:
+        return ev.run_chain(runners, images, m.spec)
+    finally:
+        ev.close_runners(runners)
+
+
+def test_int8_keeps_every_exit_within_max_drop(int8_bundle):
+    m = load_manifest(int8_bundle)
+    assert (m.precision, m.backend) == ("int8", "onnxruntime")
+    ver = m.data["build"]["verification"]
+    assert ver["max_drop"] <= 1.0 and len(ver["rows"]) == m.num_exits + 1
+    # the stored verification is real: recompute exit top-1 from the built full graph
+    images, labels = _val(m)
+    runner = ev.open_runners("onnxruntime", [m.full_graph()])[0]
+    probs = ev.run_full(runner, images, m.spec, m.num_exits)
+    runner.deactivate()
+    for i, row in enumerate(ver["rows"][:-1]):
+        assert row["built_top1"] == pytest.approx(100 * np.mean(probs[i].argmax(1) == labels))
+    # the graphs really are quantized, with uint8 activations for ONNX Runtime
+    import onnx
+
+    g = onnx.load(str(m.full_graph())).graph
+    assert any(n.op_type == "QuantizeLinear" for n in g.node)
+    zps = [i for i in g.initializer if i.name.endswith("zero_point") and i.data_type == onnx.TensorProto.UINT8]
+    assert zps
+
+
+def test_int8_stage_chain_matches_full_graph_within_tolerance(int8_bundle, tiny_bundle):
+    m = load_manifest(int8_bundle)
+    images, _ = _val(m)
+    full = ev.run_full(ev.open_runners("onnxruntime", [m.full_graph()])[0], images, m.spec, m.num_exits)
+    chain = _chain(m)
+    agreement = np.mean(full.argmax(2) == chain.argmax(2))
+    assert agreement >= 0.97 and np.abs(full - chain).max() < 0.25
+
+
+def test_thresholds_respect_the_target_on_the_validation_sample(int8_bundle):
+    m = load_manifest(int8_bundle)
+    info = m.data["build"]["thresholds"]
+    _, labels = _val(m)
+    res = simulate(_chain(m), m.thresholds, [e["macs"] for e in m.exits], labels)
+    assert res.accuracy == pytest.approx(info["early_exit_accuracy"])
+    assert res.accuracy >= info["vote_accuracy"] - 0.5 - 1e-9 or not info["feasible"]
+    assert m.thresholds[-1] == 0.0 and len(m.thresholds) == m.num_exits
+
+
+def test_fp32_build_is_exact_and_cache_is_reused(tiny_bundle, int8_bundle, cache_dir, tmp_path):
+    m = build_bundle(tiny_bundle, precision="fp32", backend="onnxruntime", out=tmp_path / "fp32")
+    assert m.data["build"]["verification"]["max_drop"] == 0.0
+    assert all(r["agreement"] == 100.0 for r in m.data["build"]["verification"]["rows"])
+    n_cached = len(list(cache_dir.iterdir()))
+    again = build_bundle(tiny_bundle, precision="int8", out=tmp_path / "int8b", cache_dir=str(cache_dir))
+    assert all(again.data["build"]["calibration"]["reused"].values())
+    assert len(list(cache_dir.iterdir())) == n_cached
+    first = load_manifest(int8_bundle)
+    assert again.data["graphs"]["full"]["sha256"] == first.data["graphs"]["full"]["sha256"]
+
+
+def test_fp16_build_runs_and_says_it_is_slow_on_cpu(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "fp16", "--out", str(tmp_path / "h")])
+    assert result.exit_code == 0, result.output
+    assert "slower than FP32" in result.output
+    assert load_manifest(tmp_path / "h").precision == "fp16"
+
+
+def test_profile_that_cannot_do_int8_fails_before_any_work(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "int8", "--profile", "jetson-nano",
+                                      "--out", str(tmp_path / "n")])
+    assert result.exit_code == 2 and "jetson-nano" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "n").exists()
+
+
+def test_verification_failure_writes_nothing(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "int8", "--max-drop", "-1",
+                                      "--out", str(tmp_path / "f"), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "--max-drop" in result.output
+    assert not (tmp_path / "f").exists() and list(tmp_path.glob(".f.*")) == []
+
+
+def test_existing_output_needs_force_and_interrupted_build_leaves_nothing(tiny_bundle, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BuildError, match="--force"):
+        build_bundle(tiny_bundle, precision="fp32", out=out)
+    assert (out / "keep.txt").read_text() == "mine"
+    import edgekd.device.compiler.builder as builder
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "fit_thresholds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_bundle(tiny_bundle, precision="fp32", out=out, force=True)
+    assert (out / "keep.txt").read_text() == "mine"  # the old directory survives an interrupted rebuild
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_calib_data_from_npz_and_a_built_bundle_cannot_be_rebuilt(tiny_bundle, int8_bundle, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", images=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8))
+    m = build_bundle(tiny_bundle, precision="int8", out=tmp_path / "c", calib_data=tmp_path / "calib.npz",
+                     cache_dir=None, max_drop=100.0)
+    assert m.data["build"]["calibration"]["images"] == 40
+    with pytest.raises(BuildError, match="already built"):
+        build_bundle(int8_bundle, precision="int8", out=tmp_path / "d")
+
+
+def test_build_never_imports_torch(tiny_bundle, tmp_path):
+    assert_cli_runs_without_torch(["build", str(tiny_bundle), "--precision", "int8", "--out", str(tmp_path / "nt"),
+                                   "--cache-dir", str(tmp_path / "cc")])

@@ -1,0 +1,343 @@
+"""edgekd export on the tiny student: graph contract, dynamic batch, stage chaining, parity, bundle data,
+manifest validation, atomic output and clean errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgekd.device.runners.onnxruntime import create_session
+import pytest
+import torch
+
+from edgekd.training import export as ex
+from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgekd.core.errors import CheckpointError, DataError, EdgekdError
+from edgekd.core.manifest import (ManifestError, full_output_names, load_manifest, stage_input_name,
+                                  stage_output_names)
+from edgekd.core.preprocess import normalize
+from edgekd.core.vote import softmax, vote_scores
+from edgekd.training.data import reload_data
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_runs) -> dict:
+    return load_checkpoint(tiny_runs["student"].best)
+
+
+@pytest.fixture(scope="module")
+def model(ckpt) -> torch.nn.Module:
+    return model_from_checkpoint(ckpt).eval()
+
+
+@pytest.fixture(scope="module")
+def manifest(tiny_bundle):
+    return load_manifest(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def val_x(manifest) -> np.ndarray:
+    """The bundle's validation sample normalised as the runtime does: (N, C, H, W) float32."""
+    with np.load(manifest.file("val_sample")) as f:
+        images = f["images"]
+    return np.stack([normalize(img, manifest.spec) for img in images])
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return create_session(path)
+
+
+def _chain(manifest, x: np.ndarray) -> list[np.ndarray]:
+    """Per-exit logits from chaining the stage graphs."""
+    logits, feed = [], x
+    for i in range(manifest.num_exits):
+        sess = _session(manifest.stage_graph(i))
+        out = dict(zip(stage_output_names(i, manifest.num_exits), sess.run(None, {stage_input_name(i): feed})))
+        logits.append(out[f"logits{i}"])
+        feed = out.get(f"feat{i}")
+    return logits
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+
+
+def test_parity_is_recorded_and_within_tolerance(manifest):
+    parity = manifest.data["parity"]
+    n = manifest.num_exits
+    assert parity["tolerance"] == 1e-3
+    for key in ("val", "random"):
+        assert len(parity[key]["max_abs_diff"]) == len(parity[key]["top1_agreement"]) == n
+        assert max(parity[key]["max_abs_diff"]) <= parity["tolerance"]
+        assert parity[key]["vote_max_abs_diff"] <= parity["tolerance"]
+    assert min(parity["val"]["top1_agreement"]) >= 99.9
+    assert parity["val"]["n"] == manifest.data["split"]["n_val_sample"]
+    assert 0.0 <= parity["stages_vs_full"] <= parity["tolerance"]
+
+
+def test_graph_names_shapes_and_ops_follow_the_contract(manifest):
+    n, spec = manifest.num_exits, manifest.spec
+    graphs = [(manifest.full_graph(), ["image"], full_output_names(n), spec.shape)]
+    graphs += [(manifest.stage_graph(i), [stage_input_name(i)], stage_output_names(i, n),
+                spec.shape if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])) for i in range(n)]
+    for path, inputs, outputs, shape in graphs:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+        assert [i.name for i in model.graph.input] == inputs, path.name
+        assert [o.name for o in model.graph.output] == outputs, path.name
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        assert dims[0].dim_param and tuple(d.dim_value for d in dims[1:]) == tuple(shape), path.name
+        assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}, path.name  # standard ops only
+        assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert manifest.data["graphs"]["full"]["outputs"] == full_output_names(n)
+    assert [g["inputs"] for g in manifest.data["graphs"]["stages"]] == [[stage_input_name(i)] for i in range(n)]
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_full_graph_has_a_dynamic_batch_and_the_declared_conf_and_vote(manifest, val_x, batch):
+    n, k = manifest.num_exits, manifest.spec.num_classes
+    out = dict(zip(full_output_names(n), _session(manifest.full_graph()).run(None, {"image": val_x[:batch]})))
+    probs = np.stack([softmax(out[f"logits{i}"].astype(np.float64)) for i in range(n)])  # (E, N, K)
+    for i in range(n):
+        assert out[f"logits{i}"].shape == (batch, k) and out[f"conf{i}"].shape == (batch,)
+        np.testing.assert_allclose(out[f"conf{i}"], probs[i].max(axis=1), atol=1e-5)
+    vote = manifest.data["vote"]
+    assert vote["in_graph"] == ("soft" if vote["rule"] == "hard" else vote["rule"])
+    expected = vote_scores(probs, vote["in_graph"], vote["weights"])
+    np.testing.assert_allclose(out["vote"], expected, atol=1e-5)
+
+
+def test_chained_stages_equal_the_full_graph_and_the_torch_model(manifest, val_x, model):
+    chained = _chain(manifest, val_x)
+    full = _session(manifest.full_graph()).run([f"logits{i}" for i in range(manifest.num_exits)], {"image": val_x})
+    with torch.no_grad():
+        reference = model(torch.from_numpy(val_x)).logits
+    for i in range(manifest.num_exits):
+        assert np.abs(chained[i] - full[i]).max() <= 1e-4
+        assert np.abs(chained[i] - reference[i].numpy()).max() <= 1e-4
+
+
+def test_parity_check_fails_loudly_when_graph_and_model_differ(manifest, val_x, ckpt):
+    changed = model_from_checkpoint(ckpt).eval()
+    with torch.no_grad():
+        next(changed.heads[0].parameters()).add_(0.05)  # the graphs keep the original weights
+    graph = ex.FullGraph(changed, [1.0] * manifest.num_exits).eval()
+    stages = [manifest.stage_graph(i) for i in range(manifest.num_exits)]
+    with pytest.raises(ex.ExportError, match="export parity broken"):
+        ex.check_parity(graph, manifest.full_graph(), stages, val_x[:32], 1e-3)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_abs_diff", [0.0, float("nan")], "exit 1 logits/conf on the val input"),
+    ("vote_max_abs_diff", 0.01, "vote on the val input"),
+    ("top1_agreement", [100.0, 99.0], "exit 1 top-1 agrees .* 99.0 %"),
+])
+def test_parity_rules_catch_nan_vote_and_disagreement(field, value, message):
+    def part():
+        return {"max_abs_diff": [0.0, 0.0], "top1_agreement": [100.0, 100.0], "vote_max_abs_diff": 0.0, "n": 4}
+
+    report = {"val": part(), "random": part(), "stages_vs_full": 0.0, "tolerance": 1e-3}
+    ex._enforce(report, 1e-3)  # a clean report passes
+    report["val"][field] = value
+    with pytest.raises(ex.ExportError, match=f"export parity broken: {message}"):
+        ex._enforce(report, 1e-3)
+
+
+def test_weighted_vote_in_the_torch_wrapper(model):
+    weights = [0.2, 0.3, 0.5][: model.num_exits]
+    x = torch.randn(5, model.in_chans, *model.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = ex.FullGraph(model, [2 * w for w in weights]).eval()(x)
+    probs = np.stack([softmax(out[2 * i].numpy().astype(np.float64)) for i in range(model.num_exits)])
+    np.testing.assert_allclose(out[-1].numpy(), vote_scores(probs, "weighted", weights), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- bundle data + manifest
+
+
+def test_manifest_contents(manifest, ckpt, tiny_runs):
+    d = manifest.data
+    n = manifest.num_exits
+    assert (d["precision"], d["backend"], d["name"]) == ("fp32", "onnx", "bundle")
+    assert d["exits"] == ckpt["exit_info"] and d["input_spec"] == ckpt["input_spec"]
+    assert manifest.thresholds == [0.9] * (n - 1) + [0.0]
+    assert d["vote"]["rule"] == ckpt["method"]["vote"]
+    assert d["vote"]["weights"] == pytest.approx(ckpt["metrics"]["val"]["vote_weights"])
+    assert d["split"]["sha256"] == ckpt["split"]["sha256"] and d["split"]["seed"] == ckpt["split"]["seed"]
+    assert d["source"]["checkpoint_sha256"] == ex.sha256_file(tiny_runs["student"].best)
+    assert d["source"]["model"] == ckpt["model"] and d["source"]["method"]["name"] == ckpt["method"]["name"]
+    assert d["versions"]["opset"] == 18 and d["versions"]["torch"] == str(torch.__version__)
+
+
+def test_val_sample_matches_the_checkpoint_validation_split(manifest, ckpt):
+    data = reload_data(ckpt["data"])
+    assert data.split.sha256() == ckpt["split"]["sha256"]
+    with np.load(manifest.file("val_sample")) as f:
+        images, labels = f["images"], f["labels"]
+    n = min(400, len(data.val))
+    assert images.dtype == np.uint8 and labels.dtype == np.int64
+    assert images.shape == (n, manifest.spec.height, manifest.spec.width, manifest.spec.channels)
+    np.testing.assert_array_equal(labels, data.val.labels[:n])
+    np.testing.assert_array_equal(images, np.stack([data.val.raw(i) for i in range(n)]))
+
+
+def test_calib_holds_distinct_train_images(manifest, ckpt):
+    data = reload_data(ckpt["data"])
+    with np.load(manifest.file("calib")) as f:
+        images = f["images"]
+    spec = manifest.spec
+    assert images.dtype == np.uint8
+    assert images.shape == (min(128, len(data.train)), spec.height, spec.width, spec.channels)
+    train = {data.train.raw(i).tobytes() for i in range(len(data.train))}
+    assert all(img.tobytes() in train for img in images)
+    assert len({img.tobytes() for img in images}) == len(images)
+
+
+def _mutate(bundle: Path, tmp_path: Path, change) -> Path:
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    path = copy / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data, copy)
+    path.write_text(json.dumps(data))
+    return copy
+
+
+def _set(keys, value):
+    def change(data, _root):
+        node = data
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return change
+
+
+def _tamper(data, root):
+    with open(root / data["files"]["calib"]["path"], "ab") as f:
+        f.write(b"\0")
+
+
+def _outside(data, root):
+    shutil.copy(root / "full.onnx", root.parent / "full.onnx")  # the hash would match: only the path is wrong
+    data["graphs"]["full"]["path"] = "../full.onnx"
+
+
+def _absolute(data, root):
+    data["files"]["calib"]["path"] = str((root / "calib.npz").resolve())
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set(["schema_version"], 99), "unknown schema_version 99"),
+    (lambda d, r: d.pop("exits"), "missing key 'exits'"),
+    (_set(["thresholds"], "0.9"), "'thresholds' must be list"),
+    (_set(["thresholds"], [0.9]), "thresholds must be"),
+    (_tamper, "does not match its sha256"),
+    (_outside, "leaves the bundle"),
+    (_absolute, "leaves the bundle"),
+], ids=["schema_version", "missing_key", "wrong_type", "thresholds_length", "tampered", "dotdot", "absolute"])
+def test_manifest_validation_rejects_malformed_bundles(tiny_bundle, tmp_path, change, message):
+    bundle = _mutate(tiny_bundle, tmp_path, change)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(bundle)
+
+
+# ---------------------------------------------------------------------------------------------- atomicity + errors
+
+
+def test_existing_output_without_force_fails_and_stays_untouched(tiny_runs, tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(EdgekdError, match="already exists; pass --force"):
+        ex.export_bundle(tiny_runs["student"].best, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+def _without_dynamo(monkeypatch) -> None:
+    """Make the dynamo exporter fail so export falls back to TorchScript (also ~4x faster for these tests)."""
+    original = ex._run_exporter
+
+    def run(exporter, *args):
+        if exporter == "dynamo":
+            raise RuntimeError("simulated dynamo failure")
+        return original(exporter, *args)
+
+    monkeypatch.setattr(ex, "_run_exporter", run)
+
+
+def test_force_replaces_an_existing_bundle_with_the_fallback_exporter(tiny_runs, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    _without_dynamo(monkeypatch)
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    buf = io.StringIO()
+    with pytest.warns(UserWarning, match="simulated dynamo failure; used the torchscript exporter"):
+        m = ex.export_bundle(tiny_runs["student"].best, out, val_size=40, calib_size=16, force=True, name="tiny",
+                             console=Console(file=buf, width=120))
+    assert not (out / "old.txt").exists() and m.data["name"] == "tiny"
+    m = load_manifest(out)
+    assert m.data["versions"]["exporter"] == "torchscript" and m.data["split"]["n_val_sample"] == 40
+    assert max(m.data["parity"]["val"]["max_abs_diff"]) <= 1e-3
+    assert [o.name for o in onnx.load(str(m.full_graph())).graph.output] == full_output_names(m.num_exits)
+    assert "full.onnx" in buf.getvalue() and "parity" in buf.getvalue()
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary or old directories left
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failure_midway_leaves_nothing_behind(tiny_runs, tmp_path, monkeypatch, existing):
+    seen = []
+
+    def broken(graph, full, stages, x_val, tol):
+        seen.append(full.exists() and all(p.exists() for p in stages))  # the graphs were written already
+        raise ex.ExportError("export parity broken: injected")
+
+    _without_dynamo(monkeypatch)
+    monkeypatch.setattr(ex, "check_parity", broken)
+    out = tmp_path / "bundle"
+    if existing:
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    with pytest.warns(UserWarning), pytest.raises(ex.ExportError, match="injected"):
+        ex.export_bundle(tiny_runs["student"].best, out, val_size=40, calib_size=16, force=True)
+    assert seen == [True]
+    if existing:  # the old bundle survives a failed --force export
+        assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", "truncated"])
+def test_corrupt_checkpoint_is_a_clean_error(tiny_runs, tmp_path, content):
+    bad = tmp_path / "bad.pt"
+    if content == "truncated":
+        whole = Path(tiny_runs["student"].best).read_bytes()
+        bad.write_bytes(whole[: len(whole) // 2])
+    else:
+        bad.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        ex.export_bundle(bad, tmp_path / "bundle")
+    assert "bad.pt" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_missing_checkpoint_is_a_clean_error(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        ex.export_bundle(tmp_path / "nope.pt", tmp_path / "bundle")
+
+
+def test_changed_data_is_refused(ckpt, tmp_path):
+    changed = {k: v for k, v in ckpt.items() if k not in ("format", "format_version")}
+    changed["split"] = {**ckpt["split"], "sha256": "0" * 64}
+    save_checkpoint(tmp_path / "changed.pt", changed)
+    with pytest.raises(DataError, match="data changed"):
+        ex.export_bundle(tmp_path / "changed.pt", tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
