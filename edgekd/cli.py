@@ -159,7 +159,8 @@ def build(
     bundle: Path = typer.Argument(..., help="An exported bundle (edgekd export)."),
     precision: Optional[Precision] = typer.Option(None, help="fp32 | fp16 | int8 (default: the profile's)."),
     backend: Backend = typer.Option(Backend.auto, help="auto: TensorRT if it can run here, else ONNX Runtime."),
-    profile: Optional[str] = typer.Option(None, help="Device profile name (see `edgekd profiles`) or YAML file."),
+    target: Optional[str] = typer.Option(None, help="Device target name (see `edgekd targets`) or YAML file."),
+    profile: Optional[str] = typer.Option(None, "--profile", hidden=True, help="Old name of --target (kept for one release)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory (default: BUNDLE-PRECISION)."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
     calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile | auto (keeps the smallest drop)."),
@@ -175,7 +176,7 @@ def build(
     def _run():
         from edgekd.device.compiler import build_bundle
 
-        return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), profile=profile,
+        return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
                             out=out, calib_data=calib_data, calib_method=calib_method, max_drop=max_drop,
                             target_drop=target_drop, cost=cost, force=force, cache_dir=cache_dir,
                             dla_core=dla_core, console=console)
@@ -267,10 +268,10 @@ def profiles() -> None:
     """List the device profiles."""
 
     def _run():
-        from edgekd.device.compiler.targets import list_profiles, load_profile
+        from edgekd.device.compiler.targets import list_targets, load_target
 
-        for name in list_profiles():
-            p = load_profile(name)
+        for name in list_targets():
+            p = load_target(name)
             console.print(f"{name:12s} {p.backend:12s} {','.join(p.precisions):16s} {p.description}")
 
     run_guarded(_run)

@@ -121,7 +121,7 @@ def main() -> None:
         runners, variants = [], {}
         for p, m in built.items():
             full = make_runner("onnxruntime", m.full_graph()).activate()
-            stages = [make_runner("onnxruntime", m.stage_graph(i)).activate() for i in range(m.num_exits)]
+            stages = [make_runner("onnxruntime", m.segment_graph(i)).activate() for i in range(m.num_exits)]
             runners += [full, *stages]
             variants[f"{p} full"] = (lambda r=full: r.infer({"image": x}))
             if p != "fp16":  # fp16 is only there to show it is slower on a CPU

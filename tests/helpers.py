@@ -84,18 +84,18 @@ def write_image_folder(root: Path, classes: tuple[str, ...], per_class: int, sha
     return root
 
 
-def gpu_profile(tmp_path: Path):
-    """A TensorRT device profile for whatever GPU runs the (skipped here) TensorRT tests."""
+def gpu_target(tmp_path: Path):
+    """A TensorRT device target for whatever GPU runs the (skipped here) TensorRT tests."""
     import yaml
 
-    from edgekd.device.compiler.targets import load_profile
+    from edgekd.device.compiler.targets import load_target
 
     data = {"name": "test-gpu", "description": "whatever NVIDIA GPU runs the tests", "backend": "tensorrt",
             "precisions": ["fp32", "fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256,
             "dla_cores": 0, "batch": {"min": 1, "opt": 2, "max": 4}, "threads": None}
     path = tmp_path / "test-gpu.yaml"
     path.write_text(yaml.safe_dump(data))
-    return load_profile(str(path))
+    return load_target(str(path))
 
 
 # -- fake Jetson INA3221 sysfs trees (edgekd.device.profile.energy) ---------------------------------------------

@@ -49,11 +49,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def stage_input_name(i: int) -> str:
+def segment_input_name(i: int) -> str:
     return "image" if i == 0 else f"feat{i - 1}"
 
 
-def stage_output_names(i: int, n_exits: int) -> list[str]:
+def segment_output_names(i: int, n_exits: int) -> list[str]:
     names = [f"logits{i}", f"conf{i}"]
     return ([f"feat{i}"] + names) if i < n_exits - 1 else names
 
@@ -109,7 +109,7 @@ class Manifest:
     def full_graph(self) -> Path:
         return self.root / self.data["graphs"]["full"]["path"]
 
-    def stage_graph(self, i: int) -> Path:
+    def segment_graph(self, i: int) -> Path:
         return self.root / self.data["graphs"]["stages"][i]["path"]
 
     def file(self, key: str) -> Path:

@@ -1,7 +1,7 @@
 """``edgekd export``: a checkpoint → a bundle (full + per-stage ONNX graphs, calibration/validation data, manifest).
 
 The graphs follow the tensor-name contract of :mod:`edgekd.core.manifest`. Thin wrappers (:class:`FullGraph`,
-:class:`StageGraph`) add what the device needs on top of :meth:`MultiExitNet.forward_stage`: per-exit confidence
+:class:`SegmentGraph`) add what the device needs on top of :meth:`MultiExitNet.forward_segment`: per-exit confidence
 (max softmax) and the default vote, using only standard ONNX ops so TensorRT compiles them too.
 
 Nothing is trusted blindly: every graph is checked with ``onnx.checker``, its names and dynamic batch are verified,
@@ -28,7 +28,7 @@ from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, s
 from edgekd.core.atomic import atomic_directory
 from edgekd.core.errors import CheckpointError, ConfigError, DataError, EdgekdError
 from edgekd.core.manifest import (KIND, SCHEMA_VERSION, Manifest, file_entry, full_output_names, sha256_file,
-                                  stage_input_name, stage_output_names, write_manifest)
+                                  segment_input_name, segment_output_names, write_manifest)
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
 
@@ -71,7 +71,7 @@ class FullGraph(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         x, outputs, probs = image, [], []
         for i in range(self.net.num_exits):
-            x, logits = self.net.forward_stage(i, x)  # (N, C_i, H_i, W_i), (N, K)
+            x, logits = self.net.forward_segment(i, x)  # (N, C_i, H_i, W_i), (N, K)
             p, conf = _exit_probs(logits)
             outputs += [logits, conf]
             probs.append(p)
@@ -79,7 +79,7 @@ class FullGraph(nn.Module):
         return (*outputs, vote)
 
 
-class StageGraph(nn.Module):
+class SegmentGraph(nn.Module):
     """Stage ``i``: image or ``feat{i-1}`` → ``feat{i}`` (all but the last stage), ``logits{i}``, ``conf{i}``."""
 
     def __init__(self, net: nn.Module, index: int) -> None:
@@ -90,7 +90,7 @@ class StageGraph(nn.Module):
         self.train(net.training)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        feat, logits = self.net.forward_stage(self.index, x)  # (N, C_i, H_i, W_i), (N, K)
+        feat, logits = self.net.forward_segment(self.index, x)  # (N, C_i, H_i, W_i), (N, K)
         _, conf = _exit_probs(logits)  # (N,)
         return (logits, conf) if self.last else (feat, logits, conf)
 
@@ -229,13 +229,13 @@ def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.nda
     n_exits = graph.net.num_exits
     x_rand = torch.randn((8, *x_val.shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()  # (8, C, H, W)
     full_s, stage_s = _session(full), [_session(p) for p in stages]
-    report: dict[str, Any] = {"stages_vs_full": 0.0, "tolerance": float(tol)}
+    report: dict[str, Any] = {"segments_vs_full": 0.0, "tolerance": float(tol)}
     chain_diffs = []
     for key, x in (("val", x_val), ("random", x_rand)):
         got = _run_ort(full_s, x)
         report[key] = _compare(_run_torch(graph, x), got, n_exits)
         chain_diffs += [_max_diff(a, b) for a, b in zip(_run_chain(stage_s, x), got)]
-    report["stages_vs_full"] = float(np.max(chain_diffs))
+    report["segments_vs_full"] = float(np.max(chain_diffs))
     _enforce(report, tol)
     return report
 
@@ -245,7 +245,7 @@ def _enforce(report: dict[str, Any], tol: float) -> None:
     checks = [(f"exit {i} logits/conf on the {key} input", d) for key in ("val", "random")
               for i, d in enumerate(report[key]["max_abs_diff"])]
     checks += [(f"vote on the {key} input", report[key]["vote_max_abs_diff"]) for key in ("val", "random")]
-    checks += [("chained stages vs full graph", report["stages_vs_full"])]
+    checks += [("chained stages vs full graph", report["segments_vs_full"])]
     for what, diff in checks:
         if not diff <= tol:
             raise ExportError(f"export parity broken: {what} differ by {diff:.3g} between ONNX Runtime and "
@@ -341,7 +341,7 @@ def _manifest_data(root: Path, ckpt: dict[str, Any], checkpoint: Path, name: str
         "precision": "fp32", "backend": "onnx",
         "graphs": {
             "full": _graph_entry(root, "full.onnx", ["image"], full_output_names(n)),
-            "stages": [_graph_entry(root, f"stage{i}.onnx", [stage_input_name(i)], stage_output_names(i, n))
+            "stages": [_graph_entry(root, f"segment{i}.onnx", [segment_input_name(i)], segment_output_names(i, n))
                        for i in range(n)],
         },
         "files": {"calib": file_entry(root, "calib.npz"), "val_sample": file_entry(root, "val_sample.npz")},
@@ -364,21 +364,21 @@ def _manifest_data(root: Path, ckpt: dict[str, Any], checkpoint: Path, name: str
 def _load_model(checkpoint: Path) -> tuple[dict[str, Any], nn.Module]:
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt).eval()
-    if not hasattr(model, "forward_stage") or model.num_exits != len(ckpt["exit_info"]):
+    if not hasattr(model, "forward_segment") or model.num_exits != len(ckpt["exit_info"]):
         raise CheckpointError(f"{checkpoint} does not hold a multi-exit model matching its exit_info")
     return ckpt, model
 
 
 def _write_graphs(root: Path, full_graph: FullGraph, spec: InputSpec, opset: int) -> str:
-    """full.onnx and stage{i}.onnx under ``root``; returns the exporter(s) used."""
+    """full.onnx and segment{i}.onnx under ``root``; returns the exporter(s) used."""
     model, n = full_graph.net, full_graph.net.num_exits
     x = torch.randn((EXPORT_BATCH, *spec.shape), generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
     used = {export_graph(full_graph, x, root / "full.onnx", "image", full_output_names(n), opset)}
     for i in range(n):
-        used.add(export_graph(StageGraph(model, i), x, root / f"stage{i}.onnx", stage_input_name(i),
-                              stage_output_names(i, n), opset))
+        used.add(export_graph(SegmentGraph(model, i), x, root / f"segment{i}.onnx", segment_input_name(i),
+                              segment_output_names(i, n), opset))
         with torch.no_grad():
-            x = model.forward_stage(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next stage's example input
+            x = model.forward_segment(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next stage's example input
     return ",".join(sorted(used))
 
 
@@ -394,7 +394,7 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     console.print(table)
     diffs = ", ".join(f"{d:.2g}" for d in parity["val"]["max_abs_diff"])
     console.print(f"parity vs PyTorch (ONNX Runtime CPU): max |Δ| per exit [{diffs}], top-1 agreement "
-                  f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['stages_vs_full']:.2g} "
+                  f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['segments_vs_full']:.2g} "
                   f"(tolerance {parity['tolerance']:g})")
 
 
@@ -421,7 +421,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int = 50
             np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
             np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
             exporter = _write_graphs(tmp, full_graph, spec, opset)
-            stages = [tmp / f"stage{i}.onnx" for i in range(model.num_exits)]
+            stages = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
             parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
             data = _manifest_data(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
                                   len(val), len(calib), exporter)

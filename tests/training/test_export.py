@@ -19,8 +19,8 @@ import torch
 from edgekd.training import export as ex
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgekd.core.errors import CheckpointError, DataError, EdgekdError
-from edgekd.core.manifest import (ManifestError, full_output_names, load_manifest, stage_input_name,
-                                  stage_output_names)
+from edgekd.core.manifest import (ManifestError, full_output_names, load_manifest, segment_input_name,
+                                  segment_output_names)
 from edgekd.core.preprocess import normalize
 from edgekd.core.vote import softmax, vote_scores
 from edgekd.training.data import reload_data
@@ -57,8 +57,8 @@ def _chain(manifest, x: np.ndarray) -> list[np.ndarray]:
     """Per-exit logits from chaining the stage graphs."""
     logits, feed = [], x
     for i in range(manifest.num_exits):
-        sess = _session(manifest.stage_graph(i))
-        out = dict(zip(stage_output_names(i, manifest.num_exits), sess.run(None, {stage_input_name(i): feed})))
+        sess = _session(manifest.segment_graph(i))
+        out = dict(zip(segment_output_names(i, manifest.num_exits), sess.run(None, {segment_input_name(i): feed})))
         logits.append(out[f"logits{i}"])
         feed = out.get(f"feat{i}")
     return logits
@@ -77,13 +77,13 @@ def test_parity_is_recorded_and_within_tolerance(manifest):
         assert parity[key]["vote_max_abs_diff"] <= parity["tolerance"]
     assert min(parity["val"]["top1_agreement"]) >= 99.9
     assert parity["val"]["n"] == manifest.data["split"]["n_val_sample"]
-    assert 0.0 <= parity["stages_vs_full"] <= parity["tolerance"]
+    assert 0.0 <= parity["segments_vs_full"] <= parity["tolerance"]
 
 
 def test_graph_names_shapes_and_ops_follow_the_contract(manifest):
     n, spec = manifest.num_exits, manifest.spec
     graphs = [(manifest.full_graph(), ["image"], full_output_names(n), spec.shape)]
-    graphs += [(manifest.stage_graph(i), [stage_input_name(i)], stage_output_names(i, n),
+    graphs += [(manifest.segment_graph(i), [segment_input_name(i)], segment_output_names(i, n),
                 spec.shape if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])) for i in range(n)]
     for path, inputs, outputs, shape in graphs:
         model = onnx.load(str(path))
@@ -95,7 +95,7 @@ def test_graph_names_shapes_and_ops_follow_the_contract(manifest):
         assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}, path.name  # standard ops only
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     assert manifest.data["graphs"]["full"]["outputs"] == full_output_names(n)
-    assert [g["inputs"] for g in manifest.data["graphs"]["stages"]] == [[stage_input_name(i)] for i in range(n)]
+    assert [g["inputs"] for g in manifest.data["graphs"]["stages"]] == [[segment_input_name(i)] for i in range(n)]
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -127,7 +127,7 @@ def test_parity_check_fails_loudly_when_graph_and_model_differ(manifest, val_x, 
     with torch.no_grad():
         next(changed.heads[0].parameters()).add_(0.05)  # the graphs keep the original weights
     graph = ex.FullGraph(changed, [1.0] * manifest.num_exits).eval()
-    stages = [manifest.stage_graph(i) for i in range(manifest.num_exits)]
+    stages = [manifest.segment_graph(i) for i in range(manifest.num_exits)]
     with pytest.raises(ex.ExportError, match="export parity broken"):
         ex.check_parity(graph, manifest.full_graph(), stages, val_x[:32], 1e-3)
 
@@ -141,7 +141,7 @@ def test_parity_rules_catch_nan_vote_and_disagreement(field, value, message):
     def part():
         return {"max_abs_diff": [0.0, 0.0], "top1_agreement": [100.0, 100.0], "vote_max_abs_diff": 0.0, "n": 4}
 
-    report = {"val": part(), "random": part(), "stages_vs_full": 0.0, "tolerance": 1e-3}
+    report = {"val": part(), "random": part(), "segments_vs_full": 0.0, "tolerance": 1e-3}
     ex._enforce(report, 1e-3)  # a clean report passes
     report["val"][field] = value
     with pytest.raises(ex.ExportError, match=f"export parity broken: {message}"):

@@ -2,7 +2,7 @@
 
 Steps (all inside a temporary directory that replaces ``--out`` only when everything succeeded):
 
-1. resolve the device profile and check the precision *before* any work;
+1. resolve the device target and check the precision *before* any work;
 2. produce the graphs: fp32 as exported; fp16 converted with float32 IO; int8 as explicit quantization — ranges
    calibrated once (cached), full graph on images, stage graphs on the activations the FP32 stages produce —
    then the Q/DQ form of the target backend (uint8 activations for ONNX Runtime, symmetric int8 for TensorRT);
@@ -31,7 +31,7 @@ from edgekd.core.atomic import atomic_directory
 from edgekd.core.early_exit import fit_thresholds
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import (Manifest, file_entry, full_output_names, load_manifest, sha256_file,
-                                  stage_input_name, stage_output_names, write_manifest)
+                                  segment_input_name, segment_output_names, write_manifest)
 from edgekd.core.vote import accuracy, vote
 
 CALIB_CHOICES = ("minmax", "entropy", "percentile", "auto")
@@ -44,24 +44,24 @@ class BuildError(EdgekdError):
 # ------------------------------------------------------------------------------------------------ options
 
 
-def resolve_profile(profile: str | None, backend: str):
-    """The device profile: named/file, or the default for the backend (auto: TensorRT if it can run here)."""
-    from edgekd.device.compiler.targets import load_profile
+def resolve_target(name: str | None, backend: str):
+    """The device target: named/file, or the default for the backend (auto: TensorRT if it can run here)."""
+    from edgekd.device.compiler.targets import load_target
 
-    if profile:
-        prof = load_profile(profile)
-        if backend not in ("auto", prof.backend):
-            raise BuildError(f"profile {prof.name} is for {prof.backend}, not {backend}")
-        return prof
+    if name:
+        target = load_target(name)
+        if backend not in ("auto", target.backend):
+            raise BuildError(f"target {target.name} is for {target.backend}, not {backend}")
+        return target
     if backend == "auto":
         from edgekd.device.compiler.tensorrt import tensorrt_available
 
         backend = "tensorrt" if tensorrt_available()[0] else "onnxruntime"
     if backend == "tensorrt":
-        raise BuildError("the tensorrt backend needs a device profile: pass --profile (e.g. orin-nano, xavier-nx)")
+        raise BuildError("the tensorrt backend needs a device target: pass --target (e.g. orin-nano, xavier-nx)")
     if backend != "onnxruntime":
         raise BuildError(f"unknown backend {backend!r}; choose auto, onnxruntime or tensorrt")
-    return load_profile("x86-cpu")
+    return load_target("x86-cpu")
 
 
 def default_out(bundle: Path, precision: str, backend: str) -> Path:
@@ -74,24 +74,24 @@ def default_out(bundle: Path, precision: str, backend: str) -> Path:
 
 def _source_paths(src: Manifest) -> dict[str, Path]:
     paths = {"full": src.full_graph()}
-    paths.update({f"stage{i}": src.stage_graph(i) for i in range(src.num_exits)})
+    paths.update({f"segment{i}": src.segment_graph(i) for i in range(src.num_exits)})
     return paths
 
 
 def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
     """Feeds for every graph: images for the full graph and stage 0, FP32 stage activations for later stages."""
-    feeds: dict[str, list[dict[str, np.ndarray]]] = {f"stage{i}": [] for i in range(src.num_exits)}
-    runners = ev.open_runners("onnxruntime", [src.stage_graph(i) for i in range(src.num_exits)])
+    feeds: dict[str, list[dict[str, np.ndarray]]] = {f"segment{i}": [] for i in range(src.num_exits)}
+    runners = ev.open_runners("onnxruntime", [src.segment_graph(i) for i in range(src.num_exits)])
     try:
         ev.run_chain(runners, calib_images, src.spec, batch=32,
-                     on_stage_input=lambda i, feed: feeds[f"stage{i}"].append(dict(feed)))
+                     on_segment_input=lambda i, feed: feeds[f"segment{i}"].append(dict(feed)))
     finally:
         ev.close_runners(runners)
-    feeds["full"] = feeds["stage0"]
+    feeds["full"] = feeds["segment0"]
     return feeds
 
 
-def _int8_graphs(src: Manifest, work: Path, calib_images: np.ndarray, method: str, target: str,
+def _int8_graphs(src: Manifest, work: Path, calib_images: np.ndarray, method: str, qdq_backend: str,
                  cache_dir: str | None, log) -> tuple[dict[str, Path], dict[str, Any]]:
     from edgekd.device.compiler.calibration import CalibrationCache, calibrate
     from edgekd.device.compiler.quantize import preprocess_for_quantization, quantize_qdq
@@ -102,12 +102,12 @@ def _int8_graphs(src: Manifest, work: Path, calib_images: np.ndarray, method: st
     for key, path in _source_paths(src).items():
         pre = preprocess_for_quantization(path, work / f"_pre_{key}.onnx")
         ranges, reused[key] = calibrate(pre, feeds[key], method, cache)
-        out[key] = quantize_qdq(pre, work / f"{key}.int8.onnx", ranges, target=target)
+        out[key] = quantize_qdq(pre, work / f"{key}.int8.onnx", ranges, backend=qdq_backend)
         pre.unlink(missing_ok=True)
     n_reused = sum(reused.values())
     log(f"calibration ({method}): {n_reused}/{len(reused)} graph(s) reused from the cache" if cache else
         f"calibration ({method}): computed, cache disabled")
-    return out, {"method": method, "reused": reused, "images": int(len(calib_images)), "target": target}
+    return out, {"method": method, "reused": reused, "images": int(len(calib_images)), "backend": qdq_backend}
 
 
 def _fp_graphs(src: Manifest, work: Path, precision: str) -> dict[str, Path]:
@@ -140,7 +140,7 @@ def _probs_chain(backend: str, paths: list[Path], images: np.ndarray, src: Manif
         ev.close_runners(runners)
 
 
-def _stage_latency_ms(backend: str, paths: list[Path], src: Manifest, runs: int = 30, **opts) -> list[float]:
+def _segment_latency_ms(backend: str, paths: list[Path], src: Manifest, runs: int = 30, **opts) -> list[float]:
     """Median batch-1 latency of each stage graph (a quick cost estimate; `edgekd profile` measures properly)."""
     runners = ev.open_runners(backend, paths, **opts)
     try:
@@ -165,7 +165,7 @@ def _stage_latency_ms(backend: str, paths: list[Path], src: Manifest, runs: int 
 
 
 def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: str = "auto",
-                 profile: str | None = None, out: str | Path | None = None, calib_data: str | Path | None = None,
+                 target: str | None = None, out: str | Path | None = None, calib_data: str | Path | None = None,
                  calib_method: str = "minmax", max_drop: float = 1.0, target_drop: float = 0.5,
                  cost: str = "macs", force: bool = False, cache_dir: str | None = "calibration",
                  dla_core: int | None = None, console: Console | None = None) -> Manifest:
@@ -175,32 +175,32 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     src = load_manifest(bundle)
     if src.backend != "onnx":
         raise BuildError(f"{bundle} is already built ({src.backend}, {src.precision}); build from the exported bundle")
-    prof = resolve_profile(profile, backend)
-    precision = precision or prof.default_precision
-    prof.check_precision(precision)
+    target = resolve_target(target, backend)
+    precision = precision or target.default_precision
+    target.check_precision(precision)
     if calib_method not in CALIB_CHOICES:
         raise BuildError(f"--calib-method must be one of {', '.join(CALIB_CHOICES)}")
     if cost not in ("macs", "latency"):
         raise BuildError("--cost must be macs or latency")
-    if prof.backend == "tensorrt":
+    if target.backend == "tensorrt":
         from edgekd.device.compiler.tensorrt import tensorrt_available
 
         ok, why = tensorrt_available()
         if not ok:
-            raise BuildError(f"cannot build for {prof.name} with TensorRT here: {why}")
-    out = Path(out) if out else default_out(bundle, precision, prof.backend)
+            raise BuildError(f"cannot build for {target.name} with TensorRT here: {why}")
+    out = Path(out) if out else default_out(bundle, precision, target.backend)
     if out.exists() and not force:
         raise BuildError(f"{out} already exists; pass --force to replace it (or --out elsewhere)")
-    if precision == "fp16" and prof.backend == "onnxruntime":
+    if precision == "fp16" and target.backend == "onnxruntime":
         console.print("[yellow]note:[/] FP16 runs slower than FP32 on a CPU with ONNX Runtime (measured); "
                       "building it because you asked")
     with np.load(src.file("val_sample")) as f:
         val_images, labels = f["images"], f["labels"]
     calib_images = load_calib_images(calib_data, src.spec) if calib_data else _bundle_calib(src)
     with atomic_directory(out, overwrite=force) as tmp:
-        manifest = _build_into(tmp, src, prof, precision, calib_images, val_images, labels, calib_method,
+        manifest = _build_into(tmp, src, target, precision, calib_images, val_images, labels, calib_method,
                                max_drop, target_drop, cost, force, cache_dir, dla_core, console)
-    console.print(f"built {out} ({prof.backend}, {precision}); thresholds {manifest['thresholds']}")
+    console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest['thresholds']}")
     return load_manifest(out)
 
 
@@ -209,19 +209,19 @@ def _bundle_calib(src: Manifest) -> np.ndarray:
         return f["images"]
 
 
-def _build_into(tmp: Path, src: Manifest, prof, precision: str, calib_images, val_images, labels, calib_method,
+def _build_into(tmp: Path, src: Manifest, target, precision: str, calib_images, val_images, labels, calib_method,
                 max_drop, target_drop, cost, force, cache_dir, dla_core, console) -> dict[str, Any]:
     def log(message: str) -> None:
         console.print(message, markup=False, highlight=False)
 
-    ort_opts = {"threads": prof.threads} if prof.threads else {}
+    ort_opts = {"threads": target.threads} if target.threads else {}
     n = src.num_exits
     reference = _probs_full("onnxruntime", src.full_graph(), val_images, src, **ort_opts)  # (E, N, K) fp32
-    graphs, calibration = _graphs_for(tmp, src, prof, precision, calib_images, val_images, labels, reference,
+    graphs, calibration = _graphs_for(tmp, src, target, precision, calib_images, val_images, labels, reference,
                                       calib_method, cache_dir, log, ort_opts)
     run_backend, run_paths, engines = "onnxruntime", graphs, {}
-    if prof.backend == "tensorrt":
-        engines = _engines_for(tmp, src, prof, precision, graphs, calib_images, dla_core, log)
+    if target.backend == "tensorrt":
+        engines = _engines_for(tmp, src, target, precision, graphs, calib_images, dla_core, log)
         run_backend, run_paths = "tensorrt", engines
     run_opts = ort_opts if run_backend == "onnxruntime" else {}
     built = _probs_full(run_backend, run_paths["full"], val_images, src, **run_opts)
@@ -230,9 +230,9 @@ def _build_into(tmp: Path, src: Manifest, prof, precision: str, calib_images, va
     if report["max_drop"] > max_drop and not force:
         raise BuildError(f"{precision} loses {report['max_drop']:.2f} points of top-1 (> --max-drop {max_drop}); "
                          "nothing was written (use --force to keep it anyway, or try --calib-method auto)")
-    stage_paths = [run_paths[f"stage{i}"] for i in range(n)]
-    chain = _probs_chain(run_backend, stage_paths, val_images, src, **run_opts)
-    latency = _stage_latency_ms(run_backend, stage_paths, src, **run_opts)
+    segment_paths = [run_paths[f"segment{i}"] for i in range(n)]
+    chain = _probs_chain(run_backend, segment_paths, val_images, src, **run_opts)
+    latency = _segment_latency_ms(run_backend, segment_paths, src, **run_opts)
     costs = np.cumsum(latency) if cost == "latency" else np.array([e["macs"] for e in src.exits], dtype=float)
     w = np.asarray(src.vote_weights) if src.vote_weights else None
     vote_acc = accuracy(vote(built, src.vote_rule, w), labels)
@@ -242,25 +242,25 @@ def _build_into(tmp: Path, src: Manifest, prof, precision: str, calib_images, va
             "thresholds keep the last exit's accuracy instead")
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(src, tmp, prof, precision, graphs, engines, report, fit, calibration, latency, cost,
+    data = _manifest(src, tmp, target, precision, graphs, engines, report, fit, calibration, latency, cost,
                      vote_acc, target_drop, max_drop)
     write_manifest(tmp, data)
     return data
 
 
-def _graphs_for(tmp, src, prof, precision, calib_images, val_images, labels, reference, calib_method, cache_dir,
+def _graphs_for(tmp, src, target, precision, calib_images, val_images, labels, reference, calib_method, cache_dir,
                 log, ort_opts) -> tuple[dict[str, Path], dict[str, Any] | None]:
     if precision != "int8":
         return _fp_graphs(src, tmp, precision), None
-    target = "tensorrt" if prof.backend == "tensorrt" else "onnxruntime"
+    qdq_backend = "tensorrt" if target.backend == "tensorrt" else "onnxruntime"
     methods = ("minmax", "entropy", "percentile") if calib_method == "auto" else (calib_method,)
     if len(methods) == 1:
-        return _int8_graphs(src, tmp, calib_images, methods[0], target, cache_dir, log)
+        return _int8_graphs(src, tmp, calib_images, methods[0], qdq_backend, cache_dir, log)
     trials = []
     for method in methods:  # auto: keep the method with the smallest accuracy drop on the validation sample
         work = tmp / f"_auto_{method}"
         work.mkdir()
-        graphs, info = _int8_graphs(src, work, calib_images, method, target, cache_dir, log)
+        graphs, info = _int8_graphs(src, work, calib_images, method, qdq_backend, cache_dir, log)
         rep = compare(_probs_full("onnxruntime", graphs["full"], val_images, src, **ort_opts), reference, labels,
                       src.vote_rule, src.vote_weights)
         mean_drop = float(np.mean([r["drop"] for r in rep["rows"]]))
@@ -278,7 +278,7 @@ def _graphs_for(tmp, src, prof, precision, calib_images, val_images, labels, ref
     return final, info
 
 
-def _engines_for(tmp, src, prof, precision, graphs, calib_images, dla_core, log) -> dict[str, Path]:
+def _engines_for(tmp, src, target, precision, graphs, calib_images, dla_core, log) -> dict[str, Path]:
     """TensorRT engines for every graph (untested here: needs TensorRT and an NVIDIA GPU).
 
     Explicit quantization (the Q/DQ graphs) everywhere except TensorRT 8.x on DLA, which only supports implicit
@@ -288,17 +288,17 @@ def _engines_for(tmp, src, prof, precision, graphs, calib_images, dla_core, log)
     from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available, use_implicit_calibrator
 
     version = tensorrt_available()[1]
-    on_dla = dla_core is not None and prof.dla_cores > 0
+    on_dla = dla_core is not None and target.dla_cores > 0
     implicit = precision == "int8" and use_implicit_calibrator(int(version.split(".")[0]), on_dla)
     feeds = _calibration_feeds(src, calib_images) if implicit else {}
     sources = _source_paths(src) if implicit else graphs
     engines = {}
     for key, path in sources.items():
         i = None if key == "full" else int(key[len("stage"):])
-        input_name = "image" if i is None else stage_input_name(i)
+        input_name = "image" if i is None else segment_input_name(i)
         shape = src.spec.shape if i in (None, 0) else tuple(src.exits[i - 1]["feat_shape"])
         batches = [feed[input_name] for feed in feeds[key]] if implicit else None
-        engines[key] = build_engine(path, tmp, precision=precision, profile=prof, input_name=input_name,
+        engines[key] = build_engine(path, tmp, precision=precision, target=target, input_name=input_name,
                                     input_shape_chw=shape, dla_core=dla_core, timing_cache=tmp / "timing.cache",
                                     calib_batches=batches, calib_cache=tmp / f"{key}.calib" if implicit else None,
                                     log=log)
@@ -309,7 +309,7 @@ def _graph_entry(tmp: Path, path: Path, inputs: list[str], outputs: list[str]) -
     return {**file_entry(tmp, path.name), "inputs": inputs, "outputs": outputs}
 
 
-def _manifest(src: Manifest, tmp: Path, prof, precision, graphs, engines, report, fit, calibration, latency,
+def _manifest(src: Manifest, tmp: Path, target, precision, graphs, engines, report, fit, calibration, latency,
               cost, vote_acc, target_drop, max_drop) -> dict[str, Any]:
     import onnx
     import onnxruntime
@@ -322,23 +322,23 @@ def _manifest(src: Manifest, tmp: Path, prof, precision, graphs, engines, report
     data = {k: v for k, v in src.data.items()}
     data.update({
         "precision": precision,
-        "backend": prof.backend,
+        "backend": target.backend,
         "graphs": {
             "full": _graph_entry(tmp, run_paths["full"], ["image"], full_output_names(n)),
-            "stages": [_graph_entry(tmp, run_paths[f"stage{i}"], [stage_input_name(i)], stage_output_names(i, n))
+            "stages": [_graph_entry(tmp, run_paths[f"segment{i}"], [segment_input_name(i)], segment_output_names(i, n))
                        for i in range(n)],
         },
         "files": files,
         "thresholds": fit.thresholds,
         "build": {
             "source": {"name": src.data["name"], "manifest_sha256": sha256_file(src.root / "manifest.json")},
-            "profile": prof.name,
+            "target": target.name,
             "calibration": calibration,
             "verification": {**report, "max_drop_allowed": max_drop},
             "thresholds": {"cost": cost, "target_drop": target_drop, "vote_accuracy": vote_acc,
                            "early_exit_accuracy": fit.accuracy, "target_accuracy": fit.target_accuracy,
                            "mean_cost": fit.mean_cost, "exit_fraction": fit.exit_fraction, "feasible": fit.feasible},
-            "stage_latency_ms": latency,
+            "segment_latency_ms": latency,
         },
     })
     data["versions"] = {**src.data["versions"], "build_edgekd": __version__, "build_onnx": onnx.__version__,

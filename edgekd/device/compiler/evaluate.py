@@ -36,8 +36,8 @@ def run_full(runner: Runner, images: np.ndarray, spec: InputSpec, n_exits: int, 
 
 
 def run_chain(runners: list[Runner], images: np.ndarray, spec: InputSpec, batch: int = 64,
-              on_stage_input: Callable[[int, dict[str, np.ndarray]], None] | None = None) -> np.ndarray:
-    """(E, N, K) per-exit probabilities from chaining the stage graphs; ``on_stage_input(i, feed)`` sees every
+              on_segment_input: Callable[[int, dict[str, np.ndarray]], None] | None = None) -> np.ndarray:
+    """(E, N, K) per-exit probabilities from chaining the stage graphs; ``on_segment_input(i, feed)`` sees every
     stage's input (to collect calibration feeds for stage graphs)."""
     n_exits = len(runners)
     chunks = []
@@ -45,8 +45,8 @@ def run_chain(runners: list[Runner], images: np.ndarray, spec: InputSpec, batch:
         feed = {"image": x}
         per_exit = []
         for i, runner in enumerate(runners):
-            if on_stage_input is not None:
-                on_stage_input(i, feed)
+            if on_segment_input is not None:
+                on_segment_input(i, feed)
             out = runner.infer(feed)
             per_exit.append(softmax(out[f"logits{i}"].astype(np.float32)))
             if i < n_exits - 1:

@@ -48,13 +48,13 @@ from edgekd.device.runners.onnxruntime import create_session as ort_session
 if TYPE_CHECKING:
     from edgekd.device.compiler.calibration import Ranges
 
-TARGETS = ("onnxruntime", "tensorrt")
+QDQ_BACKENDS = ("onnxruntime", "tensorrt")
 
 #: Metadata ``quant_pre_process`` stamps on its output, and ours on a plain copy made when it failed.
 _ORT_PRE_KEY, _ORT_PRE_VALUE = "onnx.quant.pre_process", "onnxruntime.quant"
 _COPY_PRE_KEY = "edgekd.quant.pre_process"
 #: Metadata naming the backend a Q/DQ graph was built for.
-TARGET_KEY = "edgekd.quant.target"
+BACKEND_KEY = "edgekd.quant.backend"
 
 #: Op types never quantized, nor anything after them: Softmax feeds the exit confidences and the vote.
 _NEVER_QUANTIZED = frozenset({"Softmax"})
@@ -194,11 +194,11 @@ def prepared_model(onnx_path: str | Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------------------------------- quantize
 
 
-def _target_config(target: str) -> tuple[Any, dict[str, Any]]:
+def _backend_config(backend: str) -> tuple[Any, dict[str, Any]]:
     """(activation QuantType, extra_options) of one backend's Q/DQ form."""
     from onnxruntime.quantization import QuantType
 
-    if target == "onnxruntime":
+    if backend == "onnxruntime":
         return QuantType.QUInt8, {
             "ActivationSymmetric": False,
             "WeightSymmetric": True,
@@ -287,28 +287,28 @@ def _make_quantizer(model, per_channel: bool, reduce_range: bool, weight_type, a
     return QDQQuantizer(**kwargs)
 
 
-def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *, target: str,
+def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *, backend: str,
                  per_channel: bool = True, exclude_nodes: list[str] | None = None,
                  reduce_range: bool | None = None) -> Path:
-    """Write the Q/DQ INT8 graph of ``onnx_path`` for ``target`` to ``out_path`` (atomically) from given ranges.
+    """Write the Q/DQ INT8 graph of ``onnx_path`` for ``backend`` to ``out_path`` (atomically) from given ranges.
 
     Nothing is recalibrated: ``ranges`` (from :func:`edgekd.device.compiler.calibration.compute_ranges` or its cache, computed
     on the same pre-processed model) become the ``tensors_range`` of ORT's ``QDQQuantizer``. Weights are symmetric
     int8, per output channel unless ``per_channel`` is false. ``exclude_nodes`` (node names of the pre-processed
     graph) stay float, as does everything a Softmax feeds. ``reduce_range`` (7-bit weights) defaults to on for the
-    ``onnxruntime`` target on x86 CPUs without VNNI, where ORT's u8s8 kernels would otherwise saturate (measured:
+    ``onnxruntime`` backend on x86 CPUs without VNNI, where ORT's u8s8 kernels would otherwise saturate (measured:
     -3 points top-1 on a small ResNet, none with it), and off elsewhere.
     """
-    if target not in TARGETS:
-        raise EdgekdError(f"unknown quantization target {target!r} (choose from {', '.join(TARGETS)})")
+    if backend not in QDQ_BACKENDS:
+        raise EdgekdError(f"unknown quantization backend {backend!r} (choose from {', '.join(QDQ_BACKENDS)})")
     src = require_model(onnx_path)
     valid = check_ranges(ranges)
     if reduce_range is None:
-        reduce_range = target == "onnxruntime" and _u8s8_saturates()
+        reduce_range = backend == "onnxruntime" and _u8s8_saturates()
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    activation_type, extra = _target_config(target)
+    activation_type, extra = _backend_config(backend)
     with prepared_model(src) as prepared:
         model = load_model_with_shape_infer(prepared)  # value_info for every tensor: the quantizer needs the types
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -333,7 +333,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
     after = graph_io(result)
     if after != before:  # an invariant of ORT's quantizer, checked because every runner relies on it
         raise EdgekdError(f"quantizing {src} changed the graph inputs/outputs: {before} -> {after}")
-    _set_metadata(result, TARGET_KEY, target)
+    _set_metadata(result, BACKEND_KEY, backend)
     _set_metadata(result, "edgekd.quant.reduce_range", str(bool(reduce_range)).lower())
     out = Path(out_path)
     save_model_atomic(result, out)

@@ -1,6 +1,6 @@
-"""Device profiles: what a target device can build and run (backend, precisions, workspace, DLA, batch range).
+"""Device targets: what a device can build and run (backend, precisions, workspace, DLA, batch range).
 
-One YAML file per device ships in ``edgekd/profiles``; a user may also pass the path of their own file::
+One YAML file per device ships in ``edgekd/targets``; a user may also pass the path of their own file::
 
     name: orin-nano
     description: Jetson Orin Nano, JetPack 6 (TensorRT 8.6/10)
@@ -27,14 +27,14 @@ import yaml
 from edgekd.core.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-PROFILE_BACKENDS = ("onnxruntime", "tensorrt")
+TARGET_BACKENDS = ("onnxruntime", "tensorrt")
 _KEYS = ("name", "description", "backend", "precisions", "default_precision", "workspace_mib", "dla_cores",
          "batch", "threads")
 _BATCH_KEYS = ("min", "opt", "max")
 
 
 @dataclass(frozen=True)
-class DeviceProfile:
+class DeviceTarget:
     name: str
     description: str
     backend: str
@@ -57,8 +57,8 @@ class DeviceProfile:
             why = f"unknown precision; choose one of {', '.join(PRECISIONS)}"
         else:
             device = self.description.split(". ")[0].rstrip(".")
-            why = f"choose --precision {self.default_precision} or a profile for another device ({device})"
-        raise ConfigError(f"profile {self.name} cannot build {precision} (supports {supported}): {why}")
+            why = f"choose --precision {self.default_precision} or a target for another device ({device})"
+        raise ConfigError(f"target {self.name} cannot build {precision} (supports {supported}): {why}")
 
     @property
     def batch(self) -> tuple[int, int, int]:
@@ -66,18 +66,18 @@ class DeviceProfile:
 
 
 def _shipped() -> dict[str, Any]:
-    """name → resource of every YAML file shipped in ``edgekd/profiles``."""
+    """name → resource of every YAML file shipped in ``edgekd/targets``."""
     root = importlib.resources.files("edgekd.targets")
     return {entry.name[: -len(".yaml")]: entry for entry in root.iterdir() if entry.name.endswith(".yaml")}
 
 
-def list_profiles() -> list[str]:
-    """Names of the shipped device profiles, sorted."""
+def list_targets() -> list[str]:
+    """Names of the shipped device targets, sorted."""
     return sorted(_shipped())
 
 
-def load_profile(name_or_file: str | Path) -> DeviceProfile:
-    """A shipped profile by name (``orin-nano``) or a profile YAML file by path."""
+def load_target(name_or_file: str | Path) -> DeviceTarget:
+    """A shipped target by name (``orin-nano``) or a target YAML file by path."""
     text_path = str(name_or_file)
     shipped = _shipped()
     if text_path in shipped:
@@ -86,14 +86,14 @@ def load_profile(name_or_file: str | Path) -> DeviceProfile:
     path = Path(text_path)
     if path.suffix in (".yaml", ".yml") or path.is_file() or len(path.parts) > 1:
         if not path.is_file():
-            raise ConfigError(f"device profile file not found: {path}")
+            raise ConfigError(f"device target file not found: {path}")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read device profile {path}: {exc}") from None
+            raise ConfigError(f"cannot read device target {path}: {exc}") from None
         return _parse(text, path)
-    raise ConfigError(f"unknown device profile {text_path!r}; choose one of {', '.join(sorted(shipped))} "
-                      "or give the path of a profile YAML file")
+    raise ConfigError(f"unknown device target {text_path!r}; choose one of {', '.join(sorted(shipped))} "
+                      "or give the path of a target YAML file")
 
 
 def _int(data: dict[str, Any], key: str, fail, *, minimum: int, where: str | None = None) -> int:
@@ -103,16 +103,16 @@ def _int(data: dict[str, Any], key: str, fail, *, minimum: int, where: str | Non
     return value
 
 
-def _parse(text: str, source: Path) -> DeviceProfile:
+def _parse(text: str, source: Path) -> DeviceTarget:
     def fail(field: str, message: str):
-        raise ConfigError(f"device profile {source}: {field}: {message}")
+        raise ConfigError(f"device target {source}: {field}: {message}")
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"device profile {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"device target {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"device profile {source}: must be a mapping of {', '.join(_KEYS)}")
+        raise ConfigError(f"device target {source}: must be a mapping of {', '.join(_KEYS)}")
     unknown = sorted(str(k) for k in data if k not in _KEYS)
     if unknown:
         fail(unknown[0], f"unknown key (allowed: {', '.join(_KEYS)})")
@@ -123,8 +123,8 @@ def _parse(text: str, source: Path) -> DeviceProfile:
     for key in ("name", "description"):
         if not isinstance(data[key], str) or not data[key].strip():
             fail(key, f"must be a non-empty string, got {data[key]!r}")
-    if data["backend"] not in PROFILE_BACKENDS:
-        fail("backend", f"must be one of {', '.join(PROFILE_BACKENDS)}, got {data['backend']!r}")
+    if data["backend"] not in TARGET_BACKENDS:
+        fail("backend", f"must be one of {', '.join(TARGET_BACKENDS)}, got {data['backend']!r}")
 
     precisions = data["precisions"]
     if not isinstance(precisions, list) or not precisions:
@@ -153,10 +153,10 @@ def _parse(text: str, source: Path) -> DeviceProfile:
     if threads is not None:
         threads = _int(data, "threads", fail, minimum=1)
 
-    return DeviceProfile(name=data["name"].strip(), description=" ".join(data["description"].split()),
+    return DeviceTarget(name=data["name"].strip(), description=" ".join(data["description"].split()),
                          backend=data["backend"], precisions=tuple(precisions),
                          default_precision=data["default_precision"], workspace_mib=workspace, dla_cores=dla,
                          batch_min=b_min, batch_opt=b_opt, batch_max=b_max, threads=threads, source=source)
 
 
-__all__ = ["PRECISIONS", "PROFILE_BACKENDS", "DeviceProfile", "list_profiles", "load_profile"]
+__all__ = ["PRECISIONS", "TARGET_BACKENDS", "DeviceTarget", "list_targets", "load_target"]

@@ -1,4 +1,4 @@
-"""Build TensorRT engines from ONNX graphs, for one device profile and precision, with reuse of fresh engines.
+"""Build TensorRT engines from ONNX graphs, for one device target and precision, with reuse of fresh engines.
 
 An engine only runs on the TensorRT version and the GPU (or DLA core) that built it, so every engine is written
 with a sidecar ``<engine>.json`` recording what it was built from (ONNX sha256, precision, TensorRT version,
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.device.compiler.targets import DeviceProfile
+from edgekd.device.compiler.targets import DeviceTarget
 from edgekd.core.atomic import atomic_write, atomic_write_json
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
@@ -266,28 +266,28 @@ def _parse_onnx(trt: Any, builder: Any, onnx_path: Path, logger: Any) -> tuple[A
 
 
 # -- the build ---------------------------------------------------------------------------------------------------
-def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, profile: DeviceProfile,
+def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, target: DeviceTarget,
                  input_name: str, input_shape_chw: tuple[int, ...], dla_core: int | None = None,
                  timing_cache: str | Path | None = None, calib_batches: Iterable[np.ndarray] | None = None,
                  calib_cache: str | Path | None = None, log: Callable[[str], Any] = print) -> Path:
-    """Build (or reuse) the engine of ``onnx_path`` for ``profile`` and ``precision``; return its path.
+    """Build (or reuse) the engine of ``onnx_path`` for the device ``target`` and ``precision``; return its path.
 
-    ``input_shape_chw`` is the input's shape without the batch; the optimisation profile spans
-    ``profile.batch_min/opt/max``. ``dla_core`` targets that DLA core (with GPU fallback) on devices whose profile
+    ``input_shape_chw`` is the input's shape without the batch; TensorRT's optimization profile spans
+    ``target.batch_min/opt/max``. ``dla_core`` targets that DLA core (with GPU fallback) on devices whose target
     has DLA cores. ``timing_cache`` is loaded when present and saved after the build. ``calib_batches`` (float32
     NCHW arrays) and ``calib_cache`` are used only for implicit calibration (int8 on DLA before TensorRT 10,
     where ``onnx_path`` must be the float graph).
     """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
-    if profile.backend != "tensorrt":
-        raise ConfigError(f"profile {profile.name} uses the {profile.backend} backend, not tensorrt")
-    profile.check_precision(precision)
+    if target.backend != "tensorrt":
+        raise ConfigError(f"target {target.name} uses the {target.backend} backend, not tensorrt")
+    target.check_precision(precision)
     if dla_core is not None:
-        if profile.dla_cores == 0:
-            log(f"profile {profile.name} has no DLA cores: building for the GPU")
+        if target.dla_cores == 0:
+            log(f"target {target.name} has no DLA cores: building for the GPU")
             dla_core = None
-        elif not 0 <= dla_core < profile.dla_cores:
-            raise ConfigError(f"profile {profile.name} has DLA cores 0..{profile.dla_cores - 1}, not {dla_core}")
+        elif not 0 <= dla_core < target.dla_cores:
+            raise ConfigError(f"target {target.name} has DLA cores 0..{target.dla_cores - 1}, not {dla_core}")
         elif precision == "fp32":
             raise ConfigError("DLA runs fp16 or int8 only; choose --precision fp16 or int8, or build for the GPU")
     if not onnx_path.is_file():
@@ -306,7 +306,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
     meta: dict[str, Any] = {
         "onnx_sha256": onnx_sha, "precision": precision, "tensorrt": version, "device": device,
         "dla_core": dla_core, "input": input_name, "input_shape": list(input_shape_chw),
-        "batch": [profile.batch_min, profile.batch_opt, profile.batch_max],
+        "batch": [target.batch_min, target.batch_opt, target.batch_max],
     }
     if engine_is_fresh(engine_path, meta):
         log(f"reusing engine {engine_path}")
@@ -326,16 +326,16 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
     if len(onnx_shape) != len(chw) + 1 or any(d not in (-1, want) for d, want in zip(onnx_shape[1:], chw)):
         want = ", ".join(["N", *map(str, chw)])
         raise EdgekdError(f"{onnx_path.name}: input {input_name} has shape {onnx_shape}, not ({want})")
-    batches = (profile.batch_min, profile.batch_opt, profile.batch_max)
+    batches = (target.batch_min, target.batch_opt, target.batch_max)
     if onnx_shape[0] != -1:
-        log(f"{onnx_path.name}: input {input_name} has a fixed batch of {onnx_shape[0]}; ignoring the profile's range")
+        log(f"{onnx_path.name}: input {input_name} has a fixed batch of {onnx_shape[0]}; ignoring the target's batch range")
         batches = (onnx_shape[0],) * 3
     layer_types = {network.get_layer(i).type for i in range(network.num_layers)}
     has_qdq = bool(layer_types & {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE})
     implicit = precision == "int8" and use_implicit_calibrator(major, dla_core is not None)
 
     config = builder.create_builder_config()
-    workspace = profile.workspace_mib << 20
+    workspace = target.workspace_mib << 20
     if workspace:
         if hasattr(trt, "MemoryPoolType"):  # TensorRT >= 8.4
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
@@ -389,7 +389,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
 
     where = "GPU" if dla_core is None else f"DLA core {dla_core} (GPU fallback)"
     log(f"building {precision} engine {engine_path.name} on {where} with TensorRT {version} "
-        f"(batch {batches[0]}..{batches[2]}, workspace {profile.workspace_mib} MiB)")
+        f"(batch {batches[0]}..{batches[2]}, workspace {target.workspace_mib} MiB)")
     start = time.perf_counter()
     try:
         serialized = builder.build_serialized_network(network, config)

@@ -1,6 +1,6 @@
 """Latency measurement: time a callable (warm-up by time, then N iterations or a duration) and summarise it.
 
-:func:`stage_latencies` times a built bundle's graphs with its own backend runners, fed with zeros of the right
+:func:`segment_latencies` times a built bundle's graphs with its own backend runners, fed with zeros of the right
 shapes: every stage graph alone, the stage chain up to every exit, and the full graph, at batch 1 and at a larger
 batch. Torch-free (device side).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.core.manifest import Manifest, stage_input_name
+from edgekd.core.manifest import Manifest, segment_input_name
 from edgekd.device.profile.energy import NOT_AVAILABLE, PowerSampler, Rail, energy_per_inference
 
 MIN_POWER_SAMPLES = 10  # fewer power readings than this during a timed run: the energy figure gets a warning
@@ -102,7 +102,7 @@ def _timed_loop(fn: Callable[[], Any], samples: list[float], iterations: int | N
                 break
 
 
-def _stage_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
+def _segment_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
     return tuple(manifest.spec.shape) if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])
 
 
@@ -138,14 +138,14 @@ def _entry(fn_for_batch: Callable[[int], Callable[[], Any]], batches: list[int],
     return out
 
 
-def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[str, Any] | None = None,
+def segment_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[str, Any] | None = None,
                     rails: list[Rail] | None = None, **measure_kw) -> dict[str, Any]:
     """Time a bundle's graphs with its backend's runners on zero inputs.
 
     Returns ``{"backend", "batch", "stage{i}", "exit{i}", "full"}``; every timed entry holds ``latency`` (a
     :class:`LatencyStats` dict at batch 1), ``throughput`` (items/s = 1 / median seconds) and ``batched`` (the
     same at ``batch`` items, None when ``batch`` is 1). ``exit{i}`` is the chained run of stages 0..i (each fed
-    the previous one's feature map) and also holds ``stage_median_sum_ms``, the sum of those stages' medians.
+    the previous one's feature map) and also holds ``segment_median_sum_ms``, the sum of those stages' medians.
     ``energy`` is joules per item per rail measured during the timed calls when ``rails`` are given (Jetson
     INA3221), else ``"not available"``. ``measure_kw`` go to :func:`measure`.
     """
@@ -157,17 +157,17 @@ def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[
     opts = runner_options or {}
     n = manifest.num_exits
     batches = [1] if batch == 1 else [1, batch]
-    zeros = {b: [np.zeros((b, *_stage_input_shape(manifest, i)), dtype=np.float32) for i in range(n)]
+    zeros = {b: [np.zeros((b, *_segment_input_shape(manifest, i)), dtype=np.float32) for i in range(n)]
              for b in batches}
     result: dict[str, Any] = {"backend": backend, "batch": batch}
-    stages = open_runners(backend, [manifest.stage_graph(i) for i in range(n)], **opts)
+    stages = open_runners(backend, [manifest.segment_graph(i) for i in range(n)], **opts)
     try:
         for i, runner in enumerate(stages):
             def one_stage(b: int, i: int = i, runner=runner) -> Callable[[], Any]:
-                feed = {stage_input_name(i): zeros[b][i]}
+                feed = {segment_input_name(i): zeros[b][i]}
                 return lambda: runner.infer(feed)
 
-            result[f"stage{i}"] = _entry(one_stage, batches, rails, **measure_kw)
+            result[f"segment{i}"] = _entry(one_stage, batches, rails, **measure_kw)
         for i in range(n):
             def chain(b: int, last: int = i) -> Callable[[], Any]:
                 x = zeros[b][0]
@@ -181,7 +181,7 @@ def stage_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dict[
                 return run
 
             entry = _entry(chain, batches, rails, **measure_kw)
-            entry["stage_median_sum_ms"] = float(sum(result[f"stage{j}"]["latency"]["median"]
+            entry["segment_median_sum_ms"] = float(sum(result[f"segment{j}"]["latency"]["median"]
                                                      for j in range(i + 1)))
             result[f"exit{i}"] = entry
     finally:

@@ -57,7 +57,7 @@ def _per_exit(bundles: list[dict[str, Any]]) -> list[str]:
         lat = b["latency"]
         for e in b["accuracy"]["exits"]:
             i = e["exit"]
-            s, c = lat[f"stage{i}"]["latency"], lat[f"exit{i}"]["latency"]
+            s, c = lat[f"segment{i}"]["latency"], lat[f"exit{i}"]["latency"]
             batched = lat[f"exit{i}"]["batched"]
             rows.append([display_name(b), str(i), f"{b['macs'][i] / 1e6:.2f}", _f(s["median"]), _f(c["median"]),
                          _f(c["p90"]), _f(c["p99"]), f"{100 * c['cv']:.1f}", _f(e["top1"], 2), _f(e["top5"], 2),

@@ -30,7 +30,7 @@ from edgekd.device.profile.data import load_labelled
 from edgekd.device.profile.energy import NOT_AVAILABLE, Rail, find_rails
 from edgekd.device.profile.environment import describe_environment
 from edgekd.device.profile.frames import DEFAULT_FRAME_SIZE, frame_timings
-from edgekd.device.profile.latency import stage_latencies
+from edgekd.device.profile.latency import segment_latencies
 from edgekd.device.profile.markdown import display_name, report_markdown
 from edgekd.device.profile.plots import PALETTE, exit_histogram_plot, tradeoff_plot
 from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
@@ -61,7 +61,7 @@ def _probs(m: Manifest, images: np.ndarray, options: dict[str, Any] | None = Non
         p_full = ev.run_full(full[0], images, m.spec, m.num_exits)
     finally:
         ev.close_runners(full)
-    stages = ev.open_runners(backend, [m.stage_graph(i) for i in range(m.num_exits)], **options)
+    stages = ev.open_runners(backend, [m.segment_graph(i) for i in range(m.num_exits)], **options)
     try:
         p_chain = ev.run_chain(stages, images, m.spec)
     finally:
@@ -105,7 +105,7 @@ def profile_bundle(path: str | Path, *, iterations: int | None = 200, duration_s
     images, labels, source = _labelled(m, data, limit)
     p_full, p_chain = _probs(m, images, options)
     timing = {"iterations": iterations, "duration_s": duration_s, "warmup_s": warmup_s}
-    latency = stage_latencies(m, batch=batch, runner_options=options, rails=rails, **timing)
+    latency = segment_latencies(m, batch=batch, runner_options=options, rails=rails, **timing)
     frames = frame_timings(path, images, frame_size=frame_size, rails=rails, runner_options=options, **timing)
     exit_ms = [latency[f"exit{i}"]["latency"]["median"] for i in range(m.num_exits)]
     macs = [float(e["macs"]) for e in m.exits]
@@ -242,7 +242,7 @@ def _exit_table(bundles: list[dict[str, Any]]) -> Table:
         names = iter([display_name(b)])
         for row in b["accuracy"]["exits"]:
             i = row["exit"]
-            table.add_row(next(names, ""), str(i), _ms(lat[f"stage{i}"]), _ms(lat[f"exit{i}"]),
+            table.add_row(next(names, ""), str(i), _ms(lat[f"segment{i}"]), _ms(lat[f"exit{i}"]),
                           _ms(lat[f"exit{i}"], "p99"), f"{row['top1']:.2f}", f"{row['top5']:.2f}",
                           *([] if energy is not None else [_mj(lat[f"exit{i}"], rail)]))
         op = b["operating_point"]

@@ -4,7 +4,7 @@ A runner owns one compiled graph (an ONNX file for ONNX Runtime, an engine for T
 manager: ``activate()`` loads it (sessions, engines, device buffers), ``deactivate()`` frees it. ``infer`` takes
 and returns numpy arrays by tensor name, whatever the backend::
 
-    with make_runner("onnxruntime", "bundle/stage0.onnx") as runner:
+    with make_runner("onnxruntime", "bundle/segment0.onnx") as runner:
         out = runner.infer({"image": x})  # {"feat0": ..., "logits0": ..., "conf0": ...}
 
 Backends subclass :class:`Runner` and override only what differs.

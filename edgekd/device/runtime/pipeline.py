@@ -152,8 +152,8 @@ class Pipeline:
             self._full_outputs = (["vote"] if self.vote_in_graph else [f"logits{i}" for i in range(n)])
         else:
             last = n - 1 if mode == "early-exit" else self.exit
-            paths = [manifest.stage_graph(i) for i in range(last + 1)]
-            self._stage_outputs = [[f"logits{i}"] + ([f"feat{i}"] if i < last else []) for i in range(last + 1)]
+            paths = [manifest.segment_graph(i) for i in range(last + 1)]
+            self._segment_outputs = [[f"logits{i}"] + ([f"feat{i}"] if i < last else []) for i in range(last + 1)]
         try:
             for path in paths:
                 self.runners.append(make_runner(self.backend, path, **options).activate())
@@ -269,7 +269,7 @@ class Pipeline:
         last = len(self.runners) - 1
         for i, runner in enumerate(self.runners):
             t = time.perf_counter()
-            out = runner.infer(feed, self._stage_outputs[i])
+            out = runner.infer(feed, self._segment_outputs[i])
             net += time.perf_counter() - t
             p = softmax(out[f"logits{i}"].astype(np.float32, copy=False))  # (M, K)
             done = np.ones(len(p), dtype=bool) if i == last else p.max(axis=1) >= self._chain_thresholds[i]

@@ -105,8 +105,8 @@ def _reduction(input_size: tuple[int, int], feat_hw: tuple[int, int]) -> int:
     return 2 ** max(0, round(math.log2(ratio)))
 
 
-class ExitStage(nn.Module):
-    """``forward(x) = net.forward_stage(index, x)``: one segment plus its head, as a module for ONNX export."""
+class ExitSegment(nn.Module):
+    """``forward(x) = net.forward_segment(index, x)``: one segment plus its head, as a module for ONNX export."""
 
     def __init__(self, net: MultiExitNet, index: int) -> None:
         super().__init__()
@@ -183,7 +183,7 @@ class MultiExitNet(nn.Module):
             raise ValueError(f"head {i} returned shapes {tuple(hint.shape)}, {tuple(logits.shape)}; "
                              f"expected (B, D), (B, {self.num_classes})")
 
-    def forward_stage_full(self, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_segment_full(self, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Segment i then head i: ``(feat_i (B, C, H, W), hint_i (B, D), logits_i (B, K))``.
 
         ``x`` is the image for ``i == 0``, else ``feat_{i-1}``.
@@ -192,20 +192,20 @@ class MultiExitNet(nn.Module):
         hint, logits = self.heads[i](feat)  # (B, D), (B, K)
         return feat, hint, logits
 
-    def forward_stage(self, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_segment(self, i: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """Segment i then head i: ``(feat_i (B, C, H, W), logits_i (B, K))``."""
-        feat, _, logits = self.forward_stage_full(i, x)
+        feat, _, logits = self.forward_segment_full(i, x)
         return feat, logits
 
-    def stage(self, i: int) -> ExitStage:
-        """Module computing :meth:`forward_stage` ``(i, x)`` (shares weights with this net), e.g. for ONNX export."""
-        return ExitStage(self, i)
+    def segment(self, i: int) -> ExitSegment:
+        """Module computing :meth:`forward_segment` ``(i, x)`` (shares weights with this net), e.g. for ONNX export."""
+        return ExitSegment(self, i)
 
     def forward(self, x: Tensor) -> MultiExitOutput:
         """All exits on images ``x`` (B, C_in, H, W)."""
         logits, features = [], []
         for i in range(self.num_exits):
-            x, hint, out = self.forward_stage_full(i, x)  # (B, C_i, H_i, W_i), (B, D), (B, K)
+            x, hint, out = self.forward_segment_full(i, x)  # (B, C_i, H_i, W_i), (B, D), (B, K)
             logits.append(out)
             features.append(hint)
         return MultiExitOutput(logits, features)

@@ -36,7 +36,7 @@ def _val(m):
 
 def _chain(m):
     images, _ = _val(m)
-    runners = ev.open_runners("onnxruntime", [m.stage_graph(i) for i in range(m.num_exits)])
+    runners = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
     try:
         return ev.run_chain(runners, images, m.spec)
     finally:
@@ -102,8 +102,8 @@ def test_fp16_build_runs_and_says_it_is_slow_on_cpu(tiny_bundle, tmp_path):
     assert load_manifest(tmp_path / "h").precision == "fp16"
 
 
-def test_profile_that_cannot_do_int8_fails_before_any_work(tiny_bundle, tmp_path):
-    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "int8", "--profile", "jetson-nano",
+def test_target_that_cannot_do_int8_fails_before_any_work(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "int8", "--target", "jetson-nano",
                                       "--out", str(tmp_path / "n")])
     assert result.exit_code == 2 and "jetson-nano" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "n").exists()

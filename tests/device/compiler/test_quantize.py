@@ -20,7 +20,7 @@ from onnx import TensorProto, numpy_helper
 
 from edgekd.device.compiler import calibration
 from edgekd.device.compiler.calibration import CALIB_METHODS, CalibrationCache, calibrate, compute_ranges, data_sha256
-from edgekd.device.compiler.quantize import TARGETS, preprocess_for_quantization, quantize_qdq
+from edgekd.device.compiler.quantize import QDQ_BACKENDS, preprocess_for_quantization, quantize_qdq
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import sha256_file
 
@@ -172,7 +172,7 @@ def test_ranges_cover_every_quantized_activation(net, method, tmp_path):
     assert lo_data - 1e-6 <= lo < 0 < hi <= hi_data + 1e-6
     if method == "minmax":
         assert (lo, hi) == (lo_data, hi_data)
-    out = quantize_qdq(net["pre"], tmp_path / f"{method}.onnx", ranges, target="onnxruntime")
+    out = quantize_qdq(net["pre"], tmp_path / f"{method}.onnx", ranges, backend="onnxruntime")
     assert_close_to_reference(net, run(out, net["x"]))
 
 
@@ -242,7 +242,7 @@ def test_any_input_name_calibrates(net, tmp_path):
     feeds = [{"feat0": b["image"]} for b in net["calib"]]
     ranges = compute_ranges(path, feeds, "minmax")  # not pre-processed: done internally
     assert ranges["feat0"] == net["ranges"]["image"]
-    out = quantize_qdq(path, tmp_path / "stage.int8.onnx", ranges, target="tensorrt")
+    out = quantize_qdq(path, tmp_path / "stage.int8.onnx", ranges, backend="tensorrt")
     got = session(out, optimize=False).run(["logits0"], {"feat0": net["x"]})[0]
     assert_close_to_reference(net, got)
 
@@ -261,7 +261,7 @@ src, out, data = sys.argv[1:4]
 pre = preprocess_for_quantization(src, out + "/pre.onnx")
 batches = [{"image": a} for a in np.load(data)["calib"]]
 ranges = {m: compute_ranges(pre, batches, m) for m in CALIB_METHODS}
-q = quantize_qdq(pre, out + "/q.onnx", ranges["minmax"], target="onnxruntime")
+q = quantize_qdq(pre, out + "/q.onnx", ranges["minmax"], backend="onnxruntime")
 logits = create_session(q).run(
     None, {"image": np.load(data)["x"]})[0]
 np.save(out + "/logits.npy", logits)
@@ -289,7 +289,7 @@ def test_works_in_a_process_using_a_global_thread_pool(net, tmp_path):
 
 
 def test_onnxruntime_form(net, tmp_path):
-    out = quantize_qdq(net["pre"], tmp_path / "ort.onnx", net["ranges"], target="onnxruntime")
+    out = quantize_qdq(net["pre"], tmp_path / "ort.onnx", net["ranges"], backend="onnxruntime")
     assert sorted(os.listdir(tmp_path)) == ["ort.onnx"]
     model = onnx.load(str(out))
     assert io_signature(model) == ([("image", TensorProto.FLOAT)], [("logits0", TensorProto.FLOAT)])
@@ -314,7 +314,7 @@ def test_onnxruntime_form(net, tmp_path):
 
 
 def test_tensorrt_form(net, tmp_path):
-    out = quantize_qdq(net["pre"], tmp_path / "trt.onnx", net["ranges"], target="tensorrt")
+    out = quantize_qdq(net["pre"], tmp_path / "trt.onnx", net["ranges"], backend="tensorrt")
     model = onnx.load(str(out))
     assert io_signature(model) == ([("image", TensorProto.FLOAT)], [("logits0", TensorProto.FLOAT)])
     values = inits(model)
@@ -342,12 +342,12 @@ def test_tensorrt_form(net, tmp_path):
     # The reference (unfused) Q/DQ arithmetic is what TensorRT computes; ORT's fused s8s8 CPU kernels are not the
     # target of this form (and saturate on x86 without VNNI).
     assert_close_to_reference(net, run(out, net["x"], optimize=False))
-    assert {p.key: p.value for p in model.metadata_props}["edgekd.quant.target"] == "tensorrt"
+    assert {p.key: p.value for p in model.metadata_props}["edgekd.quant.backend"] == "tensorrt"
 
 
 @pytest.mark.parametrize("reduce_range", [False, True])
 def test_reduce_range_gives_7_bit_weights(net, tmp_path, reduce_range):
-    out = quantize_qdq(net["pre"], tmp_path / "r.onnx", net["ranges"], target="onnxruntime",
+    out = quantize_qdq(net["pre"], tmp_path / "r.onnx", net["ranges"], backend="onnxruntime",
                        reduce_range=reduce_range)
     model = onnx.load(str(out))
     values = inits(model)
@@ -364,7 +364,7 @@ def test_reduce_range_default_follows_the_cpu(net, tmp_path):
     from edgekd.device.compiler.quantize import _u8s8_saturates
 
     for target, expected in (("onnxruntime", _u8s8_saturates()), ("tensorrt", False)):
-        model = onnx.load(str(quantize_qdq(net["pre"], tmp_path / f"{target}.onnx", net["ranges"], target=target)))
+        model = onnx.load(str(quantize_qdq(net["pre"], tmp_path / f"{target}.onnx", net["ranges"], backend=target)))
         assert {p.key: p.value for p in model.metadata_props}["edgekd.quant.reduce_range"] == str(expected).lower()
 
 
@@ -394,12 +394,12 @@ def _with_confidence(net: dict, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", QDQ_BACKENDS)
 def test_logits_confidences_and_vote_stay_float(net, tmp_path, target):
     src = _with_confidence(net, tmp_path / "conf.onnx")
     pre = preprocess_for_quantization(src, tmp_path / "conf.pre.onnx")
     ranges = compute_ranges(pre, net["calib"], "minmax")
-    model = onnx.load(str(quantize_qdq(pre, tmp_path / "conf.int8.onnx", ranges, target=target)))
+    model = onnx.load(str(quantize_qdq(pre, tmp_path / "conf.int8.onnx", ranges, backend=target)))
     assert [o.name for o in model.graph.output] == ["logits0", "conf0", "vote"]
     softmax = producer(model, producer(model, "conf0").input[0])
     assert softmax.op_type == "Softmax" and producer(model, softmax.input[0]).op_type == "Gemm"
@@ -420,8 +420,8 @@ def test_logits_confidences_and_vote_stay_float(net, tmp_path, target):
 
 def test_both_forms_come_from_the_same_ranges(net, tmp_path):
     """Same activation ranges: asymmetric uint8 scale = (hi - lo) / 255, symmetric int8 scale = max|.| / 127."""
-    ort_model = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "a.onnx", net["ranges"], target="onnxruntime")))
-    trt_model = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "b.onnx", net["ranges"], target="tensorrt")))
+    ort_model = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "a.onnx", net["ranges"], backend="onnxruntime")))
+    trt_model = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "b.onnx", net["ranges"], backend="tensorrt")))
     q_ort = next(n for n in ort_model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
     q_trt = next(n for n in trt_model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
     lo, hi = net["ranges"]["image"]
@@ -434,8 +434,8 @@ def test_quantize_does_not_recalibrate(net, tmp_path):
     wide = dict(net["ranges"])
     lo, hi = wide["image"]
     wide["image"] = (2 * lo, 2 * hi)
-    base = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "a.onnx", net["ranges"], target="tensorrt")))
-    changed = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "b.onnx", wide, target="tensorrt")))
+    base = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "a.onnx", net["ranges"], backend="tensorrt")))
+    changed = onnx.load(str(quantize_qdq(net["pre"], tmp_path / "b.onnx", wide, backend="tensorrt")))
     a, b = inits(base), inits(changed)
     diff = sorted(k for k in a if not np.array_equal(a[k], b[k]))
     assert diff == ["image_scale"]
@@ -444,7 +444,7 @@ def test_quantize_does_not_recalibrate(net, tmp_path):
 
 def test_exclude_nodes_stay_float(net, tmp_path):
     first_conv = next(n.name for n in onnx.load(str(net["pre"])).graph.node if n.op_type == "Conv")
-    out = quantize_qdq(net["pre"], tmp_path / "x.onnx", net["ranges"], target="onnxruntime",
+    out = quantize_qdq(net["pre"], tmp_path / "x.onnx", net["ranges"], backend="onnxruntime",
                        exclude_nodes=[first_conv])
     model = onnx.load(str(out))
     conv = next(n for n in model.graph.node if n.name == first_conv)
@@ -455,8 +455,8 @@ def test_exclude_nodes_stay_float(net, tmp_path):
 def test_cpu_latency_sanity_look(net, tmp_path, capsys):
     """Printed, not asserted: the test CNN is tiny, so Q/DQ overheads can outweigh int8 arithmetic here."""
     paths = {"fp32": net["path"],
-             "ort-int8": quantize_qdq(net["pre"], tmp_path / "o.onnx", net["ranges"], target="onnxruntime"),
-             "trt-form": quantize_qdq(net["pre"], tmp_path / "t.onnx", net["ranges"], target="tensorrt")}
+             "ort-int8": quantize_qdq(net["pre"], tmp_path / "o.onnx", net["ranges"], backend="onnxruntime"),
+             "trt-form": quantize_qdq(net["pre"], tmp_path / "t.onnx", net["ranges"], backend="tensorrt")}
     x = net["x"][:1]
     lines = []
     for name, path in paths.items():
@@ -496,18 +496,18 @@ def test_user_errors(net, tmp_path):
         (lambda: calibrate(net["pre"], [], "minmax", CalibrationCache(tmp_path)), "no calibration data"),
         (lambda: CalibrationCache(tmp_path).key("../etc", "minmax", "ab"), "invalid"),
         (lambda: preprocess_for_quantization(missing, tmp_path / "p.onnx"), "not found"),
-        (lambda: quantize_qdq(missing, tmp_path / "q.onnx", ranges, target="onnxruntime"), "not found"),
-        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", ranges, target="openvino"), "unknown quantization"),
-        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {}, target="tensorrt"), "no activation ranges"),
-        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {"x": (1.0, 0.0)}, target="tensorrt"), "invalid"),
-        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {"other_model": (0.0, 1.0)}, target="tensorrt"),
+        (lambda: quantize_qdq(missing, tmp_path / "q.onnx", ranges, backend="onnxruntime"), "not found"),
+        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", ranges, backend="openvino"), "unknown quantization"),
+        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {}, backend="tensorrt"), "no activation ranges"),
+        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {"x": (1.0, 0.0)}, backend="tensorrt"), "invalid"),
+        (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {"other_model": (0.0, 1.0)}, backend="tensorrt"),
          "another model"),
         (lambda: quantize_qdq(net["pre"], tmp_path / "q.onnx", {k: v for k, v in ranges.items() if k != "image"},
-                              target="onnxruntime"), "miss"),
+                              backend="onnxruntime"), "miss"),
     ]
     for call, message in cases:
         with pytest.raises(EdgekdError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "p.onnx").exists()
-    assert set(TARGETS) == {"onnxruntime", "tensorrt"}
+    assert set(QDQ_BACKENDS) == {"onnxruntime", "tensorrt"}

@@ -1,4 +1,4 @@
-"""Device profiles: the shipped YAMLs load, and malformed profile files fail with the file and field named."""
+"""Device targets: the shipped YAMLs load, and malformed target files fail with the file and field named."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgekd.device.compiler.targets import DeviceProfile, list_profiles, load_profile
+from edgekd.device.compiler.targets import DeviceTarget, list_targets, load_target
 from edgekd.core.errors import ConfigError
 
 SHIPPED = ["agx-orin", "agx-xavier", "jetson-nano", "jetson-tx2", "orin-nano", "orin-nx", "x86-cpu", "xavier-nx"]
@@ -25,7 +25,7 @@ VALID = {
 }
 
 
-def write_profile(tmp_path: Path, filename: str = "board.yaml", **changes) -> Path:
+def write_target(tmp_path: Path, filename: str = "board.yaml", **changes) -> Path:
     data = {**VALID, **changes}
     data = {k: v for k, v in data.items() if v != "<drop>"}
     path = tmp_path / filename
@@ -33,15 +33,15 @@ def write_profile(tmp_path: Path, filename: str = "board.yaml", **changes) -> Pa
     return path
 
 
-def test_list_profiles_has_all_eight():
-    assert set(SHIPPED) <= set(list_profiles())
-    assert list_profiles() == sorted(list_profiles())
+def test_list_targets_has_all_eight():
+    assert set(SHIPPED) <= set(list_targets())
+    assert list_targets() == sorted(list_targets())
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_profile_loads(name):
-    prof = load_profile(name)
-    assert isinstance(prof, DeviceProfile)
+def test_every_shipped_target_loads(name):
+    prof = load_target(name)
+    assert isinstance(prof, DeviceTarget)
     assert prof.name == name == prof.source.stem
     assert prof.default_precision in prof.precisions
     assert prof.batch_min <= prof.batch_opt <= prof.batch_max
@@ -50,48 +50,48 @@ def test_every_shipped_profile_loads(name):
 
 
 def test_device_facts():
-    assert load_profile("jetson-nano").precisions == ("fp32", "fp16")
-    assert load_profile("jetson-nano").default_precision == "fp16"
-    assert "int8" not in load_profile("jetson-tx2").precisions
-    assert {load_profile(n).dla_cores for n in ("jetson-nano", "jetson-tx2", "orin-nano", "x86-cpu")} == {0}
-    assert {load_profile(n).dla_cores for n in ("xavier-nx", "agx-xavier", "orin-nx", "agx-orin")} == {2}
+    assert load_target("jetson-nano").precisions == ("fp32", "fp16")
+    assert load_target("jetson-nano").default_precision == "fp16"
+    assert "int8" not in load_target("jetson-tx2").precisions
+    assert {load_target(n).dla_cores for n in ("jetson-nano", "jetson-tx2", "orin-nano", "x86-cpu")} == {0}
+    assert {load_target(n).dla_cores for n in ("xavier-nx", "agx-xavier", "orin-nx", "agx-orin")} == {2}
     for name in ("xavier-nx", "agx-xavier", "orin-nano", "orin-nx", "agx-orin"):
-        assert load_profile(name).precisions == ("fp32", "fp16", "int8")
-        assert load_profile(name).backend == "tensorrt"
+        assert load_target(name).precisions == ("fp32", "fp16", "int8")
+        assert load_target(name).backend == "tensorrt"
 
 
 def test_x86_cpu_is_onnxruntime_int8_all_cores():
-    prof = load_profile("x86-cpu")
+    prof = load_target("x86-cpu")
     assert prof.backend == "onnxruntime"
     assert prof.default_precision == "int8"
     assert prof.threads is None
 
 
 def test_nano_rejects_int8_clearly():
-    with pytest.raises(ConfigError, match=r"profile jetson-nano cannot build int8 \(supports fp16, fp32\): .*fp16"):
-        load_profile("jetson-nano").check_precision("int8")
+    with pytest.raises(ConfigError, match=r"target jetson-nano cannot build int8 \(supports fp16, fp32\): .*fp16"):
+        load_target("jetson-nano").check_precision("int8")
 
 
 def test_unknown_precision_rejected():
     with pytest.raises(ConfigError, match="unknown precision"):
-        load_profile("orin-nano").check_precision("int4")
+        load_target("orin-nano").check_precision("int4")
 
 
-def test_profile_by_path(tmp_path):
-    path = write_profile(tmp_path)
-    prof = load_profile(str(path))
+def test_target_by_path(tmp_path):
+    path = write_target(tmp_path)
+    prof = load_target(str(path))
     assert (prof.name, prof.batch, prof.source) == ("my-board", (1, 2, 4), path)
-    assert load_profile(path) == prof  # a Path works too
+    assert load_target(path) == prof  # a Path works too
 
 
 def test_unknown_name_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="unknown device profile 'orin-mega'.*orin-nano"):
-        load_profile("orin-mega")
+    with pytest.raises(ConfigError, match="unknown device target 'orin-mega'.*orin-nano"):
+        load_target("orin-mega")
 
 
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
-        load_profile("/nonexistent/board.yaml")
+        load_target("/nonexistent/board.yaml")
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -110,10 +110,10 @@ def test_missing_file():
     ({"threads": 0}, "threads"),
     ({"name": ""}, "name"),
 ])
-def test_invalid_profiles_name_file_and_field(tmp_path, changes, field):
-    path = write_profile(tmp_path, **changes)
+def test_invalid_targets_name_file_and_field(tmp_path, changes, field):
+    path = write_target(tmp_path, **changes)
     with pytest.raises(ConfigError) as info:
-        load_profile(str(path))
+        load_target(str(path))
     message = str(info.value)
     assert str(path) in message
     assert f": {field}:" in message
@@ -123,7 +123,7 @@ def test_not_yaml_or_not_a_mapping(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
-        load_profile(str(bad))
+        load_target(str(bad))
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="bad.yaml.*mapping"):
-        load_profile(str(bad))
+        load_target(str(bad))

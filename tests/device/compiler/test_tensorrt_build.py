@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from edgekd.device.compiler import tensorrt as trt_build
-from edgekd.device.compiler.targets import load_profile
+from edgekd.device.compiler.targets import load_target
 from edgekd.device.compiler.tensorrt import (build_engine, detect_device, engine_is_fresh, engine_name, sanitize_device,
                                    sidecar_path, tensorrt_available, use_implicit_calibrator, write_engine_sidecar)
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
-from tests.helpers import assert_no_heavy_imports, gpu_profile, tiny_onnx
+from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
 
 SHA = "0123456789abcdef" * 4
 META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device": "jetson-orin-nano-developer-kit",
@@ -34,8 +34,8 @@ META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device":
 def test_engine_name_contents():
     name = engine_name(SHA, "int8", "10.3.0", "orin-nano-gpu")
     assert name == "full.0123456789ab.int8.trt10.3.0.orin-nano-gpu.engine"
-    assert engine_name(SHA, "fp16", "8.6.2.3", "orin-nx-dla1", stem="stage0") == \
-        "stage0.0123456789ab.fp16.trt8.6.2.orin-nx-dla1.engine"
+    assert engine_name(SHA, "fp16", "8.6.2.3", "orin-nx-dla1", stem="segment0") == \
+        "segment0.0123456789ab.fp16.trt8.6.2.orin-nx-dla1.engine"
 
 
 def test_engine_name_is_sanitised():
@@ -160,25 +160,25 @@ def test_importing_the_modules_does_not_import_tensorrt():
 def test_build_rejects_precision_the_device_lacks(tmp_path):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(ConfigError, match="jetson-nano cannot build int8"):
-        build_engine(onnx_path, tmp_path, precision="int8", profile=load_profile("jetson-nano"),
+        build_engine(onnx_path, tmp_path, precision="int8", target=load_target("jetson-nano"),
                      input_name="image", input_shape_chw=(3, 16, 16))
 
 
 def test_build_rejects_an_onnxruntime_profile(tmp_path):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(ConfigError, match="x86-cpu uses the onnxruntime backend"):
-        build_engine(onnx_path, tmp_path, precision="fp32", profile=load_profile("x86-cpu"),
+        build_engine(onnx_path, tmp_path, precision="fp32", target=load_target("x86-cpu"),
                      input_name="image", input_shape_chw=(3, 16, 16))
 
 
 def test_build_rejects_bad_dla_requests(tmp_path):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
-    nx = load_profile("xavier-nx")
+    nx = load_target("xavier-nx")
     with pytest.raises(ConfigError, match="DLA cores 0..1, not 2"):
-        build_engine(onnx_path, tmp_path, precision="fp16", profile=nx, input_name="image",
+        build_engine(onnx_path, tmp_path, precision="fp16", target=nx, input_name="image",
                      input_shape_chw=(3, 16, 16), dla_core=2)
     with pytest.raises(ConfigError, match="DLA runs fp16 or int8 only"):
-        build_engine(onnx_path, tmp_path, precision="fp32", profile=nx, input_name="image",
+        build_engine(onnx_path, tmp_path, precision="fp32", target=nx, input_name="image",
                      input_shape_chw=(3, 16, 16), dla_core=0)
 
 
@@ -188,14 +188,14 @@ def test_build_without_tensorrt_says_why(tmp_path):
         pytest.skip("TensorRT is usable here")
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(EdgekdError, match=f"cannot build a TensorRT engine here: {why}"):
-        build_engine(onnx_path, tmp_path, precision="fp16", profile=load_profile("orin-nano"),
+        build_engine(onnx_path, tmp_path, precision="fp16", target=load_target("orin-nano"),
                      input_name="image", input_shape_chw=(3, 16, 16))
     assert not list(tmp_path.glob("*.engine"))
 
 
 def test_build_missing_onnx(tmp_path):
     with pytest.raises(EdgekdError, match="ONNX graph not found"):
-        build_engine(tmp_path / "absent.onnx", tmp_path, precision="fp16", profile=load_profile("orin-nano"),
+        build_engine(tmp_path / "absent.onnx", tmp_path, precision="fp16", target=load_target("orin-nano"),
                      input_name="image", input_shape_chw=(3, 16, 16))
 
 
@@ -213,7 +213,7 @@ def trt_version() -> str:
 def test_build_engine_writes_engine_sidecar_and_timing_cache(tmp_path, trt_version, precision):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     messages: list[str] = []
-    engine = build_engine(onnx_path, tmp_path / "out", precision=precision, profile=gpu_profile(tmp_path),
+    engine = build_engine(onnx_path, tmp_path / "out", precision=precision, target=gpu_target(tmp_path),
                           input_name="image", input_shape_chw=(3, 16, 16), timing_cache=tmp_path / "timing.cache",
                           log=messages.append)
     assert engine.is_file() and engine.stat().st_size > 0
@@ -230,7 +230,7 @@ def test_build_engine_writes_engine_sidecar_and_timing_cache(tmp_path, trt_versi
 @pytest.mark.tensorrt
 def test_rebuild_reuses_a_fresh_engine_and_rebuilds_a_stale_one(tmp_path, trt_version):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
-    kwargs = dict(precision="fp16", profile=gpu_profile(tmp_path), input_name="image", input_shape_chw=(3, 16, 16),
+    kwargs = dict(precision="fp16", target=gpu_target(tmp_path), input_name="image", input_shape_chw=(3, 16, 16),
                   timing_cache=tmp_path / "timing.cache")
     first = build_engine(onnx_path, tmp_path / "out", **kwargs, log=lambda m: None)
     built_at = first.stat().st_mtime_ns
@@ -256,7 +256,7 @@ def test_parser_errors_are_reported(tmp_path, trt_version):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not an onnx model")
     with pytest.raises(EdgekdError, match="tensorrt cannot parse"):
-        build_engine(bad, tmp_path, precision="fp32", profile=gpu_profile(tmp_path), input_name="image",
+        build_engine(bad, tmp_path, precision="fp32", target=gpu_target(tmp_path), input_name="image",
                      input_shape_chw=(3, 16, 16), log=lambda m: None)
 
 
@@ -264,5 +264,5 @@ def test_parser_errors_are_reported(tmp_path, trt_version):
 def test_wrong_input_name_is_reported(tmp_path, trt_version):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(EdgekdError, match="has no input 'feat0'"):
-        build_engine(onnx_path, tmp_path, precision="fp32", profile=gpu_profile(tmp_path), input_name="feat0",
+        build_engine(onnx_path, tmp_path, precision="fp32", target=gpu_target(tmp_path), input_name="feat0",
                      input_shape_chw=(3, 16, 16), log=lambda m: None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgekd.core.manifest import load_manifest
-from edgekd.device.profile.latency import LatencyStats, measure, stage_latencies, summarize
+from edgekd.device.profile.latency import LatencyStats, measure, segment_latencies, summarize
 
 ORDER = ("min", "median", "p90", "p95", "p99", "max")
 
@@ -108,9 +108,9 @@ def test_measure_honours_duration():
 
 def test_stage_latencies_on_built_bundle(built):
     n = built.num_exits
-    res = stage_latencies(built, batch=4, warmup_s=0.01, iterations=15)
+    res = segment_latencies(built, batch=4, warmup_s=0.01, iterations=15)
     assert res["backend"] == "onnxruntime" and res["batch"] == 4
-    names = [f"stage{i}" for i in range(n)] + [f"exit{i}" for i in range(n)] + ["full"]
+    names = [f"segment{i}" for i in range(n)] + [f"exit{i}" for i in range(n)] + ["full"]
     for name in names:
         entry = res[name]
         assert entry["batch"] == 1 and entry["latency"]["n"] == 15, name
@@ -120,14 +120,14 @@ def test_stage_latencies_on_built_bundle(built):
         assert b["batch"] == 4 and _ordered(b["latency"]), name
         assert b["throughput"] == pytest.approx(4e3 / b["latency"]["median"])
     for i in range(n):
-        expected = sum(res[f"stage{j}"]["latency"]["median"] for j in range(i + 1))
-        assert res[f"exit{i}"]["stage_median_sum_ms"] == pytest.approx(expected)
+        expected = sum(res[f"segment{j}"]["latency"]["median"] for j in range(i + 1))
+        assert res[f"exit{i}"]["segment_median_sum_ms"] == pytest.approx(expected)
 
 
 def test_stage_latencies_exported_bundle_runs_on_onnxruntime(tiny_bundle):
     m = load_manifest(tiny_bundle)
     assert m.backend == "onnx"
-    res = stage_latencies(m, warmup_s=0.0, iterations=3)
+    res = segment_latencies(m, warmup_s=0.0, iterations=3)
     assert res["backend"] == "onnxruntime" and res["full"]["batched"] is None
     assert all(res[f"exit{i}"]["latency"]["n"] == 3 for i in range(m.num_exits))
 
@@ -137,8 +137,8 @@ def test_stage_latencies_energy_per_item_from_power_rails(built, tmp_path):
     from tests.helpers import iio_tree
 
     iio_tree(tmp_path, {0: ("POM_5V_IN", 4000.0)})  # a constant 4 W (JetPack 4 layout)
-    res = stage_latencies(built, batch=2, warmup_s=0.0, iterations=10, rails=find_rails(tmp_path))
-    for name in ("stage0", f"exit{built.num_exits - 1}", "full"):
+    res = segment_latencies(built, batch=2, warmup_s=0.0, iterations=10, rails=find_rails(tmp_path))
+    for name in ("segment0", f"exit{built.num_exits - 1}", "full"):
         e, s = res[name]["energy"], res[name]["latency"]
         assert e["per_inference_j"]["POM_5V_IN"] == pytest.approx(4.0 * s["mean"] / 1e3, rel=1e-6)
         assert e["mean_power_mw"] == {"POM_5V_IN": pytest.approx(4000.0)}
@@ -146,4 +146,4 @@ def test_stage_latencies_energy_per_item_from_power_rails(built, tmp_path):
         assert (e["warning"] is not None) == (e["samples"] < 10)  # too few readings to trust: said so
         eb, sb = res[name]["batched"]["energy"], res[name]["batched"]["latency"]
         assert eb["per_inference_j"]["POM_5V_IN"] == pytest.approx(4.0 * sb["mean"] / 1e3 / 2, rel=1e-6)  # per item
-    assert stage_latencies(built, warmup_s=0.0, iterations=2)["full"]["energy"] == "not available"
+    assert segment_latencies(built, warmup_s=0.0, iterations=2)["full"]["energy"] == "not available"

@@ -55,7 +55,7 @@ def test_report_has_every_bundle_exit_and_field(report):
     for b in report["bundles"]:
         n = len(b["accuracy"]["exits"])
         assert n == 3
-        for key in [f"stage{i}" for i in range(n)] + [f"exit{i}" for i in range(n)] + ["full"]:
+        for key in [f"segment{i}" for i in range(n)] + [f"exit{i}" for i in range(n)] + ["full"]:
             stats = b["latency"][key]["latency"]
             values = [stats[f] for f in FIELDS]
             assert all(np.isfinite(values))
@@ -207,7 +207,7 @@ def test_early_exit_fractions_equal_an_independent_simulation(bundles):
     got = time_mode(bundles["int8"], frames, "early-exit", iterations=len(frames), warmup_s=0.0)
     pre = Preprocessor(m.spec)
     x = np.concatenate([pre(fr).copy() for fr in frames])  # (N, C, H, W)
-    stages = ev.open_runners("onnxruntime", [m.stage_graph(i) for i in range(m.num_exits)])
+    stages = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
     probs, feed = [], {"image": x}
     for i, r in enumerate(stages):
         out = r.infer(feed)
@@ -277,7 +277,7 @@ def test_write_thresholds_fits_on_data_when_given(bundles, tmp_path):
     m = load_manifest(copy)
     with np.load(m.file("val_sample")) as f:
         images = f["images"]
-    chain = ev.open_runners("onnxruntime", [m.stage_graph(i) for i in range(m.num_exits)])
+    chain = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
     p_chain = ev.run_chain(chain, images, m.spec)
     ev.close_runners(chain)
     target = p_chain[0].argmax(1)

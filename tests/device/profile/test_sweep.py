@@ -19,7 +19,7 @@ def chained(tiny_bundle, tmp_path_factory):
     m = build_bundle(tiny_bundle, precision="fp32", backend="onnxruntime", out=out, cache_dir=None)
     with np.load(m.file("val_sample")) as f:
         images, labels = f["images"], f["labels"]
-    runners = open_runners("onnxruntime", [m.stage_graph(i) for i in range(m.num_exits)])
+    runners = open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
     try:
         probs = run_chain(runners, images, m.spec)
     finally:

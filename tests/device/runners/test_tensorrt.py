@@ -17,7 +17,7 @@ from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available
 from edgekd.core.errors import EdgekdError
 from edgekd.device.runners import make_runner
 from edgekd.device.runners.tensorrt import TensorRTRunner, _sidecar_dla_core
-from tests.helpers import assert_no_heavy_imports, gpu_profile, tiny_onnx
+from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
 
 
 
@@ -87,7 +87,7 @@ def trt_ready() -> str:
 @pytest.mark.parametrize("precision, atol", [("fp32", 1e-4), ("fp16", 2e-2)])
 def test_engine_matches_onnxruntime(tmp_path, trt_ready, precision, atol):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
-    engine = build_engine(onnx_path, tmp_path / "out", precision=precision, profile=gpu_profile(tmp_path),
+    engine = build_engine(onnx_path, tmp_path / "out", precision=precision, profile=gpu_target(tmp_path),
                           input_name="image", input_shape_chw=(3, 16, 16), log=lambda m: None)
     rng = np.random.default_rng(2)
     with make_runner("onnxruntime", onnx_path) as ort_runner, \

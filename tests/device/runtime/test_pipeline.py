@@ -56,7 +56,7 @@ def chain_probs(bundle: Path, last: int | None = None) -> np.ndarray:
     m = load_manifest(bundle)
     images, _ = val(bundle)
     n = m.num_exits if last is None else last + 1
-    runners = ev.open_runners("onnxruntime", [m.stage_graph(i) for i in range(n)])
+    runners = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(n)])
     try:
         return ev.run_chain(runners, images, m.spec, batch=1)
     finally:
@@ -85,7 +85,7 @@ def test_early_exit_equals_simulation_on_the_stage_chain(built, precision):
     with Pipeline.from_bundle(bundle) as pipe:
         assert pipe.mode == "early-exit" and pipe.thresholds == m.thresholds
         assert len(pipe.runners) == m.num_exits  # stage graphs only
-        assert [r.path for r in pipe.runners] == [m.stage_graph(i) for i in range(m.num_exits)]
+        assert [r.path for r in pipe.runners] == [m.segment_graph(i) for i in range(m.num_exits)]
         preds = run_all(pipe, frames_of(images))
     probs = chain_probs(bundle)
     sim = simulate(probs, m.thresholds, labels=labels)

@@ -19,10 +19,10 @@ EXPECTED_STAGES = {
 
 
 def _chain(model: MultiExitNet, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Run forward_stage 0..n-1; return (feature maps, logits)."""
+    """Run forward_segment 0..n-1; return (feature maps, logits)."""
     feats, logits = [], []
     for i in range(model.num_exits):
-        x, out = model.forward_stage(i, x)
+        x, out = model.forward_segment(i, x)
         feats.append(x)
         logits.append(out)
     return feats, logits
@@ -66,8 +66,8 @@ def test_stage_modules_and_full_stage_match_forward(eval_model, images):
         out = eval_model(images)
         x = images
         for i in range(eval_model.num_exits):
-            feat, hint, logits = eval_model.forward_stage_full(i, x)
-            feat2, logits2 = eval_model.stage(i)(x)
+            feat, hint, logits = eval_model.forward_segment_full(i, x)
+            feat2, logits2 = eval_model.segment(i)(x)
             assert torch.equal(feat, feat2) and torch.equal(logits, logits2)
             assert torch.allclose(hint, out.features[i]) and torch.allclose(logits, out.logits[i])
             x = feat

@@ -31,8 +31,8 @@ def test_per_stage_export_matches_torch(tmp_path, name, size):
     stages = range(model.num_exits) if name == "resnet8" else [0]  # one stage of the bigger net keeps it fast
     for i in stages:
         with torch.no_grad():
-            feat, logits = model.forward_stage(i, x)
-        got = _export(model.stage(i), x, tmp_path / f"{name}_{i}.onnx", [f"feat{i}", f"logits{i}"])
+            feat, logits = model.forward_segment(i, x)
+        got = _export(model.segment(i), x, tmp_path / f"{name}_{i}.onnx", [f"feat{i}", f"logits{i}"])
         assert not model.training
         assert got[0].shape == tuple(feat.shape) and got[1].shape == tuple(logits.shape)
         assert torch.allclose(torch.from_numpy(got[0]), feat, atol=1e-4)
