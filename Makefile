@@ -1,4 +1,5 @@
 # The two commands of the README. Both create .venv if missing and install edgekd with its train and dev extras.
+# make test: Python 3.10 syntax (vermin), the import contracts in pyproject.toml (lint-imports), then pytest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,6 +12,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/vermin -q --no-tips --violations -t=3.10- edgekd scripts tests
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 setup: $(STAMP)

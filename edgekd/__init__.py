@@ -1,10 +1,14 @@
 """edgekd: train multi-exit TSKD students, compile them into bundles, and run them on edge devices.
 
-The package has two wings over one torch-free core:
+Two wings over one torch-free core; the folders say which is which:
 
-* ``edgekd.core`` — contract types and helpers shared by everyone (InputSpec, errors, atomic writes, vote rules).
-* torch wing — ``edgekd.training.data``, ``edgekd.training.models``, ``edgekd.training.distill``, ``edgekd.training.loop`` (needs ``edgekd[train]``).
-* device wing — build/run/profile, which never import torch.
+* ``edgekd.core`` — the contract both wings share (InputSpec, preprocessing, images and labelled data, vote, early
+  exit, the bundle manifest, atomic writes, errors). Imports neither wing.
+* ``edgekd.training`` — the torch wing (needs ``edgekd[train]``): data, models, distill, the training loop,
+  checkpoints, evaluation, export to a bundle.
+* ``edgekd.device`` — the device wing: runners, the graph chain, ``build`` (compiler), ``run`` (runtime),
+  ``profile``. Never imports torch or the training wing (import-linter contracts in pyproject.toml).
+* ``edgekd.cli`` and ``edgekd.quickstart`` sit on top of both.
 """
 
 __version__ = "0.1.0"

@@ -14,14 +14,19 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
-from edgekd.core.manifest import PRECISIONS
+from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
 from edgekd.core.vote import VOTE_RULES
+from edgekd.device.compiler.choices import BACKEND_AUTO, CALIB_CHOICES, COSTS
+from edgekd.training.config import METHOD_TERMS, OBJECTIVE_DEFAULTS, SCHEDULES, TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgekd: train multi-exit TSKD students and deploy them to edge devices.")
 console = Console()
+REPORTS_DIR = "profiles"  # `edgekd profile` writes its reports here by default (the repository's profiles/ folder)
 err_console = Console(stderr=True)
 
 
@@ -30,18 +35,20 @@ def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
     return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
 
 
-Method = choices("Method", ("ce", "kd", "byot", "tskd"))
+Method = choices("Method", tuple(METHOD_TERMS))
 Vote = choices("Vote", VOTE_RULES)
-Schedule = choices("Schedule", ("cosine", "onecycle"))
+Schedule = choices("Schedule", SCHEDULES)
 Precision = choices("Precision", PRECISIONS)
-Backend = choices("Backend", ("auto", "onnxruntime", "tensorrt"))
-Mode = choices("Mode", ("early-exit", "full-vote", "exit"))
+Backend = choices("Backend", (BACKEND_AUTO, *RUNNER_BACKENDS))
+CalibMethod = choices("CalibMethod", CALIB_CHOICES)
+Cost = choices("Cost", COSTS)
+Mode = choices("Mode", RUN_MODES)
 Display = choices("Display", ("auto", "on", "off"))
 
 
 def fail(message: str) -> None:
     """Print a one-line error and exit with status 2 (the same status typer uses for bad options)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -64,6 +71,10 @@ def _enum_value(x):
     return x.value if isinstance(x, Enum) else x
 
 
+_D = TrainConfig()  # training defaults: defined once, in TrainConfig, and quoted in the help below
+_H = OBJECTIVE_DEFAULTS
+
+
 @app.command()
 def train(
     data: Optional[str] = typer.Option(None, help="digits | cifar10 | cifar100 | DIR (ImageFolder) | FILE.npz | 'parts*.npz'"),
@@ -73,26 +84,26 @@ def train(
     image_size: Optional[str] = typer.Option(None, help="Input size: N or HxW (default: digits 32, arrays native, folders 224)."),
     resize: Optional[str] = typer.Option(None, help="stretch | center-crop (default: center-crop for folders at >= 64 px)."),
     channels: Optional[int] = typer.Option(None, help="1 (grayscale) or 3 (RGB); default from the data."),
-    val_fraction: Optional[float] = typer.Option(None, help="Fraction of train held out for validation (default: 0.1)."),
-    model: Optional[str] = typer.Option(None, help="Student architecture (see `edgekd models`) (default: resnet8)."),
+    val_fraction: Optional[float] = typer.Option(None, help=f"Fraction of train held out for validation (default: {_D.val_fraction:g})."),
+    model: Optional[str] = typer.Option(None, help=f"Student architecture (see `edgekd models`) (default: {_D.model})."),
     exits: Optional[str] = typer.Option(None, help="Comma-separated backbone stages that get an exit (the last always does)."),
-    method: Optional[Method] = typer.Option(None, help="Objective (default: tskd)."),
+    method: Optional[Method] = typer.Option(None, help=f"Objective (default: {_D.method})."),
     teacher: Optional[str] = typer.Option(None, help="Teacher: an edgekd checkpoint, or a model name with --teacher-weights."),
     teacher_weights: Optional[str] = typer.Option(None, help="state_dict file for a teacher given by name."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help="Distillation temperature T (default: 4)."),
-    alpha: Optional[float] = typer.Option(None, help="Weight α of teacher KD vs CE (default: 0.5)."),
-    beta: Optional[float] = typer.Option(None, help="Weight β of self-distillation from the deepest exit (default: 0.3)."),
-    hint_weight: Optional[float] = typer.Option(None, help="Weight λ of the feature hint loss (default: 1.0)."),
-    vote: Optional[Vote] = typer.Option(None, help="Vote rule that picks best.pt (default: soft)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (default: 30)."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size, split across torchrun ranks (default: 128)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: 0.1)."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: 5e-4)."),
-    schedule: Optional[Schedule] = typer.Option(None, help="Learning-rate schedule (default: cosine)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for init, split and augmentation (default: 0)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help=f"Distillation temperature T (default: {_H['temperature']:g})."),
+    alpha: Optional[float] = typer.Option(None, help=f"Weight α of teacher KD vs CE (default: {_H['alpha']:g})."),
+    beta: Optional[float] = typer.Option(None, help=f"Weight β of self-distillation from the deepest exit (default: {_H['beta']:g})."),
+    hint_weight: Optional[float] = typer.Option(None, help=f"Weight λ of the feature hint loss (default: {_H['hint_weight']:g})."),
+    vote: Optional[Vote] = typer.Option(None, help=f"Vote rule that picks best.pt (default: {_D.vote})."),
+    epochs: Optional[int] = typer.Option(None, help=f"Epochs (default: {_D.epochs})."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Global batch size, split across torchrun ranks (default: {_D.batch_size})."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate (default: {_D.lr:g})."),
+    weight_decay: Optional[float] = typer.Option(None, help=f"Weight decay (default: {_D.weight_decay:g})."),
+    schedule: Optional[Schedule] = typer.Option(None, help=f"Learning-rate schedule (default: {_D.schedule})."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed for init, split and augmentation (default: {_D.seed})."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (default 0 for in-memory data, 2 for folders)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/exp)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help=f"Run directory (default: {_D.out})."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Start over even if --out already holds a run."),
     stop_after: Optional[int] = typer.Option(None, help="Stop after this many epochs in this invocation (resume later)."),
@@ -143,7 +154,7 @@ def export(
     opset: int = typer.Option(18, help="ONNX opset."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
 ) -> None:
-    """Export a checkpoint to a bundle: full + per-stage ONNX graphs, manifest, calibration and validation data."""
+    """Export a checkpoint to a bundle: full + per-segment ONNX graphs, manifest, calibration and validation data."""
 
     def _run():
         from edgekd.training.export import export_bundle
@@ -157,28 +168,30 @@ def export(
 @app.command()
 def build(
     bundle: Path = typer.Argument(..., help="An exported bundle (edgekd export)."),
-    precision: Optional[Precision] = typer.Option(None, help="fp32 | fp16 | int8 (default: the profile's)."),
+    precision: Optional[Precision] = typer.Option(None, help="Precision (default: the target's)."),
     backend: Backend = typer.Option(Backend.auto, help="auto: TensorRT if it can run here, else ONNX Runtime."),
     target: Optional[str] = typer.Option(None, help="Device target name (see `edgekd targets`) or YAML file."),
     profile: Optional[str] = typer.Option(None, "--profile", hidden=True, help="Old name of --target (kept for one release)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory (default: BUNDLE-PRECISION)."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
-    calib_method: str = typer.Option("minmax", help="minmax | entropy | percentile | auto (keeps the smallest drop)."),
+    calib_method: CalibMethod = typer.Option(CalibMethod(CALIB_CHOICES[0]), help="Activation calibrator; auto tries each and keeps the smallest drop."),
     max_drop: float = typer.Option(1.0, help="Fail if any exit or the vote loses more top-1 points than this."),
     target_drop: float = typer.Option(0.5, help="Early-exit thresholds stay within this many points of the full vote."),
-    cost: str = typer.Option("macs", help="What early exit minimises: macs | latency (measured stage latency)."),
+    cost: Cost = typer.Option(Cost(COSTS[0]), help="What early exit minimises: cumulative MACs or measured segment latency."),
     dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
     cache_dir: str = typer.Option("calibration", help="Calibration cache directory."),
     force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
 ) -> None:
     """Compile a bundle for a precision and backend, verify it against FP32 and fit early-exit thresholds."""
+    if target and profile and target != profile:
+        fail(f"--profile is the old name of --target; give one of them (got --target {target}, --profile {profile})")
 
     def _run():
         from edgekd.device.compiler import build_bundle
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
-                            out=out, calib_data=calib_data, calib_method=calib_method, max_drop=max_drop,
-                            target_drop=target_drop, cost=cost, force=force, cache_dir=cache_dir,
+                            out=out, calib_data=calib_data, calib_method=_enum_value(calib_method), max_drop=max_drop,
+                            target_drop=target_drop, cost=_enum_value(cost), force=force, cache_dir=cache_dir,
                             dla_core=dla_core, console=console)
 
     run_guarded(_run)
@@ -219,6 +232,11 @@ def run(
     run_guarded(_run)
 
 
+def _report_dir(bundles: list[Path]) -> Path:
+    """Where a profile goes by default: ``profiles/<bundle>`` (``profiles/<a>+<b>`` for several bundles)."""
+    return Path(REPORTS_DIR) / "+".join(b.resolve().name for b in bundles)
+
+
 def _frame_size(text: str) -> tuple[int, int]:
     """``WxH`` (e.g. 640x480) → (width, height)."""
     w, sep, h = text.lower().partition("x")
@@ -230,7 +248,7 @@ def _frame_size(text: str) -> tuple[int, int]:
 @app.command("profile")
 def profile_cmd(
     bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. an FP32 and an INT8 build)."),
-    out: Path = typer.Option(Path("profile"), "--out", "-o", help="Directory for report.json, report.md and the plots."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=f"Directory for report.json, report.md and the plots (default: {REPORTS_DIR}/NAME, NAME the bundles' folder names joined by '+')."),
     data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz with images and labels (default: the bundle's validation sample)."),
     limit: Optional[int] = typer.Option(None, help="Use at most this many labelled images."),
     iterations: int = typer.Option(200, help="Timed iterations per graph (after warm-up)."),
@@ -256,7 +274,7 @@ def profile_cmd(
     def _run():
         from edgekd.device.profile.profiler import profile
 
-        return profile(bundles, out, console=console, write=write_thresholds, target_drop=target_drop,
+        return profile(bundles, out or _report_dir(bundles), console=console, write=write_thresholds, target_drop=target_drop,
                        iterations=None if duration else iterations, duration_s=duration, warmup_s=warmup,
                        batch=batch, data=data, limit=limit, frame_size=size, threads=threads)
 
@@ -264,17 +282,23 @@ def profile_cmd(
 
 
 @app.command()
-def profiles() -> None:
-    """List the device profiles."""
+def targets() -> None:
+    """List the device targets (`edgekd build --target NAME`)."""
 
     def _run():
         from edgekd.device.compiler.targets import list_targets, load_target
 
         for name in list_targets():
-            p = load_target(name)
-            console.print(f"{name:12s} {p.backend:12s} {','.join(p.precisions):16s} {p.description}")
+            t = load_target(name)
+            console.print(f"{name:12s} {t.backend:12s} {','.join(t.precisions):16s} {t.description}")
 
     run_guarded(_run)
+
+
+@app.command("profiles", hidden=True)
+def profiles_alias() -> None:
+    """Old name of `edgekd targets` (kept for one release)."""
+    targets()
 
 
 @app.command()
@@ -286,6 +310,23 @@ def models() -> None:
 
         for name in list_models():
             console.print(name)
+
+    run_guarded(_run)
+
+
+@app.command("plot")
+def plot_cmd(
+    report: Path = typer.Argument(..., help="A report.json written by `edgekd profile` (here or on another machine)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for tradeoff.png and exits.png (default: the report's)."),
+) -> None:
+    """Draw the profile plots (tradeoff.png, exits.png) from a report.json; needs the plots extra (matplotlib)."""
+
+    def _run():
+        from edgekd.device.profile.plots import plot_report_file
+
+        paths = plot_report_file(report, out)
+        for path in paths.values():
+            console.print(str(path), markup=False, highlight=False, soft_wrap=True)
 
     run_guarded(_run)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from edgekd.training.config import TrainConfig
 from edgekd.core.errors import ConfigError
+from edgekd.training.config import TrainConfig
 from edgekd.training.loop import TrainResult, train
 
 TEACHER_MODEL = "resnet20"

@@ -12,6 +12,7 @@ top-1 of the FP32 and INT8 full graphs on the CIFAR-10 test split.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -66,26 +67,14 @@ def time_variants(variants: dict, runs: int, warmup: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def chain_fn(runners, x):
-    def run():
-        feed = {"image": x}
-        for i, r in enumerate(runners):
-            out = r.infer(feed)
-            if i < len(runners) - 1:
-                feed = {f"feat{i}": out[f"feat{i}"]}
-    return run
-
-
 def test_top1(manifest, data_npz: Path) -> float:
-    from edgekd.device.compiler import evaluate as ev
     from edgekd.core.preprocess import resize_to_spec, to_spec_channels
+    from edgekd.device.chain import full_probs
 
     with np.load(data_npz) as f:
         x, y = f["x_test"], f["y_test"].astype(np.int64)
     images = np.stack([resize_to_spec(to_spec_channels(img, manifest.spec.channels), manifest.spec) for img in x])
-    runner = ev.open_runners("onnxruntime", [manifest.full_graph()])[0]
-    probs = ev.run_full(runner, images, manifest.spec, manifest.num_exits)
-    runner.deactivate()
+    probs = full_probs("onnxruntime", manifest.full_graph(), images, manifest.spec, manifest.num_exits)  # (E, N, K)
     return float(100 * np.mean(probs[-1].argmax(1) == y)), float(100 * np.mean(probs.mean(0).argmax(1) == y))
 
 
@@ -105,9 +94,10 @@ def main() -> None:
     data = subset_npz(args.work, args.train_images, args.test_images)
     ckpt = args.checkpoint or train_checkpoint(args.work, data, args.epochs, args.model)
 
+    from edgekd.device.chain import Chain
     from edgekd.device.compiler import build_bundle
-    from edgekd.training.export import export_bundle
     from edgekd.device.runners import make_runner
+    from edgekd.training.export import export_bundle
 
     bundle = args.work / "bundle"
     export_bundle(ckpt, bundle, force=True)
@@ -118,17 +108,15 @@ def main() -> None:
         result["top1"][p] = dict(zip(("last_exit", "soft_vote"), test_top1(m, data)))
     for batch in (1, 32):
         x = np.random.default_rng(0).standard_normal((batch, *built["fp32"].spec.shape)).astype(np.float32)
-        runners, variants = [], {}
-        for p, m in built.items():
-            full = make_runner("onnxruntime", m.full_graph()).activate()
-            stages = [make_runner("onnxruntime", m.segment_graph(i)).activate() for i in range(m.num_exits)]
-            runners += [full, *stages]
-            variants[f"{p} full"] = (lambda r=full: r.infer({"image": x}))
-            if p != "fp16":  # fp16 is only there to show it is slower on a CPU
-                variants[f"{p} chained stages"] = chain_fn(stages, x)
-        result["median_ms"][f"batch{batch}"] = time_variants(variants, args.runs, args.warmup)
-        for r in runners:
-            r.deactivate()
+        with contextlib.ExitStack() as opened:
+            variants = {}
+            for p, m in built.items():
+                full = opened.enter_context(make_runner("onnxruntime", m.full_graph()))
+                variants[f"{p} full"] = (lambda r=full, x=x: r.infer({"image": x}))
+                if p != "fp16":  # fp16 is only there to show it is slower on a CPU
+                    chain = opened.enter_context(Chain.from_manifest(m))  # fetches what `edgekd run` fetches
+                    variants[f"{p} chained stages"] = (lambda c=chain, x=x: c.run(x))
+            result["median_ms"][f"batch{batch}"] = time_variants(variants, args.runs, args.warmup)
     for batch, med in result["median_ms"].items():
         print(f"{batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items()))
         print(f"  int8 speed-up {med['fp32 full'] / med['int8 full']:.2f}x; fp16/fp32 "

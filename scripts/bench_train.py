@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd.training.config import METHOD_TERMS
 from edgekd.training.distill import build_objective
-from edgekd.training.models import create_model, freeze
 from edgekd.training.loop import teacher_logits
+from edgekd.training.models import create_model, freeze
 
-METHODS = ("ce", "kd", "byot", "tskd")
+METHODS = tuple(METHOD_TERMS)
 
 
 def cifar_batches(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.training.config import build_config
 from edgekd.core.errors import ConfigError
+from edgekd.training.config import build_config
 from tests.helpers import write_image_folder
 
 runner = CliRunner()
@@ -125,3 +125,10 @@ def test_rectangular_rgb_folder_trains(tmp_path):
     assert spec["feat_shape"][1:] == [12, 16]  # stage 0 keeps the input resolution
     code, output = _invoke(["train", "--data", str(root), "--image-size", "12by16", "--out", str(tmp_path / "p")])
     _assert_clean_error(code, output, "12by16")
+
+
+def test_error_lines_keep_square_brackets(tmp_path):
+    """Messages are printed literally, not read as rich markup: paths and hints such as 'edgekd[train]' survive."""
+    missing = tmp_path / "bundle[int8]"
+    code, output = _invoke(["build", str(missing)])
+    _assert_clean_error(code, output, "bundle[int8]")

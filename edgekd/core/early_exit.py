@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 NEVER = 1.01  # above any softmax confidence: this exit never answers
+#: How ``edgekd run`` answers: early exit per frame, the full graph's vote, or a fixed exit (anytime inference).
+RUN_MODES = ("early-exit", "full-vote", "exit")
 
 
 @dataclass(frozen=True)

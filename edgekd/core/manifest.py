@@ -4,8 +4,14 @@ A bundle is a directory holding ONNX graphs (or compiled engines), data files an
 reads only the manifest: input spec, class names, exits, vote rule, thresholds, precision, backend, and every
 file with its sha256. :func:`load_manifest` validates all of it and refuses paths that leave the bundle.
 
+Two kinds of graph: the *full* graph, and one *segment* graph per exit (segment ``i`` is the part of the network
+from exit ``i - 1`` to exit ``i``, its head included; chaining them reproduces the full graph). The manifest lists
+the segment graphs under ``graphs.stages`` — the key of schema version 1, kept so that every bundle and every
+deployed edgekd keep reading each other; in edgekd's code and docs a *stage* is always a backbone stage
+(``exits[i].stage``: the backbone stage exit ``i`` follows) and the graph between two exits a *segment*.
+
 Tensor names are fixed: the full graph takes ``image`` (N, C, H, W) and returns ``logits{i}``, ``conf{i}`` for
-every exit plus ``vote`` (the default vote rule's probabilities); stage ``i`` takes ``image`` (i = 0) or
+every exit plus ``vote`` (the default vote rule's probabilities); segment ``i`` takes ``image`` (i = 0) or
 ``feat{i-1}`` and returns ``feat{i}`` (all but the last), ``logits{i}`` and ``conf{i}``.
 """
 
@@ -21,13 +27,15 @@ from typing import Any
 from edgekd.core.atomic import atomic_write_json
 from edgekd.core.errors import EdgekdError
 from edgekd.core.spec import InputSpec
+from edgekd.core.vote import VOTE_RULES
 
 SCHEMA_VERSION = 1
 KIND = "edgekd-bundle"
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("onnx", "onnxruntime", "tensorrt")  # "onnx": exported, not built yet
-VOTE_RULES = ("soft", "hard", "weighted")
+#: What runs a built bundle's graphs: the runner backends (``edgekd.device.runners``), device targets and Q/DQ forms.
+RUNNER_BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnx", *RUNNER_BACKENDS)  # a manifest's backend; "onnx": exported, not built yet (runs on onnxruntime)
 
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema_version": int, "kind": str, "name": str, "input_spec": dict, "class_names": list, "exits": list,
@@ -50,10 +58,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def segment_input_name(i: int) -> str:
+    """The input tensor of segment ``i``: the image for the first, the previous segment's feature map after."""
     return "image" if i == 0 else f"feat{i - 1}"
 
 
 def segment_output_names(i: int, n_exits: int) -> list[str]:
+    """The outputs of segment ``i``: ``feat{i}`` (for the next segment; not the last), ``logits{i}``, ``conf{i}``."""
     names = [f"logits{i}", f"conf{i}"]
     return ([f"feat{i}"] + names) if i < n_exits - 1 else names
 
@@ -104,12 +114,13 @@ class Manifest:
     @property
     def runner_backend(self) -> str:
         """The runner that executes this bundle's graphs: an exported bundle's plain ONNX runs on ONNX Runtime."""
-        return "onnxruntime" if self.backend in ("onnx", "onnxruntime") else self.backend
+        return "onnxruntime" if self.backend == "onnx" else self.backend
 
     def full_graph(self) -> Path:
         return self.root / self.data["graphs"]["full"]["path"]
 
     def segment_graph(self, i: int) -> Path:
+        """Segment ``i``'s graph or engine (listed under ``graphs.stages``, see the module docstring)."""
         return self.root / self.data["graphs"]["stages"][i]["path"]
 
     def file(self, key: str) -> Path:
@@ -149,10 +160,10 @@ def _check_graphs(root: Path, graphs: dict[str, Any], n_exits: int, verify_hashe
     if "full" not in graphs or "stages" not in graphs:
         raise _fail(root, "graphs needs 'full' and 'stages'")
     _check_file_entry(root, graphs["full"], "graphs.full", verify_hashes)
-    stages = graphs["stages"]
-    if not isinstance(stages, list) or len(stages) != n_exits:
-        raise _fail(root, f"graphs.stages must list one graph per exit ({n_exits})")
-    for i, entry in enumerate(stages):
+    segments = graphs["stages"]  # the segment graphs (schema 1's key)
+    if not isinstance(segments, list) or len(segments) != n_exits:
+        raise _fail(root, f"graphs.stages must list one segment graph per exit ({n_exits})")
+    for i, entry in enumerate(segments):
         _check_file_entry(root, entry, f"graphs.stages[{i}]", verify_hashes)
 
 

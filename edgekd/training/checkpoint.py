@@ -22,6 +22,8 @@ from edgekd import __version__
 from edgekd.core.atomic import atomic_write
 from edgekd.core.errors import CheckpointError
 from edgekd.core.spec import InputSpec
+from edgekd.training.models import create_model
+from edgekd.training.weights import safe_torch_load
 
 FORMAT = "edgekd-checkpoint"
 FORMAT_VERSION = 1
@@ -47,22 +49,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def safe_torch_load(path: str | Path, error: type[Exception], what: str) -> Any:
-    """``torch.load(weights_only=True)`` onto the CPU; a missing or unreadable file is a one-line ``error``."""
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        text = str(exc)
-        if "weights_only" in text or "Unpickl" in text:
-            reason = "not a torch file, corrupt, or holds objects that are unsafe to load"
-        else:
-            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise error(f"cannot read {what} {path}: {reason}") from None
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint onto the CPU; any problem is a one-line :class:`CheckpointError`."""
     path = Path(path)
@@ -81,8 +67,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the architecture from the registry and load the weights (strict)."""
-    from edgekd.training.models import create_model
-
     args = ckpt["model"]
     model = create_model(args["name"], **args["kwargs"])
     try:

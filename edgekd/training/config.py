@@ -14,6 +14,21 @@ from typing import Any, Optional
 import yaml
 
 from edgekd.core.errors import ConfigError
+from edgekd.core.vote import VOTE_RULES
+
+#: The training objectives, and which terms of the TSKD formula each one switches on (see
+#: :mod:`edgekd.training.distill.objectives`, which builds one ``Objective`` per entry). Torch-free, so the CLI
+#: can offer the names as choices without importing torch.
+METHOD_TERMS: dict[str, dict[str, bool]] = {
+    "ce": {"all_exits": False, "uses_teacher": False, "self_distill": False},
+    "kd": {"all_exits": False, "uses_teacher": True, "self_distill": False},
+    "byot": {"all_exits": True, "uses_teacher": False, "self_distill": True},
+    "tskd": {"all_exits": True, "uses_teacher": True, "self_distill": True},
+}
+#: Default objective weights: temperature T, teacher weight α, self-distillation weight β, hint weight λ.
+#: ``TrainConfig`` leaves them None ("the default"); the objective fills them from here.
+OBJECTIVE_DEFAULTS: dict[str, float] = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
+SCHEDULES = ("cosine", "onecycle")
 
 
 @dataclass
@@ -76,10 +91,12 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.schedule not in ("cosine", "onecycle"):
-            raise ConfigError(f"schedule must be cosine or onecycle, got {self.schedule!r}")
-        if self.vote not in ("soft", "hard", "weighted"):
-            raise ConfigError(f"vote must be soft, hard or weighted, got {self.vote!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.vote not in VOTE_RULES:
+            raise ConfigError(f"vote must be one of {', '.join(VOTE_RULES)}, got {self.vote!r}")
+        if self.method not in METHOD_TERMS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHOD_TERMS)}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.stop_after is not None and self.stop_after < 1:

@@ -15,7 +15,7 @@ import inspect
 import json
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +24,22 @@ import torch
 from torch import Tensor, nn
 
 from edgekd import __version__
-from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
 from edgekd.core.atomic import atomic_directory
 from edgekd.core.errors import CheckpointError, ConfigError, DataError, EdgekdError
-from edgekd.core.manifest import (KIND, SCHEMA_VERSION, Manifest, file_entry, full_output_names, sha256_file,
-                                  segment_input_name, segment_output_names, write_manifest)
+from edgekd.core.manifest import (
+    KIND,
+    SCHEMA_VERSION,
+    Manifest,
+    file_entry,
+    full_output_names,
+    segment_input_name,
+    segment_output_names,
+    sha256_file,
+    write_manifest,
+)
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
+from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -169,22 +178,9 @@ def _graph_opset(path: Path) -> int:
 # ---------------------------------------------------------------------------------------------- parity
 
 
-def _session(path: Path):
-    from edgekd.device.runners.onnxruntime import create_session
-
-    return create_session(path)
-
-
 def _batches(x: np.ndarray, batch: int = RUN_BATCH) -> Iterator[np.ndarray]:
     for start in range(0, len(x), batch):
         yield x[start:start + batch]
-
-
-def _run_ort(session, x: np.ndarray) -> list[np.ndarray]:
-    """All outputs of ``session`` on ``x``, batched and concatenated."""
-    name = session.get_inputs()[0].name
-    chunks = [session.run(None, {name: b}) for b in _batches(x)]
-    return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
 def _run_torch(graph: nn.Module, x: np.ndarray) -> list[np.ndarray]:
@@ -193,15 +189,11 @@ def _run_torch(graph: nn.Module, x: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def _run_chain(sessions: list, x: np.ndarray) -> list[np.ndarray]:
-    """Chain the stage graphs: outputs in the full graph's order, without ``vote``."""
-    outputs, feed = [], x
-    for i, session in enumerate(sessions):
-        out = _run_ort(session, feed)
-        if i < len(sessions) - 1:
-            feed, out = out[0], out[1:]  # feat{i} feeds the next stage
-        outputs += out  # logits{i}, conf{i}
-    return outputs
+def _run_batched(run: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray,
+                 names: list[str]) -> list[np.ndarray]:
+    """``run`` (a batch → arrays by name) over ``x`` in batches: the ``names`` outputs, concatenated, in order."""
+    chunks = [run(b) for b in _batches(x)]
+    return [np.concatenate([c[name] for c in chunks]) for name in names]
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -226,15 +218,20 @@ def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.nda
     (batch 8). Raises :class:`ExportError` ("export parity broken") when a max |Δ| exceeds ``tol`` or validation
     top-1 agreement is below 99.9 %; otherwise returns the report recorded under the manifest's ``parity``.
     """
+    from edgekd.device.chain import Chain
+    from edgekd.device.runners import make_runner
+
     n_exits = graph.net.num_exits
+    names = full_output_names(n_exits)  # logits{i}, conf{i} per exit, then vote
     x_rand = torch.randn((8, *x_val.shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()  # (8, C, H, W)
-    full_s, stage_s = _session(full), [_session(p) for p in stages]
     report: dict[str, Any] = {"segments_vs_full": 0.0, "tolerance": float(tol)}
     chain_diffs = []
-    for key, x in (("val", x_val), ("random", x_rand)):
-        got = _run_ort(full_s, x)
-        report[key] = _compare(_run_torch(graph, x), got, n_exits)
-        chain_diffs += [_max_diff(a, b) for a, b in zip(_run_chain(stage_s, x), got)]
+    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", stages, conf=True) as chain:
+        for key, x in (("val", x_val), ("random", x_rand)):
+            got = _run_batched(lambda b: full_runner.infer({"image": b}, names), x, names)
+            report[key] = _compare(_run_torch(graph, x), got, n_exits)
+            chained = _run_batched(chain.run, x, names[:-1])  # the full graph's outputs but the vote
+            chain_diffs += [_max_diff(a, b) for a, b in zip(chained, got)]
     report["segments_vs_full"] = float(np.max(chain_diffs))
     _enforce(report, tol)
     return report

@@ -30,10 +30,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from edgekd.training.checkpoint import library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint
-from edgekd.training.config import TrainConfig
 from edgekd.core.atomic import atomic_write_json, atomic_write_text
 from edgekd.core.errors import ConfigError, DataError
+from edgekd.training.checkpoint import library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgekd.training.config import TrainConfig
 from edgekd.training.data import LoadedData, load_data
 from edgekd.training.distill import Objective, build_objective
 from edgekd.training.evaluate import exit_logits, exit_metrics, predict_probs
@@ -420,7 +420,7 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
     if env.enabled and len(set(digests)) != 1:
         raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
     finished = stop_at == cfg.epochs  # the last epoch ran, in this call or an earlier one
-    return _finish(cfg, env, run, data, model, objective, epochs_run, digests, finished)
+    return _finish(run, Trained(data, model, objective, epochs_run, digests, finished))
 
 
 def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str, Any], rule: str) -> str:
@@ -429,8 +429,22 @@ def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str,
             f"lr {stats['lr']:.4f} {stats['images_per_s']:.0f} img/s")
 
 
-def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, digests, finished) -> TrainResult:
+@dataclass
+class Trained:
+    """What the epochs of one call produced, for :func:`_finish`."""
+
+    data: LoadedData
+    model: torch.nn.Module
+    objective: Objective
+    epochs_run: int  # epochs run in this call
+    digests: list[str]  # weight digest per rank (all equal)
+    finished: bool  # the run's last epoch has run (in this call or an earlier one)
+
+
+def _finish(run: Run, trained: Trained) -> TrainResult:
     """Evaluate the best weights on the test split, write summary.json, print the per-exit table."""
+    cfg, env, data, model = run.cfg, run.env, trained.data, trained.model
+    epochs_run, digests, finished = trained.epochs_run, trained.digests, trained.finished
     best_path, last_path = run.out / "best.pt", run.out / "last.pt"
     val, test = None, None
     if env.main:
@@ -448,7 +462,8 @@ def _finish(cfg, env, run: Run, data: LoadedData, model, objective, epochs_run, 
         atomic_write_json(run.out / "summary.json", summary)
         from edgekd.training.report import print_exit_table
 
-        print_exit_table(run.console, best_ckpt["exit_info"], val, test, title=f"{cfg.model} · {objective.name}")
+        print_exit_table(run.console, best_ckpt["exit_info"], val, test,
+                         title=f"{cfg.model} · {trained.objective.name}")
         if cfg.export and epochs_run and finished:
             from edgekd.training.export import export_bundle
 

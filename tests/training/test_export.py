@@ -11,18 +11,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-from edgekd.device.runners.onnxruntime import create_session
 import pytest
 import torch
 
-from edgekd.training import export as ex
-from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgekd.core.errors import CheckpointError, DataError, EdgekdError
-from edgekd.core.manifest import (ManifestError, full_output_names, load_manifest, segment_input_name,
-                                  segment_output_names)
+from edgekd.core.manifest import (
+    ManifestError,
+    full_output_names,
+    load_manifest,
+    segment_input_name,
+    segment_output_names,
+)
 from edgekd.core.preprocess import normalize
 from edgekd.core.vote import softmax, vote_scores
+from edgekd.device.runners.onnxruntime import create_session
+from edgekd.training import export as ex
+from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgekd.training.data import reload_data
 
 

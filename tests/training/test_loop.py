@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgekd.core.errors import ConfigError
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint
 from edgekd.training.config import TrainConfig
-from edgekd.core.errors import ConfigError
 from edgekd.training.loop import train
 from tests.conftest import TINY
 

@@ -1,5 +1,20 @@
-"""``edgekd build``: compile an exported bundle for a precision and a backend (device side, no torch)."""
+"""``edgekd build``: compile an exported bundle for a precision and a device target (device side, no torch).
 
-from edgekd.device.compiler.builder import BuildError, build_bundle
+``build_bundle`` and ``BuildError`` live in :mod:`edgekd.device.compiler.builder`; they are loaded on first use
+(PEP 562) so that importing a light module of this package, such as :mod:`~edgekd.device.compiler.choices` for the
+CLI's option choices, does not load the builder and its dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["BuildError", "build_bundle"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from edgekd.device.compiler import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

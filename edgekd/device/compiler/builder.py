@@ -17,28 +17,62 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
 
 from edgekd import __version__
-from edgekd.device.compiler import evaluate as ev
-from edgekd.device.compiler.calib_data import load_calib_images
-from edgekd.device.compiler.verify import compare, print_verification
 from edgekd.core.atomic import atomic_directory
-from edgekd.core.early_exit import fit_thresholds
+from edgekd.core.early_exit import ThresholdFit, fit_thresholds
 from edgekd.core.errors import EdgekdError
-from edgekd.core.manifest import (Manifest, file_entry, full_output_names, load_manifest, sha256_file,
-                                  segment_input_name, segment_output_names, write_manifest)
+from edgekd.core.labelled import load_images
+from edgekd.core.manifest import (
+    Manifest,
+    file_entry,
+    full_output_names,
+    load_manifest,
+    segment_input_name,
+    segment_output_names,
+    sha256_file,
+    write_manifest,
+)
+from edgekd.core.spec import InputSpec
 from edgekd.core.vote import accuracy, vote
+from edgekd.device.chain import Chain, full_probs
+from edgekd.device.compiler.choices import BACKEND_AUTO, CALIB_AUTO, CALIB_CHOICES, CALIB_METHODS, COSTS
+from edgekd.device.compiler.verify import compare, print_verification
 
-CALIB_CHOICES = ("minmax", "entropy", "percentile", "auto")
+if TYPE_CHECKING:
+    from edgekd.device.compiler.targets import DeviceTarget
+
 
 
 class BuildError(EdgekdError):
     """A build cannot start or did not pass verification."""
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What the user asked for, checked: the exported bundle, the device target and every build option."""
+
+    source: Manifest  # the exported bundle
+    target: DeviceTarget
+    precision: str
+    calib_method: str
+    max_drop: float
+    target_drop: float
+    cost: str  # what thresholds minimise: "macs" or "latency"
+    force: bool
+    cache_dir: str | None
+    dla_core: int | None
+
+    @property
+    def ort_options(self) -> dict[str, Any]:
+        """Options of the ONNX Runtime runners (reference, verification of graphs)."""
+        return {"threads": self.target.threads} if self.target.threads else {}
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -50,10 +84,10 @@ def resolve_target(name: str | None, backend: str):
 
     if name:
         target = load_target(name)
-        if backend not in ("auto", target.backend):
+        if backend not in (BACKEND_AUTO, target.backend):
             raise BuildError(f"target {target.name} is for {target.backend}, not {backend}")
         return target
-    if backend == "auto":
+    if backend == BACKEND_AUTO:
         from edgekd.device.compiler.tensorrt import tensorrt_available
 
         backend = "tensorrt" if tensorrt_available()[0] else "onnxruntime"
@@ -81,12 +115,9 @@ def _source_paths(src: Manifest) -> dict[str, Path]:
 def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
     """Feeds for every graph: images for the full graph and stage 0, FP32 stage activations for later stages."""
     feeds: dict[str, list[dict[str, np.ndarray]]] = {f"segment{i}": [] for i in range(src.num_exits)}
-    runners = ev.open_runners("onnxruntime", [src.segment_graph(i) for i in range(src.num_exits)])
-    try:
-        ev.run_chain(runners, calib_images, src.spec, batch=32,
-                     on_segment_input=lambda i, feed: feeds[f"segment{i}"].append(dict(feed)))
-    finally:
-        ev.close_runners(runners)
+    with Chain.from_manifest(src) as chain:  # an exported bundle: plain ONNX on ONNX Runtime
+        chain.probs(calib_images, src.spec, batch=32,
+                    on_segment_input=lambda i, feed: feeds[f"segment{i}"].append(dict(feed)))
     feeds["full"] = feeds["segment0"]
     return feeds
 
@@ -124,41 +155,21 @@ def _fp_graphs(src: Manifest, work: Path, precision: str) -> dict[str, Path]:
     return out
 
 
-def _probs_full(backend: str, path: Path, images: np.ndarray, src: Manifest, **opts) -> np.ndarray:
-    runners = ev.open_runners(backend, [path], **opts)
-    try:
-        return ev.run_full(runners[0], images, src.spec, src.num_exits)
-    finally:
-        ev.close_runners(runners)
-
-
-def _probs_chain(backend: str, paths: list[Path], images: np.ndarray, src: Manifest, **opts) -> np.ndarray:
-    runners = ev.open_runners(backend, paths, **opts)
-    try:
-        return ev.run_chain(runners, images, src.spec)
-    finally:
-        ev.close_runners(runners)
-
-
-def _segment_latency_ms(backend: str, paths: list[Path], src: Manifest, runs: int = 30, **opts) -> list[float]:
-    """Median batch-1 latency of each stage graph (a quick cost estimate; `edgekd profile` measures properly)."""
-    runners = ev.open_runners(backend, paths, **opts)
-    try:
-        x = np.zeros((1, *src.spec.shape), dtype=np.float32)
-        feed, medians = {"image": x}, []
-        for i, r in enumerate(runners):
-            out = r.infer(feed)
-            samples = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                r.infer(feed)
-                samples.append((time.perf_counter() - t0) * 1e3)
-            medians.append(statistics.median(samples))
-            if i < len(runners) - 1:
-                feed = {f"feat{i}": out[f"feat{i}"]}
-        return medians
-    finally:
-        ev.close_runners(runners)
+def _segment_latency_ms(chain: Chain, spec: InputSpec, runs: int = 30) -> list[float]:
+    """Median batch-1 latency of each segment graph of the open ``chain``, fetching what the chain fetches (a quick
+    cost estimate; `edgekd profile` measures properly). One chained run on a zero image warms up and gives every
+    segment its input."""
+    feeds: list[dict[str, np.ndarray]] = []
+    chain.run(np.zeros((1, *spec.shape), dtype=np.float32), on_segment_input=lambda i, feed: feeds.append(feed))
+    medians = []
+    for i, feed in enumerate(feeds):
+        samples = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            chain.segment(i, feed)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        medians.append(statistics.median(samples))
+    return medians
 
 
 # ----------------------------------------------------------------------------------------------- the build
@@ -180,7 +191,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     target.check_precision(precision)
     if calib_method not in CALIB_CHOICES:
         raise BuildError(f"--calib-method must be one of {', '.join(CALIB_CHOICES)}")
-    if cost not in ("macs", "latency"):
+    if cost not in COSTS:
         raise BuildError("--cost must be macs or latency")
     if target.backend == "tensorrt":
         from edgekd.device.compiler.tensorrt import tensorrt_available
@@ -196,10 +207,12 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                       "building it because you asked")
     with np.load(src.file("val_sample")) as f:
         val_images, labels = f["images"], f["labels"]
-    calib_images = load_calib_images(calib_data, src.spec) if calib_data else _bundle_calib(src)
+    calib_images = (load_images(calib_data, src.spec, max_images=1024, option="--calib-data") if calib_data
+                    else _bundle_calib(src))
+    plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
+                     target_drop=target_drop, cost=cost, force=force, cache_dir=cache_dir, dla_core=dla_core)
     with atomic_directory(out, overwrite=force) as tmp:
-        manifest = _build_into(tmp, src, target, precision, calib_images, val_images, labels, calib_method,
-                               max_drop, target_drop, cost, force, cache_dir, dla_core, console)
+        manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
     console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest['thresholds']}")
     return load_manifest(out)
 
@@ -209,60 +222,60 @@ def _bundle_calib(src: Manifest) -> np.ndarray:
         return f["images"]
 
 
-def _build_into(tmp: Path, src: Manifest, target, precision: str, calib_images, val_images, labels, calib_method,
-                max_drop, target_drop, cost, force, cache_dir, dla_core, console) -> dict[str, Any]:
+def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
+                console: Console) -> dict[str, Any]:
+    """Steps 2-6 of the module docstring into ``tmp``; returns the manifest data written there."""
     def log(message: str) -> None:
         console.print(message, markup=False, highlight=False)
 
-    ort_opts = {"threads": target.threads} if target.threads else {}
-    n = src.num_exits
-    reference = _probs_full("onnxruntime", src.full_graph(), val_images, src, **ort_opts)  # (E, N, K) fp32
-    graphs, calibration = _graphs_for(tmp, src, target, precision, calib_images, val_images, labels, reference,
-                                      calib_method, cache_dir, log, ort_opts)
+    src, spec, n = plan.source, plan.source.spec, plan.source.num_exits
+    reference = full_probs("onnxruntime", src.full_graph(), val_images, spec, n, **plan.ort_options)  # (E, N, K)
+    graphs, calibration = _graphs_for(tmp, plan, calib_images, val_images, labels, reference, log)
     run_backend, run_paths, engines = "onnxruntime", graphs, {}
-    if target.backend == "tensorrt":
-        engines = _engines_for(tmp, src, target, precision, graphs, calib_images, dla_core, log)
+    if plan.target.backend == "tensorrt":
+        engines = _engines_for(tmp, plan, graphs, calib_images, log)
         run_backend, run_paths = "tensorrt", engines
-    run_opts = ort_opts if run_backend == "onnxruntime" else {}
-    built = _probs_full(run_backend, run_paths["full"], val_images, src, **run_opts)
+    run_opts = plan.ort_options if run_backend == "onnxruntime" else {}
+    built = full_probs(run_backend, run_paths["full"], val_images, spec, n, **run_opts)  # (E, N, K)
     report = compare(built, reference, labels, src.vote_rule, src.vote_weights)
-    print_verification(console, report, precision, max_drop)
-    if report["max_drop"] > max_drop and not force:
-        raise BuildError(f"{precision} loses {report['max_drop']:.2f} points of top-1 (> --max-drop {max_drop}); "
-                         "nothing was written (use --force to keep it anyway, or try --calib-method auto)")
-    segment_paths = [run_paths[f"segment{i}"] for i in range(n)]
-    chain = _probs_chain(run_backend, segment_paths, val_images, src, **run_opts)
-    latency = _segment_latency_ms(run_backend, segment_paths, src, **run_opts)
-    costs = np.cumsum(latency) if cost == "latency" else np.array([e["macs"] for e in src.exits], dtype=float)
+    print_verification(console, report, plan.precision, plan.max_drop)
+    if report["max_drop"] > plan.max_drop and not plan.force:
+        raise BuildError(f"{plan.precision} loses {report['max_drop']:.2f} points of top-1 (> --max-drop "
+                         f"{plan.max_drop}); nothing was written (use --force to keep it anyway, or try "
+                         "--calib-method auto)")
+    with Chain(run_backend, [run_paths[f"segment{i}"] for i in range(n)], **run_opts) as segments:
+        p_chain = segments.probs(val_images, spec)  # (E, N, K)
+        latency = _segment_latency_ms(segments, spec)
+    costs = np.cumsum(latency) if plan.cost == "latency" else np.array([e["macs"] for e in src.exits], dtype=float)
     w = np.asarray(src.vote_weights) if src.vote_weights else None
     vote_acc = accuracy(vote(built, src.vote_rule, w), labels)
-    fit = fit_thresholds(chain, labels, costs, reference_accuracy=vote_acc, target_drop=target_drop)
+    fit = fit_thresholds(p_chain, labels, costs, reference_accuracy=vote_acc, target_drop=plan.target_drop)
     if not fit.feasible:
-        log(f"note: even the last exit alone is more than {target_drop} points below the vote; "
+        log(f"note: even the last exit alone is more than {plan.target_drop} points below the vote; "
             "thresholds keep the last exit's accuracy instead")
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(src, tmp, target, precision, graphs, engines, report, fit, calibration, latency, cost,
-                     vote_acc, target_drop, max_drop)
+    data = _manifest(plan, tmp, graphs, engines, report, fit, calibration, latency, vote_acc)
     write_manifest(tmp, data)
     return data
 
 
-def _graphs_for(tmp, src, target, precision, calib_images, val_images, labels, reference, calib_method, cache_dir,
-                log, ort_opts) -> tuple[dict[str, Path], dict[str, Any] | None]:
-    if precision != "int8":
-        return _fp_graphs(src, tmp, precision), None
-    qdq_backend = "tensorrt" if target.backend == "tensorrt" else "onnxruntime"
-    methods = ("minmax", "entropy", "percentile") if calib_method == "auto" else (calib_method,)
+def _graphs_for(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
+                reference: np.ndarray, log) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    src = plan.source
+    if plan.precision != "int8":
+        return _fp_graphs(src, tmp, plan.precision), None
+    qdq_backend = "tensorrt" if plan.target.backend == "tensorrt" else "onnxruntime"
+    methods = CALIB_METHODS if plan.calib_method == CALIB_AUTO else (plan.calib_method,)
     if len(methods) == 1:
-        return _int8_graphs(src, tmp, calib_images, methods[0], qdq_backend, cache_dir, log)
+        return _int8_graphs(src, tmp, calib_images, methods[0], qdq_backend, plan.cache_dir, log)
     trials = []
     for method in methods:  # auto: keep the method with the smallest accuracy drop on the validation sample
         work = tmp / f"_auto_{method}"
         work.mkdir()
-        graphs, info = _int8_graphs(src, work, calib_images, method, qdq_backend, cache_dir, log)
-        rep = compare(_probs_full("onnxruntime", graphs["full"], val_images, src, **ort_opts), reference, labels,
-                      src.vote_rule, src.vote_weights)
+        graphs, info = _int8_graphs(src, work, calib_images, method, qdq_backend, plan.cache_dir, log)
+        probs = full_probs("onnxruntime", graphs["full"], val_images, src.spec, src.num_exits, **plan.ort_options)
+        rep = compare(probs, reference, labels, src.vote_rule, src.vote_weights)
         mean_drop = float(np.mean([r["drop"] for r in rep["rows"]]))
         log(f"  {method}: max drop {rep['max_drop']:+.2f}, mean drop {mean_drop:+.2f}")
         trials.append((rep["max_drop"], mean_drop, method, work, graphs, info))
@@ -278,7 +291,8 @@ def _graphs_for(tmp, src, target, precision, calib_images, val_images, labels, r
     return final, info
 
 
-def _engines_for(tmp, src, target, precision, graphs, calib_images, dla_core, log) -> dict[str, Path]:
+def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_images: np.ndarray,
+                 log) -> dict[str, Path]:
     """TensorRT engines for every graph (untested here: needs TensorRT and an NVIDIA GPU).
 
     Explicit quantization (the Q/DQ graphs) everywhere except TensorRT 8.x on DLA, which only supports implicit
@@ -287,6 +301,7 @@ def _engines_for(tmp, src, target, precision, graphs, calib_images, dla_core, lo
     """
     from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available, use_implicit_calibrator
 
+    src, target, precision, dla_core = plan.source, plan.target, plan.precision, plan.dla_core
     version = tensorrt_available()[1]
     on_dla = dla_core is not None and target.dla_cores > 0
     implicit = precision == "int8" and use_implicit_calibrator(int(version.split(".")[0]), on_dla)
@@ -294,7 +309,7 @@ def _engines_for(tmp, src, target, precision, graphs, calib_images, dla_core, lo
     sources = _source_paths(src) if implicit else graphs
     engines = {}
     for key, path in sources.items():
-        i = None if key == "full" else int(key[len("stage"):])
+        i = None if key == "full" else int(key[len("segment"):])
         input_name = "image" if i is None else segment_input_name(i)
         shape = src.spec.shape if i in (None, 0) else tuple(src.exits[i - 1]["feat_shape"])
         batches = [feed[input_name] for feed in feeds[key]] if implicit else None
@@ -309,20 +324,21 @@ def _graph_entry(tmp: Path, path: Path, inputs: list[str], outputs: list[str]) -
     return {**file_entry(tmp, path.name), "inputs": inputs, "outputs": outputs}
 
 
-def _manifest(src: Manifest, tmp: Path, target, precision, graphs, engines, report, fit, calibration, latency,
-              cost, vote_acc, target_drop, max_drop) -> dict[str, Any]:
+def _manifest(plan: BuildPlan, tmp: Path, graphs: dict[str, Path], engines: dict[str, Path], report: dict[str, Any],
+              fit: ThresholdFit, calibration: dict[str, Any] | None, latency: list[float],
+              vote_acc: float) -> dict[str, Any]:
     import onnx
     import onnxruntime
 
-    n = src.num_exits
+    src, n = plan.source, plan.source.num_exits
     run_paths = engines or graphs
     files = {name: file_entry(tmp, f"{name}.npz") for name in ("val_sample", "calib")}
     if engines:  # keep the ONNX graphs the engines came from
         files.update({f"onnx_{k}": file_entry(tmp, p.name) for k, p in graphs.items()})
     data = {k: v for k, v in src.data.items()}
     data.update({
-        "precision": precision,
-        "backend": target.backend,
+        "precision": plan.precision,
+        "backend": plan.target.backend,
         "graphs": {
             "full": _graph_entry(tmp, run_paths["full"], ["image"], full_output_names(n)),
             "stages": [_graph_entry(tmp, run_paths[f"segment{i}"], [segment_input_name(i)], segment_output_names(i, n))
@@ -332,10 +348,10 @@ def _manifest(src: Manifest, tmp: Path, target, precision, graphs, engines, repo
         "thresholds": fit.thresholds,
         "build": {
             "source": {"name": src.data["name"], "manifest_sha256": sha256_file(src.root / "manifest.json")},
-            "target": target.name,
+            "target": plan.target.name,
             "calibration": calibration,
-            "verification": {**report, "max_drop_allowed": max_drop},
-            "thresholds": {"cost": cost, "target_drop": target_drop, "vote_accuracy": vote_acc,
+            "verification": {**report, "max_drop_allowed": plan.max_drop},
+            "thresholds": {"cost": plan.cost, "target_drop": plan.target_drop, "vote_accuracy": vote_acc,
                            "early_exit_accuracy": fit.accuracy, "target_accuracy": fit.target_accuracy,
                            "mean_cost": fit.mean_cost, "exit_fraction": fit.exit_fraction, "feasible": fit.feasible},
             "segment_latency_ms": latency,

@@ -21,7 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.core.atomic import atomic_write_json
+from edgekd.core.errors import EdgekdError
+from edgekd.core.manifest import sha256_file
+from edgekd.device.compiler.choices import CALIB_METHODS
 from edgekd.device.compiler.quantize import (
+    Ranges,
     check_ranges,
     graph_io,
     load_model,
@@ -31,13 +36,8 @@ from edgekd.device.compiler.quantize import (
     quant_op_types,
     require_model,
 )
-from edgekd.core.atomic import atomic_write_json
-from edgekd.core.errors import EdgekdError
-from edgekd.core.manifest import sha256_file
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_PERCENTILE = 99.99
-Ranges = dict[str, tuple[float, float]]  # activation tensor name -> (low, high)
 
 #: Histogram bins of the entropy (KL) search. ORT's default (128, as many as the quantized bins) leaves a single
 #: candidate threshold, i.e. min/max; TensorRT's calibrator uses 2048, whose O(bins^2) pure-Python search in ORT takes

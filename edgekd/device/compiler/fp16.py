@@ -12,8 +12,8 @@ import contextlib
 import io
 from pathlib import Path
 
-from edgekd.device.compiler.quantize import one_line, save_model_atomic, graph_io, load_model
 from edgekd.core.errors import EdgekdError
+from edgekd.device.compiler.quantize import graph_io, load_model, one_line, save_model_atomic
 
 
 def _converter():

@@ -36,19 +36,18 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 
 from edgekd.core.atomic import atomic_write
 from edgekd.core.errors import EdgekdError
+from edgekd.core.manifest import RUNNER_BACKENDS
 from edgekd.device.runners.onnxruntime import create_session as ort_session
 
-if TYPE_CHECKING:
-    from edgekd.device.compiler.calibration import Ranges
+Ranges = dict[str, tuple[float, float]]  # activation tensor name -> (low, high), from calibration
 
-QDQ_BACKENDS = ("onnxruntime", "tensorrt")
 
 #: Metadata ``quant_pre_process`` stamps on its output, and ours on a plain copy made when it failed.
 _ORT_PRE_KEY, _ORT_PRE_VALUE = "onnx.quant.pre_process", "onnxruntime.quant"
@@ -299,8 +298,8 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
     ``onnxruntime`` backend on x86 CPUs without VNNI, where ORT's u8s8 kernels would otherwise saturate (measured:
     -3 points top-1 on a small ResNet, none with it), and off elsewhere.
     """
-    if backend not in QDQ_BACKENDS:
-        raise EdgekdError(f"unknown quantization backend {backend!r} (choose from {', '.join(QDQ_BACKENDS)})")
+    if backend not in RUNNER_BACKENDS:
+        raise EdgekdError(f"unknown quantization backend {backend!r} (choose from {', '.join(RUNNER_BACKENDS)})")
     src = require_model(onnx_path)
     valid = check_ranges(ranges)
     if reduce_range is None:

@@ -25,9 +25,8 @@ from typing import Any
 import yaml
 
 from edgekd.core.errors import ConfigError
+from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGET_BACKENDS = ("onnxruntime", "tensorrt")
 _KEYS = ("name", "description", "backend", "precisions", "default_precision", "workspace_mib", "dla_cores",
          "batch", "threads")
 _BATCH_KEYS = ("min", "opt", "max")
@@ -123,8 +122,8 @@ def _parse(text: str, source: Path) -> DeviceTarget:
     for key in ("name", "description"):
         if not isinstance(data[key], str) or not data[key].strip():
             fail(key, f"must be a non-empty string, got {data[key]!r}")
-    if data["backend"] not in TARGET_BACKENDS:
-        fail("backend", f"must be one of {', '.join(TARGET_BACKENDS)}, got {data['backend']!r}")
+    if data["backend"] not in RUNNER_BACKENDS:
+        fail("backend", f"must be one of {', '.join(RUNNER_BACKENDS)}, got {data['backend']!r}")
 
     precisions = data["precisions"]
     if not isinstance(precisions, list) or not precisions:
@@ -159,4 +158,4 @@ def _parse(text: str, source: Path) -> DeviceTarget:
                          batch_min=b_min, batch_opt=b_opt, batch_max=b_max, threads=threads, source=source)
 
 
-__all__ = ["PRECISIONS", "TARGET_BACKENDS", "DeviceTarget", "list_targets", "load_target"]
+__all__ = ["DeviceTarget", "list_targets", "load_target"]

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.device.compiler.targets import DeviceTarget
 from edgekd.core.atomic import atomic_write, atomic_write_json
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
+from edgekd.device.compiler.targets import DeviceTarget
 
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 

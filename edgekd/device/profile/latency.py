@@ -1,8 +1,9 @@
 """Latency measurement: time a callable (warm-up by time, then N iterations or a duration) and summarise it.
 
 :func:`segment_latencies` times a built bundle's graphs with its own backend runners, fed with zeros of the right
-shapes: every stage graph alone, the stage chain up to every exit, and the full graph, at batch 1 and at a larger
-batch. Torch-free (device side).
+shapes: every segment graph alone, the segment chain up to every exit, and the full graph, at batch 1 and at a larger
+batch. Segments run through :class:`~edgekd.device.chain.Chain`, the chain ``edgekd run`` uses, so they are asked
+for exactly the outputs ``edgekd run`` asks for. Torch-free (device side).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.core.manifest import Manifest, segment_input_name
+from edgekd.device.chain import Chain
 from edgekd.device.profile.energy import NOT_AVAILABLE, PowerSampler, Rail, energy_per_inference
+from edgekd.device.runners import make_runner
 
 MIN_POWER_SAMPLES = 10  # fewer power readings than this during a timed run: the energy figure gets a warning
 
@@ -142,15 +145,20 @@ def segment_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dic
                     rails: list[Rail] | None = None, **measure_kw) -> dict[str, Any]:
     """Time a bundle's graphs with its backend's runners on zero inputs.
 
-    Returns ``{"backend", "batch", "stage{i}", "exit{i}", "full"}``; every timed entry holds ``latency`` (a
+    Returns ``{"backend", "batch", "segment{i}", "exit{i}", "full"}``; every timed entry holds ``latency`` (a
     :class:`LatencyStats` dict at batch 1), ``throughput`` (items/s = 1 / median seconds) and ``batched`` (the
-    same at ``batch`` items, None when ``batch`` is 1). ``exit{i}`` is the chained run of stages 0..i (each fed
-    the previous one's feature map) and also holds ``segment_median_sum_ms``, the sum of those stages' medians.
+    same at ``batch`` items, None when ``batch`` is 1). ``exit{i}`` is the chained run of segments 0..i (each fed
+    the previous one's feature map) and also holds ``segment_median_sum_ms``, the sum of those segments' medians.
     ``energy`` is joules per item per rail measured during the timed calls when ``rails`` are given (Jetson
     INA3221), else ``"not available"``. ``measure_kw`` go to :func:`measure`.
-    """
-    from edgekd.device.compiler.evaluate import close_runners, open_runners
 
+    Each segment is asked for what ``edgekd run`` asks it for (:meth:`Chain.outputs
+    <edgekd.device.chain.Chain.outputs>`), never ``conf{i}``: in ``exit{i}`` segment j returns ``logits{j}`` and,
+    for j < i, the ``feat{j}`` the next segment needs, exactly as ``edgekd run --mode exit --exit i`` does (in
+    ``early-exit`` mode a frame answered at an exit i before the last has also fetched ``feat{i}``, one feature-map
+    copy more); ``segment{i}`` returns what segment i returns in the whole chain (``feat{i}`` unless it is the
+    last, and ``logits{i}``). ``full`` returns every output of the full graph.
+    """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     backend = manifest.runner_backend
@@ -160,39 +168,26 @@ def segment_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dic
     zeros = {b: [np.zeros((b, *_segment_input_shape(manifest, i)), dtype=np.float32) for i in range(n)]
              for b in batches}
     result: dict[str, Any] = {"backend": backend, "batch": batch}
-    stages = open_runners(backend, [manifest.segment_graph(i) for i in range(n)], **opts)
-    try:
-        for i, runner in enumerate(stages):
-            def one_stage(b: int, i: int = i, runner=runner) -> Callable[[], Any]:
-                feed = {segment_input_name(i): zeros[b][i]}
-                return lambda: runner.infer(feed)
-
-            result[f"segment{i}"] = _entry(one_stage, batches, rails, **measure_kw)
+    with Chain.from_manifest(manifest, **opts) as chain:
         for i in range(n):
-            def chain(b: int, last: int = i) -> Callable[[], Any]:
+            def one_segment(b: int, i: int = i) -> Callable[[], Any]:
+                feed = {segment_input_name(i): zeros[b][i]}
+                return lambda: chain.segment(i, feed)
+
+            result[f"segment{i}"] = _entry(one_segment, batches, rails, **measure_kw)
+        for i in range(n):
+            def up_to_exit(b: int, last: int = i) -> Callable[[], Any]:
                 x = zeros[b][0]
+                return lambda: chain.run(x, last=last)
 
-                def run() -> None:
-                    feed = {"image": x}
-                    for j in range(last + 1):
-                        out = stages[j].infer(feed)  # every output: the runtime reads conf{j} to decide
-                        if j < last:
-                            feed = {f"feat{j}": out[f"feat{j}"]}
-                return run
-
-            entry = _entry(chain, batches, rails, **measure_kw)
+            entry = _entry(up_to_exit, batches, rails, **measure_kw)
             entry["segment_median_sum_ms"] = float(sum(result[f"segment{j}"]["latency"]["median"]
                                                      for j in range(i + 1)))
             result[f"exit{i}"] = entry
-    finally:
-        close_runners(stages)
-    full = open_runners(backend, [manifest.full_graph()], **opts)[0]
-    try:
+    with make_runner(backend, manifest.full_graph(), **opts) as full:
         def whole(b: int) -> Callable[[], Any]:
             feed = {"image": zeros[b][0]}
             return lambda: full.infer(feed)
 
         result["full"] = _entry(whole, batches, rails, **measure_kw)
-    finally:
-        full.deactivate()
     return result

@@ -1,326 +1,64 @@
-"""PNG plots of the early-exit trade-off, drawn with OpenCV and numpy only.
+"""PNG plots of the early-exit trade-off, drawn with matplotlib (the optional extra ``pip install 'edgekd[plots]'``).
 
-``edgekd profile`` runs on the device, where matplotlib and torch are not installed, so the two plots here are
-drawn by hand: everything is laid out in final-image pixels, painted onto a canvas twice that size with
-anti-aliased primitives (``cv2.LINE_AA``, sub-pixel ``shift``) and shrunk with ``cv2.INTER_AREA``, which gives
-smooth lines and text. Colours follow the Okabe-Ito palette (colour-blind friendly), one per bundle, in the order
-the series are given, so the same bundle has the same colour in both plots.
+matplotlib is imported inside the drawing functions only, so the device side works without it: ``edgekd profile``
+then writes ``report.json`` and ``report.md`` and skips the PNGs, and :func:`plot_report_file` (``edgekd plot``)
+draws them later, on any machine with matplotlib, from that ``report.json`` alone. Figures are built as
+``matplotlib.figure.Figure`` with an Agg canvas and rendered to PNG bytes, never through ``pyplot``, so nothing
+global (backend, rcParams, the figure manager) changes in the calling process.
 
-* :func:`tradeoff_plot`: accuracy vs mean latency per frame: the threshold sweep, its Pareto front, the fitted
-  operating point, each exit answered alone, and the full graph's ensemble vote.
-* :func:`exit_histogram_plot`: grouped bars of the share of frames leaving at each exit at the operating point.
+* :func:`tradeoff_figure` / :func:`tradeoff_plot`: top-1 accuracy vs mean latency per frame: the global-threshold
+  sweep, its Pareto front, the operating point, each exit answered alone and the full graph's ensemble vote.
+* :func:`exits_figure` / :func:`exits_plot`: grouped bars of the share of frames answered at each exit at the
+  operating point.
+* :func:`report_series` turns a report dict into the series both take; :func:`plot_report` draws both PNGs.
+
+Colours follow the Okabe-Ito palette (colour-blind safe), one per bundle in report order, so a bundle has the same
+colour in both plots; :data:`PALETTE` has 7, which is why one report holds at most 7 bundles. The drawn artists
+carry gids (``sweep:k``, ``pareto:k``, ``operating-point:k``, ``exits:k``, ``full:k``, ``exit-label:k:i``,
+``bars:k`` for bundle ``k``) so callers and tests can find the data a figure shows.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
-from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from edgekd.core.atomic import atomic_write
-
-WIDTH, HEIGHT = 1000, 640  # final image size (px)
-_SCALE = 2  # supersampling factor of the drawing canvas
-_SHIFT = 4  # fractional bits of the coordinates handed to OpenCV
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_CAP = 21.0  # cap height of a glyph at fontScale 1 (px), the same for OpenCV 4's and 5's fonts
-_OUTLINE_FONT = int(cv2.__version__.split(".")[0]) >= 5  # OpenCV 5 renders its fonts from outlines, 4 from strokes
-
-# Okabe-Ito (without black, kept for ink), as BGR: blue, orange, bluish green, vermillion, reddish purple,
-# sky blue, yellow.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (178, 114, 0), (0, 159, 230), (115, 158, 0), (0, 94, 213), (167, 121, 204), (233, 180, 86), (66, 228, 240))
-WHITE = (255, 255, 255)
-INK = (40, 40, 40)  # text, marker outlines
-AXIS = (110, 110, 110)  # plot frame and tick marks
-GRID = (228, 228, 228)
-MUTED = (120, 120, 120)  # legend markers that explain a shape, not a bundle
-
-TICK_SIZE, LABEL_SIZE, TITLE_SIZE, LEGEND_SIZE = 11.0, 12.0, 15.0, 11.0  # cap heights (px)
-_MAX_NAME = 32  # longer bundle names are shortened in the legend
-
-
-class _Canvas:
-    """A white image at ``_SCALE`` x the final size, drawn on in final-pixel coordinates (floats allowed)."""
-
-    def __init__(self, width: int = WIDTH, height: int = HEIGHT):
-        self.width, self.height = width, height
-        self.img = np.full((height * _SCALE, width * _SCALE, 3), 255, np.uint8)
-
-    @staticmethod
-    def _p(x: float, y: float) -> tuple[int, int]:
-        """Final-pixel point to the canvas' fixed-point integer coordinates."""
-        f = _SCALE * (1 << _SHIFT)
-        return int(round(x * f)), int(round(y * f))
-
-    @staticmethod
-    def _t(width: float) -> int:
-        """Final-pixel stroke width to a canvas thickness."""
-        return max(1, int(round(width * _SCALE)))
-
-    def line(self, p0, p1, color, width: float = 1.0) -> None:
-        cv2.line(self.img, self._p(*p0), self._p(*p1), color, self._t(width), cv2.LINE_AA, _SHIFT)
-
-    def polyline(self, points, color, width: float = 1.0, closed: bool = False) -> None:
-        pts = np.array([self._p(x, y) for x, y in points], np.int32).reshape(-1, 1, 2)
-        cv2.polylines(self.img, [pts], closed, color, self._t(width), cv2.LINE_AA, _SHIFT)
-
-    def polygon(self, points, fill, outline=None, width: float = 1.0) -> None:
-        pts = np.array([self._p(x, y) for x, y in points], np.int32).reshape(-1, 1, 2)
-        cv2.fillPoly(self.img, [pts], fill, cv2.LINE_AA, _SHIFT)
-        if outline is not None:
-            cv2.polylines(self.img, [pts], True, outline, self._t(width), cv2.LINE_AA, _SHIFT)
-
-    def rect(self, x0: float, y0: float, x1: float, y1: float, fill=None, outline=None, width: float = 1.0) -> None:
-        corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-        if fill is not None:
-            self.polygon(corners, fill)
-        if outline is not None:
-            self.polyline(corners, outline, width, closed=True)
-
-    def circle(self, x: float, y: float, r: float, fill, outline=None, width: float = 1.0) -> None:
-        radius = int(round(r * _SCALE * (1 << _SHIFT)))
-        cv2.circle(self.img, self._p(x, y), radius, fill, -1, cv2.LINE_AA, _SHIFT)
-        if outline is not None:
-            cv2.circle(self.img, self._p(x, y), radius, outline, self._t(width), cv2.LINE_AA, _SHIFT)
-
-    def text(self, s: str, x: float, y: float, size: float, color=INK, *, ha: str = "left", va: str = "baseline",
-             bold: bool = False) -> tuple[float, float, float, float]:
-        """Write ``s`` with its anchor (``ha`` left/center/right, ``va`` baseline/center/top) at (x, y).
-
-        Returns the box it covers, (x0, y0, x1, y1), for layout and overlap checks.
-        """
-        w, _ = text_size(s, size, bold)
-        x0 = {"left": x, "center": x - w / 2, "right": x - w}[ha]
-        base = {"baseline": y, "center": y + size / 2, "top": y + size}[va]
-        scale, thick = _font(size, bold)
-        org = (int(round(x0 * _SCALE)), int(round(base * _SCALE)))
-        cv2.putText(self.img, s, org, _FONT, scale, color, thick, cv2.LINE_AA)
-        return x0, base - size, x0 + w, base + 0.33 * size
-
-    def vertical_text(self, s: str, x: float, y: float, size: float, color=INK) -> None:
-        """Write ``s`` rotated a quarter turn counter-clockwise, centred on (x, y) (for a y-axis label)."""
-        w, _ = text_size(s, size)
-        pad = 4
-        strip = _Canvas(int(math.ceil(w)) + 2 * pad, int(math.ceil(1.5 * size)) + 2 * pad)
-        strip.text(s, pad, pad + size, size, color)
-        rotated = cv2.rotate(strip.img, cv2.ROTATE_90_COUNTERCLOCKWISE)
-        h, wd = rotated.shape[:2]
-        top, left = int(round(y * _SCALE - h / 2)), int(round(x * _SCALE - wd / 2))
-        region = self.img[top:top + h, left:left + wd]
-        np.minimum(region, rotated[:region.shape[0], :region.shape[1]], out=region)  # dark ink on white
-
-    def finish(self) -> np.ndarray:
-        """The final-size image (anti-aliased by area downsampling)."""
-        return cv2.resize(self.img, (self.width, self.height), interpolation=cv2.INTER_AREA)
-
-
-def _font(size: float, bold: bool = False) -> tuple[float, int]:
-    """(fontScale, thickness) on the canvas for text whose capitals are ``size`` final pixels tall."""
-    scale = size * _SCALE / _CAP
-    if _OUTLINE_FONT:  # thickness picks a weight: 1 regular, 2 bold
-        return scale, 2 if bold else 1
-    return scale, max(1, int(round(scale * (2.4 if bold else 1.7))))  # Hershey strokes: thickness is in pixels
-
-
-def text_size(s: str, size: float, bold: bool = False) -> tuple[float, float]:
-    """(width, cap height) in final pixels of ``s`` written at cap height ``size``."""
-    scale, thick = _font(size, bold)
-    (w, _), _ = cv2.getTextSize(s, _FONT, scale, thick)
-    return w / _SCALE, size
-
-
-# ---------------------------------------------------------------------------------------------------- axes
-
-
-def nice_step(span: float, target: int) -> float:
-    """The 1-2-5 x 10^k step that cuts ``span`` into the number of intervals closest to ``target``."""
-    raw = span / max(1, target)
-    mag = 10.0 ** math.floor(math.log10(raw))
-    steps = [m * mag for m in (1.0, 2.0, 5.0, 10.0)]
-    return min(reversed(steps), key=lambda st: abs(span / st - target))  # ties go to the coarser step
-
-
-def _next_step(step: float) -> float:
-    """The 1-2-5 step after ``step`` (used to thin out tick labels that would collide)."""
-    mag = 10.0 ** math.floor(math.log10(step) + 1e-9)
-    m = round(step / mag)
-    return {1: 2.0, 2: 5.0}.get(m, 10.0) * mag
-
-
-def ticks(lo: float, hi: float, step: float) -> list[float]:
-    """Multiples of ``step`` within [lo, hi] (rounded so that they print cleanly)."""
-    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
-    digits = _decimals(step) + 2
-    return [round(k * step, digits) for k in range(first, last + 1)]
-
-
-def _decimals(step: float) -> int:
-    """Digits after the point needed to print multiples of ``step``."""
-    return max(0, -math.floor(math.log10(step) + 1e-9))
-
-
-def tick_label(v: float, step: float) -> str:
-    """``v`` printed with as many decimals as the tick step needs (never "-0")."""
-    s = f"{v:.{_decimals(step)}f}"
-    return s[1:] if s.startswith("-") and float(s) == 0 else s
-
-
-def data_limits(values: Sequence[float], margin: float = 0.07) -> tuple[float, float]:
-    """An axis range holding ``values`` with ``margin`` of the span on each side; a zero span gets a usable width."""
-    lo, hi = min(values), max(values)
-    span = hi - lo
-    if span <= 1e-9 * max(1.0, abs(hi)):
-        half = 0.1 * abs(hi) if hi != 0 else 1.0
-        return lo - half, hi + half
-    return lo - margin * span, hi + margin * span
-
-
-class _Axes:
-    """The plot box (final pixels) and the data ranges it shows; maps data to pixels and draws the frame."""
-
-    def __init__(self, box: tuple[float, float, float, float], xlim: tuple[float, float],
-                 ylim: tuple[float, float], xstep: float | None = None, ystep: float | None = None):
-        self.left, self.top, self.right, self.bottom = box
-        self.xlim, self.ylim = xlim, ylim
-        self.xstep, self.ystep = xstep, ystep
-
-    def px(self, x: float, y: float) -> tuple[float, float]:
-        """Data (x, y) to final-image pixel (column, row); y grows upwards on screen."""
-        (x0, x1), (y0, y1) = self.xlim, self.ylim
-        u = self.left + (x - x0) / (x1 - x0) * (self.right - self.left)
-        v = self.bottom - (y - y0) / (y1 - y0) * (self.bottom - self.top)
-        return u, v
-
-    def draw_grid(self, c: _Canvas, *, xgrid: bool = True) -> None:
-        """Horizontal (and vertical) grid lines at the ticks, under the data."""
-        for v in ticks(*self.ylim, self.ystep):
-            y = self.px(0.0, v)[1]
-            c.line((self.left, y), (self.right, y), GRID, 1.0)
-        if xgrid and self.xstep is not None:
-            for v in ticks(*self.xlim, self.xstep):
-                x = self.px(v, 0.0)[0]
-                c.line((x, self.top), (x, self.bottom), GRID, 1.0)
-
-    def draw_frame(self, c: _Canvas, xlabel: str, ylabel: str, *, xticks: bool = True) -> None:
-        """Box, tick marks, tick labels and axis labels, over the data."""
-        c.rect(self.left, self.top, self.right, self.bottom, outline=AXIS, width=1.0)
-        for v in ticks(*self.ylim, self.ystep):
-            y = self.px(0.0, v)[1]
-            c.line((self.left - 5, y), (self.left, y), AXIS, 1.0)
-            c.text(tick_label(v, self.ystep), self.left - 9, y, TICK_SIZE, ha="right", va="center")
-        if xticks and self.xstep is not None:
-            for v in ticks(*self.xlim, self.xstep):
-                x = self.px(v, 0.0)[0]
-                c.line((x, self.bottom), (x, self.bottom + 5), AXIS, 1.0)
-                c.text(tick_label(v, self.xstep), x, self.bottom + 10, TICK_SIZE, ha="center", va="top")
-        c.text(xlabel, (self.left + self.right) / 2, self.bottom + 48, LABEL_SIZE, ha="center")
-        c.vertical_text(ylabel, 22, (self.top + self.bottom) / 2, LABEL_SIZE)
-
-
-def _y_step(ylim: tuple[float, float], height: float, target: int = 7) -> float:
-    """A 1-2-5 y step whose tick labels are at least ~2.4 text heights apart."""
-    step = nice_step(ylim[1] - ylim[0], target)
-    while step / (ylim[1] - ylim[0]) * height < 2.4 * TICK_SIZE:
-        step = _next_step(step)
-    return step
-
-
-def _x_step(xlim: tuple[float, float], width: float, target: int = 8) -> float:
-    """A 1-2-5 x step whose tick labels leave at least 14 px between neighbours."""
-    step = nice_step(xlim[1] - xlim[0], target)
-    while True:
-        widest = max(text_size(tick_label(v, step), TICK_SIZE)[0] for v in ticks(*xlim, step))
-        if step / (xlim[1] - xlim[0]) * width >= widest + 14:
-            return step
-        step = _next_step(step)
-
-
-def _box_left(ylim: tuple[float, float], ystep: float) -> float:
-    """Left edge of the plot box: room for the rotated y label and the widest y tick label."""
-    widest = max(text_size(tick_label(v, ystep), TICK_SIZE)[0] for v in ticks(*ylim, ystep))
-    return 22 + LABEL_SIZE + 14 + widest + 10
-
-
-# ---------------------------------------------------------------------------------------------------- legend
-
-
-def _short(name: str) -> str:
-    """``name`` cut to ``_MAX_NAME`` characters in the middle (the tail names the precision), so one long bundle
-    name cannot squeeze the plot."""
-    if len(name) <= _MAX_NAME:
-        return name
-    tail = (_MAX_NAME - 2) // 2
-    return name[:_MAX_NAME - 2 - tail] + ".." + name[-tail:]
-
-
-class _Legend:
-    """A boxed key: rows of (marker painter, text), with optional headings, placed beside the plot."""
-
-    ROW, PAD, KEY = 21.0, 10.0, 30.0  # row height, inner padding, width of the marker column
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, str, bool]] = []
-
-    def add(self, painter, label: str) -> None:
-        """``painter(canvas, x_centre, y_centre)`` draws the key's marker."""
-        self.rows.append((painter, label, False))
-
-    def heading(self, label: str) -> None:
-        """A bold row that opens a group, with a thin rule above it."""
-        self.rows.append((None, label, True))
-
-    def width(self) -> float:
-        widest = max(text_size(label, LEGEND_SIZE, bold)[0] for _, label, bold in self.rows)
-        return 2 * self.PAD + self.KEY + 6 + widest
-
-    def draw(self, c: _Canvas, x: float, y: float) -> None:
-        height = 2 * self.PAD + self.ROW * len(self.rows) - 4
-        c.rect(x, y, x + self.width(), y + height, fill=WHITE, outline=(200, 200, 200), width=1.0)
-        for i, (painter, label, bold) in enumerate(self.rows):
-            cy = y + self.PAD + self.ROW * i + self.ROW / 2 - 2
-            if painter is not None:
-                painter(c, x + self.PAD + self.KEY / 2, cy)
-                c.text(label, x + self.PAD + self.KEY + 6, cy, LEGEND_SIZE, va="center")
-            else:
-                if i:
-                    c.line((x + self.PAD, cy - self.ROW / 2 + 1), (x + self.width() - self.PAD, cy - self.ROW / 2 + 1),
-                           (215, 215, 215), 1.0)
-                c.text(label, x + self.PAD, cy + 1, LEGEND_SIZE, va="center", bold=True)
-
-
-# ---------------------------------------------------------------------------------------------------- markers
-
-
-def _star(c: _Canvas, x: float, y: float, color, r: float = 11.0) -> None:
-    """Five-pointed star, filled with ``color``, dark outline: the operating point."""
-    pts = []
-    for k in range(10):
-        rad = r if k % 2 == 0 else r * 0.45
-        a = -math.pi / 2 + k * math.pi / 5
-        pts.append((x + rad * math.cos(a), y + rad * math.sin(a)))
-    c.polygon(pts, color, INK, 1.3)
-
-
-def _square(c: _Canvas, x: float, y: float, color, h: float = 5.0) -> None:
-    """Small filled square with a dark outline: an exit answered alone."""
-    c.rect(x - h, y - h, x + h, y + h, fill=color, outline=INK, width=1.0)
-
-
-def _cross(c: _Canvas, x: float, y: float, color, h: float = 7.0) -> None:
-    """Diagonal cross, outlined so it stands out on the grid: the full graph's vote."""
-    for width, col in ((4.6, INK), (2.8, color)):
-        c.line((x - h, y - h), (x + h, y + h), col, width)
-        c.line((x - h, y + h), (x + h, y - h), col, width)
-
-
-def _dot(c: _Canvas, x: float, y: float, color, r: float = 3.2) -> None:
-    """Small filled dot: one threshold of the sweep."""
-    c.circle(x, y, r, color)
+from edgekd.core.errors import DataError, EdgekdError
+from edgekd.device.profile.markdown import display_name
+from edgekd.device.profile.sweep import pareto_front
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Okabe-Ito without black (kept for ink): blue, orange, bluish green, vermillion, reddish purple, sky blue, yellow.
+PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
+INK = "#222222"  # text, marker outlines
+MUTED = "#8C8C8C"  # legend markers that explain a shape, not a bundle
+FIGSIZE = (10.0, 6.0)  # inches
+DPI = 110  # FIGSIZE x DPI = 1100 x 660 px
+FILES = {"tradeoff": "tradeoff.png", "exits": "exits.png"}  # what plot_report writes, by report["files"] key
+INSTALL = "pip install 'edgekd[plots]'"
+_MAX_NAME = 34  # longer bundle names are shortened in legends
+
+
+class PlotsUnavailable(EdgekdError):
+    """matplotlib is not installed, so no PNG can be drawn here."""
+
+
+def matplotlib_available() -> bool:
+    """Whether matplotlib can be imported (the ``plots`` extra is installed)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -379,8 +117,8 @@ def _tradeoff_data(series: list[dict]) -> list[dict]:
     return out
 
 
-def _histogram_data(series: list[dict]) -> list[dict]:
-    """Validate the histogram series (same exit count everywhere, fractions in [0, 1] summing to ~1)."""
+def _exits_data(series: list[dict]) -> list[dict]:
+    """Validate the exit-share series (same exit count everywhere, fractions in [0, 1] summing to ~1)."""
     _check_series_list(series)
     out, n = [], None
     for i, s in enumerate(series):
@@ -398,222 +136,329 @@ def _histogram_data(series: list[dict]) -> list[dict]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- plots
+# ---------------------------------------------------------------------------------------------------- report
 
 
-def _tradeoff_legend(data: list[dict]) -> _Legend:
-    """Bundle colours first, then what each marker shape means (only the shapes that appear)."""
-    leg = _Legend()
-    for k, s in enumerate(data):
-        col = PALETTE[k]
-
-        def swatch(c, x, y, col=col):
-            c.line((x - 11, y), (x + 11, y), col, 2.2)
-            _dot(c, x, y, col, 3.6)
-
-        leg.add(swatch, _short(s["name"]))
-    leg.heading("markers")
-    leg.add(lambda c, x, y: _dot(c, x, y, MUTED), "sweep point (one threshold)")
-    if any(len(s["pareto"]) > 1 for s in data):
-        leg.add(lambda c, x, y: c.line((x - 11, y), (x + 11, y), MUTED, 2.2), "Pareto front")
-    leg.add(lambda c, x, y: _star(c, x, y, MUTED, 9.0), "operating point")
-    if any(s["exits"] for s in data):
-        leg.add(lambda c, x, y: _square(c, x, y, MUTED), "exit i alone (e0, e1, ...)")
-    if any(s["full"] is not None for s in data):
-        leg.add(lambda c, x, y: _cross(c, x, y, MUTED, 6.0), "full graph, vote")
-    return leg
+def _bundle_series(b: dict[str, Any], i: int) -> tuple[dict, dict]:
+    """The trade-off and exit-share series of one report bundle (KeyError/TypeError when a field is missing)."""
+    name = display_name({**b, "label": b.get("label") or b.get("name") or f"bundle {i}"})
+    points = [p for p in b["sweep"] if p["kind"] == "global"]
+    op = b["operating_point"]
+    vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
+    trade = {
+        "name": name,
+        "sweep": [{"latency": p["mean_latency_ms"], "accuracy": p["accuracy"]} for p in points],
+        "pareto": pareto_front(points),  # of the global sweep drawn here, not the report's (which spans all kinds)
+        "operating_point": {"latency": op["mean_latency_ms"], "accuracy": op["accuracy"]},
+        "exits": [{"latency": b["latency"][f"exit{e['exit']}"]["latency"]["median"], "accuracy": e["top1"]}
+                  for e in b["accuracy"]["exits"]],
+        "full": None if vote_acc is None else
+        {"latency": b["latency"]["full"]["latency"]["median"], "accuracy": vote_acc},
+    }
+    return trade, {"name": name, "exit_fraction": op["exit_fraction"]}
 
 
-def _tradeoff_layout(data: list[dict], legend: _Legend) -> _Axes:
-    """Axes for the trade-off plot: data ranges with a margin, 1-2-5 ticks, the box left of the legend."""
-    xs, ys = [], []
-    for s in data:
-        for x, y in s["sweep"] + s["exits"] + [s["op"]] + ([s["full"]] if s["full"] else []):
-            xs.append(x)
-            ys.append(y)
-    xlim, ylim = data_limits(xs), data_limits(ys)
-    top, bottom = 58.0, HEIGHT - 72.0
-    ystep = _y_step(ylim, bottom - top)
-    left, right = _box_left(ylim, ystep), WIDTH - legend.width() - 34.0
-    return _Axes((left, top, right, bottom), xlim, ylim, _x_step(xlim, right - left), ystep)
+def report_series(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """(trade-off series, exit-share series), one item per bundle, from a report dict as report.json stores it.
 
-
-def tradeoff_axes(series: list[dict]) -> _Axes:
-    """The axes :func:`tradeoff_plot` would use for ``series`` (for callers and tests mapping data to pixels)."""
-    data = _tradeoff_data(series)
-    return _tradeoff_layout(data, _tradeoff_legend(data))
-
-
-def _overlaps(a, b, pad: float = 1.0) -> bool:
-    """Whether boxes ``a`` and ``b`` (x0, y0, x1, y1) come closer than ``pad`` pixels."""
-    return not (a[2] + pad <= b[0] or b[2] + pad <= a[0] or a[3] + pad <= b[1] or b[3] + pad <= a[1])
-
-
-def _obstacles(ax: _Axes, data: list[dict]) -> list[tuple[tuple[float, float, float, float], float]]:
-    """(box, weight) of everything an exit label should not cover: markers (heavy), dots and front lines (light)."""
-    out = []
-    for s in data:
-        for (x, y), h in [(p, 7.0) for p in s["exits"]] + [(s["op"], 12.0)] + (
-                [(s["full"], 10.0)] if s["full"] else []):
-            u, v = ax.px(x, y)
-            out.append(((u - h, v - h, u + h, v + h), 10.0))
-        for x, y in s["sweep"]:
-            u, v = ax.px(x, y)
-            out.append(((u - 3.5, v - 3.5, u + 3.5, v + 3.5), 1.0))
-        line = [ax.px(x, y) for x, y in s["pareto"]]
-        for (u0, v0), (u1, v1) in zip(line, line[1:]):
-            n = max(1, int(math.hypot(u1 - u0, v1 - v0) / 5))
-            for t in np.linspace(0, 1, n + 1):
-                u, v = u0 + t * (u1 - u0), v0 + t * (v1 - v0)
-                out.append(((u - 1.5, v - 1.5, u + 1.5, v + 1.5), 1.0))
-    return out
-
-
-def _label_exits(c: _Canvas, ax: _Axes, data: list[dict]) -> None:
-    """Write "e0", "e1", ... beside the exit squares, on the side that covers the fewest markers, lines and labels.
-
-    Exits of different bundles that (nearly) coincide share one label rather than piling several up.
+    Trade-off: the ``global`` sweep points (mean latency, accuracy) and their Pareto front, the operating point,
+    each exit's batch-1 median latency and top-1, and the full graph's median latency with its vote rule's top-1.
+    Exit share: the operating point's ``exit_fraction``. Raises ValueError when the report lacks a field.
     """
-    taken = _obstacles(ax, data)
-    written: list[tuple[float, float, str]] = []  # (square centre, label) of every label drawn
+    bundles = report.get("bundles") if isinstance(report, dict) else None
+    if not isinstance(bundles, list) or not bundles:
+        raise ValueError("the report has no non-empty 'bundles' list (is it an edgekd profile report.json?)")
+    trade, exits = [], []
+    for i, b in enumerate(bundles):
+        try:
+            t, e = _bundle_series(b, i)
+        except KeyError as exc:
+            raise ValueError(f"bundles[{i}] lacks the field {exc} the plots need") from None
+        except (TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"bundles[{i}] is malformed: {exc}") from None
+        trade.append(t)
+        exits.append(e)
+    return trade, exits
+
+
+# ---------------------------------------------------------------------------------------------------- drawing
+
+
+def _new_figure() -> Figure:
+    """A white figure with an Agg canvas and constrained layout (legends outside the axes get room)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise PlotsUnavailable(f"the plots need matplotlib, which cannot be imported here ({exc}): {INSTALL}") from None
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained", facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _short(name: str) -> str:
+    """``name`` cut in the middle to ``_MAX_NAME`` characters (the tail names the precision), so one long bundle
+    name cannot squeeze the plot."""
+    if len(name) <= _MAX_NAME:
+        return name
+    tail = (_MAX_NAME - 1) // 2
+    return name[:_MAX_NAME - 1 - tail] + "…" + name[-tail:]
+
+
+def _style_axes(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title and a light grid under the data; the top and right spines go (less ink, same information)."""
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=13, fontweight="bold")
+    ax.tick_params(labelsize=10)
+    ax.grid(True, color="#E4E4E4", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _overlap(a: Any, b: tuple[float, float, float, float]) -> float:
+    """Area (px²) where the matplotlib Bbox ``a`` and the box ``b`` (x0, y0, x1, y1) overlap."""
+    w = min(a.x1, b[2]) - max(a.x0, b[0])
+    h = min(a.y1, b[3]) - max(a.y0, b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+# (dx, dy) in points from the marker, horizontal and vertical alignment of the text
+_LABEL_SPOTS = ((7, 4, "left", "bottom"), (7, -4, "left", "top"), (-7, 4, "right", "bottom"),
+                (-7, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top"),
+                (9, 0, "left", "center"), (-9, 0, "right", "center"))
+
+
+def _label_exits(fig: Figure, ax: Any, data: list[dict]) -> None:
+    """Write "exit i" beside every exit marker, at the spot that covers the fewest markers and earlier labels.
+
+    Runs after a first draw (which fixes the layout and the axis limits), so display positions are final. Exits of
+    different bundles that (nearly) coincide share one label instead of piling several up.
+    """
+    import matplotlib.patheffects as pe
+
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    frame = ax.get_window_extent(renderer)
+    px_per_pt = fig.dpi / 72.0
+    obstacles: list[tuple[tuple[float, float, float, float], float]] = []  # (box, weight), display pixels
     for s in data:
-        for i, (x, y) in enumerate(s["exits"]):
-            u, v = ax.px(x, y)
-            label = f"e{i}"
-            if any(t == label and math.hypot(u - u1, v - v1) < 16 for u1, v1, t in written):
+        marked = [(p, 6.0, 3.0) for p in s["exits"]] + [(s["op"], 9.0, 3.0)] + [(p, 3.0, 1.0) for p in s["sweep"]]
+        if s["full"] is not None:
+            marked.append((s["full"], 6.0, 3.0))
+        for p, r_pt, weight in marked:
+            u, v = to_px(p)
+            r = r_pt * px_per_pt
+            obstacles.append(((u - r, v - r, u + r, v + r), weight))
+        line = [to_px(p) for p in s["pareto"]]
+        for (u0, v0), (u1, v1) in pairwise(line):
+            for t in np.linspace(0.0, 1.0, max(2, int(math.hypot(u1 - u0, v1 - v0) / 6))):
+                u, v = u0 + t * (u1 - u0), v0 + t * (v1 - v0)
+                obstacles.append(((u - 2, v - 2, u + 2, v + 2), 0.3))
+    written: list[tuple[float, float, int]] = []
+    for k, s in enumerate(data):
+        for i, p in enumerate(s["exits"]):
+            u, v = to_px(p)
+            if any(j == i and math.hypot(u - u1, v - v1) < 14 for u1, v1, j in written):
                 continue
-            w, h = text_size(label, TICK_SIZE)
-            d = 9.0  # gap from the square's centre
-            corners = [(u + d, v - d), (u + d, v + d + h), (u - d - w, v - d), (u - d - w, v + d + h),
-                       (u + d + 2, v + h / 2), (u - d - 2 - w, v + h / 2)]  # (left, baseline)
+            best, best_cost = None, math.inf
+            for dx, dy, ha, va in _LABEL_SPOTS:
+                text = ax.annotate(f"exit {i}", p, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                                   fontsize=9, color=INK, zorder=6, gid=f"exit-label:{k}:{i}",
+                                   path_effects=[pe.withStroke(linewidth=2.5, foreground="white")])
+                box = text.get_window_extent(renderer)
+                outside = box.x0 < frame.x0 + 2 or box.x1 > frame.x1 - 2 or box.y0 < frame.y0 + 2 \
+                    or box.y1 > frame.y1 - 2
+                cost = 1e6 * outside + sum(w * _overlap(box, b) for b, w in obstacles)
+                if cost < best_cost:
+                    if best is not None:
+                        best.remove()
+                    best, best_cost, best_box = text, cost, box
+                else:
+                    text.remove()
+            obstacles.append(((best_box.x0, best_box.y0, best_box.x1, best_box.y1), 5.0))
+            written.append((u, v, i))
 
-            def cost(xy, w=w, h=h):
-                box = (xy[0], xy[1] - h, xy[0] + w, xy[1] + 0.33 * h)
-                outside = box[0] < ax.left + 2 or box[2] > ax.right - 2 or box[1] < ax.top + 2 \
-                    or box[3] > ax.bottom - 2
-                return 1000.0 * outside + sum(wt for b, wt in taken if _overlaps(box, b))
 
-            x0, base = min(corners, key=cost)
-            taken.append((c.text(label, x0, base, TICK_SIZE, INK), 10.0))
-            written.append((u, v, label))
+def _shape_handles() -> list[Any]:
+    """Legend keys, in grey, for what each marker shape means."""
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D([], [], ls="none", marker="o", ms=5, color=MUTED, label="threshold sweep (one global t)"),
+        Line2D([], [], color=MUTED, lw=2, label="Pareto front of the sweep"),
+        Line2D([], [], ls="none", marker="*", ms=14, mfc=MUTED, mec=INK, mew=0.8, label="operating point"),
+        Line2D([], [], ls="none", marker="s", ms=7, mfc=MUTED, mec=INK, mew=0.8, label="exit i answered alone"),
+        Line2D([], [], ls="none", marker="X", ms=10, mfc=MUTED, mec=INK, mew=0.8, label="full graph, ensemble vote"),
+    ]
 
 
-def _encode_and_write(img: np.ndarray, path: str | Path) -> Path:
-    """PNG-encode ``img`` and write it atomically (temporary sibling, then rename); parents are created."""
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the plot as PNG")
+def tradeoff_figure(series: list[dict], *, title: str = "Early exit: accuracy vs mean latency") -> Figure:
+    """A Figure of top-1 accuracy vs mean latency per frame, one colour per bundle.
+
+    ``series``: one dict per bundle with ``name``; ``sweep``, a list of ``{"latency", "accuracy"}`` points (the
+    global-threshold sweep, drawn as dots); ``pareto``, indices into ``sweep`` of its front, cheapest first (a
+    line); ``operating_point`` (a star); ``exits``, one point per exit answered alone (squares labelled
+    "exit i"); ``full``, the full graph's vote, or None (a cross). The legend sits right of the axes, so it
+    never hides data. Raises ValueError on an empty or too long list and on a missing or non-finite number.
+    """
+    data = _tradeoff_data(series)
+    fig = _new_figure()  # first: without matplotlib it raises PlotsUnavailable
+    from matplotlib.lines import Line2D
+
+    ax = fig.add_subplot()
+    for k, s in enumerate(data):
+        c = PALETTE[k]
+        if s["pareto"]:
+            ax.plot(*zip(*s["pareto"]), color=c, lw=2.2, zorder=2, solid_capstyle="round", gid=f"pareto:{k}")
+        ax.plot(*zip(*s["sweep"]), ls="none", marker="o", ms=4.5, color=c, zorder=3, gid=f"sweep:{k}")
+    for k, s in enumerate(data):
+        c = PALETTE[k]
+        if s["exits"]:
+            ax.plot(*zip(*s["exits"]), ls="none", marker="s", ms=7, mfc=c, mec=INK, mew=0.8, zorder=4,
+                    gid=f"exits:{k}")
+        if s["full"] is not None:
+            ax.plot(*s["full"], ls="none", marker="X", ms=10, mfc=c, mec=INK, mew=0.8, zorder=4, gid=f"full:{k}")
+    for k, s in enumerate(data):
+        ax.plot(*s["op"], ls="none", marker="*", ms=17, mfc=PALETTE[k], mec=INK, mew=0.8, zorder=5,
+                gid=f"operating-point:{k}")
+    ax.margins(0.07)
+    _style_axes(ax, "mean latency per frame (ms)", "top-1 accuracy (%)", title)
+    bundles = [Line2D([], [], color=PALETTE[k], lw=2.2, marker="o", ms=5, label=_short(s["name"]))
+               for k, s in enumerate(data)]
+    shapes = _shape_handles()
+    if not any(len(s["pareto"]) > 1 for s in data):
+        shapes.pop(1)
+    if not any(s["exits"] for s in data):
+        shapes = [h for h in shapes if h.get_marker() != "s"]
+    if all(s["full"] is None for s in data):
+        shapes = [h for h in shapes if h.get_marker() != "X"]
+    heading = Line2D([], [], ls="none", label="markers")
+    legend = fig.legend(handles=[*bundles, heading, *shapes], loc="outside right upper", fontsize=9.5,
+                        title="bundles", title_fontproperties={"weight": "bold", "size": 10}, frameon=False)
+    legend.get_texts()[len(bundles)].set_fontweight("bold")
+    fig.canvas.draw()  # lays the figure out and fixes the limits; then freeze it so labels can be placed
+    fig.set_layout_engine("none")
+    _label_exits(fig, ax, data)
+    return fig
+
+
+def _value_labels(fig: Figure, ax: Any, fractions: list[list[float]], slot: float) -> tuple[int, float, int]:
+    """(decimals, font size, rotation) of the values above the bars: as large as fits the ``slot`` (data width of
+    one bar and its gap, so neighbours never touch), dropping the decimal first, then turned upright. Measured
+    with the laid-out figure's renderer."""
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+    slot_px = abs(ax.transData.transform((slot, 0))[0] - ax.transData.transform((0, 0))[0])
+    values = [f for fr in fractions for f in fr]
+    for size, dec in ((9.0, 1), (9.0, 0), (8.0, 0)):
+        font = FontProperties(size=size)
+        widest = max(renderer.get_text_width_height_descent(f"{100 * f:.{dec}f}%", font, ismath=False)[0]
+                     for f in values)
+        if widest <= slot_px - 2:
+            return dec, size, 0
+    return 0, 8.0, 90
+
+
+def exits_figure(series: list[dict], *, title: str = "Where frames exit at the operating point") -> Figure:
+    """A Figure of grouped bars: the share of frames answered at each exit, one bar colour per bundle.
+
+    ``series``: one dict per bundle with ``name`` and ``exit_fraction`` (fractions 0..1 per exit, summing to 1).
+    Bars use the same colour order as :func:`tradeoff_figure`; each bar carries its percentage. Raises ValueError
+    on an empty or too long list, differing exit counts, or fractions that are not a distribution.
+    """
+    data = _exits_data(series)
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    n, m = len(data[0]["fractions"]), len(data)
+    group = 0.8
+    width = group / m
+    containers = []
+    for k, s in enumerate(data):
+        x = np.arange(n) - group / 2 + (k + 0.5) * width
+        containers.append(ax.bar(x, [100.0 * f for f in s["fractions"]], width * 0.92, color=PALETTE[k],
+                                 label=_short(s["name"]), zorder=3, gid=f"bars:{k}"))
+    top = 100.0 * max(max(s["fractions"]) for s in data)
+    ax.set_ylim(0.0, max(10.0, 1.1 * top + 2.0))
+    ax.set_xticks(range(n), [f"exit {i}" for i in range(n)])
+    ax.set_xlim(-0.6, n - 0.4)
+    _style_axes(ax, "exit taken", "share of frames (%)", title)
+    ax.grid(False, axis="x")
+    fig.legend(loc="outside right upper", fontsize=9.5, title="bundles",
+               title_fontproperties={"weight": "bold", "size": 10}, frameon=False)
+    fig.canvas.draw()  # lay out, then freeze, so the value labels can be sized to the bars' real width
+    fig.set_layout_engine("none")
+    dec, size, rotation = _value_labels(fig, ax, [s["fractions"] for s in data], width)
+    if rotation:
+        ax.set_ylim(0.0, max(10.0, 1.2 * top + 2.0))  # upright labels are taller: more head-room
+    for s, bars in zip(data, containers):
+        ax.bar_label(bars, labels=[f"{100 * f:.{dec}f}%" for f in s["fractions"]], padding=2, fontsize=size,
+                     rotation=rotation, color=INK)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------- files
+
+
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` rendered to PNG bytes (Agg)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    return buf.getvalue()
+
+
+def _write_png(data: bytes, path: str | Path) -> Path:
+    """Write PNG bytes atomically (temporary sibling, then rename); parents are created."""
     path = Path(path)
-    data = buf.tobytes()
     atomic_write(path, lambda f: f.write(data))
     return path
 
 
-def _title(c: _Canvas, title: str, ax: _Axes) -> None:
-    """Bold title centred over the plot box."""
-    c.text(title, (ax.left + ax.right) / 2, 34, TITLE_SIZE, ha="center", bold=True)
-
-
 def tradeoff_plot(series: list[dict], path: str | Path, *,
                   title: str = "Early exit: accuracy vs mean latency") -> Path:
-    """Write a PNG of top-1 accuracy vs mean latency per frame, one colour per bundle; return ``path``.
+    """Write :func:`tradeoff_figure` as a PNG at ``path`` (atomically, parents created); return the Path."""
+    return _write_png(figure_png(tradeoff_figure(series, title=title)), path)
 
-    Per bundle: the global-threshold sweep (dots), its Pareto front (line, cheapest first), the fitted operating
-    point (star), each exit answered alone (labelled squares) and the full graph's vote (cross). The legend sits
-    right of the plot so it never hides data. Raises ValueError on an empty list or a missing/NaN coordinate.
+
+def exits_plot(series: list[dict], path: str | Path, *,
+               title: str = "Where frames exit at the operating point") -> Path:
+    """Write :func:`exits_figure` as a PNG at ``path`` (atomically, parents created); return the Path."""
+    return _write_png(figure_png(exits_figure(series, title=title)), path)
+
+
+def plot_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Draw ``tradeoff.png`` and ``exits.png`` into ``out_dir`` from a report dict (as report.json stores it).
+
+    Both figures are rendered before either file is written, so bad data leaves no half set behind. Returns
+    ``{"tradeoff": path, "exits": path}`` (the keys of ``report["files"]``). Raises ValueError on a report that
+    lacks what the plots need, :class:`PlotsUnavailable` without matplotlib.
     """
-    data = _tradeoff_data(series)
-    legend = _tradeoff_legend(data)
-    ax = _tradeoff_layout(data, legend)
-    c = _Canvas()
-    ax.draw_grid(c)
-    for k, s in enumerate(data):
-        if len(s["pareto"]) > 1:
-            c.polyline([ax.px(x, y) for x, y in s["pareto"]], PALETTE[k], 2.2)
-    for k, s in enumerate(data):
-        for x, y in s["sweep"]:
-            _dot(c, *ax.px(x, y), PALETTE[k])
-    for k, s in enumerate(data):
-        for x, y in s["exits"]:
-            _square(c, *ax.px(x, y), PALETTE[k])
-        if s["full"] is not None:
-            _cross(c, *ax.px(*s["full"]), PALETTE[k])
-    for k, s in enumerate(data):
-        _star(c, *ax.px(*s["op"]), PALETTE[k])
-    _label_exits(c, ax, data)
-    ax.draw_frame(c, "mean latency per frame (ms)", "top-1 accuracy (%)")
-    legend.draw(c, ax.right + 18, ax.top)
-    _title(c, title, ax)
-    return _encode_and_write(c.finish(), path)
+    trade, exits = report_series(report)
+    pngs = {"tradeoff": figure_png(tradeoff_figure(trade)), "exits": figure_png(exits_figure(exits))}
+    out = Path(out_dir)
+    return {key: _write_png(data, out / FILES[key]) for key, data in pngs.items()}
 
 
-def _histogram_legend(data: list[dict]) -> _Legend:
-    """One filled swatch per bundle, in palette order."""
-    leg = _Legend()
-    for k, s in enumerate(data):
-        leg.add(lambda c, x, y, col=PALETTE[k]: c.rect(x - 8, y - 6, x + 8, y + 6, fill=col), _short(s["name"]))
-    return leg
+def plot_report_file(report_json: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """``edgekd plot``: read a report.json written by ``edgekd profile`` (here or on another machine) and draw its
+    two PNGs into ``out_dir`` (default: the report's folder). Returns the written paths.
 
-
-def histogram_axes(series: list[dict]) -> _Axes:
-    """The axes :func:`exit_histogram_plot` would use: x is the exit index (slot i spans [i - 0.5, i + 0.5])."""
-    data = _histogram_data(series)
-    return _histogram_layout(data, _histogram_legend(data))
-
-
-def _histogram_layout(data: list[dict], legend: _Legend) -> _Axes:
-    """Axes for the histogram: one slot per exit on x, 0..100 % (with head-room for the values) on y."""
-    n = len(data[0]["fractions"])
-    ylim = (0.0, 108.0)  # 0..100 plus head-room for the value written above a full bar
-    top, bottom = 58.0, HEIGHT - 72.0
-    left, right = _box_left((0.0, 100.0), 20.0), WIDTH - legend.width() - 34.0
-    return _Axes((left, top, right, bottom), (-0.5, n - 0.5), ylim, None, 20.0)
-
-
-def bar_spans(n_series: int, exit_index: int) -> list[tuple[float, float]]:
-    """Data-x extent of each series' bar in the group of ``exit_index`` (the group fills 76% of the slot)."""
-    group = 0.76
-    w = group / n_series
-    start = exit_index - group / 2
-    return [(start + k * w, start + (k + 1) * w) for k in range(n_series)]
-
-
-def _value_font(ax: _Axes, data: list[dict]) -> tuple[float, int]:
-    """(size, decimals) for the values above the bars: as large as fits the bar width, dropping the decimal first."""
-    lo, hi = bar_spans(len(data), 0)[0]
-    bar_px = ax.px(hi, 0)[0] - ax.px(lo, 0)[0] + 4
-    for size, dec in ((TICK_SIZE, 1), (TICK_SIZE, 0), (9.0, 0), (7.5, 0)):
-        widest = max(text_size(f"{100 * f:.{dec}f}%", size)[0] for s in data for f in s["fractions"])
-        if widest <= bar_px:
-            return size, dec
-    return 7.5, 0
-
-
-def exit_histogram_plot(series: list[dict], path: str | Path, *,
-                        title: str = "Where frames exit at the operating point") -> Path:
-    """Write a PNG of grouped bars, the share of frames leaving at each exit per bundle; return ``path``.
-
-    Bars use the same colour order as :func:`tradeoff_plot`, the percentage is written above each bar. Raises
-    ValueError on an empty list, differing exit counts or fractions that are not a distribution.
+    Raises :class:`~edgekd.core.errors.DataError` when the file is missing, not JSON or not a profile report,
+    :class:`PlotsUnavailable` when matplotlib is not installed.
     """
-    data = _histogram_data(series)
-    legend = _histogram_legend(data)
-    ax = _histogram_layout(data, legend)
-    n = len(data[0]["fractions"])
-    c = _Canvas()
-    ax.draw_grid(c, xgrid=False)
-    size, dec = _value_font(ax, data)
-    for i in range(n):
-        for k, (s, (x0, x1)) in enumerate(zip(data, bar_spans(len(data), i))):
-            f = 100.0 * s["fractions"][i]
-            (u0, v), (u1, base) = ax.px(x0, f), ax.px(x1, 0.0)
-            if base - v > 0.25:
-                c.rect(u0 + 1, v, u1 - 1, base, fill=PALETTE[k])
-            c.text(f"{f:.{dec}f}%", (u0 + u1) / 2, v - 5, size, ha="center")
-        u = ax.px(i, 0.0)[0]
-        c.line((u, ax.bottom), (u, ax.bottom + 5), AXIS, 1.0)
-        c.text(f"exit {i}", u, ax.bottom + 10, LABEL_SIZE, ha="center", va="top")
-    ax.draw_frame(c, "exit taken", "share of frames (%)", xticks=False)
-    legend.draw(c, ax.right + 18, ax.top)
-    _title(c, title, ax)
-    return _encode_and_write(c.finish(), path)
+    path = Path(report_json)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (give the report.json that `edgekd profile` wrote)")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable JSON file: {exc}") from None
+    try:
+        out = path.parent if out_dir is None else Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out must be a directory, and {out} is a file")
+        return plot_report(report, out)
+    except ValueError as exc:
+        raise DataError(f"{path} is not an edgekd profile report the plots can read: {exc}") from None

@@ -20,19 +20,19 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd import __version__
-from edgekd.device.compiler import evaluate as ev
 from edgekd.core.atomic import atomic_write_json, atomic_write_text
 from edgekd.core.early_exit import fit_thresholds
 from edgekd.core.errors import ConfigError
+from edgekd.core.labelled import load_labelled
 from edgekd.core.manifest import Manifest, load_manifest, write_manifest
 from edgekd.core.vote import accuracy, vote
-from edgekd.device.profile.data import load_labelled
+from edgekd.device.chain import Chain, full_probs
 from edgekd.device.profile.energy import NOT_AVAILABLE, Rail, find_rails
 from edgekd.device.profile.environment import describe_environment
 from edgekd.device.profile.frames import DEFAULT_FRAME_SIZE, frame_timings
 from edgekd.device.profile.latency import segment_latencies
 from edgekd.device.profile.markdown import display_name, report_markdown
-from edgekd.device.profile.plots import PALETTE, exit_histogram_plot, tradeoff_plot
+from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
 from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
 
 REPORT_VERSION = 1
@@ -46,7 +46,7 @@ def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
 def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The images accuracy is measured on: ``data`` when given, else the bundle's validation sample."""
     if data is not None:
-        return load_labelled(data, m.spec, limit=limit)
+        return load_labelled(data, m.spec, limit=limit, option="--data")
     images, labels = _val_sample(m)
     if limit is not None and limit < len(labels):
         images, labels = images[:limit], labels[:limit]
@@ -54,18 +54,11 @@ def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[
 
 
 def _probs(m: Manifest, images: np.ndarray, options: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(E, N, K) probabilities of the full graph and of the chained stages."""
-    backend, options = m.runner_backend, options or {}
-    full = ev.open_runners(backend, [m.full_graph()], **options)
-    try:
-        p_full = ev.run_full(full[0], images, m.spec, m.num_exits)
-    finally:
-        ev.close_runners(full)
-    stages = ev.open_runners(backend, [m.segment_graph(i) for i in range(m.num_exits)], **options)
-    try:
-        p_chain = ev.run_chain(stages, images, m.spec)
-    finally:
-        ev.close_runners(stages)
+    """(E, N, K) probabilities of the full graph and of the chained segments."""
+    options = options or {}
+    p_full = full_probs(m.runner_backend, m.full_graph(), images, m.spec, m.num_exits, **options)
+    with Chain.from_manifest(m, **options) as chain:
+        p_chain = chain.probs(images, m.spec)
     return p_full, p_chain
 
 
@@ -150,37 +143,15 @@ def _label(bundles: list[dict[str, Any]]) -> None:
         b["label"] = b["name"] if names.count(b["name"]) == 1 else b["path"]
 
 
-def _plot_series(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """Trade-off and exit-histogram series, one per bundle, from the report."""
-    trade, hist = [], []
-    for b in report["bundles"]:
-        name = display_name(b)
-        points = [p for p in b["sweep"] if p["kind"] == "global"]
-        op = b["operating_point"]
-        vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
-        trade.append({
-            "name": name,
-            "sweep": [{"latency": p["mean_latency_ms"], "accuracy": p["accuracy"]} for p in points],
-            "pareto": pareto_front(points),  # of the global sweep drawn here
-            "operating_point": {"latency": op["mean_latency_ms"], "accuracy": op["accuracy"]},
-            "exits": [{"latency": b["latency"][f"exit{e['exit']}"]["latency"]["median"], "accuracy": e["top1"]}
-                      for e in b["accuracy"]["exits"]],
-            "full": None if vote_acc is None else
-            {"latency": b["latency"]["full"]["latency"]["median"], "accuracy": vote_acc},
-        })
-        hist.append({"name": name, "exit_fraction": op["exit_fraction"]})
-    return trade, hist
-
-
 def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
-    """report.json, report.md and the two plots into ``out``; each file is written atomically."""
+    """report.json, report.md and, when matplotlib is installed, the two plots into ``out``; each file is written
+    atomically. Without matplotlib the PNGs are left out of ``report["files"]`` (so report.md links none);
+    ``edgekd plot report.json`` draws them later, anywhere."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trade, hist = _plot_series(report)
-    paths = {"json": out / "report.json", "markdown": out / "report.md",
-             "tradeoff": out / "tradeoff.png", "exits": out / "exits.png"}
-    tradeoff_plot(trade, paths["tradeoff"])
-    exit_histogram_plot(hist, paths["exits"])
+    paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    if matplotlib_available():
+        paths.update(plot_report(report, out))
     report["files"] = {k: p.name for k, p in paths.items()}
     atomic_write_json(paths["json"], report)
     atomic_write_text(paths["markdown"], report_markdown(report))
@@ -216,8 +187,11 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
     _label(results)
     paths = write_outputs(report, out)
     print_report(console, report)
-    console.print(f"report: {paths['json']}, {paths['markdown'].name}, {paths['tradeoff'].name}, "
-                  f"{paths['exits'].name}")
+    console.print("report: " + ", ".join([str(paths["json"])] + [p.name for k, p in paths.items() if k != "json"]),
+                  markup=False, highlight=False, soft_wrap=True)
+    if "tradeoff" not in paths:
+        console.print(f"plots skipped (matplotlib is not installed): {INSTALL}, then edgekd plot {paths['json']}",
+                      markup=False, highlight=False, soft_wrap=True)
     return report
 
 

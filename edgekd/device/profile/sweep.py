@@ -1,8 +1,8 @@
 """Accuracy per exit and per vote rule, the early-exit threshold sweep, and its Pareto front.
 
-Inputs are (E, N, K) per-exit probabilities (e.g. the stage chain's, from :func:`edgekd.device.compiler.evaluate.run_chain`)
+Inputs are (E, N, K) per-exit probabilities (e.g. the segment chain's, from :meth:`edgekd.device.chain.Chain.probs`)
 and (N,) labels. Costs are per exit and cumulative: ``costs_macs[i]`` / ``latency_ms[i]`` is what it takes to answer
-at exit ``i`` (stages 0..i). Torch-free (device side).
+at exit ``i`` (segments 0..i). Torch-free (device side).
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.core.errors import EdgekdError
+from edgekd.core.manifest import RUNNER_BACKENDS
 from edgekd.device.runners.base import Runner
 
-BACKENDS = {
+#: Where each of :data:`~edgekd.core.manifest.RUNNER_BACKENDS` is implemented (module, class), imported on demand.
+IMPLEMENTATIONS = {
     "onnxruntime": ("edgekd.device.runners.onnxruntime", "OnnxRuntimeRunner"),
     "tensorrt": ("edgekd.device.runners.tensorrt", "TensorRTRunner"),
 }
@@ -20,9 +22,9 @@ BACKENDS = {
 
 def make_runner(backend: str, path: str | Path, **options: Any) -> Runner:
     """A (not yet active) runner of ``backend`` for the graph or engine at ``path``."""
-    if backend not in BACKENDS:
-        raise EdgekdError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    module_name, class_name = BACKENDS[backend]
+    if backend not in IMPLEMENTATIONS:
+        raise EdgekdError(f"unknown backend {backend!r}; choose one of {', '.join(RUNNER_BACKENDS)}")
+    module_name, class_name = IMPLEMENTATIONS[backend]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -30,4 +32,4 @@ def make_runner(backend: str, path: str | Path, **options: Any) -> Runner:
     return getattr(module, class_name)(path, **options)
 
 
-__all__ = ["BACKENDS", "Runner", "make_runner"]
+__all__ = ["IMPLEMENTATIONS", "Runner", "make_runner"]

@@ -14,9 +14,10 @@ Three modes:
 * ``exit`` with ``exit=K``: run stages 0..K and answer from exit K (anytime inference at a fixed budget).
 
 Confidence is computed on the host from ``softmax(logits{i})`` in float32 — exactly the numbers ``edgekd build``
-fitted the thresholds on (:func:`edgekd.device.compiler.evaluate.run_chain`) — rather than read from ``conf{i}``, which is
-the same value up to rounding (and quantization, in int8 graphs), so a frame whose confidence sits exactly on a
-threshold is decided as the build decided it.
+fitted the thresholds on (both chain the segments with :class:`edgekd.device.chain.Chain`) — rather than read from
+``conf{i}``, which is the same value up to rounding (and quantization, in int8 graphs), so a frame whose confidence
+sits exactly on a threshold is decided as the build decided it. Each mode is one small step class (``_STEPS``) that
+checks its own option and runs its own network step.
 
 Temporal smoothing (``smoothing=W``, 0 < W < 1): an exponential moving average of the answer's probability vector
 over consecutive frames, ``p ← W·p_prev + (1 − W)·p_new`` (like jetson-inference's temporal smoothing of
@@ -42,14 +43,13 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import Manifest, load_manifest
 from edgekd.core.vote import VOTE_RULES, softmax, vote_scores
+from edgekd.device.chain import Chain
 from edgekd.device.runners import Runner, make_runner
 from edgekd.device.runtime.preprocess import Preprocessor
-
-MODES = ("early-exit", "full-vote", "exit")
-RUNNER_BACKEND = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
 
 
 @dataclass
@@ -80,88 +80,183 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
-class Pipeline:
-    """Frames in, :class:`Prediction` out. Build it with :meth:`from_bundle`; close it (or use ``with``)."""
+class _Step:
+    """One mode's network step: checks the one option only that mode takes (:attr:`option`), opens the runners it
+    needs and turns an (N, C, H, W) batch into a :class:`_Batch`. The attributes say what the mode uses; the
+    defaults here mean it does not use them."""
 
-    def __init__(self, manifest: Manifest, *, mode: str = "early-exit", threshold: float | None = None,
-                 exit: int | None = None, vote: str | None = None, smoothing: float | None = None,
-                 backend_options: dict | None = None):
-        n = manifest.num_exits
-        if mode not in MODES:
-            raise EdgekdError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    option: str  # the Pipeline option only this mode accepts
+    exit: int | None = None
+    vote_rule: str | None = None
+    vote_in_graph: bool = False
+    runners: list[Runner]
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.thresholds = manifest.thresholds
+
+    def __call__(self, x: np.ndarray) -> _Batch:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release every runner (idempotent)."""
+        while self.runners:
+            self.runners.pop().deactivate()
+
+
+class _ChainStep(_Step):
+    """Segments 0..last through the chain; each sample answers at the first exit whose confidence reaches its
+    threshold, the chain's last exit always (:meth:`edgekd.device.chain.Chain.early_exit`)."""
+
+    def _open(self, manifest: Manifest, last: int, decide: np.ndarray, options: dict[str, Any]) -> None:
+        self._decide = decide  # (last + 1,) float64 thresholds of the chain's exits
+        self._chain = Chain.from_manifest(manifest, last=last, **options).open()
+
+    @property
+    def runners(self) -> list[Runner]:
+        return self._chain.runners
+
+    def close(self) -> None:
+        self._chain.close()
+
+    def __call__(self, x: np.ndarray) -> _Batch:
+        t = time.perf_counter()
+        out = self._chain.early_exit(x, self._decide)
+        total_ms = (time.perf_counter() - t) * 1e3
+        return _Batch(out.probs, out.probs, out.exits, out.network_ms, total_ms - out.network_ms)
+
+
+class _EarlyExit(_ChainStep):
+    """``early-exit``: every segment, the manifest's thresholds or ``threshold`` for every exit."""
+
+    option = "threshold"
+
+    def __init__(self, manifest: Manifest, threshold: float | None, options: dict[str, Any]) -> None:
+        super().__init__(manifest)
         if threshold is not None:
             if not _is_number(threshold) or not math.isfinite(threshold) or threshold < 0:
                 raise EdgekdError(f"threshold must be a finite number >= 0 (above 1: never exit early), "
                                   f"got {threshold!r}")
-            if mode != "early-exit":
-                raise EdgekdError(f"threshold applies to mode early-exit only, not {mode}")
-        if mode == "exit":
-            if exit is None:
-                raise EdgekdError(f"mode exit needs the exit that answers (exit=K, 0 <= K < {n})")
-            if not _is_number(exit) or not 0 <= exit < n or int(exit) != exit:
-                raise EdgekdError(f"exit must be an integer in 0..{n - 1} (the bundle has {n} exits), got {exit!r}")
-        elif exit is not None:
-            raise EdgekdError(f"exit applies to mode exit only, not {mode}")
-        if vote is not None:
-            if vote not in VOTE_RULES:
-                raise EdgekdError(f"unknown vote rule {vote!r}; choose one of {', '.join(VOTE_RULES)}")
-            if mode != "full-vote":
-                raise EdgekdError(f"vote applies to mode full-vote only, not {mode}")
+            self.thresholds = [float(threshold)] * manifest.num_exits
+        self._open(manifest, manifest.num_exits - 1, np.asarray(self.thresholds, dtype=np.float64), options)
+
+
+class _Exit(_ChainStep):
+    """``exit``: segments 0..K, exit K answers."""
+
+    option = "exit"
+
+    def __init__(self, manifest: Manifest, exit: int | None, options: dict[str, Any]) -> None:
+        super().__init__(manifest)
+        n = manifest.num_exits
+        if exit is None:
+            raise EdgekdError(f"mode exit needs the exit that answers (exit=K, 0 <= K < {n})")
+        if not _is_number(exit) or not 0 <= exit < n or int(exit) != exit:
+            raise EdgekdError(f"exit must be an integer in 0..{n - 1} (the bundle has {n} exits), got {exit!r}")
+        self.exit = int(exit)
+        self._open(manifest, self.exit, np.full(self.exit + 1, np.inf), options)
+
+
+class _FullVote(_Step):
+    """``full-vote``: one call of the full graph; its ``vote`` output when it computes the rule, else the vote of
+    the ``logits{i}`` here."""
+
+    option = "vote"
+
+    def __init__(self, manifest: Manifest, vote: str | None, options: dict[str, Any]) -> None:
+        super().__init__(manifest)
+        n = self.num_exits = manifest.num_exits
+        if vote is not None and vote not in VOTE_RULES:
+            raise EdgekdError(f"unknown vote rule {vote!r}; choose one of {', '.join(VOTE_RULES)}")
+        self.vote_rule = vote or manifest.vote_rule
+        self.vote_weights: np.ndarray | None = None
+        if self.vote_rule == "weighted":
+            weights = manifest.vote_weights
+            if weights is None:
+                raise EdgekdError(f"{manifest.root}: the weighted vote needs vote weights and the manifest has none")
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
+                raise EdgekdError(f"{manifest.root}: vote weights must be {n} non-negative numbers, got {weights}")
+            self.vote_weights = w
+        in_graph = manifest.data["vote"].get("in_graph", "soft")
+        self.vote_in_graph = self.vote_rule != "hard" and self.vote_rule == in_graph
+        self._outputs = ["vote"] if self.vote_in_graph else [f"logits{i}" for i in range(n)]
+        self.runners = [make_runner(manifest.runner_backend, manifest.full_graph(), **options).activate()]
+
+    def __call__(self, x: np.ndarray) -> _Batch:
+        t = time.perf_counter()
+        out = self.runners[0].infer({"image": x}, self._outputs)
+        t1 = time.perf_counter()
+        if self.vote_in_graph:
+            probs = out["vote"].astype(np.float32, copy=False)
+            scores = probs
+        else:
+            per_exit = np.stack([softmax(out[f"logits{i}"].astype(np.float32, copy=False))
+                                 for i in range(self.num_exits)])  # (E, N, K)
+            scores = vote_scores(per_exit, self.vote_rule, self.vote_weights)
+            if self.vote_rule == "hard":
+                scores = scores / scores.sum(axis=1, keepdims=True)  # same argmax; a distribution to smooth
+                probs = per_exit.mean(axis=0)  # confidence: mean probability of the winning class
+            else:
+                probs = scores
+        exits = np.full(len(x), self.num_exits - 1, dtype=np.int64)
+        return _Batch(scores, probs, exits, (t1 - t) * 1e3, (time.perf_counter() - t1) * 1e3)
+
+
+_STEPS: dict[str, type[_Step]] = {"early-exit": _EarlyExit, "full-vote": _FullVote, "exit": _Exit}  # by RUN_MODES
+
+
+class Pipeline:
+    """Frames in, :class:`Prediction` out. Build it with :meth:`from_bundle`; close it (or use ``with``).
+
+    ``thresholds``, ``exit``, ``vote_rule`` and ``vote_in_graph`` say what the mode uses (the manifest's
+    thresholds, None and False where it does not use them); ``runners`` are the open runners.
+    """
+
+    def __init__(self, manifest: Manifest, *, mode: str = "early-exit", threshold: float | None = None,
+                 exit: int | None = None, vote: str | None = None, smoothing: float | None = None,
+                 backend_options: dict | None = None):
+        if mode not in _STEPS:
+            raise EdgekdError(f"unknown mode {mode!r}; choose one of {', '.join(RUN_MODES)}")
+        given = {"threshold": threshold, "exit": exit, "vote": vote}
+        for owner, step in _STEPS.items():
+            if owner != mode and given[step.option] is not None:
+                raise EdgekdError(f"{step.option} applies to mode {owner} only, not {mode}")
         if smoothing is not None and (not _is_number(smoothing) or not 0.0 < smoothing < 1.0):
             raise EdgekdError(f"smoothing must be a number with 0 < W < 1 (the EMA weight of the past), "
                               f"got {smoothing!r}")
-        if manifest.backend not in RUNNER_BACKEND:
-            raise EdgekdError(f"{manifest.root}: unknown backend {manifest.backend!r}")
-
         self.manifest = manifest
         self.spec = manifest.spec
         self.mode = mode
-        self.num_exits = n
+        self.num_exits = manifest.num_exits
         self.class_names = list(self.spec.class_names)
-        self.thresholds = [float(threshold)] * n if threshold is not None else manifest.thresholds
-        self.exit = int(exit) if exit is not None else None
         self.smoothing = float(smoothing) if smoothing is not None else None
-        self.backend = RUNNER_BACKEND[manifest.backend]
-        self.vote_rule = (vote or manifest.vote_rule) if mode == "full-vote" else None
-        self.vote_weights: np.ndarray | None = None
-        self.vote_in_graph = False
-        if mode == "full-vote":
-            weights = manifest.vote_weights
-            if self.vote_rule == "weighted":
-                if weights is None:
-                    raise EdgekdError(f"{manifest.root}: the weighted vote needs vote weights and the manifest "
-                                      "has none")
-                w = np.asarray(weights, dtype=np.float64)
-                if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
-                    raise EdgekdError(f"{manifest.root}: vote weights must be {n} non-negative numbers, got {weights}")
-                self.vote_weights = w
-            in_graph = manifest.data["vote"].get("in_graph", "soft")
-            self.vote_in_graph = self.vote_rule != "hard" and self.vote_rule == in_graph
-
-        # early-exit and exit chain stage graphs; the per-exit decision thresholds of the chain (last always answers)
-        if mode == "early-exit":
-            self._chain_thresholds = np.asarray(self.thresholds, dtype=np.float64)
-        elif mode == "exit":
-            self._chain_thresholds = np.full(self.exit + 1, np.inf)
+        self.backend = manifest.runner_backend
         self.preprocess = Preprocessor(self.spec)
         self._prepare_pre = Preprocessor(self.spec)  # used by prepare(), e.g. on a reader thread
-        self.runners: list[Runner] = []
-        options = dict(backend_options or {})
-        if mode == "full-vote":
-            paths = [manifest.full_graph()]
-            self._full_outputs = (["vote"] if self.vote_in_graph else [f"logits{i}" for i in range(n)])
-        else:
-            last = n - 1 if mode == "early-exit" else self.exit
-            paths = [manifest.segment_graph(i) for i in range(last + 1)]
-            self._segment_outputs = [[f"logits{i}"] + ([f"feat{i}"] if i < last else []) for i in range(last + 1)]
-        try:
-            for path in paths:
-                self.runners.append(make_runner(self.backend, path, **options).activate())
-        except BaseException:
-            self.close()
-            raise
         self._ema_scores: np.ndarray | None = None
         self._ema_probs: np.ndarray | None = None
+        step = _STEPS[mode]
+        self._step = step(manifest, given[step.option], dict(backend_options or {}))
+
+    @property
+    def runners(self) -> list[Runner]:
+        return self._step.runners
+
+    @property
+    def thresholds(self) -> list[float]:
+        return self._step.thresholds
+
+    @property
+    def exit(self) -> int | None:
+        return self._step.exit
+
+    @property
+    def vote_rule(self) -> str | None:
+        return self._step.vote_rule
+
+    @property
+    def vote_in_graph(self) -> bool:
+        return self._step.vote_in_graph
 
     @classmethod
     def from_bundle(cls, path: str | Path, *, mode: str = "early-exit", threshold: float | None = None,
@@ -174,8 +269,7 @@ class Pipeline:
     # lifecycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Release every runner (idempotent)."""
-        while self.runners:
-            self.runners.pop().deactivate()
+        self._step.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -210,7 +304,7 @@ class Pipeline:
         """Network, vote/early exit, smoothing and the answer for one preprocessed (1, C, H, W) input."""
         if not self.runners:
             raise EdgekdError("the pipeline is closed")
-        out = self._network(x)
+        out = self._step(x)
         t1 = time.perf_counter()
         scores, probs = out.scores[0], out.probs[0]
         if self.smoothing is not None:
@@ -239,7 +333,7 @@ class Pipeline:
             raise EdgekdError(f"predict_batch takes (N, {', '.join(map(str, self.spec.shape))}) inputs, got {x.shape}")
         if len(x) == 0:
             return []
-        out = self._network(x)
+        out = self._step(x)
         t1 = time.perf_counter()
         preds = [self._prediction(out.scores[j], out.probs[j], int(out.exits[j])) for j in range(len(x))]
         post_ms = out.post_ms + (time.perf_counter() - t1) * 1e3
@@ -252,55 +346,3 @@ class Pipeline:
         probs = np.asarray(probs, dtype=np.float32)
         return Prediction(label=label, class_name=self.class_names[label], confidence=float(probs[label]),
                           exit=exit_, probs=probs.copy(), mode=self.mode)
-
-    def _network(self, x: np.ndarray) -> _Batch:
-        return self._full(x) if self.mode == "full-vote" else self._chain(x)
-
-    def _chain(self, x: np.ndarray) -> _Batch:
-        """Stages 0..last on (N, C, H, W); each sample answers at the first exit whose confidence reaches its
-        threshold, the last runner's exit always."""
-        n, k = len(x), self.spec.num_classes
-        probs = np.empty((n, k), dtype=np.float32)
-        exits = np.empty(n, dtype=np.int64)
-        pending = np.arange(n)  # rows of x still without an answer
-        feed: dict[str, np.ndarray] = {"image": x}
-        net = 0.0
-        t_start = time.perf_counter()
-        last = len(self.runners) - 1
-        for i, runner in enumerate(self.runners):
-            t = time.perf_counter()
-            out = runner.infer(feed, self._segment_outputs[i])
-            net += time.perf_counter() - t
-            p = softmax(out[f"logits{i}"].astype(np.float32, copy=False))  # (M, K)
-            done = np.ones(len(p), dtype=bool) if i == last else p.max(axis=1) >= self._chain_thresholds[i]
-            if done.all():
-                probs[pending], exits[pending] = p, i
-                break
-            if done.any():
-                probs[pending[done]], exits[pending[done]] = p[done], i
-                pending = pending[~done]
-                feed = {f"feat{i}": np.ascontiguousarray(out[f"feat{i}"][~done])}
-            else:
-                feed = {f"feat{i}": out[f"feat{i}"]}
-        total = time.perf_counter() - t_start
-        return _Batch(probs, probs, exits, net * 1e3, (total - net) * 1e3)
-
-    def _full(self, x: np.ndarray) -> _Batch:
-        """One call of the full graph and the vote."""
-        t = time.perf_counter()
-        out = self.runners[0].infer({"image": x}, self._full_outputs)
-        t1 = time.perf_counter()
-        if self.vote_in_graph:
-            probs = out["vote"].astype(np.float32, copy=False)
-            scores = probs
-        else:
-            per_exit = np.stack([softmax(out[f"logits{i}"].astype(np.float32, copy=False))
-                                 for i in range(self.num_exits)])  # (E, N, K)
-            scores = vote_scores(per_exit, self.vote_rule, self.vote_weights)
-            if self.vote_rule == "hard":
-                scores = scores / scores.sum(axis=1, keepdims=True)  # same argmax; a distribution to smooth
-                probs = per_exit.mean(axis=0)  # confidence: mean probability of the winning class
-            else:
-                probs = scores
-        exits = np.full(len(x), self.num_exits - 1, dtype=np.int64)
-        return _Batch(scores, probs, exits, (t1 - t) * 1e3, (time.perf_counter() - t1) * 1e3)

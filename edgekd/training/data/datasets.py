@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import operator
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgekd.core.images import read_image
-from edgekd.core.preprocess import normalize, resize_to_spec, to_spec_channels
+from edgekd.core.labelled import decode_image
+from edgekd.core.preprocess import normalize, resize_to_spec
 from edgekd.core.spec import InputSpec
 from edgekd.training.data.transforms import TrainAugment
 
@@ -74,8 +73,8 @@ class ArrayDataset(SpecDataset):
 
 
 class FileDataset(SpecDataset):
-    """Image files decoded lazily with OpenCV (BGR → spec channels); train augmentation starts from the
-    full decoded image for large inputs (random-resized-crop) and from the spec-size image for small ones."""
+    """Image files decoded lazily by the core reader (as stored, BGR → spec channels); train augmentation starts
+    from the full decoded image for large inputs (random-resized-crop) and from the spec-size image for small ones."""
 
     def __init__(self, paths: list[str], labels: np.ndarray, spec: InputSpec,
                  augment: TrainAugment | None = None) -> None:
@@ -84,7 +83,7 @@ class FileDataset(SpecDataset):
 
     def decode(self, i: int) -> np.ndarray:
         """(H0, W0, C) uint8 in spec channels at the file's own size; unreadable → DataError naming the file."""
-        return to_spec_channels(read_image(self.paths[self._index(i)], cv2.IMREAD_COLOR), self.spec.channels, bgr=True)
+        return decode_image(self.paths[self._index(i)], self.spec.channels)
 
     def raw(self, i: int) -> np.ndarray:
         return resize_to_spec(self.decode(i), self.spec)

@@ -1,4 +1,5 @@
-"""ImageFolder trees: listing class folders, validating every file up front, decoding with OpenCV.
+"""ImageFolder layouts for training on top of the core listing (:func:`edgekd.core.labelled.list_class_tree`), and
+the up-front validation of every file that ``--skip-bad`` turns from an error into a list of skipped files.
 
 Layouts: ``root/train/<class>/*`` with ``root/val/<class>/*`` (or ``root/test/``) as the test split, or a single
 tree ``root/<class>/*`` (also ``root/train/`` alone) whose test split is carved with the seed.
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edgekd.core.errors import DataError
-from edgekd.core.images import is_image_file, read_image
+from edgekd.core.images import read_image
+from edgekd.core.labelled import FileList, list_class_tree
 
 TEST_DIRS = ("val", "test")
 
@@ -38,61 +40,6 @@ def find_unreadable(paths: list[str]) -> list[str]:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             ok = list(pool.map(is_readable, paths, chunksize=64))
     return [p for p, good in zip(paths, ok) if not good]
-
-
-def _visible_dirs(path: Path) -> list[str]:
-    """Sorted names of the non-hidden subdirectories of ``path``."""
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-
-
-def _image_files(folder: Path) -> list[str]:
-    """Sorted image files under ``folder`` (recursive, hidden entries skipped)."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and is_image_file(name):
-                found.append(os.path.join(dirpath, name))
-    return sorted(found)
-
-
-@dataclass
-class FileList:
-    """Image paths with their int64 labels, shape (N,)."""
-
-    paths: list[str] = field(default_factory=list)
-    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, indices: np.ndarray) -> FileList:
-        """The entries at ``indices``, in that order."""
-        return FileList([self.paths[i] for i in indices], self.labels[indices])
-
-
-def list_tree(tree: Path, classes: list[str] | None = None) -> tuple[list[str], FileList]:
-    """List ``tree/<class>/*``. With ``classes`` (the train classes) every folder must be one of them.
-
-    Returns (class names, files); an empty class folder is a ``DataError`` naming it.
-    """
-    names = _visible_dirs(tree)
-    if not names:
-        raise DataError(f"no class folders in {tree}")
-    if classes is None:
-        classes = names
-    index = {c: i for i, c in enumerate(classes)}
-    paths: list[str] = []
-    labels: list[int] = []
-    for name in names:
-        if name not in index:
-            raise DataError(f"class folder {tree / name} is not one of the train classes")
-        found = _image_files(tree / name)
-        if not found:
-            raise DataError(f"class folder has no images: {tree / name}")
-        paths += found
-        labels += [index[name]] * len(found)
-    return classes, FileList(paths, np.asarray(labels, dtype=np.int64))
 
 
 def drop_unreadable(files: FileList, skip_bad: bool, skipped: list[str]) -> FileList:
@@ -134,10 +81,12 @@ def scan_folder(root: str | Path, skip_bad: bool = False) -> FolderScan:
         raise DataError(f"data path not found: {root}")
     train_dir = root / "train" if (root / "train").is_dir() else root
     test_name = next((d for d in TEST_DIRS if train_dir != root and (root / d).is_dir()), None)
-    classes, train = list_tree(train_dir)
+    classes, train = list_class_tree(train_dir)
     if len(classes) < 2:
         raise DataError(f"need at least 2 class folders in {train_dir}, found {len(classes)}")
-    test = list_tree(root / test_name, classes)[1] if test_name else None
+    test = None
+    if test_name:
+        test = list_class_tree(root / test_name, classes, known_as="among the train classes")[1]
     skipped: list[str] = []
     train = drop_unreadable(train, skip_bad, skipped)
     check_classes_nonempty(train, train_dir, classes)

@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from edgekd.core.preprocess import resize_to_spec, to_spec_channels
+from edgekd.core.labelled import FileList, fit_images
 from edgekd.core.spec import InputSpec
 from edgekd.training.data.datasets import ArrayDataset, FileDataset
-from edgekd.training.data.folder import FileList
-from edgekd.training.data.sources import ArrayPool, RawSource, open_source
+from edgekd.training.data.sources import ArrayPool, RawSource, open_raw_source
 from edgekd.training.data.specs import array_stats, check_channels, image_stats, parse_size, resize_policy
 from edgekd.training.data.split import SplitInfo, carve_validation
 from edgekd.training.data.transforms import TrainAugment
@@ -34,18 +33,10 @@ class LoadedData:
     skipped: list[str] = field(default_factory=list)
 
 
-def fit_images(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(N, H0, W0, C0) uint8 → (N, H, W, C) uint8: ``resize_to_spec(to_spec_channels(img), spec)`` per image."""
-    n, h0, w0, c0 = images.shape
-    # Colour conversion is per pixel, so converting the stacked (N*H0, W0, C0) image equals converting each image.
-    conv = to_spec_channels(images.reshape(n * h0, w0, c0), spec.channels).reshape(n, h0, w0, spec.channels)
-    if spec.resize == "stretch" and (h0, w0) == (spec.height, spec.width):
-        out = np.ascontiguousarray(conv)
-    else:
-        out = np.empty((n, spec.height, spec.width, spec.channels), dtype=np.uint8)
-        for i in range(n):
-            out[i] = resize_to_spec(conv[i], spec)
-    out.flags.writeable = False  # shared by the train and val datasets
+def _shared_pool(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(N, H0, W0, C0) uint8 → read-only (N, H, W, C) uint8 at spec size, shared by the train and val datasets."""
+    out = fit_images(images, spec)
+    out.flags.writeable = False
     return out
 
 
@@ -59,14 +50,14 @@ def _array_datasets(raw: RawSource, spec: InputSpec, split: SplitInfo,
     """In-memory sources: resize once to spec size, exact train-part stats, datasets sharing the pool."""
     assert isinstance(raw.train, ArrayPool)
     train_idx = split.train_indices()
-    pool = fit_images(raw.train.images, spec)  # (N, H, W, C) uint8
+    pool = _shared_pool(raw.train.images, spec)  # (N, H, W, C) uint8
     spec = _with_stats(spec, array_stats(pool, train_idx))
     aug = TrainAugment(spec, hflip) if hflip is not None else None
     train = ArrayDataset(pool, raw.train.labels, train_idx, spec, aug)
     val = ArrayDataset(pool, raw.train.labels, split.val_indices, spec)
     test = None
     if isinstance(raw.test, ArrayPool):
-        test = ArrayDataset(fit_images(raw.test.images, spec), raw.test.labels, None, spec)
+        test = ArrayDataset(_shared_pool(raw.test.images, spec), raw.test.labels, None, spec)
     return spec, train, val, test
 
 
@@ -96,7 +87,7 @@ def load_data(source: str = "digits", *, root: str | None = None, image_size: in
     The validation set is carved from the train pool with ``seed``; mean/std are computed on the train part.
     ``hflip=None`` flips in augmentation except for digits. Nothing is downloaded unless ``download=True``.
     """
-    raw = open_source(source, root=root, download=download, seed=seed, skip_bad=skip_bad)
+    raw = open_raw_source(source, root=root, download=download, seed=seed, skip_bad=skip_bad)
     height, width = parse_size(image_size, raw.size)
     channels = check_channels(raw.channels if channels is None else channels)
     policy, crop_ratio = resize_policy(height, width, resize, raw.kind == "folder")

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.core.errors import DataError
-from edgekd.training.data.folder import FileList, scan_folder
-from edgekd.training.data.npz import looks_like_npz, npz_paths, read_npz
+from edgekd.core.labelled import FileList, is_npz_source, npz_paths, read_npz, read_npz_classes
+from edgekd.training.data.folder import scan_folder
 from edgekd.training.data.split import holdout_split
 
 TEST_FRACTION = 0.2  # test share of sources without their own test split (digits, single-tree folders)
@@ -87,15 +87,17 @@ def _cifar(kind: str, root: str | None, download: bool) -> RawSource:
 
 
 def _npz(source: str) -> RawSource:
+    """Archive part(s) with x_train/y_train, x_test/y_test (may be empty) and classes, via the core reader."""
     paths = npz_paths(source)
-    data = read_npz(paths)
-    if len(data.x_train) == 0:
+    classes = read_npz_classes(paths)
+    x_train, y_train = read_npz(paths, ("x_train",), num_classes=len(classes))  # (N, H, W, C) uint8, (N,) int64
+    x_test, y_test = read_npz(paths, ("x_test",), num_classes=len(classes))  # (M, H, W, C) uint8, (M,) int64
+    if len(x_train) == 0:
         raise DataError(f"no training images in {', '.join(paths)}")
-    test = ArrayPool(data.x_test, data.y_test) if len(data.y_test) else None
-    channels = 1 if data.x_train.shape[3] == 1 else 3
-    size = (int(data.x_train.shape[1]), int(data.x_train.shape[2]))
-    return RawSource("npz", data.classes, ArrayPool(data.x_train, data.y_train), test, size, channels, True,
-                     {"paths": paths})
+    test = ArrayPool(x_test, y_test) if len(y_test) else None
+    channels = 1 if x_train.shape[3] == 1 else 3
+    size = (int(x_train.shape[1]), int(x_train.shape[2]))
+    return RawSource("npz", classes, ArrayPool(x_train, y_train), test, size, channels, True, {"paths": paths})
 
 
 def _folder(root: str, seed: int, skip_bad: bool) -> RawSource:
@@ -109,7 +111,7 @@ def _folder(root: str, seed: int, skip_bad: bool) -> RawSource:
     return RawSource("folder", scan.classes, train, test, (224, 224), 3, True, info, scan.skipped)
 
 
-def open_source(source: str, *, root: str | None, download: bool, seed: int, skip_bad: bool) -> RawSource:
+def open_raw_source(source: str, *, root: str | None, download: bool, seed: int, skip_bad: bool) -> RawSource:
     """Dispatch on ``source``: a named source, an existing directory, or npz file(s)."""
     source = str(source)
     if source == "digits":
@@ -122,7 +124,7 @@ def open_source(source: str, *, root: str | None, download: bool, seed: int, ski
         return _folder(root, seed, skip_bad)
     if Path(source).is_dir():
         return _folder(source, seed, skip_bad)
-    if looks_like_npz(source):
+    if is_npz_source(source):
         return _npz(source)
     if Path(source).exists():
         raise DataError(f"unsupported data file (expected .npz): {source}")

@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from torch import Tensor
 
 from edgekd.core.errors import ConfigError
+from edgekd.training.config import METHOD_TERMS, OBJECTIVE_DEFAULTS
 from edgekd.training.distill.losses import cross_entropy, hint_l2, kd_kl
-
-DEFAULTS = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,10 @@ class Objective:
     all_exits: bool
     uses_teacher: bool
     self_distill: bool
-    temperature: float = DEFAULTS["temperature"]
-    alpha: float = DEFAULTS["alpha"]
-    beta: float = DEFAULTS["beta"]
-    hint_weight: float = DEFAULTS["hint_weight"]
+    temperature: float = OBJECTIVE_DEFAULTS["temperature"]
+    alpha: float = OBJECTIVE_DEFAULTS["alpha"]
+    beta: float = OBJECTIVE_DEFAULTS["beta"]
+    hint_weight: float = OBJECTIVE_DEFAULTS["hint_weight"]
 
     @property
     def needs_teacher(self) -> bool:
@@ -45,7 +44,7 @@ class Objective:
 
     def hparams(self) -> dict[str, float]:
         """The hyper-parameters that matter for this method (recorded in checkpoints)."""
-        d = {k: v for k, v in asdict(self).items() if k in DEFAULTS}
+        d = {k: v for k, v in asdict(self).items() if k in OBJECTIVE_DEFAULTS}
         if not self.uses_teacher:
             d.pop("alpha")
         if not self.self_distill:
@@ -77,12 +76,7 @@ class Objective:
         return terms
 
 
-METHODS: dict[str, Objective] = {
-    "ce": Objective("ce", all_exits=False, uses_teacher=False, self_distill=False),
-    "kd": Objective("kd", all_exits=False, uses_teacher=True, self_distill=False),
-    "byot": Objective("byot", all_exits=True, uses_teacher=False, self_distill=True),
-    "tskd": Objective("tskd", all_exits=True, uses_teacher=True, self_distill=True),
-}
+METHODS: dict[str, Objective] = {name: Objective(name, **terms) for name, terms in METHOD_TERMS.items()}
 
 
 def build_objective(method: str, **hparams: float | None) -> Objective:
@@ -90,7 +84,7 @@ def build_objective(method: str, **hparams: float | None) -> Objective:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     given = {k: float(v) for k, v in hparams.items() if v is not None}
-    unknown = set(given) - set(DEFAULTS)
+    unknown = set(given) - set(OBJECTIVE_DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown hyper-parameters for {method}: {sorted(unknown)}")
     obj = replace(METHODS[method], **given)

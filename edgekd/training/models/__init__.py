@@ -7,8 +7,8 @@ registered :class:`MultiExitNet` (see :func:`list_models`) or a ``torchvision:NA
 from __future__ import annotations
 
 from edgekd.training.models.multi_exit import ExitInfo, MultiExitNet, MultiExitOutput
-from edgekd.training.models.registry import create_model, list_models, register_model
-from edgekd.training.models.teacher import build_teacher, freeze
+from edgekd.training.models.registry import build_teacher, create_model, list_models, register_model
+from edgekd.training.models.teacher import freeze
 
 # Importing the backbone modules registers their builders.
 from edgekd.training.models import cifar_resnet as _cifar_resnet  # noqa: E402,F401  isort: skip

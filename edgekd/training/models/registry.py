@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 
 from edgekd.core.errors import ConfigError
+from edgekd.training.models.teacher import freeze, load_state_dict_file, torchvision_builder
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -68,8 +70,6 @@ def _lookup(name: str) -> Builder:
     if not isinstance(name, str):
         raise ConfigError(f"model name must be a string, got {name!r}")
     if name.startswith(TORCHVISION_PREFIX):
-        from edgekd.training.models.teacher import torchvision_builder
-
         return torchvision_builder(name[len(TORCHVISION_PREFIX):])
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())} "
@@ -89,3 +89,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         saved["exits"] = [e.stage for e in model.exit_info]
     model.build_args = {"name": name, "kwargs": _json_safe(saved)}
     return model
+
+
+def build_teacher(name: str, *, num_classes: int, in_chans: int, input_size: tuple[int, int],
+                  weights: str | Path | None = None) -> nn.Module:
+    """Registered model or ``torchvision:NAME``, optionally loaded from a plain state_dict file, then frozen."""
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "input_size": input_size}
+    model = create_model(name, **kwargs)
+    if weights is not None:
+        load_state_dict_file(model, weights)
+    return freeze(model)

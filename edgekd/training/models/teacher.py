@@ -9,7 +9,7 @@ per-stage export). Grayscale input (``in_chans == 1``) is repeated to 3 channels
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torchvision
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from edgekd.core.errors import ConfigError
 from edgekd.training.models.assembly import check_common
 from edgekd.training.models.multi_exit import MultiExitOutput
+from edgekd.training.weights import safe_torch_load
 
 
 class TorchvisionTeacher(nn.Module):
@@ -69,10 +70,8 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def _load_state_dict(model: nn.Module, path: str | Path) -> None:
+def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
     """Load a plain state_dict file (strict); any problem is a ConfigError naming the file."""
-    from edgekd.training.checkpoint import safe_torch_load
-
     path = Path(path)
     state = safe_torch_load(path, ConfigError, "teacher weights")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -86,15 +85,3 @@ def _load_state_dict(model: nn.Module, path: str | Path) -> None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         detail = lines[1] if len(lines) > 1 else lines[0]  # line 0 is "Error(s) in loading state_dict for ..."
         raise ConfigError(f"teacher weights {path} do not fit the model: {detail[:200]}") from None
-
-
-def build_teacher(name: str, *, num_classes: int, in_chans: int, input_size: tuple[int, int],
-                  weights: str | Path | None = None) -> nn.Module:
-    """Registered model or ``torchvision:NAME``, optionally loaded from a plain state_dict file, then frozen."""
-    from edgekd.training.models.registry import create_model
-
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans, "input_size": input_size}
-    model = create_model(name, **kwargs)
-    if weights is not None:
-        _load_state_dict(model, weights)
-    return freeze(model)

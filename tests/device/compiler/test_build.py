@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.device.compiler import BuildError, build_bundle
-from edgekd.device.compiler import evaluate as ev
 from edgekd.cli import app
 from edgekd.core.early_exit import simulate
 from edgekd.core.manifest import load_manifest
+from edgekd.device.chain import Chain, full_probs
+from edgekd.device.compiler import BuildError, build_bundle
 from tests.helpers import assert_cli_runs_without_torch
 
 
@@ -36,11 +36,8 @@ def _val(m):
 
 def _chain(m):
     images, _ = _val(m)
-    runners = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
-    try:
-        return ev.run_chain(runners, images, m.spec)
-    finally:
-        ev.close_runners(runners)
+    with Chain.from_manifest(m) as chain:
+        return chain.probs(images, m.spec)
 
 
 def test_int8_keeps_every_exit_within_max_drop(int8_bundle):
@@ -50,9 +47,7 @@ def test_int8_keeps_every_exit_within_max_drop(int8_bundle):
     assert ver["max_drop"] <= 1.0 and len(ver["rows"]) == m.num_exits + 1
     # the stored verification is real: recompute exit top-1 from the built full graph
     images, labels = _val(m)
-    runner = ev.open_runners("onnxruntime", [m.full_graph()])[0]
-    probs = ev.run_full(runner, images, m.spec, m.num_exits)
-    runner.deactivate()
+    probs = full_probs("onnxruntime", m.full_graph(), images, m.spec, m.num_exits)
     for i, row in enumerate(ver["rows"][:-1]):
         assert row["built_top1"] == pytest.approx(100 * np.mean(probs[i].argmax(1) == labels))
     # the graphs really are quantized, with uint8 activations for ONNX Runtime
@@ -67,7 +62,7 @@ def test_int8_keeps_every_exit_within_max_drop(int8_bundle):
 def test_int8_stage_chain_matches_full_graph_within_tolerance(int8_bundle, tiny_bundle):
     m = load_manifest(int8_bundle)
     images, _ = _val(m)
-    full = ev.run_full(ev.open_runners("onnxruntime", [m.full_graph()])[0], images, m.spec, m.num_exits)
+    full = full_probs("onnxruntime", m.full_graph(), images, m.spec, m.num_exits)
     chain = _chain(m)
     agreement = np.mean(full.argmax(2) == chain.argmax(2))
     assert agreement >= 0.97 and np.abs(full - chain).max() < 0.25

@@ -8,13 +8,12 @@ import warnings
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-from edgekd.device.runners.onnxruntime import create_session
 import pytest
 from onnx import TensorProto
 
-from edgekd.device.compiler.fp16 import convert_fp16
 from edgekd.core.errors import EdgekdError
+from edgekd.device.compiler.fp16 import convert_fp16
+from edgekd.device.runners.onnxruntime import create_session
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-
-from edgekd.device.runners.onnxruntime import create_session
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from edgekd.core.errors import EdgekdError
+from edgekd.core.manifest import RUNNER_BACKENDS, sha256_file
 from edgekd.device.compiler import calibration
 from edgekd.device.compiler.calibration import CALIB_METHODS, CalibrationCache, calibrate, compute_ranges, data_sha256
-from edgekd.device.compiler.quantize import QDQ_BACKENDS, preprocess_for_quantization, quantize_qdq
-from edgekd.core.errors import EdgekdError
-from edgekd.core.manifest import sha256_file
+from edgekd.device.compiler.quantize import preprocess_for_quantization, quantize_qdq
+from edgekd.device.runners.onnxruntime import create_session
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -394,7 +393,7 @@ def _with_confidence(net: dict, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("target", QDQ_BACKENDS)
+@pytest.mark.parametrize("target", RUNNER_BACKENDS)
 def test_logits_confidences_and_vote_stay_float(net, tmp_path, target):
     src = _with_confidence(net, tmp_path / "conf.onnx")
     pre = preprocess_for_quantization(src, tmp_path / "conf.pre.onnx")
@@ -510,4 +509,4 @@ def test_user_errors(net, tmp_path):
             call()
         assert "\n" not in str(info.value)
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "p.onnx").exists()
-    assert set(QDQ_BACKENDS) == {"onnxruntime", "tensorrt"}
+    assert set(RUNNER_BACKENDS) == {"onnxruntime", "tensorrt"}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgekd.device.compiler.targets import DeviceTarget, list_targets, load_target
 from edgekd.core.errors import ConfigError
+from edgekd.device.compiler.targets import DeviceTarget, list_targets, load_target
 
 SHIPPED = ["agx-orin", "agx-xavier", "jetson-nano", "jetson-tx2", "orin-nano", "orin-nx", "x86-cpu", "xavier-nx"]
 

@@ -13,12 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.device.compiler import tensorrt as trt_build
-from edgekd.device.compiler.targets import load_target
-from edgekd.device.compiler.tensorrt import (build_engine, detect_device, engine_is_fresh, engine_name, sanitize_device,
-                                   sidecar_path, tensorrt_available, use_implicit_calibrator, write_engine_sidecar)
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
+from edgekd.device.compiler import tensorrt as trt_build
+from edgekd.device.compiler.targets import load_target
+from edgekd.device.compiler.tensorrt import (
+    build_engine,
+    detect_device,
+    engine_is_fresh,
+    engine_name,
+    sanitize_device,
+    sidecar_path,
+    tensorrt_available,
+    use_implicit_calibrator,
+    write_engine_sidecar,
+)
 from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
 
 SHA = "0123456789abcdef" * 4

@@ -7,15 +7,15 @@ import json
 import shutil
 
 import cv2
-
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.device.compiler import build_bundle
-from edgekd.device.compiler import evaluate as ev
 from edgekd.cli import app
 from edgekd.core.manifest import load_manifest
+from edgekd.core.vote import softmax
+from edgekd.device.chain import Chain, full_probs
+from edgekd.device.compiler import build_bundle
 from edgekd.device.profile.energy import find_rails
 from edgekd.device.profile.profiler import profile_bundle
 from edgekd.device.runtime.preprocess import Preprocessor
@@ -104,9 +104,7 @@ def test_report_files_markdown_and_plots(report_dir, report):
 
 def _independent_accuracy(m, images, labels, got):
     """Count top-1/top-5 hits of the full graph on ``images`` here, and compare with the report's figures."""
-    runner = ev.open_runners("onnxruntime", [m.full_graph()])[0]
-    probs = ev.run_full(runner, images, m.spec, m.num_exits)
-    runner.deactivate()
+    probs = full_probs("onnxruntime", m.full_graph(), images, m.spec, m.num_exits)
     for i in range(m.num_exits):
         assert got[i]["top1"] == pytest.approx(100 * np.mean(probs[i].argmax(1) == labels))
         top5 = np.argsort(-probs[i], axis=1)[:, :5]
@@ -207,13 +205,9 @@ def test_early_exit_fractions_equal_an_independent_simulation(bundles):
     got = time_mode(bundles["int8"], frames, "early-exit", iterations=len(frames), warmup_s=0.0)
     pre = Preprocessor(m.spec)
     x = np.concatenate([pre(fr).copy() for fr in frames])  # (N, C, H, W)
-    stages = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
-    probs, feed = [], {"image": x}
-    for i, r in enumerate(stages):
-        out = r.infer(feed)
-        probs.append(ev.softmax(out[f"logits{i}"].astype(np.float32)))
-        feed = {f"feat{i}": out.get(f"feat{i}")}
-    ev.close_runners(stages)
+    with Chain.from_manifest(m) as chain:
+        out = chain.run(x)
+    probs = [softmax(out[f"logits{i}"].astype(np.float32)) for i in range(m.num_exits)]
     expected = simulate(np.stack(probs), m.thresholds, [e["macs"] for e in m.exits], labels)
     assert got["exit_fraction"] == pytest.approx(expected.exit_fraction)
 
@@ -277,9 +271,8 @@ def test_write_thresholds_fits_on_data_when_given(bundles, tmp_path):
     m = load_manifest(copy)
     with np.load(m.file("val_sample")) as f:
         images = f["images"]
-    chain = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
-    p_chain = ev.run_chain(chain, images, m.spec)
-    ev.close_runners(chain)
+    with Chain.from_manifest(m) as chain:
+        p_chain = chain.probs(images, m.spec)
     target = p_chain[0].argmax(1)
     np.savez(tmp_path / "d.npz", images=images, labels=target)
     on_val, src_val = write_thresholds(copy, target_drop=0.0)
@@ -291,6 +284,42 @@ def test_write_thresholds_fits_on_data_when_given(bundles, tmp_path):
     assert simulate(p_chain, on_data, macs, target).exit_fraction[0] == 1.0
     assert simulate(p_chain, on_val, macs, target).exit_fraction[0] < 1.0
 
+
+
+def test_plot_command_redraws_the_plots_of_a_profile_report(report_dir, report, tmp_path):
+    """`edgekd plot` on the report.json of a real profile run draws, from that file alone, the very PNGs the
+    profile wrote (so a report made on a device without matplotlib can be plotted elsewhere)."""
+    result = CliRunner().invoke(app, ["plot", str(report_dir / "report.json"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(tmp_path / "tradeoff.png"), str(tmp_path / "exits.png")]
+    for name in ("tradeoff.png", "exits.png"):
+        assert (tmp_path / name).read_bytes() == (report_dir / name).read_bytes()
+
+
+def test_profile_without_matplotlib_writes_the_report_and_says_how_to_plot(bundles, tmp_path):
+    """``sys.modules['matplotlib'] = None`` makes ``import matplotlib`` raise ImportError, as on a device without
+    the plots extra: report.json and report.md are written, no PNG, and one line says how to get them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "r"
+    args = ["profile", str(bundles["int8"]), "--out", str(out), "--iterations", "3", "--warmup", "0", "--batch", "1",
+            "--frame-size", "64x48"]
+    code = ("import sys\nsys.modules['matplotlib'] = None\n"
+            "from typer.testing import CliRunner\nfrom edgekd.cli import app\n"
+            f"r = CliRunner().invoke(app, {args!r})\nprint(r.exit_code)\nprint(r.output)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "0", proc.stdout[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["files"] == {"json": "report.json", "markdown": "report.md"}
+    md = (out / "report.md").read_text()
+    assert "## Summary" in md and ".png" not in md
+    hints = [line for line in proc.stdout.splitlines() if "edgekd plot" in line]
+    assert len(hints) == 1 and "pip install 'edgekd[plots]'" in hints[0] and str(out / "report.json") in hints[0]
 
 
 def test_profile_never_imports_torch(bundles, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.device.compiler.evaluate import close_runners, open_runners, run_chain
 from edgekd.core.early_exit import NEVER, fit_thresholds, simulate
+from edgekd.device.chain import Chain
 from edgekd.device.profile.sweep import accuracy_table, pareto_front, sweep
 
 
@@ -19,11 +19,8 @@ def chained(tiny_bundle, tmp_path_factory):
     m = build_bundle(tiny_bundle, precision="fp32", backend="onnxruntime", out=out, cache_dir=None)
     with np.load(m.file("val_sample")) as f:
         images, labels = f["images"], f["labels"]
-    runners = open_runners("onnxruntime", [m.segment_graph(i) for i in range(m.num_exits)])
-    try:
-        probs = run_chain(runners, images, m.spec)
-    finally:
-        close_runners(runners)
+    with Chain.from_manifest(m) as chain:
+        probs = chain.probs(images, m.spec)
     return m, probs, labels
 
 

@@ -43,3 +43,11 @@ def test_bad_backend_and_missing_or_broken_graph(tmp_path, add_one):
     bad.write_bytes(b"garbage")
     with pytest.raises(EdgekdError, match="cannot load"):
         make_runner("onnxruntime", bad).activate()
+
+
+def test_every_runner_backend_has_one_implementation():
+    """The runner registry and the manifest's list of runner backends name the same backends, in the same order."""
+    from edgekd.core.manifest import RUNNER_BACKENDS
+    from edgekd.device.runners import IMPLEMENTATIONS
+
+    assert tuple(IMPLEMENTATIONS) == RUNNER_BACKENDS

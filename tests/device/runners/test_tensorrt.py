@@ -13,13 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available
 from edgekd.core.errors import EdgekdError
+from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available
 from edgekd.device.runners import make_runner
 from edgekd.device.runners.tensorrt import TensorRTRunner, _sidecar_dla_core
 from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
-
-
 
 
 # -- everywhere --------------------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekd.device.compiler import build_bundle
-from edgekd.device.compiler import evaluate as ev
-from edgekd.core.early_exit import simulate
+from edgekd.core.early_exit import RUN_MODES, simulate
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import load_manifest
 from edgekd.core.vote import vote, vote_scores
-from edgekd.device.runtime.pipeline import MODES, Pipeline, Prediction
+from edgekd.device.chain import Chain, full_probs
+from edgekd.device.compiler import build_bundle
+from edgekd.device.runtime.pipeline import Pipeline, Prediction
 
 
 @pytest.fixture(scope="module")
@@ -55,22 +55,14 @@ def chain_probs(bundle: Path, last: int | None = None) -> np.ndarray:
     """(E, N, K) probabilities of the chained stage graphs, computed independently (one image per call)."""
     m = load_manifest(bundle)
     images, _ = val(bundle)
-    n = m.num_exits if last is None else last + 1
-    runners = ev.open_runners("onnxruntime", [m.segment_graph(i) for i in range(n)])
-    try:
-        return ev.run_chain(runners, images, m.spec, batch=1)
-    finally:
-        ev.close_runners(runners)
+    with Chain.from_manifest(m, last=last) as chain:
+        return chain.probs(images, m.spec, batch=1)
 
 
-def full_probs(bundle: Path) -> np.ndarray:
+def full_graph_probs(bundle: Path) -> np.ndarray:
     m = load_manifest(bundle)
     images, _ = val(bundle)
-    runner = ev.open_runners("onnxruntime", [m.full_graph()])[0]
-    try:
-        return ev.run_full(runner, images, m.spec, m.num_exits)
-    finally:
-        runner.deactivate()
+    return full_probs("onnxruntime", m.full_graph(), images, m.spec, m.num_exits)
 
 
 def run_all(pipe: Pipeline, frames: list[np.ndarray]) -> list[Prediction]:
@@ -148,7 +140,7 @@ def test_full_vote_equals_the_vote_of_the_full_graph(built, precision, rule):
         # the manifest's in-graph rule is soft: the graph's vote output answers it, the others are voted here
         assert pipe.vote_in_graph == (effective == m.data["vote"]["in_graph"] and effective != "hard")
         preds = run_all(pipe, frames_of(images))
-    probs = full_probs(bundle)  # (E, N, K)
+    probs = full_graph_probs(bundle)  # (E, N, K)
     weights = m.vote_weights if effective == "weighted" else None
     expected = vote(probs, effective, weights)
     assert np.array_equal([p.label for p in preds], expected)
@@ -173,11 +165,7 @@ def test_hard_vote_differs_from_soft_where_the_exits_disagree(built):
     noisy = [np.clip(img.astype(np.int16) + rng.integers(-90, 90, img.shape), 0, 255).astype(np.uint8)
              for img in images[:200]]
     m = load_manifest(bundle)
-    runner = ev.open_runners("onnxruntime", [m.full_graph()])[0]
-    try:
-        nprobs = ev.run_full(runner, np.stack(noisy), m.spec, m.num_exits)
-    finally:
-        runner.deactivate()
+    nprobs = full_probs("onnxruntime", m.full_graph(), np.stack(noisy), m.spec, m.num_exits)
     with Pipeline.from_bundle(bundle, mode="full-vote", vote="hard") as pipe:
         got = np.array([pipe(img[:, :, 0]).label for img in noisy])
     assert np.array_equal(got, vote(nprobs, "hard"))
@@ -202,7 +190,7 @@ def test_exit_mode_answers_from_exit_k_with_stages_0_to_k(built, k):
 def _two_digits(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
     """Two val images of different classes that the full vote answers confidently and correctly."""
     images, labels = val(bundle)
-    probs = full_probs(bundle).mean(axis=0)
+    probs = full_graph_probs(bundle).mean(axis=0)
     ok = (probs.argmax(axis=1) == labels) & (probs.max(axis=1) > 0.9)
     first = int(np.flatnonzero(ok)[0])
     second = int(np.flatnonzero(ok & (labels != labels[first]))[0])
@@ -305,7 +293,7 @@ def test_bad_options_raise_one_line_errors(built, options, match):
 
 
 def test_modes_and_missing_bundle_and_weighted_vote_without_weights(tiny_bundle, tmp_path):
-    assert MODES == ("early-exit", "full-vote", "exit")
+    assert RUN_MODES == ("early-exit", "full-vote", "exit")
     with pytest.raises(EdgekdError, match="not found"):
         Pipeline.from_bundle(tmp_path / "nowhere")
     copy = tmp_path / "noweights"

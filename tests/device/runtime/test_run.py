@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.device.compiler import build_bundle
-from edgekd.device.compiler import evaluate as ev
 from edgekd.cli import app
 from edgekd.core.manifest import load_manifest
 from edgekd.core.preprocess import preprocess
 from edgekd.core.vote import softmax, vote
+from edgekd.device.compiler import build_bundle
+from edgekd.device.runners import make_runner
 from edgekd.device.runtime import app as run_app
 from edgekd.device.runtime.app import RunOptions, run_stream
 from edgekd.device.runtime.sources import open_source
@@ -90,9 +90,8 @@ def test_full_vote_on_image_folder_equals_full_graph_vote(built, frames, tmp_pat
     assert summary["frames"] == N_FRAMES
     m = load_manifest(built)
     x = np.stack([preprocess(f, m.spec, bgr=True) for f in frames])  # (N, C, H, W)
-    runner = ev.open_runners("onnxruntime", [m.full_graph()])[0]
-    out = runner.infer({"image": x})
-    runner.deactivate()
+    with make_runner("onnxruntime", m.full_graph()) as runner:
+        out = runner.infer({"image": x})
     probs = np.stack([softmax(out[f"logits{i}"]) for i in range(m.num_exits)])
     expected = vote(probs, m.vote_rule, np.asarray(m.vote_weights) if m.vote_weights else None)
     assert [r["label"] for r in _records(jsonl)] == expected.tolist()

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from edgekd.training.models import create_model
 from edgekd.device.runners.onnxruntime import create_session
+from edgekd.training.models import create_model
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from edgekd.core.errors import ConfigError
-from edgekd.training.models import build_teacher, create_model, freeze, list_models, register_model
-from edgekd.training.models import registry
+from edgekd.training.models import build_teacher, create_model, freeze, list_models, register_model, registry
 from edgekd.training.models.teacher import TorchvisionTeacher
 
 REQUIRED = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "cifar_resnet18", "cifar_resnet34",
