@@ -16,17 +16,26 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from edgekd import quickstart as qs
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
 from edgekd.core.vote import VOTE_RULES
-from edgekd.device.compiler.choices import BACKEND_AUTO, CALIB_CHOICES, COSTS
-from edgekd.training.config import METHOD_TERMS, OBJECTIVE_DEFAULTS, SCHEDULES, TrainConfig
+from edgekd.device import options as dev
+from edgekd.device.options import BACKEND_AUTO, CALIB_CHOICES, COSTS, DISPLAYS
+from edgekd.training.config import (
+    EXPORT_CALIB_SIZE,
+    EXPORT_OPSET,
+    EXPORT_VAL_SIZE,
+    METHOD_TERMS,
+    OBJECTIVE_DEFAULTS,
+    SCHEDULES,
+    TrainConfig,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgekd: train multi-exit TSKD students and deploy them to edge devices.")
 console = Console()
-REPORTS_DIR = "profiles"  # `edgekd profile` writes its reports here by default (the repository's profiles/ folder)
 err_console = Console(stderr=True)
 
 
@@ -43,7 +52,7 @@ Backend = choices("Backend", (BACKEND_AUTO, *RUNNER_BACKENDS))
 CalibMethod = choices("CalibMethod", CALIB_CHOICES)
 Cost = choices("Cost", COSTS)
 Mode = choices("Mode", RUN_MODES)
-Display = choices("Display", ("auto", "on", "off"))
+Display = choices("Display", DISPLAYS)
 
 
 def fail(message: str) -> None:
@@ -130,9 +139,9 @@ def train(
 
 @app.command()
 def quickstart(
-    out: Path = typer.Option(Path("runs/quickstart"), "--out", "-o", help="Where the teacher and student runs go."),
-    epochs: int = typer.Option(12, help="Epochs for the teacher and for the student."),
-    image_size: int = typer.Option(32, help="Digits are upscaled from 8x8 to this size."),
+    out: Path = typer.Option(Path(qs.OUT), "--out", "-o", help="Where the teacher and student runs go."),
+    epochs: int = typer.Option(qs.EPOCHS, help="Epochs for the teacher and for the student."),
+    image_size: int = typer.Option(qs.IMAGE_SIZE, help="Digits are upscaled from 8x8 to this size."),
     force: bool = typer.Option(False, "--force", help="Overwrite an earlier quickstart in --out."),
 ) -> None:
     """Train a teacher and a TSKD student on the bundled digits data (about two minutes on a 2-core CPU)."""
@@ -149,9 +158,9 @@ def quickstart(
 def export(
     checkpoint: Path = typer.Argument(..., help="An edgekd checkpoint (e.g. runs/student/best.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to create."),
-    val_size: int = typer.Option(500, help="Validation images carried in the bundle (for build checks, thresholds, profile)."),
-    calib_size: int = typer.Option(256, help="Training images carried in the bundle for INT8 calibration."),
-    opset: int = typer.Option(18, help="ONNX opset."),
+    val_size: int = typer.Option(EXPORT_VAL_SIZE, help="Validation images carried in the bundle (for build checks, thresholds, profile)."),
+    calib_size: int = typer.Option(EXPORT_CALIB_SIZE, help="Training images carried in the bundle for INT8 calibration."),
+    opset: int = typer.Option(EXPORT_OPSET, help="ONNX opset."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
 ) -> None:
     """Export a checkpoint to a bundle: full + per-segment ONNX graphs, manifest, calibration and validation data."""
@@ -175,11 +184,11 @@ def build(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory (default: BUNDLE-PRECISION)."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
     calib_method: CalibMethod = typer.Option(CalibMethod(CALIB_CHOICES[0]), help="Activation calibrator; auto tries each and keeps the smallest drop."),
-    max_drop: float = typer.Option(1.0, help="Fail if any exit or the vote loses more top-1 points than this."),
-    target_drop: float = typer.Option(0.5, help="Early-exit thresholds stay within this many points of the full vote."),
+    max_drop: float = typer.Option(dev.MAX_DROP, help="Fail if any exit or the vote loses more top-1 points than this."),
+    target_drop: float = typer.Option(dev.TARGET_DROP, help="Early-exit thresholds stay within this many points of the full vote."),
     cost: Cost = typer.Option(Cost(COSTS[0]), help="What early exit minimises: cumulative MACs or measured segment latency."),
     dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
-    cache_dir: str = typer.Option("calibration", help="Calibration cache directory."),
+    cache_dir: str = typer.Option(dev.CACHE_DIR, help="Calibration cache directory."),
     force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
 ) -> None:
     """Compile a bundle for a precision and backend, verify it against FP32 and fit early-exit thresholds."""
@@ -234,7 +243,7 @@ def run(
 
 def _report_dir(bundles: list[Path]) -> Path:
     """Where a profile goes by default: ``profiles/<bundle>`` (``profiles/<a>+<b>`` for several bundles)."""
-    return Path(REPORTS_DIR) / "+".join(b.resolve().name for b in bundles)
+    return Path(dev.REPORTS_DIR) / "+".join(b.resolve().name for b in bundles)
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -248,17 +257,17 @@ def _frame_size(text: str) -> tuple[int, int]:
 @app.command("profile")
 def profile_cmd(
     bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. an FP32 and an INT8 build)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=f"Directory for report.json, report.md and the plots (default: {REPORTS_DIR}/NAME, NAME the bundles' folder names joined by '+')."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=f"Directory for report.json, report.md and the plots (default: {dev.REPORTS_DIR}/NAME, NAME the bundles' folder names joined by '+')."),
     data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz with images and labels (default: the bundle's validation sample)."),
     limit: Optional[int] = typer.Option(None, help="Use at most this many labelled images."),
-    iterations: int = typer.Option(200, help="Timed iterations per graph (after warm-up)."),
+    iterations: int = typer.Option(dev.ITERATIONS, help="Timed iterations per graph (after warm-up)."),
     duration: Optional[float] = typer.Option(None, help="Time each graph for this many seconds instead."),
-    warmup: float = typer.Option(0.2, help="Warm-up time per graph, seconds."),
-    batch: int = typer.Option(8, help="Batch size for the throughput figures (batch 1 is always measured)."),
-    frame_size: str = typer.Option("640x480", help="Camera frame size for the per-frame pre/network/post timing."),
+    warmup: float = typer.Option(dev.WARMUP_S, help="Warm-up time per graph, seconds."),
+    batch: int = typer.Option(dev.BATCH, help="Batch size for the throughput figures (batch 1 is always measured)."),
+    frame_size: str = typer.Option("x".join(map(str, dev.FRAME_SIZE)), help="Camera frame size for the per-frame pre/network/post timing."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
     write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Refit the operating point on --data (or the validation sample) and store it."),
-    target_drop: float = typer.Option(0.5, help="With --write-thresholds: allowed drop below the full vote."),
+    target_drop: float = typer.Option(dev.TARGET_DROP, help="With --write-thresholds: allowed drop below the full vote."),
 ) -> None:
     """Latency and accuracy per exit, and the early-exit trade-off, for one or several bundles."""
     size = _frame_size(frame_size)

@@ -14,16 +14,24 @@ from pathlib import Path
 from rich.console import Console
 
 from edgekd.core.errors import ConfigError
-from edgekd.training.config import TrainConfig
-from edgekd.training.loop import TrainResult, train
 
 TEACHER_MODEL = "resnet20"
 STUDENT_MODEL = "resnet8"
+OUT = "runs/quickstart"
+EPOCHS = 12  # for the teacher and for the student
+IMAGE_SIZE = 32  # the 8x8 digits are upscaled to this
 
 
-def quickstart(out: Path, *, epochs: int = 12, image_size: int = 32, force: bool = False,
-               console: Console | None = None) -> dict[str, TrainResult]:
-    """Train teacher then student into ``out/teacher`` and ``out/student``; return both results."""
+def quickstart(out: Path, *, epochs: int = EPOCHS, image_size: int = IMAGE_SIZE, force: bool = False,
+               console: Console | None = None) -> dict:
+    """Train teacher then student into ``out/teacher`` and ``out/student``; return both ``TrainResult``s.
+
+    The training wing (torch) is imported here, not at module level, so the CLI can quote this module's defaults
+    without loading torch.
+    """
+    from edgekd.training.config import TrainConfig
+    from edgekd.training.loop import train
+
     console = console or Console()
     out = Path(out)
     if (out / "student" / "last.pt").exists() and not force:

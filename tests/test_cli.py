@@ -132,3 +132,19 @@ def test_error_lines_keep_square_brackets(tmp_path):
     missing = tmp_path / "bundle[int8]"
     code, output = _invoke(["build", str(missing)])
     _assert_clean_error(code, output, "bundle[int8]")
+
+
+def test_old_names_still_work_as_hidden_aliases(tiny_bundle, tmp_path):
+    """`edgekd profiles` and `build --profile` were renamed (targets, --target) and stay as hidden aliases."""
+    code, new = _invoke(["targets"])
+    assert code == 0 and "orin-nano" in new and "x86-cpu" in new
+    code, old = _invoke(["profiles"])
+    assert code == 0 and old == new
+    assert "profiles" not in _invoke(["--help"])[1] and "--profile " not in _invoke(["build", "--help"])[1]
+    for flag in ("--target", "--profile"):  # both refuse int8 on a Nano before any work, naming the target
+        code, output = _invoke(["build", str(tiny_bundle), "--precision", "int8", flag, "jetson-nano",
+                                "--out", str(tmp_path / flag.strip("-"))])
+        _assert_clean_error(code, output, "jetson-nano cannot build int8")
+        assert not (tmp_path / flag.strip("-")).exists()
+    code, output = _invoke(["build", str(tiny_bundle), "--target", "orin-nano", "--profile", "jetson-nano"])
+    _assert_clean_error(code, output, "--profile is the old name of --target")

@@ -29,6 +29,10 @@ METHOD_TERMS: dict[str, dict[str, bool]] = {
 #: ``TrainConfig`` leaves them None ("the default"); the objective fills them from here.
 OBJECTIVE_DEFAULTS: dict[str, float] = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
 SCHEDULES = ("cosine", "onecycle")
+#: ``edgekd export`` defaults: validation images carried in a bundle, calibration images, ONNX opset.
+EXPORT_VAL_SIZE = 500
+EXPORT_CALIB_SIZE = 256
+EXPORT_OPSET = 18
 
 
 @dataclass

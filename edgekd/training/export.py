@@ -40,6 +40,7 @@ from edgekd.core.manifest import (
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
+from edgekd.training.config import EXPORT_CALIB_SIZE, EXPORT_OPSET, EXPORT_VAL_SIZE
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -395,8 +396,8 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
                   f"(tolerance {parity['tolerance']:g})")
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int = 500, calib_size: int = 256,
-                  opset: int = 18, force: bool = False, name: str | None = None, parity_tol: float = 1e-3,
+def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int = EXPORT_VAL_SIZE,
+                  calib_size: int = EXPORT_CALIB_SIZE, opset: int = EXPORT_OPSET, force: bool = False, name: str | None = None, parity_tol: float = 1e-3,
                   console: Console | None = None) -> Manifest:
     """Export ``checkpoint`` to the bundle directory ``out`` (see the module docstring); returns its manifest.
 

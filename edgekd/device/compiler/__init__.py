@@ -1,8 +1,8 @@
 """``edgekd build``: compile an exported bundle for a precision and a device target (device side, no torch).
 
 ``build_bundle`` and ``BuildError`` live in :mod:`edgekd.device.compiler.builder`; they are loaded on first use
-(PEP 562) so that importing a light module of this package, such as :mod:`~edgekd.device.compiler.choices` for the
-CLI's option choices, does not load the builder and its dependencies.
+(PEP 562), so that importing one light module of this package (e.g. :mod:`~edgekd.device.compiler.targets` for
+``edgekd targets``) does not load the builder and its dependencies.
 """
 
 from __future__ import annotations

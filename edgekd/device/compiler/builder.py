@@ -42,8 +42,18 @@ from edgekd.core.manifest import (
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
-from edgekd.device.compiler.choices import BACKEND_AUTO, CALIB_AUTO, CALIB_CHOICES, CALIB_METHODS, COSTS
 from edgekd.device.compiler.verify import compare, print_verification
+from edgekd.device.options import (
+    BACKEND_AUTO,
+    CACHE_DIR,
+    CALIB_AUTO,
+    CALIB_CHOICES,
+    CALIB_METHODS,
+    COSTS,
+    MAX_CALIB_IMAGES,
+    MAX_DROP,
+    TARGET_DROP,
+)
 
 if TYPE_CHECKING:
     from edgekd.device.compiler.targets import DeviceTarget
@@ -175,10 +185,10 @@ def _segment_latency_ms(chain: Chain, spec: InputSpec, runs: int = 30) -> list[f
 # ----------------------------------------------------------------------------------------------- the build
 
 
-def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: str = "auto",
+def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: str = BACKEND_AUTO,
                  target: str | None = None, out: str | Path | None = None, calib_data: str | Path | None = None,
-                 calib_method: str = "minmax", max_drop: float = 1.0, target_drop: float = 0.5,
-                 cost: str = "macs", force: bool = False, cache_dir: str | None = "calibration",
+                 calib_method: str = CALIB_METHODS[0], max_drop: float = MAX_DROP, target_drop: float = TARGET_DROP,
+                 cost: str = COSTS[0], force: bool = False, cache_dir: str | None = CACHE_DIR,
                  dla_core: int | None = None, console: Console | None = None) -> Manifest:
     """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps."""
     console = console or Console()
@@ -207,7 +217,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                       "building it because you asked")
     with np.load(src.file("val_sample")) as f:
         val_images, labels = f["images"], f["labels"]
-    calib_images = (load_images(calib_data, src.spec, max_images=1024, option="--calib-data") if calib_data
+    calib_images = (load_images(calib_data, src.spec, max_images=MAX_CALIB_IMAGES, option="--calib-data") if calib_data
                     else _bundle_calib(src))
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
                      target_drop=target_drop, cost=cost, force=force, cache_dir=cache_dir, dla_core=dla_core)

@@ -24,7 +24,6 @@ import numpy as np
 from edgekd.core.atomic import atomic_write_json
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import sha256_file
-from edgekd.device.compiler.choices import CALIB_METHODS
 from edgekd.device.compiler.quantize import (
     Ranges,
     check_ranges,
@@ -36,6 +35,7 @@ from edgekd.device.compiler.quantize import (
     quant_op_types,
     require_model,
 )
+from edgekd.device.options import CALIB_METHODS
 
 DEFAULT_PERCENTILE = 99.99
 

@@ -15,15 +15,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgekd.device.options import FRAME_SIZE
 from edgekd.device.profile.energy import PowerSampler, Rail
 from edgekd.device.profile.latency import energy_entry, measure, summarize
 from edgekd.device.runtime.pipeline import Pipeline
 
 PARTS = ("pre", "network", "post")
-DEFAULT_FRAME_SIZE = (640, 480)  # (width, height) of a typical USB/CSI camera stream
 
 
-def camera_frames(images: np.ndarray, frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE) -> list[np.ndarray]:
+def camera_frames(images: np.ndarray, frame_size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
     """(N, H, W, C) RGB or gray uint8 images → N BGR (or gray) frames of ``frame_size`` (width, height)."""
     frames = []
     for img in images:
@@ -81,7 +81,7 @@ def time_mode(path: str | Path, frames: list[np.ndarray], mode: str, *, rails: l
 
 
 def frame_timings(path: str | Path, images: np.ndarray, *, modes: tuple[str, ...] = ("early-exit", "full-vote"),
-                  frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE, **kw) -> dict[str, Any]:
+                  frame_size: tuple[int, int] = FRAME_SIZE, **kw) -> dict[str, Any]:
     """``{"frame_size": [w, h], "modes": {mode: time_mode(...)}}`` for a bundle, on camera-sized frames."""
     frames = camera_frames(images, frame_size)
     return {"frame_size": list(frame_size), "modes": {mode: time_mode(path, frames, mode, **kw) for mode in modes}}

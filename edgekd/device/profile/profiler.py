@@ -27,9 +27,10 @@ from edgekd.core.labelled import load_labelled
 from edgekd.core.manifest import Manifest, load_manifest, write_manifest
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
+from edgekd.device.options import BATCH, FRAME_SIZE, ITERATIONS, TARGET_DROP, WARMUP_S
 from edgekd.device.profile.energy import NOT_AVAILABLE, Rail, find_rails
 from edgekd.device.profile.environment import describe_environment
-from edgekd.device.profile.frames import DEFAULT_FRAME_SIZE, frame_timings
+from edgekd.device.profile.frames import frame_timings
 from edgekd.device.profile.latency import segment_latencies
 from edgekd.device.profile.markdown import display_name, report_markdown
 from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
@@ -87,9 +88,9 @@ def _energy_summary(latency: dict[str, Any], frames: dict[str, Any], n_exits: in
             "frame_j": {mode: joules(entry) for mode, entry in frames["modes"].items()}}
 
 
-def profile_bundle(path: str | Path, *, iterations: int | None = 200, duration_s: float | None = None,
-                   warmup_s: float = 0.2, batch: int = 8, data: str | Path | None = None, limit: int | None = None,
-                   frame_size: tuple[int, int] = DEFAULT_FRAME_SIZE, threads: int | None = None,
+def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, duration_s: float | None = None,
+                   warmup_s: float = WARMUP_S, batch: int = BATCH, data: str | Path | None = None,
+                   limit: int | None = None, frame_size: tuple[int, int] = FRAME_SIZE, threads: int | None = None,
                    rails: list[Rail] | None = None) -> dict[str, Any]:
     """Everything the report says about one bundle. ``rails`` default to the board's (none off Jetson)."""
     m = load_manifest(path)
@@ -159,7 +160,7 @@ def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 
 def profile(bundles: list[str | Path], out: str | Path, *, console: Console | None = None,
-            write: bool = False, target_drop: float = 0.5, **options: Any) -> dict[str, Any]:
+            write: bool = False, target_drop: float = TARGET_DROP, **options: Any) -> dict[str, Any]:
     """Profile every bundle, write the report files into ``out``, print the tables; return the report."""
     console = console or Console()
     if not bundles:

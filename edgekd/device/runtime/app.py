@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from edgekd.core.errors import EdgekdError
+from edgekd.device.options import DISPLAYS
 from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
 from edgekd.device.runtime.pipeline import Pipeline
 from edgekd.device.runtime.sources import open_source, prefetched
@@ -33,7 +34,7 @@ class RunOptions:
     smoothing: float | None = None
     loop: bool = False
     reconnect: bool | None = None
-    display: str = "auto"  # auto | on | off
+    display: str = DISPLAYS[0]  # auto | on | off
     output: str | None = None
     jsonl: str | None = None
     max_frames: int | None = None
