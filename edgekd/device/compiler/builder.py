@@ -265,7 +265,7 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
             "thresholds keep the last exit's accuracy instead")
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(plan, tmp, graphs, engines, report, fit, calibration, latency, vote_acc)
+    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, fit, latency, vote_acc))
     write_manifest(tmp, data)
     return data
 
@@ -334,13 +334,25 @@ def _graph_entry(tmp: Path, path: Path, inputs: list[str], outputs: list[str]) -
     return {**file_entry(tmp, path.name), "inputs": inputs, "outputs": outputs}
 
 
-def _manifest(plan: BuildPlan, tmp: Path, graphs: dict[str, Path], engines: dict[str, Path], report: dict[str, Any],
-              fit: ThresholdFit, calibration: dict[str, Any] | None, latency: list[float],
-              vote_acc: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Built:
+    """What the build steps produced, as the manifest records it."""
+
+    graphs: dict[str, Path]  # "full", "segment{i}" → the ONNX graph for the precision
+    engines: dict[str, Path]  # the same keys → TensorRT engines ({} for ONNX Runtime)
+    calibration: dict[str, Any] | None  # int8 only: method, cache reuse, images, Q/DQ backend
+    verification: dict[str, Any]  # :func:`edgekd.device.compiler.verify.compare` against FP32
+    fit: ThresholdFit  # the early-exit thresholds
+    segment_latency_ms: list[float]  # quick median batch-1 latency per segment
+    vote_accuracy: float  # the built full graph's vote on the validation sample (the thresholds' reference)
+
+
+def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
     import onnx
     import onnxruntime
 
     src, n = plan.source, plan.source.num_exits
+    graphs, engines, fit = built.graphs, built.engines, built.fit
     run_paths = engines or graphs
     files = {name: file_entry(tmp, f"{name}.npz") for name in ("val_sample", "calib")}
     if engines:  # keep the ONNX graphs the engines came from
@@ -359,12 +371,12 @@ def _manifest(plan: BuildPlan, tmp: Path, graphs: dict[str, Path], engines: dict
         "build": {
             "source": {"name": src.data["name"], "manifest_sha256": sha256_file(src.root / "manifest.json")},
             "target": plan.target.name,
-            "calibration": calibration,
-            "verification": {**report, "max_drop_allowed": plan.max_drop},
-            "thresholds": {"cost": plan.cost, "target_drop": plan.target_drop, "vote_accuracy": vote_acc,
+            "calibration": built.calibration,
+            "verification": {**built.verification, "max_drop_allowed": plan.max_drop},
+            "thresholds": {"cost": plan.cost, "target_drop": plan.target_drop, "vote_accuracy": built.vote_accuracy,
                            "early_exit_accuracy": fit.accuracy, "target_accuracy": fit.target_accuracy,
                            "mean_cost": fit.mean_cost, "exit_fraction": fit.exit_fraction, "feasible": fit.feasible},
-            "segment_latency_ms": latency,
+            "segment_latency_ms": built.segment_latency_ms,
         },
     })
     data["versions"] = {**src.data["versions"], "build_edgekd": __version__, "build_onnx": onnx.__version__,
