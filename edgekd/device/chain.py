@@ -32,6 +32,13 @@ from edgekd.device.runners import Runner, make_runner
 SegmentHook = Callable[[int, dict[str, np.ndarray]], None]  # (segment index, its input feed)
 
 
+def within_range(batch: int, runners: Sequence[Runner]) -> int:
+    """``batch`` reduced to the largest batch every one of ``runners`` accepts (their :attr:`Runner.batch_range`):
+    a TensorRT engine built for batches up to 8 is fed at most 8 images at a time, whatever the caller asked."""
+    limits = [r.batch_range[1] for r in runners if r.batch_range[1] is not None]
+    return max(1, min([batch, *limits]))
+
+
 def normalized_batches(images: np.ndarray, spec: InputSpec, batch: int = 64) -> Iterator[np.ndarray]:
     """(N, H, W, C) uint8 at spec size → (B, C, H, W) float32 batches, normalised as the runtime does."""
     for start in range(0, len(images), batch):
@@ -48,6 +55,7 @@ def full_probs(backend: str, path: str | Path, images: np.ndarray, spec: InputSp
     (it is asked for the ``logits{i}`` only)."""
     names = [f"logits{i}" for i in range(n_exits)]
     with make_runner(backend, path, **options) as runner:
+        batch = within_range(batch, [runner])
         chunks = [np.stack([softmax(out[name].astype(np.float32)) for name in names])  # (E, B, K)
                   for out in (runner.infer({"image": x}, names) for x in normalized_batches(images, spec, batch))]
     return np.concatenate(chunks, axis=1)
@@ -174,9 +182,9 @@ class Chain:
     def probs(self, images: np.ndarray, spec: InputSpec, *, batch: int = 64,
               on_segment_input: SegmentHook | None = None) -> np.ndarray:
         """(E, N, K) float32 per-exit probabilities of the whole chain on (N, H, W, C) uint8 ``images``, normalised
-        in batches of ``batch``; ``on_segment_input`` as in :meth:`run`."""
+        in batches of ``batch`` (at most what every segment accepts); ``on_segment_input`` as in :meth:`run`."""
         chunks = []
-        for x in normalized_batches(images, spec, batch):
+        for x in normalized_batches(images, spec, within_range(batch, self.runners)):
             out = self.run(x, on_segment_input=on_segment_input)
             chunks.append(np.stack([softmax(out[f"logits{i}"].astype(np.float32)) for i in range(len(self))]))
         return np.concatenate(chunks, axis=1)  # (E, N, K)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.core.manifest import Manifest, segment_input_name
-from edgekd.device.chain import Chain
+from edgekd.device.chain import Chain, within_range
 from edgekd.device.profile.energy import NOT_AVAILABLE, PowerSampler, Rail, energy_per_inference
-from edgekd.device.runners import make_runner
+from edgekd.device.runners import Runner, make_runner
 
 MIN_POWER_SAMPLES = 10  # fewer power readings than this during a timed run: the energy figure gets a warning
 
@@ -163,31 +163,40 @@ def segment_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dic
         raise ValueError("batch must be at least 1")
     backend = manifest.runner_backend
     opts = runner_options or {}
+    with Chain.from_manifest(manifest, **opts) as chain, make_runner(backend, manifest.full_graph(), **opts) as full:
+        return _time_graphs(manifest, chain, full, within_range(batch, [*chain.runners, full]), batch, rails,
+                            **measure_kw)
+
+
+def _time_graphs(manifest: Manifest, chain: Chain, full: Runner, batch: int, asked: int,
+                 rails: list[Rail] | None, **measure_kw) -> dict[str, Any]:
+    """:func:`segment_latencies` on open runners; ``batch`` is ``asked`` within what every runner accepts."""
     n = manifest.num_exits
     batches = [1] if batch == 1 else [1, batch]
     zeros = {b: [np.zeros((b, *_segment_input_shape(manifest, i)), dtype=np.float32) for i in range(n)]
              for b in batches}
-    result: dict[str, Any] = {"backend": backend, "batch": batch}
-    with Chain.from_manifest(manifest, **opts) as chain:
-        for i in range(n):
-            def one_segment(b: int, i: int = i) -> Callable[[], Any]:
-                feed = {segment_input_name(i): zeros[b][i]}
-                return lambda: chain.segment(i, feed)
+    result: dict[str, Any] = {"backend": manifest.runner_backend, "batch": batch}
+    if batch != asked:
+        result["batch_note"] = f"--batch {asked} exceeds what these graphs accept; throughput measured at {batch}"
+    for i in range(n):
+        def one_segment(b: int, i: int = i) -> Callable[[], Any]:
+            feed = {segment_input_name(i): zeros[b][i]}
+            return lambda: chain.segment(i, feed)
 
-            result[f"segment{i}"] = _entry(one_segment, batches, rails, **measure_kw)
-        for i in range(n):
-            def up_to_exit(b: int, last: int = i) -> Callable[[], Any]:
-                x = zeros[b][0]
-                return lambda: chain.run(x, last=last)
+        result[f"segment{i}"] = _entry(one_segment, batches, rails, **measure_kw)
+    for i in range(n):
+        def up_to_exit(b: int, last: int = i) -> Callable[[], Any]:
+            x = zeros[b][0]
+            return lambda: chain.run(x, last=last)
 
-            entry = _entry(up_to_exit, batches, rails, **measure_kw)
-            entry["segment_median_sum_ms"] = float(sum(result[f"segment{j}"]["latency"]["median"]
-                                                     for j in range(i + 1)))
-            result[f"exit{i}"] = entry
-    with make_runner(backend, manifest.full_graph(), **opts) as full:
-        def whole(b: int) -> Callable[[], Any]:
-            feed = {"image": zeros[b][0]}
-            return lambda: full.infer(feed)
+        entry = _entry(up_to_exit, batches, rails, **measure_kw)
+        entry["segment_median_sum_ms"] = float(sum(result[f"segment{j}"]["latency"]["median"]
+                                                 for j in range(i + 1)))
+        result[f"exit{i}"] = entry
 
-        result["full"] = _entry(whole, batches, rails, **measure_kw)
+    def whole(b: int) -> Callable[[], Any]:
+        feed = {"image": zeros[b][0]}
+        return lambda: full.infer(feed)
+
+    result["full"] = _entry(whole, batches, rails, **measure_kw)
     return result

@@ -257,6 +257,9 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         if unstable:
             console.print(f"[yellow]warning:[/] {b['label']}: timings vary by more than 10% (CV) for "
                           f"{', '.join(unstable)}; rerun longer (--duration) on an idle device")
+    for b in bundles:
+        if b["latency"].get("batch_note"):
+            console.print(f"note: {b['label']}: {b['latency']['batch_note']}", highlight=False)
     if any(b["energy"] == NOT_AVAILABLE for b in bundles):
         console.print(f"energy: {NOT_AVAILABLE} (no INA3221 power rails on this machine)")
     advice = bundles[0]["environment"].get("advice")

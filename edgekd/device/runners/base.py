@@ -53,6 +53,13 @@ class Runner:
         self.deactivate()
 
     # inference -------------------------------------------------------------------------------------------------
+    @property
+    def batch_range(self) -> tuple[int, int | None]:
+        """The batch sizes this runner accepts, ``(min, max)``; ``max`` None: any. A TensorRT engine takes the range
+        of its optimization profile (the device target's batch range); an ONNX graph with a dynamic batch any.
+        Callers that batch many images (build's verification, profile's accuracy and throughput) stay within it."""
+        return (1, None)
+
     def infer(self, feed: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Run the graph on ``feed`` (name → array) and return the requested outputs (default: all)."""
         if not self.is_active:
@@ -60,6 +67,11 @@ class Runner:
         missing = [n for n in self.input_names if n not in feed]
         if missing:
             raise EdgekdError(f"{self.path.name}: missing inputs {missing}; it takes {self.input_names}")
+        lo, hi = self.batch_range
+        n = len(feed[self.input_names[0]]) if self.input_names else None
+        if n is not None and (n < lo or (hi is not None and n > hi)):
+            raise EdgekdError(f"{self.path.name}: a batch of {n} is outside the {lo}..{hi} this {self.backend} "
+                              "graph was built for")
         return self._infer(feed, outputs or self.output_names)
 
     # backend hooks ---------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import Manifest, load_manifest
 from edgekd.core.vote import VOTE_RULES, softmax, vote_scores
-from edgekd.device.chain import Chain
+from edgekd.device.chain import Chain, within_range
 from edgekd.device.runners import Runner, make_runner
 from edgekd.device.runtime.preprocess import Preprocessor
 
@@ -331,14 +331,17 @@ class Pipeline:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != self.spec.shape:
             raise EdgekdError(f"predict_batch takes (N, {', '.join(map(str, self.spec.shape))}) inputs, got {x.shape}")
-        if len(x) == 0:
-            return []
-        out = self._step(x)
-        t1 = time.perf_counter()
-        preds = [self._prediction(out.scores[j], out.probs[j], int(out.exits[j])) for j in range(len(x))]
-        post_ms = out.post_ms + (time.perf_counter() - t1) * 1e3
-        for p in preds:
-            p.timings = {"pre": 0.0, "network": out.network_ms / len(x), "post": post_ms / len(x)}
+        preds: list[Prediction] = []
+        step = within_range(len(x) or 1, self.runners)  # a TensorRT engine takes at most its target's batch
+        for start in range(0, len(x), step):
+            chunk = x[start:start + step]  # (B, C, H, W)
+            out = self._step(chunk)
+            t1 = time.perf_counter()
+            part = [self._prediction(out.scores[j], out.probs[j], int(out.exits[j])) for j in range(len(chunk))]
+            post_ms = out.post_ms + (time.perf_counter() - t1) * 1e3
+            for p in part:
+                p.timings = {"pre": 0.0, "network": out.network_ms / len(chunk), "post": post_ms / len(chunk)}
+            preds += part
         return preds
 
     def _prediction(self, scores: np.ndarray, probs: np.ndarray, exit_: int) -> Prediction:
