@@ -1,5 +1,11 @@
 # The two commands of the README. Both create .venv if missing and install edgekd with its train and dev extras.
-# make test: Python 3.10 syntax (vermin), the import contracts in pyproject.toml (lint-imports), then pytest.
+# make test: syntax for the oldest Python each part supports (vermin: 3.8 for the device side, whose JetPack 5.1
+# runs Python 3.8; 3.10 for training), the import contracts in pyproject.toml (lint-imports), pytest, and the core
+# and device-wing tests again under Python 3.8 and 3.10 in venvs with the device dependencies only.
+DEVICE_PYTHONS ?= 3.8 3.10
+DEVICE_SIDE := edgekd/core edgekd/device edgekd/targets edgekd/cli.py edgekd/quickstart.py edgekd/__init__.py \
+               edgekd/__main__.py edgekd/training/__init__.py edgekd/training/config.py \
+               tests/core tests/device tests/conftest.py tests/helpers.py
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,9 +17,11 @@ run: $(STAMP)
 	$(BIN)/edgekd quickstart --force
 
 test: $(STAMP)
+	$(BIN)/vermin -q --no-tips --violations -t=3.8- $(DEVICE_SIDE)
 	$(BIN)/vermin -q --no-tips --violations -t=3.10- edgekd scripts tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
+	scripts/test_device_wing.sh "$(DEVICE_PYTHONS)"
 
 setup: $(STAMP)
 
@@ -24,4 +32,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-device-* runs .pytest_cache

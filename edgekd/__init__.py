@@ -11,4 +11,4 @@ Two wings over one torch-free core; the folders say which is which:
 * ``edgekd.cli`` and ``edgekd.quickstart`` sit on top of both.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -340,6 +340,26 @@ def plot_cmd(
     run_guarded(_run)
 
 
+@app.command()
+def doctor(
+    json_: bool = typer.Option(False, "--json", help="Print the report as JSON (send it back with a bug report)."),
+) -> None:
+    """What this machine can do for edgekd, and why not: Jetson, JetPack, TensorRT, CUDA, OpenCV, power, target."""
+
+    def _run():
+        import json
+
+        from edgekd.device.doctor import diagnose, doctor_table
+
+        report = diagnose()
+        if json_:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            console.print(doctor_table(report))
+
+    run_guarded(_run)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="edgekd")

@@ -141,7 +141,8 @@ def _check_path(root: Path, rel: Any, where: str) -> Path:
     if p.is_absolute() or ".." in p.parts:
         raise _fail(root, f"{where}: path {rel!r} leaves the bundle directory")
     full = (root / p).resolve()
-    if not full.is_relative_to(root.resolve()):
+    base = root.resolve()
+    if full != base and base not in full.parents:  # (Path.is_relative_to needs Python 3.9; JetPack 5.1 has 3.8)
         raise _fail(root, f"{where}: path {rel!r} leaves the bundle directory")
     return full
 

@@ -6,6 +6,12 @@ and decide early exit the same way. Segment i is asked only for ``logits{i}``, p
 segment runs in the same call, plus ``conf{i}`` when the chain was opened with ``conf=True``: what ``edgekd run``
 fetches is what profile times and what build fits thresholds on.
 
+Feature maps stay where the backend computed them: segment i is asked to keep ``feat{i}`` on the device
+(``keep_on_device``; TensorRT returns a :class:`~edgekd.device.cuda.DeviceArray` that the next segment's runner
+binds directly, on the one stream the chain's runners share; ONNX Runtime ignores it and returns numpy). Only the
+logits the chain decides on come to the host. ``feat`` is read back only when someone asks: rows of a partial
+batch going on after some exited early, a segment-input hook, or a caller of :meth:`Chain.run` reading it.
+
 Confidence for early exit is the max of float32 ``softmax(logits{i})`` computed here rather than the graph's
 ``conf{i}`` (the same value up to rounding and, in int8 graphs, quantization), so a sample whose confidence sits
 exactly on a threshold is decided at run time as build decided it.
@@ -16,10 +22,10 @@ Torch-free: numpy, the runners and :mod:`edgekd.core` only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Dict
 
 import numpy as np
 
@@ -29,7 +35,9 @@ from edgekd.core.spec import InputSpec
 from edgekd.core.vote import softmax
 from edgekd.device.runners import Runner, make_runner
 
-SegmentHook = Callable[[int, dict[str, np.ndarray]], None]  # (segment index, its input feed)
+# typing's Callable and Dict: this alias is evaluated at import, and Python 3.8 (JetPack 5.1) cannot subscript
+# collections.abc.Callable or dict
+SegmentHook = Callable[[int, Dict[str, np.ndarray]], None]  # (segment index, its input feed)
 
 
 def within_range(batch: int, runners: Sequence[Runner]) -> int:
@@ -96,11 +104,13 @@ class Chain:
 
     # lifecycle -------------------------------------------------------------------------------------------------
     def open(self) -> Chain:
-        """Activate one runner per segment (all or none: a failure closes those already open)."""
+        """Activate one runner per segment (all or none: a failure closes those already open); each follows the
+        previous one (a TensorRT runner shares its stream and binds its device-resident ``feat``)."""
         if not self.runners:
             try:
                 for path in self.paths:
-                    self.runners.append(make_runner(self.backend, path, **self.options).activate())
+                    follows = self.runners[-1] if self.runners else None
+                    self.runners.append(make_runner(self.backend, path, **self.options).activate(follows=follows))
             except BaseException:
                 self.close()
                 raise
@@ -126,24 +136,26 @@ class Chain:
         last = len(self) - 1 if last is None else last
         return ([f"feat{i}"] if i < last else []) + [f"logits{i}"] + ([f"conf{i}"] if self.conf else [])
 
-    def segment(self, i: int, feed: dict[str, np.ndarray], last: int | None = None) -> dict[str, np.ndarray]:
-        """Run segment ``i`` on ``feed`` ({``image`` or ``feat{i-1}``: array}) and return :meth:`outputs`."""
-        return self.runners[i].infer(feed, self.outputs(i, last))
+    def segment(self, i: int, feed: dict[str, Any], last: int | None = None) -> dict[str, Any]:
+        """Run segment ``i`` on ``feed`` ({``image`` or ``feat{i-1}``: array}) and return :meth:`outputs`;
+        ``feat{i}`` may come back device-resident (``np.asarray`` reads it)."""
+        return self.runners[i].infer(feed, self.outputs(i, last), keep_on_device=[f"feat{i}"])
 
     # whole batches ---------------------------------------------------------------------------------------------
     def run(self, x: np.ndarray, *, last: int | None = None,
-            on_segment_input: SegmentHook | None = None) -> dict[str, np.ndarray]:
-        """Segments 0..``last`` (default: all) on one (N, C, H, W) float32 batch; every fetched output by name.
+            on_segment_input: SegmentHook | None = None) -> dict[str, Any]:
+        """Segments 0..``last`` (default: all) on one (N, C, H, W) float32 batch; every fetched output by name
+        (``feat{i}`` possibly device-resident, read with ``np.asarray`` before running the chain again).
 
-        ``on_segment_input(i, feed)`` sees each segment's input feed before it runs (build collects calibration
-        feeds for the segment graphs with it).
+        ``on_segment_input(i, feed)`` sees each segment's input feed, on the host, before it runs (build collects
+        calibration feeds for the segment graphs with it).
         """
         last = len(self) - 1 if last is None else last
         feed: dict[str, np.ndarray] = {"image": x}
         out: dict[str, np.ndarray] = {}
         for i in range(last + 1):
-            if on_segment_input is not None:
-                on_segment_input(i, feed)
+            if on_segment_input is not None:  # the hook may keep what it sees: give it host arrays
+                on_segment_input(i, {name: np.asarray(value) for name, value in feed.items()})
             out.update(self.segment(i, feed, last))
             if i < last:
                 feed = {segment_input_name(i + 1): out[f"feat{i}"]}
@@ -170,11 +182,11 @@ class Chain:
             if done.all():
                 probs[pending], exits[pending] = p, i
                 break
-            feat = out[f"feat{i}"]  # (M, C_i, H_i, W_i)
-            if done.any():
+            feat = out[f"feat{i}"]  # (M, C_i, H_i, W_i), on the device with TensorRT: the next segment binds it
+            if done.any():  # only a partial batch needs feat on the host, for the rows that go on
                 probs[pending[done]], exits[pending[done]] = p[done], i
                 pending = pending[~done]
-                feat = np.ascontiguousarray(feat[~done])
+                feat = np.ascontiguousarray(np.asarray(feat)[~done])
             feed = {segment_input_name(i + 1): feat}
         assert probs is not None
         return ExitBatch(probs, exits, network * 1e3)

@@ -32,7 +32,7 @@ SCHEDULES = ("cosine", "onecycle")
 #: ``edgekd export`` defaults: validation images carried in a bundle, calibration images, ONNX opset.
 EXPORT_VAL_SIZE = 500
 EXPORT_CALIB_SIZE = 256
-EXPORT_OPSET = 18
+EXPORT_OPSET = 17  # the highest opset TensorRT 8.5 (JetPack 5.1) reads; 18's Reduce axes inputs its parser ignores
 
 
 @dataclass

@@ -49,6 +49,7 @@ DEFAULT_THRESHOLD = 0.9  # per-exit confidence threshold until build fits real o
 MIN_AGREEMENT = 99.9  # percent of validation images whose top-1 must agree between ONNX Runtime and PyTorch
 EXPORT_BATCH = 2  # example batch for tracing (not 0/1, which exporters would specialise)
 RUN_BATCH = 64  # batch for parity runs
+DYNAMO_OPSET = 18  # the opset the dynamo exporter (onnxscript's torchlib) builds graphs in
 
 
 class ExportError(EdgekdError):
@@ -74,18 +75,18 @@ class FullGraph(nn.Module):
     def __init__(self, net: nn.Module, weights: Sequence[float]) -> None:
         super().__init__()
         self.net = net
-        w = torch.as_tensor(list(weights), dtype=torch.float32)  # (E,)
-        self.register_buffer("vote_weights", w / w.sum())
+        total = float(sum(weights))
+        self.vote_weights = [float(w) / total for w in weights]  # (E,), plain floats: constants in the graph
         self.train(net.training)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        x, outputs, probs = image, [], []
+        x, outputs, vote = image, [], None
         for i in range(self.net.num_exits):
             x, logits = self.net.forward_segment(i, x)  # (N, C_i, H_i, W_i), (N, K)
             p, conf = _exit_probs(logits)
             outputs += [logits, conf]
-            probs.append(p)
-        vote = (torch.stack(probs) * self.vote_weights[:, None, None]).sum(dim=0)  # (E, N, K) → (N, K)
+            # the vote as Mul/Add, not stack + ReduceSum: no Reduce node whose axes any TensorRT parser could misread
+            vote = p * self.vote_weights[i] if vote is None else vote + p * self.vote_weights[i]  # (N, K)
         return (*outputs, vote)
 
 
@@ -113,12 +114,118 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _verify_graph(path: Path, input_name: str, output_names: list[str]) -> None:
-    """Checker, exact tensor names, a symbolic batch dimension and only standard ONNX ops, or ValueError."""
+def _constant_ints(model: Any) -> dict[str, list[int]]:
+    """Integer tensors fixed at export time (initializers, Constant nodes' values), flattened, by name."""
+    from onnx import numpy_helper
+
+    tensors = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensors[node.output[0]] = node.attribute[0].t
+    return {name: [int(v) for v in numpy_helper.to_array(t).ravel()] for name, t in tensors.items()
+            if t.data_type in (7, 6)}  # INT64, INT32
+
+
+def _reduce_axes(node: Any, consts: dict[str, list[int]]) -> list[int] | None:
+    """A Reduce node's axes, from its attribute or its constant second input; None when they are not known."""
     import onnx
+
+    for attr in node.attribute:
+        if attr.name == "axes":
+            return [int(a) for a in onnx.helper.get_attribute_value(attr)]
+    if len(node.input) > 1 and node.input[1]:
+        return consts.get(node.input[1])
+    return None
+
+
+def _attribute(node: Any, name: str, default: int) -> int:
+    import onnx
+
+    return next((int(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == name), default)
+
+
+def make_portable(model: Any, opset: int) -> Any:
+    """``model`` rewritten so that every TensorRT parser edgekd targets (8.5 on) reads it as ONNX Runtime does.
+
+    * A ReduceMean over both spatial axes of a 4-D tensor, keeping them, becomes GlobalAveragePool: the op the
+      parsers import as pooling in every release (INT8 included), whatever the opset.
+    * Graphs built in a newer opset than ``opset`` (the dynamo exporter builds opset 18) are brought down to it: Reduce
+      axes move from the constant input (opset 18) back to the attribute (opset <= 17), which TensorRT 8.5/8.6 read
+      -- their parsers ignore the axes input of ReduceMean/ReduceMax and reduce every dimension (see
+      :mod:`edgekd.device.compiler.trt_compat`). Any other op whose definition changed between the two opsets is a
+      ValueError (the caller then tries the next exporter): nothing is converted blindly.
+    * The IR version becomes the lowest one that carries the opset (opset 17: IR 8, as ONNX 1.12 wrote it).
+
+    Raises ValueError for what it cannot rewrite faithfully (axes computed at run time, an empty-axes no-op)."""
+    import onnx
+
+    from edgekd.device.compiler.trt_compat import AXES_INPUT_SINCE, default_opset
+
+    current = default_opset(model)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
+             [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+             if v.type.tensor_type.HasField("shape")}
+    consts = _constant_ints(model)
+    nodes = []
+    for node in model.graph.node:
+        axes = _reduce_axes(node, consts) if node.op_type in AXES_INPUT_SINCE else None
+        rank = ranks.get(node.input[0]) if node.input else None
+        if (node.op_type == "ReduceMean" and rank == 4 and axes is not None and _attribute(node, "keepdims", 1)
+                and sorted(a % 4 for a in axes) == [2, 3]):
+            nodes.append(onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
+                                               name=node.name))
+        elif node.op_type in AXES_INPUT_SINCE and AXES_INPUT_SINCE[node.op_type] > opset and len(node.input) > 1:
+            if not axes:  # computed at run time, or empty (a no-op or reduce-all): no faithful attribute form
+                raise ValueError(f"{node.op_type} {node.name} has axes that cannot become an attribute")
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
+                     if a.name != "noop_with_empty_axes"}
+            nodes.append(onnx.helper.make_node(node.op_type, [node.input[0]], list(node.output), name=node.name,
+                                               axes=axes, **attrs))
+        else:
+            if current > opset and node.domain in ("", "ai.onnx"):
+                newer, older = (onnx.defs.get_schema(node.op_type, v).since_version for v in (current, opset))
+                if newer != older:
+                    raise ValueError(f"{node.op_type} changed between opset {opset} and {current}")
+            nodes.append(node)
+    used = {name for node in nodes for name in node.input} | {o.name for o in model.graph.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or any(o in used for o in n.output)]  # axes moved away
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = opset
+    lowest_ir = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)], ignore_unknown=True)
+    model.ir_version = min(int(model.ir_version), int(lowest_ir))
+    return model
+
+
+def _make_portable_file(path: Path, opset: int) -> None:
+    import onnx
+
+    model = make_portable(onnx.load(str(path)), opset)
+    onnx.save(model, str(path))
+
+
+def _verify_graph(path: Path, input_name: str, output_names: list[str], opset: int) -> None:
+    """Checker, exact tensor names, a symbolic batch dimension, only standard ONNX ops, the asked opset and -- within
+    TensorRT 8.5's opset range -- nothing its parser misreads; or ValueError."""
+    import onnx
+
+    from edgekd.device.compiler.trt_compat import MAX_OPSET, OLDEST_TENSORRT, default_opset, graph_problems
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
+    if default_opset(model) != opset:
+        raise ValueError(f"the graph has opset {default_opset(model)}, not the {opset} asked for")
+    if opset <= MAX_OPSET[OLDEST_TENSORRT[0]]:
+        problems = graph_problems(model, OLDEST_TENSORRT)
+        if problems:
+            raise ValueError(problems[0])
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     if inputs != [input_name] or outputs != output_names:
@@ -136,6 +243,9 @@ def _run_exporter(exporter: str, module: nn.Module, example: Tensor, path: Path,
     params = inspect.signature(torch.onnx.export).parameters
     common: dict[str, Any] = dict(input_names=[input_name], output_names=output_names, opset_version=opset)
     if exporter == "dynamo":
+        # it builds in opset 18 and converts a lower ``opset`` before constant folding, where the Reduce axes are no
+        # constants yet: that conversion fails (a long warning) and leaves opset 18; make_portable converts instead
+        common["opset_version"] = max(opset, DYNAMO_OPSET)
         with tempfile.TemporaryDirectory() as artifacts:  # reports, if any, never land in the bundle or cwd
             torch.onnx.export(module, (example,), str(path), dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: torch.export.Dim("N")},), artifacts_dir=artifacts, **common)
@@ -150,8 +260,9 @@ def _run_exporter(exporter: str, module: nn.Module, example: Tensor, path: Path,
 
 def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str, output_names: list[str],
                  opset: int) -> str:
-    """Export ``module`` to ``path``: the dynamo exporter first, the TorchScript one if that fails or produces a
-    graph that breaks the contract. Returns the exporter used; both failing is an :class:`ExportError`."""
+    """Export ``module`` to ``path`` in ``opset``, rewritten by :func:`make_portable`: the dynamo exporter first, the
+    TorchScript one if that fails or produces a graph that breaks the contract. Returns the exporter used; both
+    failing is an :class:`ExportError`."""
     exporters = ["dynamo", "torchscript"] if "dynamo" in inspect.signature(torch.onnx.export).parameters \
         else ["torchscript"]
     errors = []
@@ -159,7 +270,8 @@ def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str
         try:
             with torch.no_grad():
                 _run_exporter(exporter, module, example, path, input_name, output_names, opset)
-            _verify_graph(path, input_name, output_names)
+            _make_portable_file(path, opset)
+            _verify_graph(path, input_name, output_names, opset)
             if errors:
                 warnings.warn(f"{path.name}: {errors[0]}; used the {exporter} exporter instead", stacklevel=2)
             return exporter
@@ -397,8 +509,8 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int = EXPORT_VAL_SIZE,
-                  calib_size: int = EXPORT_CALIB_SIZE, opset: int = EXPORT_OPSET, force: bool = False, name: str | None = None, parity_tol: float = 1e-3,
-                  console: Console | None = None) -> Manifest:
+                  calib_size: int = EXPORT_CALIB_SIZE, opset: int = EXPORT_OPSET, force: bool = False,
+                  name: str | None = None, parity_tol: float = 1e-3, console: Console | None = None) -> Manifest:
     """Export ``checkpoint`` to the bundle directory ``out`` (see the module docstring); returns its manifest.
 
     ``out`` appears complete or not at all; an existing ``out`` is only replaced with ``force``.

@@ -152,6 +152,62 @@ def test_parity_rules_catch_nan_vote_and_disagreement(field, value, message):
         ex._enforce(report, 1e-3)
 
 
+def _opset18_reductions(axes_from_input: bool = False) -> onnx.ModelProto:
+    """x (N, 4, 3, 3) -> spatial ReduceMean (keepdims), ReduceMax over channels, ReduceSum over channels: the opset 18
+    forms the dynamo exporter writes (axes as constant inputs)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 3])
+    axes = helper.make_tensor_value_info("axes_in", TensorProto.INT64, [1])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
+            for n, shape in (("pool", ["N", 4, 1, 1]), ("peak", ["N", 3, 3]), ("total", ["N", 3, 3]))]
+    inits = [numpy_helper.from_array(np.array([-1, -2], np.int64), "hw"),
+             numpy_helper.from_array(np.array([1], np.int64), "c")]
+    nodes = [helper.make_node("ReduceMean", ["x", "hw"], ["pool"], name="mean", keepdims=1, noop_with_empty_axes=0),
+             helper.make_node("ReduceMax", ["x", "axes_in" if axes_from_input else "c"], ["peak"], name="max",
+                              keepdims=0),
+             helper.make_node("ReduceSum", ["x", "c"], ["total"], name="sum", keepdims=0)]
+    inputs = [x, axes] if axes_from_input else [x]
+    graph = helper.make_graph(nodes, "g", inputs, outs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_make_portable_brings_opset_18_reductions_to_what_tensorrt_8_reads(tmp_path):
+    from edgekd.device.compiler.trt_compat import graph_problems
+
+    before = _opset18_reductions()
+    assert graph_problems(before, (8, 5))  # ReduceMean/ReduceMax axes inputs: TensorRT 8.x reduces every axis
+    after = ex.make_portable(_opset18_reductions(), 17)
+    onnx.checker.check_model(after, full_check=True)
+    assert [(o.domain, o.version) for o in after.opset_import] == [("", 17)] and after.ir_version == 8
+    ops = {n.name: n for n in after.graph.node}
+    assert ops["mean"].op_type == "GlobalAveragePool"
+    assert list(ops["max"].input) == ["x"] and onnx.helper.get_attribute_value(ops["max"].attribute[0]) == [1]
+    assert list(ops["sum"].input) == ["x", "c"]  # opset 13's form, which every parser reads
+    assert [t.name for t in after.graph.initializer] == ["c"]
+    assert graph_problems(after, (8, 5)) == []
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    results = []
+    for name, model in (("before", before), ("after", after)):
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+        results.append(_session(tmp_path / f"{name}.onnx").run(None, {"x": x}))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_make_portable_refuses_what_it_cannot_rewrite_faithfully():
+    from onnx import TensorProto, helper
+
+    with pytest.raises(ValueError, match="cannot become an attribute"):
+        ex.make_portable(_opset18_reductions(axes_from_input=True), 17)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a", "b")]
+    split = helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2)  # num_outputs is new in opset 18
+    model = helper.make_model(helper.make_graph([split], "g", [x], ys), opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ValueError, match="Split changed between opset 17 and 18"):
+        ex.make_portable(model, 17)
+
+
 def test_weighted_vote_in_the_torch_wrapper(model):
     weights = [0.2, 0.3, 0.5][: model.num_exits]
     x = torch.randn(5, model.in_chans, *model.input_size, generator=torch.Generator().manual_seed(1))
@@ -175,7 +231,7 @@ def test_manifest_contents(manifest, ckpt, tiny_runs):
     assert d["split"]["sha256"] == ckpt["split"]["sha256"] and d["split"]["seed"] == ckpt["split"]["seed"]
     assert d["source"]["checkpoint_sha256"] == ex.sha256_file(tiny_runs["student"].best)
     assert d["source"]["model"] == ckpt["model"] and d["source"]["method"]["name"] == ckpt["method"]["name"]
-    assert d["versions"]["opset"] == 18 and d["versions"]["torch"] == str(torch.__version__)
+    assert d["versions"]["opset"] == 17 and d["versions"]["torch"] == str(torch.__version__)
 
 
 def test_val_sample_matches_the_checkpoint_validation_split(manifest, ckpt):
@@ -289,6 +345,10 @@ def test_force_replaces_an_existing_bundle_with_the_fallback_exporter(tiny_runs,
     assert not (out / "old.txt").exists() and m.data["name"] == "tiny"
     m = load_manifest(out)
     assert m.data["versions"]["exporter"] == "torchscript" and m.data["split"]["n_val_sample"] == 40
+    for path in [m.full_graph(), *(m.segment_graph(i) for i in range(m.num_exits))]:  # the fallback is portable too
+        graph = onnx.load(str(path))
+        assert graph.opset_import[0].version == 17, path.name
+        assert not [n for n in graph.graph.node if n.op_type.startswith("Reduce") and len(n.input) > 1], path.name
     assert max(m.data["parity"]["val"]["max_abs_diff"]) <= 1e-3
     assert [o.name for o in onnx.load(str(m.full_graph())).graph.output] == full_output_names(m.num_exits)
     assert "full.onnx" in buf.getvalue() and "parity" in buf.getvalue()

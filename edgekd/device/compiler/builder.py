@@ -209,6 +209,11 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
         ok, why = tensorrt_available()
         if not ok:
             raise BuildError(f"cannot build for {target.name} with TensorRT here: {why}")
+        from edgekd.device.compiler.trt_compat import check_bundle_graphs
+
+        misread = check_bundle_graphs(_source_paths(src).values(), why)  # e.g. opset 18 Reduce axes on TensorRT 8.x
+        if misread:
+            raise BuildError(misread)
     out = Path(out) if out else default_out(bundle, precision, target.backend)
     if out.exists() and not force:
         raise BuildError(f"{out} already exists; pass --force to replace it (or --out elsewhere)")
@@ -307,12 +312,23 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
 
     Explicit quantization (the Q/DQ graphs) everywhere except TensorRT 8.x on DLA, which only supports implicit
     calibration: there the FP32 graphs are built with the entropy calibrator, fed with the same calibration images
-    (and, for stage graphs, the activations the FP32 stages produce).
+    (and, for stage graphs, the activations the FP32 stages produce). Engines come from (and go to) the per-user
+    engine cache, with the timing cache next to them; each engine's sidecar records what the build found (GPU
+    fallback on a DLA core, the engine's layers), which :func:`_manifest` copies under ``build.engines``.
     """
-    from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available, use_implicit_calibrator
+    from edgekd.device.compiler.tensorrt import (
+        build_engine,
+        calibration_digest,
+        tensorrt_available,
+        tensorrt_version_problem,
+        use_implicit_calibrator,
+    )
 
     src, target, precision, dla_core = plan.source, plan.target, plan.precision, plan.dla_core
     version = tensorrt_available()[1]
+    problem = tensorrt_version_problem(version)
+    if problem:
+        raise BuildError(problem)
     on_dla = dla_core is not None and target.dla_cores > 0
     implicit = precision == "int8" and use_implicit_calibrator(int(version.split(".")[0]), on_dla)
     feeds = _calibration_feeds(src, calib_images) if implicit else {}
@@ -323,10 +339,11 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
         input_name = "image" if i is None else segment_input_name(i)
         shape = src.spec.shape if i in (None, 0) else tuple(src.exits[i - 1]["feat_shape"])
         batches = [feed[input_name] for feed in feeds[key]] if implicit else None
-        engines[key] = build_engine(path, tmp, precision=precision, target=target, input_name=input_name,
-                                    input_shape_chw=shape, dla_core=dla_core, timing_cache=tmp / "timing.cache",
-                                    calib_batches=batches, calib_cache=tmp / f"{key}.calib" if implicit else None,
-                                    log=log)
+        built = build_engine(path, tmp, precision=precision, target=target, input_name=input_name,
+                             input_shape_chw=shape, dla_core=dla_core, calib_batches=batches,
+                             calib_cache=tmp / f"{key}.calib" if implicit else None,
+                             calib_digest=calibration_digest(batches) if batches is not None else None, log=log)
+        engines[key] = built.path
     return engines
 
 
@@ -339,7 +356,7 @@ class Built:
     """What the build steps produced, as the manifest records it."""
 
     graphs: dict[str, Path]  # "full", "segment{i}" → the ONNX graph for the precision
-    engines: dict[str, Path]  # the same keys → TensorRT engines ({} for ONNX Runtime)
+    engines: dict[str, Path]  # the same keys → TensorRT engines ({} for ONNX Runtime); their sidecars say the rest
     calibration: dict[str, Any] | None  # int8 only: method, cache reuse, images, Q/DQ backend
     verification: dict[str, Any]  # :func:`edgekd.device.compiler.verify.compare` against FP32
     fit: ThresholdFit  # the early-exit thresholds
@@ -379,6 +396,10 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
             "segment_latency_ms": built.segment_latency_ms,
         },
     })
+    if engines:  # per engine: device, batch, origin (built or from the engine cache), DLA GPU fallback, layers
+        from edgekd.device.compiler.tensorrt import engine_record
+
+        data["build"]["engines"] = {key: engine_record(tmp / path.name) for key, path in engines.items()}
     data["versions"] = {**src.data["versions"], "build_edgekd": __version__, "build_onnx": onnx.__version__,
                         "build_onnxruntime": onnxruntime.__version__}
     return data

@@ -1,18 +1,21 @@
 """INT8 explicit quantization: Q/DQ graphs from ONNX Runtime's static quantization tooling (device side, no torch).
 
-Activation ranges are calibrated once (:mod:`edgekd.device.compiler.calibration`, cached) and every backend gets, from those same
-ranges, the Q/DQ form it runs fast:
+Activation ranges are calibrated once (:mod:`edgekd.device.compiler.calibration`, cached) and every backend gets,
+from those same ranges, the Q/DQ form it runs fast:
 
 ``onnxruntime`` (CPU)
     uint8 activations (asymmetric), int8 per-channel symmetric weights, int32 biases: ORT fuses the pattern into
     ``QLinearConv`` / ``QGemm`` (u8s8). Symmetric int8 activations were slower than FP32 on ORT CPU. On x86 without
     VNNI the weights use 7 bits (``reduce_range``), or ORT's u8s8 kernels saturate.
-``tensorrt`` (8.6 / 10)
+``tensorrt`` (8.5 / 8.6 / 10)
     symmetric int8 activations (zero point 0), symmetric per-channel int8 weights kept as float initializers behind a
     ``QuantizeLinear -> DequantizeLinear`` pair (TensorRT 8.x rejects an int8 initializer feeding a DQ), biases left in
-    float (TensorRT cannot take an int32 DQ), one dedicated Q/DQ pair per consumer, and no Q/DQ on the outputs of
-    weighted layers (Conv, Gemm, MatMul) -- TensorRT's own placement advice: it fuses Conv+ReLU(+Add) and quantizes
-    where the next weighted layer's input is quantized.
+    float (TensorRT cannot take an int32 DQ), one dedicated Q/DQ pair per consumer, and Q/DQ placed the way NVIDIA
+    places it (TensorRT developer guide, "Explicit Quantization", Q/DQ placement recommendations; NVIDIA ModelOpt's
+    ONNX quantizer, ``modelopt/onnx/quantization``: ``configure_ort`` and ``remove_partial_input_qdq``): on the
+    *inputs* of quantized ops only, never on an op's output, and on a residual Add only on its residual (identity or
+    shortcut) input -- not on the input from the convolution TensorRT fuses the Add into. TensorRT then fuses
+    Conv(+BN)+Add+ReLU into one int8 convolution whose residual is read in int8 (see :func:`residual_add_branches`).
 
 Both forms leave Gemm/MatMul outputs in float (the logits: ORT runs ``QGemm`` with a float output at no extra cost) and
 quantize nothing from a Softmax on (confidences, the in-graph vote), so thresholds never compare 8-bit values. Graph
@@ -20,9 +23,9 @@ inputs and outputs keep their names and stay float32.
 
 Models are pre-processed first (ORT basic graph optimizations, which fold BatchNorm into Conv, then
 ``quant_pre_process`` for shape inference). Pre-processing is deterministic, so ranges calibrated on one pre-processed
-copy of a model fit any other; :func:`edgekd.device.compiler.calibration.compute_ranges` and :func:`quantize_qdq` pre-process a
-model themselves when it has not been. Every ONNX Runtime session this needs works whether or not the process already
-uses ORT's global thread pool (see :func:`edgekd.device.runners.onnxruntime.create_session`).
+copy of a model fit any other; :func:`edgekd.device.compiler.calibration.compute_ranges` and :func:`quantize_qdq`
+pre-process a model themselves when it has not been. Every ONNX Runtime session this needs works whether or not the
+process already uses ORT's global thread pool (see :func:`edgekd.device.runners.onnxruntime.create_session`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Tuple
 
 import numpy as np
 import onnx
@@ -46,7 +49,7 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import RUNNER_BACKENDS
 from edgekd.device.runners.onnxruntime import create_session as ort_session
 
-Ranges = dict[str, tuple[float, float]]  # activation tensor name -> (low, high), from calibration
+Ranges = Dict[str, Tuple[float, float]]  # activation tensor name -> (low, high), from calibration (typing: Py 3.8)
 
 
 #: Metadata ``quant_pre_process`` stamps on its output, and ours on a plain copy made when it failed.
@@ -57,17 +60,21 @@ BACKEND_KEY = "edgekd.quant.backend"
 
 #: Op types never quantized, nor anything after them: Softmax feeds the exit confidences and the vote.
 _NEVER_QUANTIZED = frozenset({"Softmax"})
-#: Weighted op types whose outputs stay float in every form (the logits and any dense layer feeding an activation).
+#: Weighted op types whose outputs stay float in the ONNX Runtime form (the logits and any dense layer feeding an
+#: activation). The TensorRT form quantizes no op's output at all.
 _FLOAT_OUTPUT_OPS = ["Gemm", "MatMul"]
-#: ...and in the TensorRT form also the convolutions (TensorRT fuses Conv+ReLU and quantizes at the next input).
-_TRT_FLOAT_OUTPUT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul"]
+#: Op types a residual Add's convolution branch may end in (TensorRT fuses the Add into the convolution; BN, when
+#: not folded yet, fuses into it too).
+_CONV_OPS = frozenset({"Conv", "ConvTranspose"})
+_FUSED_INTO_CONV = frozenset({"BatchNormalization"})
 
 
 def quant_op_types() -> list[str]:
     """Op types that are calibrated and quantized: everything ORT's static quantizer handles, minus Softmax.
 
     Calibration and quantization use the same list, so ranges computed by
-    :func:`edgekd.device.compiler.calibration.compute_ranges` cover every tensor :func:`quantize_qdq` puts a Q/DQ pair on.
+    :func:`edgekd.device.compiler.calibration.compute_ranges` cover every tensor :func:`quantize_qdq` puts a Q/DQ
+    pair on.
     """
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -209,7 +216,8 @@ def _backend_config(backend: str) -> tuple[Any, dict[str, Any]]:
         "AddQDQPairToWeight": True,  # float weight -> Q -> DQ: TensorRT 8.x rejects an int8 initializer into DQ
         "DedicatedQDQPair": True,  # TensorRT wants one consumer per Q/DQ pair
         "QuantizeBias": False,  # TensorRT cannot import an int32 bias DQ
-        "OpTypesToExcludeOutputQuantization": list(_TRT_FLOAT_OUTPUT_OPS),
+        # inputs only (as ModelOpt configures ORT): a Q/DQ pair on an Add's output would split Conv+Add+ReLU
+        "OpTypesToExcludeOutputQuantization": quant_op_types(),
     }
 
 
@@ -266,6 +274,117 @@ def _nodes_after_softmax(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def _graph_maps(model: onnx.ModelProto) -> tuple[dict[str, onnx.NodeProto], dict[str, int], set[str]]:
+    """(tensor -> producing node, tensor -> number of readers (graph outputs count), constant tensor names)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for name in [*(i for node in model.graph.node for i in node.input), *(o.name for o in model.graph.output)]:
+        readers[name] = readers.get(name, 0) + 1
+    consts = {i.name for i in model.graph.initializer}
+    consts.update(node.output[0] for node in model.graph.node if node.op_type == "Constant")
+    return producer, readers, consts
+
+
+def _distances(tensor: str, producer: Mapping[str, onnx.NodeProto], consts: set[str]) -> dict[str, int]:
+    """Every activation ``tensor`` depends on -> its distance in nodes (breadth first: the shortest)."""
+    dist, frontier = {tensor: 0}, [tensor]
+    while frontier:
+        nxt = []
+        for name in frontier:
+            node = producer.get(name)
+            for parent in (node.input if node is not None else ()):
+                if parent and parent not in consts and parent not in dist:
+                    dist[parent] = dist[name] + 1
+                    nxt.append(parent)
+        frontier = nxt
+    return dist
+
+
+def _fusible_conv_output(tensor: str, producer: Mapping[str, onnx.NodeProto], readers: Mapping[str, int]) -> bool:
+    """Whether ``tensor`` comes from a convolution (through ops fused into it) and is read by nothing else than the
+    Add it feeds: the condition for TensorRT to fuse that Add into the convolution."""
+    while readers.get(tensor, 0) == 1 and tensor in producer:
+        node = producer[tensor]
+        if node.op_type in _CONV_OPS:
+            return True
+        if node.op_type not in _FUSED_INTO_CONV:
+            return False
+        tensor = node.input[0]
+    return False
+
+
+def residual_add_branches(model: onnx.ModelProto) -> dict[str, str]:
+    """Residual Adds of a float graph: Add node name -> its *convolution branch* input, the one TensorRT fuses the
+    Add into (so that input should carry no Q/DQ, and the other, the residual, should).
+
+    An Add of two activations of one shape is residual when an input comes from a convolution read by nothing else
+    (:func:`_fusible_conv_output`). When both do (a projection shortcut), the branch is the input farther from the
+    two inputs' nearest common ancestor -- the block's main path, two convolutions deep, not its 1x1 shortcut -- as
+    NVIDIA ModelOpt decides it (``build_non_residual_input_map``); a tie is no residual Add. Written for edgekd from
+    that rule, not copied, with one difference: ancestors are tensors, graph inputs included, so a block whose input
+    is a segment graph's input still finds it (ModelOpt's search walks nodes only, finds no common one there and
+    then leaves the shortcut unquantized instead)."""
+    producer, readers, consts = _graph_maps(model)
+    shapes = {v.name: tuple(d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim)
+              for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+              if v.type.tensor_type.HasField("shape")}
+    branches = {}
+    for node in model.graph.node:
+        if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+            continue
+        a, b = node.input
+        if a in consts or b in consts or a == b or (a in shapes and b in shapes and shapes[a] != shapes[b]):
+            continue
+        fusible = [t for t in (a, b) if _fusible_conv_output(t, producer, readers)]
+        if len(fusible) == 2:
+            da, db = _distances(a, producer, consts), _distances(b, producer, consts)
+            common = set(da) & set(db)
+            if not common:
+                continue
+            lca = min(common, key=lambda t: (da[t] + db[t], max(da[t], db[t])))
+            if da[lca] == db[lca]:
+                continue
+            fusible = [a if da[lca] > db[lca] else b]
+        if len(fusible) == 1:
+            branches[node.name] = fusible[0]
+    return branches
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Remove Q/DQ nodes nothing reads any more, then initializers nothing reads."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {i for node in model.graph.node for i in node.input} | outputs
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    read = {i for node in model.graph.node for i in node.input}
+    kept = [t for t in model.graph.initializer if t.name in read]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def unquantize_residual_branches(model: onnx.ModelProto, branches: Mapping[str, str]) -> int:
+    """Feed each residual Add (``branches`` from :func:`residual_add_branches`) its convolution-branch tensor
+    directly instead of through the Q -> DQ pair ORT's quantizer put there; the residual input keeps its pair.
+    Returns how many Adds changed."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    changed = 0
+    for node in model.graph.node:
+        tensor = branches.get(node.name) if node.op_type == "Add" else None
+        for k, name in enumerate(node.input if tensor else ()):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] == tensor:
+                node.input[k] = tensor
+                changed += 1
+    _drop_unused(model)
+    return changed
+
+
 def _make_quantizer(model, per_channel: bool, reduce_range: bool, weight_type, activation_type, tensors_range,
                     exclude: list[str], op_types: list[str], extra: dict[str, Any]):
     """``QDQQuantizer`` across ORT versions (1.17 still took ``mode`` and ``static``)."""
@@ -291,12 +410,13 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
                  reduce_range: bool | None = None) -> Path:
     """Write the Q/DQ INT8 graph of ``onnx_path`` for ``backend`` to ``out_path`` (atomically) from given ranges.
 
-    Nothing is recalibrated: ``ranges`` (from :func:`edgekd.device.compiler.calibration.compute_ranges` or its cache, computed
-    on the same pre-processed model) become the ``tensors_range`` of ORT's ``QDQQuantizer``. Weights are symmetric
-    int8, per output channel unless ``per_channel`` is false. ``exclude_nodes`` (node names of the pre-processed
-    graph) stay float, as does everything a Softmax feeds. ``reduce_range`` (7-bit weights) defaults to on for the
-    ``onnxruntime`` backend on x86 CPUs without VNNI, where ORT's u8s8 kernels would otherwise saturate (measured:
-    -3 points top-1 on a small ResNet, none with it), and off elsewhere.
+    Nothing is recalibrated: ``ranges`` (from :func:`edgekd.device.compiler.calibration.compute_ranges` or its cache,
+    computed on the same pre-processed model) become the ``tensors_range`` of ORT's ``QDQQuantizer``. Weights are
+    symmetric int8, per output channel unless ``per_channel`` is false. ``exclude_nodes`` (node names of the
+    pre-processed graph) stay float, as does everything a Softmax feeds. ``reduce_range`` (7-bit weights) defaults to
+    on for the ``onnxruntime`` backend on x86 CPUs without VNNI, where ORT's u8s8 kernels would otherwise saturate
+    (measured: -3 points top-1 on a small ResNet, none with it), and off elsewhere. In the ``tensorrt`` form the
+    residual Adds' convolution-branch inputs are then taken off their Q/DQ pairs (:func:`residual_add_branches`).
     """
     if backend not in RUNNER_BACKENDS:
         raise EdgekdError(f"unknown quantization backend {backend!r} (choose from {', '.join(RUNNER_BACKENDS)})")
@@ -318,6 +438,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
             raise EdgekdError(f"the activation ranges name no tensor of {src}: were they calibrated on another model?")
         before = graph_io(model)
         exclude = [*(exclude_nodes or []), *_nodes_after_softmax(model)]
+        branches = residual_add_branches(model) if backend == "tensorrt" else {}
         quantizer = _make_quantizer(model, per_channel, bool(reduce_range), QuantType.QInt8, activation_type,
                                     _tensors_data(valid), exclude, quant_op_types(), extra)
         try:
@@ -329,6 +450,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
                                   "recalibrate on this model") from e
             raise
         result = quantizer.model.model
+    unquantize_residual_branches(result, branches)
     after = graph_io(result)
     if after != before:  # an invariant of ORT's quantizer, checked because every runner relies on it
         raise EdgekdError(f"quantizing {src} changed the graph inputs/outputs: {before} -> {after}")

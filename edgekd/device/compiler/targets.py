@@ -17,7 +17,6 @@ Every key is required and no other key is allowed, so a typo is an error rather 
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +64,10 @@ class DeviceTarget:
 
 
 def _shipped() -> dict[str, Any]:
-    """name → resource of every YAML file shipped in ``edgekd/targets``."""
-    root = importlib.resources.files("edgekd.targets")
+    """name → path of every YAML file shipped in ``edgekd/targets`` (a plain folder of the installed package)."""
+    import edgekd.targets
+
+    root = Path(edgekd.targets.__file__).parent
     return {entry.name[: -len(".yaml")]: entry for entry in root.iterdir() if entry.name.endswith(".yaml")}
 
 
@@ -81,7 +82,7 @@ def load_target(name_or_file: str | Path) -> DeviceTarget:
     shipped = _shipped()
     if text_path in shipped:
         resource = shipped[text_path]
-        return _parse(resource.read_text(encoding="utf-8"), Path(str(resource)))
+        return _parse(resource.read_text(encoding="utf-8"), resource)
     path = Path(text_path)
     if path.suffix in (".yaml", ".yml") or path.is_file() or len(path.parts) > 1:
         if not path.is_file():

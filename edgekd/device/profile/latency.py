@@ -155,9 +155,10 @@ def segment_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dic
     Each segment is asked for what ``edgekd run`` asks it for (:meth:`Chain.outputs
     <edgekd.device.chain.Chain.outputs>`), never ``conf{i}``: in ``exit{i}`` segment j returns ``logits{j}`` and,
     for j < i, the ``feat{j}`` the next segment needs, exactly as ``edgekd run --mode exit --exit i`` does (in
-    ``early-exit`` mode a frame answered at an exit i before the last has also fetched ``feat{i}``, one feature-map
-    copy more); ``segment{i}`` returns what segment i returns in the whole chain (``feat{i}`` unless it is the
-    last, and ``logits{i}``). ``full`` returns every output of the full graph.
+    ``early-exit`` mode a frame answered at an exit i before the last has also produced ``feat{i}``; on ONNX Runtime
+    that is one feature-map copy more, on TensorRT it stays on the GPU and costs nothing); ``segment{i}`` returns
+    what segment i returns in the whole chain (``feat{i}`` unless it is the last, and ``logits{i}``; on TensorRT the
+    feature map stays on the GPU, as in ``edgekd run``). ``full`` returns every output of the full graph.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")

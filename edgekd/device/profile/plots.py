@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import math
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +251,7 @@ def _label_exits(fig: Figure, ax: Any, data: list[dict]) -> None:
             r = r_pt * px_per_pt
             obstacles.append(((u - r, v - r, u + r, v + r), weight))
         line = [to_px(p) for p in s["pareto"]]
-        for (u0, v0), (u1, v1) in pairwise(line):
+        for (u0, v0), (u1, v1) in zip(line, line[1:]):
             for t in np.linspace(0.0, 1.0, max(2, int(math.hypot(u1 - u0, v1 - v0) / 6))):
                 u, v = u0 + t * (u1 - u0), v0 + t * (v1 - v0)
                 obstacles.append(((u - 2, v - 2, u + 2, v + 2), 0.3))

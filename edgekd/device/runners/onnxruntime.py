@@ -20,15 +20,25 @@ from edgekd.core.errors import EdgekdError
 from edgekd.device.runners.base import Runner
 
 _GLOBAL_POOL: dict[str, int] = {}
+#: Threads of every session when this ONNX Runtime has no global pool (set by the first runner; 0: ORT's default).
+_PER_SESSION: dict[str, int] = {}
 
 
 def ensure_global_thread_pool(threads: int | None = None) -> int:
-    """Create ONNX Runtime's process-wide thread pool once (before the first session); return its size."""
-    if not _GLOBAL_POOL:
+    """Create ONNX Runtime's process-wide thread pool once (before the first session); return its size.
+
+    ONNX Runtime releases without ``set_global_thread_pool_sizes`` in Python (1.19, the last for Python 3.8 and so
+    for JetPack 5.1) get per-session pools of that size with spinning turned off instead: idle pools then sleep
+    rather than spin against the busy one, which is what the shared pool is for.
+    """
+    if not _GLOBAL_POOL and not _PER_SESSION:
         n = threads or int(os.environ.get("EDGEKD_THREADS", "0")) or os.cpu_count() or 1
-        ort.set_global_thread_pool_sizes(n, 1)
-        _GLOBAL_POOL["intra"] = n
-    return _GLOBAL_POOL["intra"]
+        if hasattr(ort, "set_global_thread_pool_sizes"):
+            ort.set_global_thread_pool_sizes(n, 1)
+            _GLOBAL_POOL["intra"] = n
+        else:
+            _PER_SESSION["intra"] = n
+    return _GLOBAL_POOL.get("intra") or _PER_SESSION["intra"]
 
 
 def create_session(model: str | Path, so: ort.SessionOptions | None = None, *,
@@ -40,6 +50,9 @@ def create_session(model: str | Path, so: ort.SessionOptions | None = None, *,
     """
     so = so or ort.SessionOptions()
     so.log_severity_level = 3
+    if _PER_SESSION:
+        so.intra_op_num_threads = _PER_SESSION["intra"]
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     shared = bool(_GLOBAL_POOL)
     error: Exception | None = None
     for use_shared in (shared, not shared):

@@ -510,3 +510,202 @@ def test_user_errors(net, tmp_path):
         assert "\n" not in str(info.value)
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "p.onnx").exists()
     assert set(RUNNER_BACKENDS) == {"onnxruntime", "tensorrt"}
+
+
+# ------------------------------------------------------------------------ residual Adds in the TensorRT form (issue 10)
+
+
+@pytest.fixture(scope="module")
+def resnet(tiny_bundle, tmp_path_factory) -> dict:
+    """The tiny resnet8 student's graphs pre-processed and calibrated as a build does them (images for the full graph
+    and segment 0, the FP32 segments' activations for the others)."""
+    from edgekd.core.manifest import load_manifest
+    from edgekd.device.chain import Chain
+
+    m = load_manifest(tiny_bundle)
+    root = tmp_path_factory.mktemp("resnet")
+    with np.load(m.file("calib")) as f:
+        calib = f["images"]
+    feeds: dict = {i: [] for i in range(m.num_exits)}
+    with Chain.from_manifest(m) as chain:
+        chain.probs(calib, m.spec, batch=32, on_segment_input=lambda i, feed: feeds[i].append(dict(feed)))
+    sources = [("full", m.full_graph(), feeds[0])]
+    sources += [(f"segment{i}", m.segment_graph(i), feeds[i]) for i in range(m.num_exits)]
+    graphs = {}
+    for key, path, feed in sources:
+        pre = preprocess_for_quantization(path, root / f"{key}.pre.onnx")
+        graphs[key] = {"pre": pre, "feeds": feed, "ranges": compute_ranges(pre, feed, "minmax")}
+    return {"manifest": m, "graphs": graphs}
+
+
+def _previous_trt_config(backend: str):
+    """The TensorRT form's ORT options before issue 10: outputs of everything but weighted layers quantized."""
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
+                             "DedicatedQDQPair": True, "QuantizeBias": False,
+                             "OpTypesToExcludeOutputQuantization": ["Conv", "ConvTranspose", "Gemm", "MatMul"]}
+
+
+def previous_trt_form(src: Path, out: Path, ranges: dict) -> Path:
+    """The TensorRT form as edgekd placed it before issue 10 (both Add inputs quantized), for comparison."""
+    from edgekd.device.compiler import quantize
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(quantize, "_backend_config", _previous_trt_config)
+    mp.setattr(quantize, "residual_add_branches", lambda model: {})
+    try:
+        return quantize_qdq(src, out, ranges, backend="tensorrt")
+    finally:
+        mp.undo()
+
+
+def float_source(model: onnx.ModelProto, name: str) -> tuple[str, bool]:
+    """(the float tensor read through ``name``, whether it is read through a Q -> DQ pair)."""
+    dq = producer(model, name)
+    if dq is not None and dq.op_type == "DequantizeLinear":
+        q = producer(model, dq.input[0])
+        assert q is not None and q.op_type == "QuantizeLinear", name
+        return q.input[0], True
+    return name, False
+
+
+def kernel(model: onnx.ModelProto, conv: onnx.NodeProto) -> tuple:
+    """The spatial kernel shape of ``conv`` (its weight is an initializer behind Q -> DQ in the TensorRT form)."""
+    weight, _ = float_source(model, conv.input[1])
+    return tuple(inits(model)[weight].shape[2:])
+
+
+def residual_adds(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, list[tuple[str, bool]], int]]:
+    """Every Add of two activations one of which comes from a convolution: (node, the float source and Q/DQ flag of
+    each input, the index of the main-branch input). In resnet8 the main branch ends in a 3x3 convolution; the other
+    input is the identity (a ReLU output) or the 1x1 projection shortcut (cifar_resnet.BasicBlock)."""
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "Add":
+            continue
+        sources = [float_source(model, t) for t in node.input]
+        makers = [producer(model, t) for t, _ in sources]
+        if not any(p is not None and p.op_type == "Conv" for p in makers):
+            continue  # e.g. the vote's Adds (products of probabilities)
+        main = [i for i, p in enumerate(makers) if p is not None and p.op_type == "Conv" and kernel(model, p) == (3, 3)]
+        assert len(main) == 1, node.name
+        found.append((node, sources, main[0]))
+    return found
+
+
+def test_tensorrt_form_quantizes_the_residual_not_the_conv_branch(resnet, tmp_path):
+    """NVIDIA's placement (TensorRT guide, ModelOpt): each residual Add reads the convolution it is fused into in
+    float (no Q/DQ: Conv+BN+Add+ReLU become one int8 kernel) and its identity/shortcut input through Q/DQ; no Q/DQ
+    between the Add and its ReLU; every convolution's input and weights still quantized; nothing after a Softmax."""
+    for key, g in resnet["graphs"].items():
+        model = onnx.load(str(quantize_qdq(g["pre"], tmp_path / f"{key}.onnx", g["ranges"], backend="tensorrt")))
+        adds = residual_adds(model)
+        assert len(adds) == (3 if key == "full" else 1), key  # one BasicBlock per resnet8 stage
+        for add, sources, main in adds:
+            for i, (tensor, quantized) in enumerate(sources):
+                if i == main:
+                    assert not quantized, f"{key}: {add.name} reads its convolution branch {tensor} through Q/DQ"
+                else:
+                    assert quantized, f"{key}: {add.name} reads its residual {tensor} in float"
+            assert [c.op_type for c in consumers(model, add.output[0])] == ["Relu"], f"{key}: Q/DQ after {add.name}"
+        for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+            assert all(float_source(model, t)[1] for t in conv.input[:2]), f"{key}: {conv.name} not quantized"
+        frontier = [n.output[0] for n in model.graph.node if n.op_type == "Softmax"]
+        assert frontier
+        while frontier:
+            for node in consumers(model, frontier.pop()):
+                assert node.op_type not in ("QuantizeLinear", "DequantizeLinear"), f"{key}: {node.name}"
+                frontier.extend(node.output)
+
+
+def test_the_previous_placement_quantized_the_conv_branch(resnet, tmp_path):
+    """What the test above guards against, as edgekd did it before: both Add inputs and the Add output quantized."""
+    g = resnet["graphs"]["segment1"]
+    model = onnx.load(str(previous_trt_form(g["pre"], tmp_path / "old.onnx", g["ranges"])))
+    (add, sources, main), = residual_adds(model)
+    assert all(quantized for _, quantized in sources)
+    assert consumers(model, add.output[0])[0].op_type == "QuantizeLinear"
+
+
+def test_tensorrt_form_keeps_the_accuracy_of_the_previous_placement(resnet, tmp_path):
+    """On the bundle's validation sample, run with ONNX Runtime (the Q/DQ arithmetic TensorRT reproduces): per exit
+    and for the vote, the new placement is within a point of the previous one and of FP32."""
+    from edgekd.core.vote import accuracy, vote
+    from edgekd.device.chain import full_probs
+
+    m, g = resnet["manifest"], resnet["graphs"]["full"]
+    with np.load(m.file("val_sample")) as f:
+        images, labels = f["images"], f["labels"]
+    paths = {"fp32": m.full_graph(),
+             "previous": previous_trt_form(g["pre"], tmp_path / "previous.onnx", g["ranges"]),
+             "now": quantize_qdq(g["pre"], tmp_path / "now.onnx", g["ranges"], backend="tensorrt")}
+    acc = {}
+    for name, path in paths.items():
+        probs = full_probs("onnxruntime", path, images, m.spec, m.num_exits)  # (E, N, K)
+        weights = np.asarray(m.vote_weights) if m.vote_weights else None
+        acc[name] = [accuracy(p.argmax(1), labels) for p in probs]
+        acc[name].append(accuracy(vote(probs, m.vote_rule, weights), labels))
+    print(f"\n[top-1 % per exit + vote, {len(labels)} val images] {acc}")
+    for i in range(len(acc["now"])):
+        assert abs(acc["now"][i] - acc["previous"][i]) <= 1.0, (i, acc)
+        assert acc["now"][i] >= acc["fp32"][i] - 1.0, (i, acc)
+
+
+MODELOPT_SCRIPT = """
+import sys
+import numpy as np
+from modelopt.onnx.quantization import quantize
+src, calib, out = sys.argv[1:4]
+quantize(src, quantize_mode="int8", calibration_data=dict(np.load(calib)), calibration_method="max",
+         calibration_eps=["cpu"], output_path=out, high_precision_dtype="fp32", log_level="ERROR")
+"""
+
+
+def _modelopt_python() -> str | None:
+    """An interpreter with NVIDIA ModelOpt: this one, or ``$EDGEKD_MODELOPT_PYTHON`` (ModelOpt pulls a CUDA torch,
+    so it lives in a venv of its own); None when neither has it."""
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is not None:
+        return sys.executable
+    return os.environ.get("EDGEKD_MODELOPT_PYTHON") or None
+
+
+def qdq_inputs(model: onnx.ModelProto, op_types: tuple) -> set[tuple[str, int]]:
+    """(node name, input index) of every ``op_types`` node input read through a Q -> DQ pair, on the image side of
+    the graph (edgekd keeps everything a Softmax feeds float; ModelOpt quantizes the vote's Adds)."""
+    fed_by_softmax: set[str] = set()
+    tainted: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type == "Softmax" or any(t in tainted for t in node.input):
+            tainted.update(node.output)
+            fed_by_softmax.add(node.name)
+    return {(n.name, i) for n in model.graph.node if n.op_type in op_types and n.name not in fed_by_softmax
+            for i, t in enumerate(n.input) if t and float_source(model, t)[1]}
+
+
+def test_tensorrt_form_places_qdq_where_modelopt_does(resnet, tmp_path):
+    """NVIDIA ModelOpt's ONNX INT8 quantizer (optional, never required) on the same pre-processed full graph: Q/DQ on
+    the same Conv, Add, ReLU and pooling inputs, the three residual Adds included.
+
+    Not compared: ModelOpt leaves the classifier Gemm float (its GEMV rule), quantizes the vote after the Softmax,
+    and writes opset 19 with ReduceMax axes as an input (which TensorRT 8.x misreads). The segment graphs are not
+    compared either: where a block's input is the graph input, ModelOpt's lowest-common-ancestor search finds no
+    common node and falls back to leaving Add input 1 -- the 1x1 shortcut -- unquantized."""
+    python = _modelopt_python()
+    if python is None:
+        pytest.skip("NVIDIA ModelOpt is not installed (optional: pip install 'nvidia-modelopt[onnx]' into a venv of "
+                    "its own and set EDGEKD_MODELOPT_PYTHON to its python)")
+    g = resnet["graphs"]["full"]
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, image=np.concatenate([f["image"] for f in g["feeds"]]))
+    theirs = tmp_path / "full.modelopt.onnx"
+    proc = subprocess.run([python, "-c", MODELOPT_SCRIPT, str(g["pre"]), str(calib), str(theirs)],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = onnx.load(str(quantize_qdq(g["pre"], tmp_path / "full.ours.onnx", g["ranges"], backend="tensorrt")))
+    reference = onnx.load(str(theirs))
+    ops = ("Conv", "Add", "Relu", "GlobalAveragePool")
+    assert len([n for n in reference.graph.node if n.op_type == "Add"]) >= 3
+    assert qdq_inputs(ours, ops) == qdq_inputs(reference, ops)

@@ -1,7 +1,10 @@
 """TensorRT engine builds.
 
-The pure helpers (names, freshness, calibrator choice, device names) and the checks made before TensorRT is
-touched run everywhere. The real builds are marked ``tensorrt`` and skip, with the reason
+The pure helpers (names, freshness, calibrator choice, device names, the version gate, builder settings per
+TensorRT version, optimization-profile shapes on DLA and GPU, the engine inspector's JSON, the engine cache key,
+reuse and staleness) and the checks made before TensorRT is touched run everywhere. Where a test needs a
+``tensorrt`` module it is a fake, named so (``VersionOnlyTensorRT``, ``FakeTensorRT11``, ...): those test edgekd's
+decisions, never TensorRT. The real builds are marked ``tensorrt`` and skip, with the reason
 :func:`tensorrt_available` gives, wherever TensorRT or an NVIDIA GPU is missing (as on CI).
 """
 
@@ -9,8 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekd.core.errors import ConfigError, EdgekdError
@@ -18,13 +25,31 @@ from edgekd.core.manifest import sha256_file
 from edgekd.device.compiler import tensorrt as trt_build
 from edgekd.device.compiler.targets import load_target
 from edgekd.device.compiler.tensorrt import (
+    DLA_BATCH,
+    ENGINE_CACHE_ENV,
     build_engine,
+    build_settings,
+    cached_engine_path,
+    calibration_digest,
+    check_tensorrt,
+    default_engine_cache,
     detect_device,
+    engine_cache_key,
     engine_is_fresh,
+    engine_meta,
     engine_name,
+    engine_record,
+    engine_source,
+    graph_facts,
+    parse_engine_information,
+    precision_problem,
+    profile_batches,
+    read_sidecar,
     sanitize_device,
     sidecar_path,
     tensorrt_available,
+    tensorrt_version_problem,
+    timing_cache_path,
     use_implicit_calibrator,
     write_engine_sidecar,
 )
@@ -33,10 +58,6 @@ from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
 SHA = "0123456789abcdef" * 4
 META = {"onnx_sha256": SHA, "precision": "int8", "tensorrt": "10.3.0", "device": "jetson-orin-nano-developer-kit",
         "dla_core": None}
-
-
-
-
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------------
@@ -162,7 +183,8 @@ def test_tensorrt_available_reports_a_reason():
 
 
 def test_importing_the_modules_does_not_import_tensorrt():
-    assert_no_heavy_imports("import edgekd.device.compiler.tensorrt, edgekd.device.compiler.targets, edgekd.device.runners.tensorrt")
+    assert_no_heavy_imports("import edgekd.device.compiler.tensorrt, edgekd.device.compiler.targets, "
+                            "edgekd.device.runners.tensorrt")
 
 
 # -- checks made before TensorRT is needed -----------------------------------------------------------------------
@@ -208,6 +230,419 @@ def test_build_missing_onnx(tmp_path):
                      input_name="image", input_shape_chw=(3, 16, 16))
 
 
+# -- supported TensorRT versions (a fake module carrying only __version__) ---------------------------------------
+def VersionOnlyTensorRT(version: str) -> types.SimpleNamespace:
+    """Not TensorRT: a namespace with nothing but ``__version__``, so the gate provably reads nothing else."""
+    return types.SimpleNamespace(__version__=version)
+
+
+@pytest.mark.parametrize("version, major", [("8.5.2.2", 8), ("8.6.1", 8), ("10.3.0", 10), ("10.13.3.9", 10),
+                                            ("11.1.0.106", 11)])
+def test_supported_tensorrt_versions_pass_the_gate(version, major):
+    assert check_tensorrt(VersionOnlyTensorRT(version)) == major
+    assert tensorrt_version_problem(version) is None
+
+
+@pytest.mark.parametrize("version", ["8.4.3.1", "8.2.1", "7.1.3", "12.0.0", "13.1", "unknown", ""])
+def test_unsupported_tensorrt_versions_are_refused_in_one_line(version):
+    with pytest.raises(EdgekdError) as info:
+        check_tensorrt(VersionOnlyTensorRT(version))
+    message = str(info.value)
+    assert "\n" not in message and f"TensorRT {version} is not supported" in message
+    assert "8.5 to 11.x" in message and "JetPack 5.1: 8.5" in message
+
+
+def test_build_engine_refuses_an_unsupported_tensorrt_before_touching_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "12.0.0"))
+    monkeypatch.setitem(sys.modules, "tensorrt", VersionOnlyTensorRT("12.0.0"))
+    with pytest.raises(EdgekdError, match=r"^TensorRT 12\.0\.0 is not supported: .*8\.5 to 11\.x"):
+        build_engine(tiny_onnx(tmp_path / "full.onnx"), tmp_path / "out", precision="fp16",
+                     target=load_target("orin-nano"), input_name="image", input_shape_chw=(3, 16, 16),
+                     engine_cache=tmp_path / "cache", log=lambda m: None)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+# -- builder settings per TensorRT version -----------------------------------------------------------------------
+@pytest.mark.parametrize("major, precision, dla, typing_, flags, explicit_batch, calibration", [
+    (8, "fp32", False, "weak", (), True, None),
+    (8, "fp16", False, "weak", ("FP16",), True, None),
+    (8, "int8", False, "weak", ("FP16", "INT8"), True, "explicit"),
+    (8, "int8", True, "weak", ("FP16", "INT8", "GPU_FALLBACK"), True, "implicit"),  # 8.x DLA: no Q/DQ
+    (10, "fp16", True, "weak", ("FP16", "GPU_FALLBACK"), False, None),
+    (10, "int8", True, "weak", ("FP16", "INT8", "GPU_FALLBACK"), False, "explicit"),
+    (11, "fp32", False, "strong", (), False, None),
+    (11, "fp16", False, "strong", (), False, None),  # 11: precision from the graph, no flags
+    (11, "int8", False, "strong", (), False, "explicit"),
+    (11, "int8", True, "strong", ("GPU_FALLBACK",), False, "explicit"),
+])
+def test_build_settings(major, precision, dla, typing_, flags, explicit_batch, calibration):
+    settings = build_settings(major, precision, dla=dla, batch=(1, 1, 8))
+    assert (settings.typing, settings.flags, settings.explicit_batch_flag, settings.calibration) == \
+        (typing_, flags, explicit_batch, calibration)
+    assert settings.batch == (1, 1, 8)
+
+
+class _Names:
+    """A fake enum: attributes for the given member names only (anything else is an AttributeError)."""
+
+    def __init__(self, *names: str):
+        for name in names:
+            setattr(self, name, f"<{name}>")
+
+
+def FakeTensorRT11() -> types.SimpleNamespace:
+    """Not TensorRT: the members of TensorRT 11's enums that the strongly typed path may touch, per NVIDIA's
+    release/11.0 python/src/infer/pyCore.cpp (BuilderFlag has no FP16/INT8, NetworkDefinitionCreationFlag no
+    EXPLICIT_BATCH) and the 10.x to 11.x migration guide (no calibrators)."""
+    return types.SimpleNamespace(
+        __version__="11.0.0",
+        BuilderFlag=_Names("DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "EDITABLE_TIMING_CACHE", "TF32"),
+        NetworkDefinitionCreationFlag=_Names("STRONGLY_TYPED", "PREFER_AOT_PYTHON_PLUGINS",
+                                             "PREFER_JIT_PYTHON_PLUGINS"),
+        MemoryPoolType=_Names("WORKSPACE"), ProfilingVerbosity=_Names("LAYER_NAMES_ONLY", "DETAILED", "NONE"),
+        DeviceType=_Names("GPU", "DLA"))
+
+
+class RecordingConfig:
+    """Not TensorRT: records what edgekd sets on a builder config."""
+
+    def __init__(self) -> None:
+        self.flags: list = []
+        self.pools: dict = {}
+
+    def set_flag(self, flag) -> None:
+        self.flags.append(flag)
+
+    def set_memory_pool_limit(self, pool, size) -> None:
+        self.pools[pool] = size
+
+
+@pytest.mark.parametrize("precision, dla_core", [("fp32", None), ("fp16", None), ("int8", None), ("int8", 0),
+                                                 ("fp16", 1)])
+def test_the_tensorrt_11_path_touches_no_removed_name(precision, dla_core):
+    trt = FakeTensorRT11()
+    settings = build_settings(check_tensorrt(trt), precision, dla=dla_core is not None, batch=(1, 1, 1))
+    assert trt_build._network_flags(trt, settings) == 0  # strongly typed is the only mode: no flag at all
+    config = RecordingConfig()
+    trt_build._configure(trt, config, settings, workspace_mib=1024, dla_core=dla_core)
+    assert config.flags == (["<GPU_FALLBACK>"] if dla_core is not None else [])
+    assert config.pools == {"<WORKSPACE>": 1024 << 20}
+    assert config.profiling_verbosity == "<DETAILED>"
+    assert getattr(config, "DLA_core", None) == dla_core
+    assert not use_implicit_calibrator(11, dla_core is not None)  # no calibrator on 11, DLA or not
+
+
+def test_the_weak_typing_path_sets_precision_flags_and_explicit_batch():
+    trt = types.SimpleNamespace(BuilderFlag=_Names("FP16", "INT8", "GPU_FALLBACK"),
+                                NetworkDefinitionCreationFlag=types.SimpleNamespace(EXPLICIT_BATCH=0),
+                                MemoryPoolType=_Names("WORKSPACE"), ProfilingVerbosity=_Names("DETAILED"),
+                                DeviceType=_Names("DLA"))
+    settings = build_settings(8, "int8", dla=True, batch=(1, 1, 1))
+    assert trt_build._network_flags(trt, settings) == 1
+    config = RecordingConfig()
+    trt_build._configure(trt, config, settings, workspace_mib=0, dla_core=1)
+    assert config.flags == ["<FP16>", "<INT8>", "<GPU_FALLBACK>"] and config.pools == {}
+    assert (config.default_device_type, config.DLA_core) == ("<DLA>", 1)
+    assert trt_build._network_flags(trt, build_settings(10, "int8", dla=False, batch=(1, 1, 1))) == 0
+
+
+# -- what the graph says (onnx only) -----------------------------------------------------------------------------
+def qdq_onnx(path: Path) -> Path:
+    """A one-input graph with a QuantizeLinear/DequantizeLinear pair, as edgekd's TensorRT int8 graphs have."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0.05, dtype=np.float32), "scale"),
+             numpy_helper.from_array(np.array(0, dtype=np.int8), "zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["image", "scale", "zero"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["out"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_graph_facts(tmp_path):
+    from edgekd.device.compiler.fp16 import convert_fp16
+
+    fp32 = graph_facts(tiny_onnx(tmp_path / "full.onnx"))
+    assert fp32.inputs == {"image": (-1, 3, 16, 16)} and fp32.float_types == {"float32"} and not fp32.has_qdq
+    fp16 = graph_facts(convert_fp16(tmp_path / "full.onnx", tmp_path / "full.fp16.onnx"))
+    assert "float16" in fp16.float_types and fp16.inputs == fp32.inputs  # float32 IO kept
+    qdq = graph_facts(qdq_onnx(tmp_path / "qdq.onnx"))
+    assert qdq.has_qdq and qdq.inputs == {"image": (1, 3, 4, 4)}
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not an onnx model")
+    with pytest.raises(EdgekdError, match="tensorrt cannot parse"):
+        graph_facts(bad)
+
+
+@pytest.mark.parametrize("major, precision, graph, problem", [
+    (10, "fp16", "fp32", None), (10, "int8", "qdq", None), (10, "int8", "fp32", None),  # weak: flags decide
+    (10, "fp16", "qdq", "has Q/DQ nodes: build it as int8"),
+    (8, "int8", "qdq", "needs the float graph"),  # 8.x DLA calibrates implicitly (dla below)
+    (11, "fp16", "fp16", None), (11, "int8", "qdq", None), (11, "fp32", "fp32", None),
+    (11, "fp16", "fp32", "fp16 comes from the FP16 graph"),
+    (11, "int8", "fp32", "int8 comes from the graph's Q/DQ nodes"),
+    (11, "fp32", "fp16", "has float16 tensors"),
+])
+def test_precision_problem(tmp_path, major, precision, graph, problem):
+    from edgekd.device.compiler.fp16 import convert_fp16
+
+    path = {"fp32": lambda: tiny_onnx(tmp_path / "g.onnx"), "qdq": lambda: qdq_onnx(tmp_path / "g.onnx"),
+            "fp16": lambda: convert_fp16(tiny_onnx(tmp_path / "f.onnx"), tmp_path / "g.onnx")}[graph]()
+    settings = build_settings(major, precision, dla=major == 8, batch=(1, 1, 1))
+    found = precision_problem(precision, settings, graph_facts(path), "g.onnx")
+    assert (found is None) if problem is None else (problem in found)
+
+
+# -- DLA: one static shape ---------------------------------------------------------------------------------------
+def test_optimization_profile_batches_on_dla_and_gpu():
+    orin = load_target("agx-orin")
+    assert orin.batch == (1, 1, 16)
+    assert profile_batches(orin.batch, dla=False) == (1, 1, 16)  # the GPU takes the target's range
+    assert profile_batches(orin.batch, dla=True) == (DLA_BATCH,) * 3 == (1, 1, 1)  # DLA: min = opt = max
+    assert profile_batches((2, 4, 8), dla=True) == (1, 1, 1)  # whatever the target's opt
+    assert profile_batches(orin.batch, dla=False, onnx_batch=4) == (4, 4, 4)  # a fixed ONNX batch wins
+    assert profile_batches(orin.batch, dla=True, onnx_batch=2) == (2, 2, 2)
+    for dla in (False, True):
+        low, opt, high = profile_batches(orin.batch, dla=dla)
+        assert low <= opt <= high
+
+
+class FakeLayer:
+    """Not TensorRT: a network layer with a name and a type."""
+
+    def __init__(self, name: str, kind: str):
+        self.name, self.type = name, types.SimpleNamespace(name=kind)
+
+
+def test_dla_fallback_lists_the_layers_the_dla_cannot_run():
+    layers = [FakeLayer("conv0", "CONVOLUTION"), FakeLayer("topk", "TOPK"), FakeLayer("relu0", "ACTIVATION")]
+    network = types.SimpleNamespace(num_layers=3, get_layer=lambda i: layers[i])
+    config = types.SimpleNamespace(can_run_on_DLA=lambda layer: layer.type.name != "TOPK")
+    assert trt_build._dla_fallback(config, network) == [{"name": "topk", "type": "TOPK"}]
+
+
+# The engine inspector's JSON, written after the format TensorRT documents (developer guide, "Engine Inspector":
+# https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/engine-tools.html) and that NVIDIA's TREx
+# example plans use (tools/experimental/trt-engine-explorer/examples/*/*.graph.json in NVIDIA/TensorRT release/10.3):
+# {"Layers": [...], "Bindings": [...]}, a layer being an object with Name/LayerType/Inputs/Outputs/... under
+# ProfilingVerbosity.DETAILED and only its name under LAYER_NAMES_ONLY. Names and values here are made up.
+INSPECTOR_DETAILED = json.dumps({
+    "Layers": [
+        {"Name": "Reformatting CopyNode for Input Tensor 0 to conv0 + relu0", "LayerType": "Reformat",
+         "Inputs": [{"Name": "image", "Location": "Device", "Dimensions": [1, 3, 16, 16],
+                     "Format/Datatype": "Row major linear FP32"}],
+         "Outputs": [{"Name": "Reformatted Input Tensor 0 to conv0 + relu0", "Location": "Device",
+                      "Dimensions": [1, 3, 16, 16], "Format/Datatype": "Channel major FP16 format"}],
+         "ParameterType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x0000000000000000"},
+        {"Name": "conv0 + relu0", "LayerType": "CaskConvolution", "Inputs": [], "Outputs": [],
+         "ParameterType": "Convolution", "Kernel": [3, 3], "TacticValue": "0x00000000000000ab"},
+        {"Name": "pool", "LayerType": "CudaPooling", "ParameterType": "Pooling", "TacticValue": "0xfffffffffffffffe"},
+    ],
+    "Bindings": ["image", "logits"],
+}, indent=1)
+INSPECTOR_NAMES_ONLY = '{"Layers": ["conv0 + relu0", "pool", "fc"],\n"Bindings": ["image", "logits"]}'
+
+
+def test_parse_engine_information():
+    assert parse_engine_information(INSPECTOR_DETAILED) == [
+        {"name": "Reformatting CopyNode for Input Tensor 0 to conv0 + relu0", "type": "Reformat"},
+        {"name": "conv0 + relu0", "type": "CaskConvolution"}, {"name": "pool", "type": "CudaPooling"}]
+    assert parse_engine_information(INSPECTOR_NAMES_ONLY) == [
+        {"name": "conv0 + relu0", "type": None}, {"name": "pool", "type": None}, {"name": "fc", "type": None}]
+    for bad in ("not json", "[]", '{"Bindings": []}', '{"Layers": [1]}', '{"Layers": [{"LayerType": "x"}]}'):
+        with pytest.raises(ValueError):
+            parse_engine_information(bad)
+
+
+def test_engine_layers_come_from_the_inspector_and_failures_are_a_note():
+    calls = {}
+
+    class FakeRuntime:  # Not TensorRT
+        def __init__(self, logger):
+            self.DLA_core = None
+
+        def deserialize_cuda_engine(self, data):
+            calls["dla_core"] = self.DLA_core
+            inspector = types.SimpleNamespace(get_engine_information=lambda fmt: INSPECTOR_DETAILED if fmt == "JSON"
+                                              else "")
+            return types.SimpleNamespace(create_engine_inspector=lambda: inspector)
+
+    trt = types.SimpleNamespace(Runtime=FakeRuntime, LayerInformationFormat=types.SimpleNamespace(JSON="JSON"))
+    layers = trt_build._engine_layers(trt, b"plan", 1, None, log=lambda m: None)
+    assert [layer["name"] for layer in layers] == ["Reformatting CopyNode for Input Tensor 0 to conv0 + relu0",
+                                                   "conv0 + relu0", "pool"]
+    assert calls["dla_core"] == 1  # a DLA engine deserializes on its core
+    notes: list = []
+    broken = types.SimpleNamespace(Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda d: None))
+    assert trt_build._engine_layers(broken, b"plan", None, None, log=notes.append) is None
+    assert notes and notes[0].startswith("note: could not read the engine's layers")
+
+
+# -- the engine cache --------------------------------------------------------------------------------------------
+def test_default_engine_cache_location():
+    home = Path("~").expanduser()
+    assert default_engine_cache({}) == home / ".cache" / "edgekd" / "engines"
+    assert default_engine_cache({"XDG_CACHE_HOME": "/x/cache"}) == Path("/x/cache/edgekd/engines")
+    assert default_engine_cache({ENGINE_CACHE_ENV: "/fast/engines", "XDG_CACHE_HOME": "/x"}) == Path("/fast/engines")
+    for off in ("", "off", "None", "0", "false"):
+        assert default_engine_cache({ENGINE_CACHE_ENV: off}) is None
+
+
+def meta_for(**changes) -> dict:
+    """The sidecar fields of a typical Orin Nano int8 GPU build (engine_meta), with ``changes``."""
+    fields = dict(onnx_sha256=SHA, precision="int8", trt_version="10.3.0", device="jetson-orin-nano-developer-kit",
+                  sm="sm87", dla_core=None, input_name="image", input_shape_chw=(3, 16, 16), workspace_mib=1024,
+                  settings=build_settings(10, "int8", dla=False, batch=(1, 1, 8)), calib_digest=None)
+    fields.update(changes)
+    return engine_meta(**fields)
+
+
+@pytest.mark.parametrize("change", [
+    dict(onnx_sha256="f" * 64), dict(precision="fp16"), dict(trt_version="10.3.0.26"), dict(trt_version="8.6.2"),
+    dict(device="jetson-agx-orin-developer-kit"), dict(sm="sm72"), dict(dla_core=0), dict(input_name="feat0"),
+    dict(input_shape_chw=(3, 32, 32)), dict(workspace_mib=2048),
+    dict(settings=build_settings(10, "int8", dla=False, batch=(1, 1, 16))),  # batch range
+    dict(settings=build_settings(10, "int8", dla=True, batch=(1, 1, 8))),  # flags (GPU_FALLBACK)
+    dict(settings=build_settings(11, "int8", dla=False, batch=(1, 1, 8))),  # strong typing, no flags
+    dict(settings=build_settings(8, "int8", dla=True, batch=(1, 1, 8)), calib_digest="a" * 64),  # implicit
+])
+def test_every_field_changes_the_engine_cache_key(change):
+    assert engine_cache_key(meta_for(**change)) != engine_cache_key(meta_for())
+
+
+def test_the_engine_cache_key_is_stable():
+    base = meta_for()
+    assert engine_cache_key(base) == engine_cache_key(json.loads(json.dumps(base)))  # tuples vs lists
+    assert engine_cache_key(dict(reversed(list(base.items())))) == engine_cache_key(base)  # key order
+    implicit = dict(settings=build_settings(8, "int8", dla=True, batch=(1, 1, 1)))
+    assert engine_cache_key(meta_for(**implicit, calib_digest="a" * 64)) != \
+        engine_cache_key(meta_for(**implicit, calib_digest="b" * 64))  # other calibration data, other engine
+    assert cached_engine_path("/c", base) == Path("/c") / f"{engine_cache_key(base)}.engine"
+
+
+def test_timing_cache_is_per_tensorrt_version_and_device(tmp_path):
+    a = timing_cache_path(tmp_path, "10.3.0", "jetson-orin-nano-developer-kit", "sm87")
+    assert a.parent == tmp_path / "timing" and a.name == "trt10.3.0.jetson-orin-nano-developer-kit-sm87.cache"
+    assert a != timing_cache_path(tmp_path, "8.6.2", "jetson-orin-nano-developer-kit", "sm87")
+    assert a != timing_cache_path(tmp_path, "10.3.0", "jetson-agx-orin-developer-kit", "sm87")
+    assert "/" not in timing_cache_path(tmp_path, "10.3/../x", "a/b").name
+
+
+def test_calibration_digest():
+    x = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
+    assert calibration_digest([x, x]) == calibration_digest([x.copy(), x.copy()])
+    assert calibration_digest([x]) != calibration_digest([x, x])
+    assert calibration_digest([x]) != calibration_digest([x.reshape(1, 3, 4, 1)])
+    assert calibration_digest([x]) != calibration_digest([x + 1])
+
+
+def put_engine(path: Path, meta: dict, data: bytes = b"engine bytes", info: dict | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    write_engine_sidecar(path, meta, info)
+    return path
+
+
+def test_engine_source_decides_reuse(tmp_path):
+    meta = meta_for()
+    bundle, cached = tmp_path / "bundle" / "full.engine", cached_engine_path(tmp_path / "cache", meta)
+    assert engine_source(bundle, cached, meta) == "build"
+    put_engine(cached, meta)
+    assert engine_source(bundle, cached, meta) == "cache"
+    assert engine_source(bundle, None, meta) == "build"  # no cache: build
+    put_engine(bundle, meta)
+    assert engine_source(bundle, cached, meta) == "bundle"
+    assert engine_source(bundle, cached, meta_for(precision="fp16")) == "build"  # another build
+    bundle.unlink()
+    cached.write_bytes(b"changed after its sidecar")  # stale: never loaded
+    assert engine_source(bundle, cached, meta) == "build"
+
+
+def test_sidecar_info_is_a_record_not_a_field(tmp_path):
+    meta = meta_for()
+    engine = put_engine(tmp_path / "e.engine", meta, info={"origin": "built", "gpu_fallback": []})
+    assert engine_is_fresh(engine, meta)
+    assert read_sidecar(engine)["info"] == {"origin": "built", "gpu_fallback": []}
+    assert read_sidecar(tmp_path / "absent.engine") == {}
+
+
+def test_link_or_copy(tmp_path, monkeypatch):
+    src = tmp_path / "cache" / "a.engine"
+    src.parent.mkdir()
+    src.write_bytes(b"plan")
+    how = trt_build._link_or_copy(src, tmp_path / "out" / "b.engine")
+    assert how == "hard-linked" and os.path.samefile(src, tmp_path / "out" / "b.engine")
+
+    def no_links(*args):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert trt_build._link_or_copy(src, tmp_path / "out" / "c.engine") == "copied"
+    assert (tmp_path / "out" / "c.engine").read_bytes() == b"plan"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.engine", "c.engine"]  # no temporaries
+
+
+def test_engine_record_for_the_manifest(tmp_path):
+    meta = meta_for(dla_core=0, settings=build_settings(10, "int8", dla=True, batch=(1, 1, 1)))
+    fallback = [{"name": "topk", "type": "TOPK"}]
+    engine = put_engine(tmp_path / "full.engine", meta,
+                        info={"origin": "cache", "cache_key": "k", "gpu_fallback": fallback,
+                              "engine_layers": [{"name": "conv0", "type": "CaskConvolution"}]})
+    assert engine_record(engine) == {
+        "file": "full.engine", "device": "dla0", "batch": [1, 1, 1], "precision": "int8", "tensorrt": "10.3.0",
+        "typing": "weak", "origin": "cache", "cache_key": "k", "gpu_fallback": fallback,
+        "engine_layers": [{"name": "conv0", "type": "CaskConvolution"}]}
+
+
+def test_build_engine_takes_a_fresh_cached_engine_and_never_a_stale_one(tmp_path, monkeypatch):
+    """The reuse path of build_engine itself, on a CPU: the fake ``tensorrt`` carries only a version, so reaching
+    TensorRT's builder (a rebuild) is an AttributeError, and a reuse provably creates no TensorRT object."""
+    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "10.3.0"))
+    monkeypatch.setitem(sys.modules, "tensorrt", VersionOnlyTensorRT("10.3.0"))
+    monkeypatch.setattr(trt_build, "detect_device", lambda: "jetson-orin-nano-developer-kit")
+    monkeypatch.setattr(trt_build, "gpu_sm", lambda: "sm87")
+    onnx_path, target, cache = tiny_onnx(tmp_path / "full.onnx"), load_target("orin-nano"), tmp_path / "cache"
+    meta = engine_meta(onnx_sha256=sha256_file(onnx_path), precision="fp16", trt_version="10.3.0",
+                       device="jetson-orin-nano-developer-kit", sm="sm87", dla_core=None, input_name="image",
+                       input_shape_chw=(3, 16, 16), workspace_mib=target.workspace_mib,
+                       settings=build_settings(10, "fp16", dla=False, batch=target.batch))
+    info = {"origin": "built", "cache_key": engine_cache_key(meta), "gpu_fallback": None,
+            "engine_layers": [{"name": "conv0 + relu0", "type": "CaskConvolution"}]}
+    cached = put_engine(cached_engine_path(cache, meta), meta, b"an engine built earlier", info)
+    kwargs = dict(precision="fp16", target=target, input_name="image", input_shape_chw=(3, 16, 16),
+                  engine_cache=cache)
+
+    messages: list = []
+    built = build_engine(onnx_path, tmp_path / "bundle1", **kwargs, log=messages.append)
+    assert built.origin == "cache" and built.device == "gpu" and built.batch == (1, 1, 8)
+    assert built.path.parent == tmp_path / "bundle1" and built.path.read_bytes() == b"an engine built earlier"
+    assert os.path.samefile(built.path, cached)  # hard-linked, not copied (same file system)
+    assert any(m.startswith(f"reusing cached engine {cached}") for m in messages)
+    assert engine_record(built.path)["origin"] == "cache"
+    assert built.engine_layers == ({"name": "conv0 + relu0", "type": "CaskConvolution"},)
+
+    again = build_engine(onnx_path, tmp_path / "bundle1", **kwargs, log=lambda m: None)
+    assert again.origin == "bundle" and again.path == built.path
+
+    cached.unlink()  # the bundle keeps its link; the cache entry is replaced by a stale one
+    put_engine(cached, meta, b"an engine built earlier", info)
+    cached.write_bytes(b"tampered")
+    # the fake has no TensorRT objects: reaching the logger means a rebuild was attempted, nothing stale loaded
+    with pytest.raises(AttributeError, match="ILogger"):
+        build_engine(onnx_path, tmp_path / "bundle2", **kwargs, log=lambda m: None)
+    assert not (tmp_path / "bundle2").exists()
+    put_engine(cached, meta, b"an engine built earlier", info)  # fresh again, but for TensorRT 10.3.0 only
+    monkeypatch.setitem(sys.modules, "tensorrt", VersionOnlyTensorRT("10.3.1"))
+    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "10.3.1"))
+    with pytest.raises(AttributeError, match="ILogger"):  # another version: another key, nothing to reuse
+        build_engine(onnx_path, tmp_path / "bundle3", **kwargs, log=lambda m: None)
+
+
 # -- real builds (TensorRT + NVIDIA GPU) --------------------------------------------------------------------------
 @pytest.fixture
 def trt_version() -> str:
@@ -222,9 +657,12 @@ def trt_version() -> str:
 def test_build_engine_writes_engine_sidecar_and_timing_cache(tmp_path, trt_version, precision):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     messages: list[str] = []
-    engine = build_engine(onnx_path, tmp_path / "out", precision=precision, target=gpu_target(tmp_path),
-                          input_name="image", input_shape_chw=(3, 16, 16), timing_cache=tmp_path / "timing.cache",
-                          log=messages.append)
+    built = build_engine(onnx_path, tmp_path / "out", precision=precision, target=gpu_target(tmp_path),
+                         input_name="image", input_shape_chw=(3, 16, 16), timing_cache=tmp_path / "timing.cache",
+                         engine_cache=None, log=messages.append)
+    engine = built.path
+    assert built.origin == "built" and built.device == "gpu" and built.batch == (1, 2, 4)
+    assert built.engine_layers, "the engine inspector listed no layers"
     assert engine.is_file() and engine.stat().st_size > 0
     assert engine.name.startswith(f"full.{sha256_file(onnx_path)[:12]}.{precision}.trt")
     assert engine.name.endswith("-gpu.engine")
@@ -240,13 +678,13 @@ def test_build_engine_writes_engine_sidecar_and_timing_cache(tmp_path, trt_versi
 def test_rebuild_reuses_a_fresh_engine_and_rebuilds_a_stale_one(tmp_path, trt_version):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     kwargs = dict(precision="fp16", target=gpu_target(tmp_path), input_name="image", input_shape_chw=(3, 16, 16),
-                  timing_cache=tmp_path / "timing.cache")
-    first = build_engine(onnx_path, tmp_path / "out", **kwargs, log=lambda m: None)
+                  timing_cache=tmp_path / "timing.cache", engine_cache=None)
+    first = build_engine(onnx_path, tmp_path / "out", **kwargs, log=lambda m: None).path
     built_at = first.stat().st_mtime_ns
 
     messages: list[str] = []
     again = build_engine(onnx_path, tmp_path / "out", **kwargs, log=messages.append)
-    assert again == first and first.stat().st_mtime_ns == built_at
+    assert again.path == first and again.origin == "bundle" and first.stat().st_mtime_ns == built_at
     assert any(m.startswith("reusing engine") for m in messages)
 
     side = sidecar_path(first)
@@ -255,7 +693,7 @@ def test_rebuild_reuses_a_fresh_engine_and_rebuilds_a_stale_one(tmp_path, trt_ve
     side.write_text(json.dumps(stale))
     messages.clear()
     rebuilt = build_engine(onnx_path, tmp_path / "out", **kwargs, log=messages.append)
-    assert rebuilt == first
+    assert rebuilt.path == first and rebuilt.origin == "built"
     assert any("stale" in m for m in messages) and not any(m.startswith("reusing") for m in messages)
     assert json.loads(side.read_text())["tensorrt"] == trt_version
 
@@ -266,7 +704,7 @@ def test_parser_errors_are_reported(tmp_path, trt_version):
     bad.write_bytes(b"this is not an onnx model")
     with pytest.raises(EdgekdError, match="tensorrt cannot parse"):
         build_engine(bad, tmp_path, precision="fp32", target=gpu_target(tmp_path), input_name="image",
-                     input_shape_chw=(3, 16, 16), log=lambda m: None)
+                     input_shape_chw=(3, 16, 16), engine_cache=None, log=lambda m: None)
 
 
 @pytest.mark.tensorrt
@@ -274,4 +712,40 @@ def test_wrong_input_name_is_reported(tmp_path, trt_version):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     with pytest.raises(EdgekdError, match="has no input 'feat0'"):
         build_engine(onnx_path, tmp_path, precision="fp32", target=gpu_target(tmp_path), input_name="feat0",
-                     input_shape_chw=(3, 16, 16), log=lambda m: None)
+                     input_shape_chw=(3, 16, 16), engine_cache=None, log=lambda m: None)
+
+
+@pytest.mark.tensorrt
+def test_a_second_bundle_takes_the_engine_from_the_cache(tmp_path, trt_version):
+    onnx_path = tiny_onnx(tmp_path / "full.onnx")
+    kwargs = dict(precision="fp16", target=gpu_target(tmp_path), input_name="image", input_shape_chw=(3, 16, 16),
+                  engine_cache=tmp_path / "cache")
+    first = build_engine(onnx_path, tmp_path / "bundle1", **kwargs, log=lambda m: None)
+    assert first.origin == "built"
+    timing = list((tmp_path / "cache" / "timing").glob("*.cache"))
+    assert len(timing) == 1 and timing[0].stat().st_size > 0  # the timing cache lives in the engine cache
+    messages: list[str] = []
+    second = build_engine(onnx_path, tmp_path / "bundle2", **kwargs, log=messages.append)
+    assert second.origin == "cache" and second.path.read_bytes() == first.path.read_bytes()
+    assert any(m.startswith("reusing cached engine") for m in messages)
+    assert engine_record(second.path)["origin"] == "cache"
+
+
+@pytest.mark.tensorrt
+def test_dla_engine_has_one_static_batch_and_records_gpu_fallback(tmp_path, trt_version):
+    import tensorrt as trt
+    import yaml
+
+    if trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores == 0:
+        pytest.skip("this device has no DLA core")
+    data = {"name": "test-dla", "description": "a device with a DLA core", "backend": "tensorrt",
+            "precisions": ["fp16", "int8"], "default_precision": "fp16", "workspace_mib": 256, "dla_cores": 1,
+            "batch": {"min": 1, "opt": 2, "max": 4}, "threads": None}
+    (tmp_path / "dla.yaml").write_text(yaml.safe_dump(data))
+    built = build_engine(tiny_onnx(tmp_path / "full.onnx"), tmp_path / "out", precision="fp16",
+                         target=load_target(str(tmp_path / "dla.yaml")), input_name="image",
+                         input_shape_chw=(3, 16, 16), dla_core=0, engine_cache=None, log=lambda m: None)
+    assert built.device == "dla0" and built.batch == (DLA_BATCH,) * 3
+    assert built.gpu_fallback is not None and built.path.name.endswith("-dla0.engine")
+    record = engine_record(built.path)
+    assert record["device"] == "dla0" and record["batch"] == [1, 1, 1]
