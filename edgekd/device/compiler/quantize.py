@@ -221,9 +221,18 @@ def _backend_config(backend: str) -> tuple[Any, dict[str, Any]]:
     }
 
 
+def _with_softmax_ranges(ranges: Ranges, model: onnx.ModelProto) -> Ranges:
+    """``ranges`` plus (0, 1) for every Softmax output it lacks. Softmax outputs are never quantized, but ONNX Runtime
+    1.19 (the last for Python 3.8, so JetPack 5.1) assigns them a range even for excluded nodes and fails when the
+    name is not in the ranges already."""
+    extra = {out: (0.0, 1.0) for node in model.graph.node if node.op_type == "Softmax" for out in node.output[:1]}
+    return {**extra, **ranges}
+
+
 def _tensors_data(ranges: Mapping[str, tuple[float, float]]):
     """Ranges as ORT's ``TensorsData`` (a fresh one: the quantizer edits it in place)."""
-    from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData
+    # from calibrate: ONNX Runtime 1.23 (what pip gives Python 3.10) does not re-export them from the package
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
     data = {name: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for name, (lo, hi) in ranges.items()}
     return TensorsData(CalibrationMethod.MinMax, data)
@@ -440,7 +449,8 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
         exclude = [*(exclude_nodes or []), *_nodes_after_softmax(model)]
         branches = residual_add_branches(model) if backend == "tensorrt" else {}
         quantizer = _make_quantizer(model, per_channel, bool(reduce_range), QuantType.QInt8, activation_type,
-                                    _tensors_data(valid), exclude, quant_op_types(), extra)
+                                    _tensors_data(_with_softmax_ranges(valid, model)), exclude, quant_op_types(),
+                                    extra)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 quantizer.quantize_model()

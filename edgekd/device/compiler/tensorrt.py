@@ -452,8 +452,10 @@ def tensorrt_available() -> tuple[bool, str]:
     is insufficient for CUDA runtime version (driver 11.4, runtime 12.6; …)``)."""
     try:
         import tensorrt as trt
-    except ImportError:
-        return False, "tensorrt is not installed"
+    except ImportError as exc:
+        if exc.name == "tensorrt":
+            return False, "tensorrt is not installed"
+        return False, f"tensorrt cannot be imported: {' '.join(str(exc).split())}"  # e.g. libnvinfer.so.10 missing
     except Exception as exc:  # e.g. the Python package is there but libnvinfer is not
         return False, f"tensorrt cannot be imported: {exc}"
     state = cuda.status()

@@ -56,7 +56,8 @@ def create_session(model: str | Path, so: ort.SessionOptions | None = None, *,
     shared = bool(_GLOBAL_POOL)
     error: Exception | None = None
     for use_shared in (shared, not shared):
-        so.use_per_session_threads = not use_shared
+        if hasattr(so, "use_per_session_threads"):  # absent before the global pool existed in Python (ORT < 1.20)
+            so.use_per_session_threads = not use_shared
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # ORT prints an "EP Error" banner before raising
                 return ort.InferenceSession(str(model), so, providers=providers or ["CPUExecutionProvider"])

@@ -749,3 +749,18 @@ def test_dla_engine_has_one_static_batch_and_records_gpu_fallback(tmp_path, trt_
     assert built.gpu_fallback is not None and built.path.name.endswith("-dla0.engine")
     record = engine_record(built.path)
     assert record["device"] == "dla0" and record["batch"] == [1, 1, 1]
+
+
+def test_tensorrt_available_names_a_missing_native_library(tmp_path, monkeypatch):
+    """A tensorrt package whose native library is missing is not reported as "not installed": the reason names
+    what failed (here a stand-in package whose import raises ImportError for libnvinfer, as the real one does)."""
+    from edgekd.device.compiler.tensorrt import tensorrt_available
+
+    pkg = tmp_path / "tensorrt"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('libnvinfer.so.10: cannot open shared object file', "
+                                     "name='tensorrt_bindings')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "tensorrt", raising=False)
+    ok, why = tensorrt_available()
+    assert not ok and "libnvinfer.so.10" in why and "not installed" not in why
