@@ -36,7 +36,7 @@ from edgekd.device.profile.markdown import display_name, report_markdown
 from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
 from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: per-segment latency keys are segment{i} (were stage{i}); batch within the graphs' range
 
 
 def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
