@@ -1,0 +1,167 @@
+"""Benchmark (issue 11): certified early-exit thresholds vs the old point-estimate fit, on CIFAR-10.
+
+A multi-exit CIFAR ResNet-20 (BYOT, 10,000 training images, 10 epochs) is exported, and its built segment chain's
+per-exit probabilities on the 10,000 CIFAR-10 test images become a pool. For each budget ε and each of ``--splits``
+random calibration/test splits of the pool, thresholds are chosen on the calibration part and judged on the test
+part against the reference (the bundle's best full answer, chosen on the calibration part):
+
+* ``certified``: :func:`edgekd.core.certify.certify_thresholds` at confidence 1 − δ;
+* ``point``: the old minimum-cost fit (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the reference on
+  the calibration part), what `build` did before.
+
+Reported per (fit, ε, calibration size): the realized test drop (mean and 90th percentile), the violation rate (share
+of splits whose test drop exceeds ε), and the mean MACs saved. Resumable: every step skips what exists (the subset,
+the run — resumed if interrupted —, the bundle, the pool, each result file under ``--work``).
+
+    .venv/bin/python scripts/bench_certify.py --work runs/certify            # ~10 min on 2 cores, most of it training
+    .venv/bin/python scripts/bench_certify.py --work runs/certify --fixture tests/fixtures/cifar10-resnet20-chain.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared" / "data"
+EDGEKD = [sys.executable, "-m", "edgekd"]
+
+
+def subset(work: Path) -> Path:
+    """10,000 training images (a prefix of the shuffled shared copy: balanced) and the 10,000 test images."""
+    out = work / "cifar10-10k.npz"
+    if not out.exists():
+        p0, p1 = np.load(SHARED / "cifar10.part0.npz"), np.load(SHARED / "cifar10.part1.npz")
+        np.savez(out, x_train=p0["x_train"][:10000], y_train=p0["y_train"][:10000], x_test=p1["x_test"],
+                 y_test=p1["y_test"], classes=p0["classes"])
+    return out
+
+
+def student(work: Path, data: Path, epochs: int) -> Path:
+    """Train (or resume) the BYOT ResNet-20; returns best.pt."""
+    run = work / "student"
+    metrics = run / "metrics.jsonl"
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= epochs and (run / "best.pt").exists():
+        return run / "best.pt"  # finished
+    resume = ["--resume"] if (run / "last.pt").exists() else ["--force"]
+    subprocess.run([*EDGEKD, "train", "--data", str(data), "--model", "resnet20", "--method", "byot", "--epochs",
+                    str(epochs), "--out", str(run), "--no-export", *resume], check=True)
+    return run / "best.pt"
+
+
+def pool(work: Path, checkpoint: Path, data: Path) -> Path:
+    """The exported bundle's chain probabilities (E, N, K) on the test images, and the labels."""
+    out = work / "pool-fp32.npz"
+    if out.exists():
+        return out
+    bundle = work / "bundle"
+    if not (bundle / "manifest.json").exists():
+        subprocess.run([*EDGEKD, "export", str(checkpoint), "-o", str(bundle), "--force"], check=True)
+    from edgekd.core.labelled import load_labelled
+    from edgekd.core.manifest import load_manifest
+    from edgekd.device.chain import Chain, full_probs
+
+    m = load_manifest(bundle)
+    images, labels, _ = load_labelled(data, m.spec)  # the x_test / y_test pair
+    with Chain.from_manifest(m) as chain:
+        p_chain = chain.probs(images, m.spec)  # (E, N, K)
+    p_full = full_probs(m.runner_backend, m.full_graph(), images, m.spec, m.num_exits)
+    np.savez_compressed(out, chain=p_chain.astype(np.float16), full=p_full.astype(np.float16), labels=labels,
+                        macs=np.array([e["macs"] for e in m.exits], dtype=np.float64))
+    return out
+
+
+def one_split(chain, full, labels, macs, cal, test, epsilon: float, delta: float) -> dict:
+    """Certified and point fits on ``cal``, judged on ``test``: drop (points) against the reference, MACs saved."""
+    from edgekd.core.certify import certify_thresholds, reference_predictions
+    from edgekd.core.early_exit import fit_thresholds, simulate
+
+    from edgekd.core.vote import vote
+
+    name, ref_cal, scores = reference_predictions(full[:, cal], labels[cal])  # chosen on the calibration part only
+    ref_all = vote(full, name.split(":")[1]) if name.startswith("vote:") else full[-1].argmax(1)  # (N,)
+    out = {}
+    cert = certify_thresholds(chain[:, cal], labels[cal], ref_cal, macs, epsilon=epsilon, delta=delta, reference=name)
+    point = fit_thresholds(chain[:, cal], labels[cal], macs, reference_accuracy=scores[name], target_drop=epsilon)
+    ref_test = 100.0 * np.mean(ref_all[test] == labels[test])
+    for fit, th in (("certified", cert.thresholds), ("point", point.thresholds)):
+        res = simulate(chain[:, test], th, macs, labels[test])
+        out[fit] = {"drop": float(ref_test - res.accuracy), "saving": float(1.0 - res.mean_cost / macs[-1]),
+                    "certified": bool(cert.certified) if fit == "certified" else None}
+    return out
+
+
+def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: list[float], delta: float) -> dict:
+    with np.load(pool_path) as f:
+        chain, full, labels, macs = (f["chain"].astype(np.float32), f["full"].astype(np.float32), f["labels"],
+                                     f["macs"])
+    n = labels.size
+    results = {}
+    for size in sizes:
+        for eps in epsilons:
+            key = f"n{size}-eps{eps:g}"
+            path = work / "results" / f"{key}.json"
+            if path.exists():
+                results[key] = json.loads(path.read_text())
+                continue
+            rng = np.random.default_rng(0)
+            rows = []
+            for _ in range(splits):
+                perm = rng.permutation(n)
+                cal, test = perm[:size], perm[size:]
+                rows.append(one_split(chain, full, labels, macs, cal, test, eps, delta))
+            summary = {"n_cal": size, "n_test": n - size, "epsilon": eps, "delta": delta, "splits": splits}
+            for fit in ("certified", "point"):
+                drops = np.array([r[fit]["drop"] for r in rows])
+                savings = np.array([r[fit]["saving"] for r in rows])
+                summary[fit] = {"violation_rate": float(np.mean(drops > eps)), "drop_mean": float(drops.mean()),
+                                "drop_p90": float(np.quantile(drops, 0.9)), "saving_mean": float(savings.mean())}
+            summary["certified"]["certified_share"] = float(np.mean([r["certified"]["certified"] for r in rows]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary, indent=1) + "\n")
+            results[key] = summary
+            print(json.dumps(summary))
+    return results
+
+
+def table(results: dict) -> str:
+    lines = ["| calibration images | ε (points) | fit | violation rate | test drop mean / p90 | MACs saved | "
+             "certified in |", "|---:|---:|:---|---:|---:|---:|---:|"]
+    for r in results.values():
+        for fit in ("certified", "point"):
+            s = r[fit]
+            share = f"{100 * s['certified_share']:.0f}% of splits" if fit == "certified" else "-"
+            lines.append(f"| {r['n_cal']} | {r['epsilon']:g} | {fit} | {100 * s['violation_rate']:.0f}% | "
+                         f"{s['drop_mean']:.2f} / {s['drop_p90']:.2f} | {100 * s['saving_mean']:.1f}% | {share} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "certify")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--splits", type=int, default=100)
+    ap.add_argument("--sizes", default="500,5000")
+    ap.add_argument("--epsilons", default="0.5,1,2")
+    ap.add_argument("--delta", type=float, default=0.1)
+    ap.add_argument("--fixture", type=Path, help="also write a 4,000-image float16 sample of the pool here")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = subset(args.work)
+    pool_path = pool(args.work, student(args.work, data, args.epochs), data)
+    if args.fixture:
+        with np.load(pool_path) as f:
+            keep = np.sort(np.random.default_rng(1).choice(f["labels"].size, 4000, replace=False))
+            np.savez_compressed(args.fixture, chain=f["chain"][:, keep], labels=f["labels"][keep], macs=f["macs"])
+    results = study(pool_path, args.work, args.splits, [int(s) for s in args.sizes.split(",")],
+                    [float(e) for e in args.epsilons.split(",")], args.delta)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The certificate keeps its promise on a real student's outputs; the old point fit does not.
+
+The pool is a 4,000-image sample of a real CIFAR-10 multi-exit ResNet-20's per-exit probabilities on test images
+(the exported bundle's segment chain on ONNX Runtime; written by ``scripts/bench_certify.py --fixture``, see
+tests/fixtures/README.md). Over many random calibration/test splits, thresholds are chosen on the calibration part
+and judged on the test part: the certified ones may exceed the budget ε on test in at most δ of the splits (plus a
+binomial slack for the finite number of splits); the point fit, chosen the old way on the same calibration parts,
+exceeds it far more often. ``scripts/bench_certify.py`` runs the larger version (10,000 images, 100 splits).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.core.certify import certify_thresholds, reference_predictions
+from edgekd.core.early_exit import fit_thresholds, simulate
+from edgekd.core.vote import vote
+
+POOL = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-resnet20-chain.npz"
+SPLITS = 40
+N_CAL = 2000
+EPSILON = 2.0  # points
+DELTA = 0.1
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with np.load(POOL) as f:
+        return f["chain"].astype(np.float32), f["labels"].astype(np.int64), f["macs"].astype(np.float64)
+
+
+def _slack(splits: int, delta: float, z: float = 3.0) -> float:
+    """How far above δ an honest violation rate may land by chance over ``splits`` splits (3 standard errors)."""
+    return z * math.sqrt(delta * (1 - delta) / splits)
+
+
+def test_the_pool_is_a_real_student(pool):
+    chain, labels, macs = pool
+    assert chain.shape == (3, 4000, 10) and labels.shape == (4000,)
+    top1 = [float(np.mean(p.argmax(1) == labels)) for p in chain]
+    assert 0.3 < top1[0] < top1[-1] < 0.95  # deeper exits are better, far from chance and from perfect
+    assert np.all(np.diff(macs) > 0)
+
+
+def test_certified_thresholds_keep_the_budget_on_test_and_the_point_fit_does_not(pool):
+    chain, labels, macs = pool
+    rng = np.random.default_rng(0)
+    violations = {"certified": 0, "point": 0}
+    saved = {"certified": [], "point": []}
+    for _ in range(SPLITS):
+        perm = rng.permutation(labels.size)
+        cal, test = perm[:N_CAL], perm[N_CAL:]
+        # the reference: the best full answer on the calibration part (here the chain's outputs stand for the full
+        # graph's, which they equal up to float rounding)
+        name, ref_cal, scores = reference_predictions(chain[:, cal], labels[cal])
+        ref = vote(chain, name.split(":")[1]) if name.startswith("vote:") else chain[-1].argmax(1)
+        ref_test_acc = 100.0 * np.mean(ref[test] == labels[test])
+        cert = certify_thresholds(chain[:, cal], labels[cal], ref_cal, macs, epsilon=EPSILON, delta=DELTA,
+                                  reference=name)
+        point = fit_thresholds(chain[:, cal], labels[cal], macs, reference_accuracy=scores[name],
+                               target_drop=EPSILON)
+        for fit, th in (("certified", cert.thresholds), ("point", point.thresholds)):
+            res = simulate(chain[:, test], th, macs, labels[test])
+            violations[fit] += (ref_test_acc - res.accuracy) > EPSILON
+            saved[fit].append(1.0 - res.mean_cost / macs[-1])
+    rate = {fit: v / SPLITS for fit, v in violations.items()}
+    assert rate["certified"] <= DELTA + _slack(SPLITS, DELTA), rate
+    assert rate["point"] > rate["certified"] + 0.2, rate  # the old fit breaks its promise far more often
+    assert np.mean(saved["certified"]) > 0.05, saved  # and the certificate still saves a useful share of the cost
