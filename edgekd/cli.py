@@ -22,11 +22,12 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
 from edgekd.core.vote import VOTE_RULES
 from edgekd.device import options as dev
-from edgekd.device.options import BACKEND_AUTO, CALIB_CHOICES, COSTS, DISPLAYS
+from edgekd.device.options import BACKEND_AUTO, CALIB_CHOICES, COSTS, DISPLAYS, FITS
 from edgekd.training.config import (
     EXPORT_CALIB_SIZE,
     EXPORT_OPSET,
-    EXPORT_VAL_SIZE,
+    EXPORT_VAL_BYTES,
+    EXPORT_VAL_MIN,
     METHOD_TERMS,
     OBJECTIVE_DEFAULTS,
     SCHEDULES,
@@ -51,6 +52,7 @@ Precision = choices("Precision", PRECISIONS)
 Backend = choices("Backend", (BACKEND_AUTO, *RUNNER_BACKENDS))
 CalibMethod = choices("CalibMethod", CALIB_CHOICES)
 Cost = choices("Cost", COSTS)
+Fit = choices("Fit", FITS)
 Mode = choices("Mode", RUN_MODES)
 Display = choices("Display", DISPLAYS)
 
@@ -80,6 +82,12 @@ def _enum_value(x):
     return x.value if isinstance(x, Enum) else x
 
 
+#: The promise of --target-drop and --confidence, in the help of build and profile.
+GUARANTEE = ("With probability at least --confidence, the certified thresholds lose at most this many points on new "
+             "images like the labelled ones they were certified on (the bundle's validation sample, or profile's "
+             "--data). When those images cannot show it, only the last exit answers and the message says how many "
+             "images it would take: certify on more with `edgekd profile --write-thresholds --data`, or allow a "
+             "larger --target-drop.")
 _D = TrainConfig()  # training defaults: defined once, in TrainConfig, and quoted in the help below
 _H = OBJECTIVE_DEFAULTS
 
@@ -158,7 +166,7 @@ def quickstart(
 def export(
     checkpoint: Path = typer.Argument(..., help="An edgekd checkpoint (e.g. runs/student/best.pt)."),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to create."),
-    val_size: int = typer.Option(EXPORT_VAL_SIZE, help="Validation images carried in the bundle (for build checks, thresholds, profile)."),
+    val_size: Optional[int] = typer.Option(None, help=f"Labelled validation images carried in the bundle, on which build certifies early-exit thresholds (and checks precision; profile measures) (default: the whole validation split up to {EXPORT_VAL_BYTES // 2**20} MiB of uint8 pixels, at least {EXPORT_VAL_MIN}: about 6,800 at 32x32 RGB, 500 at 224x224 RGB)."),
     calib_size: int = typer.Option(EXPORT_CALIB_SIZE, help="Training images carried in the bundle for INT8 calibration."),
     opset: int = typer.Option(EXPORT_OPSET, help="ONNX opset."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
@@ -185,13 +193,15 @@ def build(
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
     calib_method: CalibMethod = typer.Option(CalibMethod(CALIB_CHOICES[0]), help="Activation calibrator; auto tries each and keeps the smallest drop."),
     max_drop: float = typer.Option(dev.MAX_DROP, help="Fail if any exit or the vote loses more top-1 points than this."),
-    target_drop: float = typer.Option(dev.TARGET_DROP, help="Early-exit thresholds stay within this many points of the full vote."),
+    target_drop: float = typer.Option(dev.TARGET_DROP, help=f"ε: points of top-1 early exit may lose against the bundle's best full answer (the deepest exit or a vote). {GUARANTEE}"),
+    confidence: float = typer.Option(dev.CONFIDENCE, help=f"1 − δ: the probability that the certified thresholds keep --target-drop (at least {dev.MIN_CONFIDENCE:g}, below 1)."),
+    fit: Fit = typer.Option(Fit(FITS[0]), help="certified: thresholds that keep --target-drop with --confidence on new images; point: the cheapest thresholds within --target-drop on the validation sample only (a point estimate, not certified)."),
     cost: Cost = typer.Option(Cost(COSTS[0]), help="What early exit minimises: cumulative MACs or measured segment latency."),
     dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
     cache_dir: str = typer.Option(dev.CACHE_DIR, help="Calibration cache directory."),
     force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
 ) -> None:
-    """Compile a bundle for a precision and backend, verify it against FP32 and fit early-exit thresholds."""
+    """Compile a bundle for a precision and backend, verify it against FP32 and certify early-exit thresholds."""
     if target and profile and target != profile:
         fail(f"--profile is the old name of --target; give one of them (got --target {target}, --profile {profile})")
 
@@ -200,8 +210,9 @@ def build(
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
                             out=out, calib_data=calib_data, calib_method=_enum_value(calib_method), max_drop=max_drop,
-                            target_drop=target_drop, cost=_enum_value(cost), force=force, cache_dir=cache_dir,
-                            dla_core=dla_core, console=console)
+                            target_drop=target_drop, cost=_enum_value(cost), confidence=confidence,
+                            fit=_enum_value(fit), force=force, cache_dir=cache_dir, dla_core=dla_core,
+                            console=console)
 
     run_guarded(_run)
 
@@ -266,8 +277,10 @@ def profile_cmd(
     batch: int = typer.Option(dev.BATCH, help="Batch size for the throughput figures (batch 1 is always measured)."),
     frame_size: str = typer.Option("x".join(map(str, dev.FRAME_SIZE)), help="Camera frame size for the per-frame pre/network/post timing."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
-    write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Refit the operating point on --data (or the validation sample) and store it."),
-    target_drop: float = typer.Option(dev.TARGET_DROP, help="With --write-thresholds: allowed drop below the full vote."),
+    write_thresholds: bool = typer.Option(False, "--write-thresholds", help="Certify new thresholds on --data (or the validation sample) and store them, with their certificate, in the manifest."),
+    target_drop: float = typer.Option(dev.TARGET_DROP, help=f"With --write-thresholds: ε, the points of top-1 early exit may lose against the bundle's best full answer. {GUARANTEE}"),
+    confidence: float = typer.Option(dev.CONFIDENCE, help=f"With --write-thresholds: 1 − δ, the probability that the certified thresholds keep --target-drop (at least {dev.MIN_CONFIDENCE:g}, below 1)."),
+    fit: Fit = typer.Option(Fit(FITS[0]), help="With --write-thresholds: certified, or point (the cheapest thresholds within --target-drop on these images only: a point estimate, not certified)."),
 ) -> None:
     """Latency and accuracy per exit, and the early-exit trade-off, for one or several bundles."""
     size = _frame_size(frame_size)
@@ -277,15 +290,17 @@ def profile_cmd(
         fail("--limit must be at least 1")
     if threads is not None and threads < 1:
         fail("--threads must be at least 1")
-    if target_drop < 0:
-        fail("--target-drop must be at least 0 (points of top-1 below the full vote)")
+    problem = dev.threshold_option_problem(_enum_value(fit), target_drop, confidence) if write_thresholds else None
+    if problem:
+        fail(problem)
 
     def _run():
         from edgekd.device.profile.profiler import profile
 
         return profile(bundles, out or _report_dir(bundles), console=console, write=write_thresholds, target_drop=target_drop,
-                       iterations=None if duration else iterations, duration_s=duration, warmup_s=warmup,
-                       batch=batch, data=data, limit=limit, frame_size=size, threads=threads)
+                       confidence=confidence, fit=_enum_value(fit), iterations=None if duration else iterations,
+                       duration_s=duration, warmup_s=warmup, batch=batch, data=data, limit=limit, frame_size=size,
+                       threads=threads)
 
     run_guarded(_run)
 

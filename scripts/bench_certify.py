@@ -76,11 +76,10 @@ def pool(work: Path, checkpoint: Path, data: Path) -> Path:
     return out
 
 
-def one_split(chain, full, labels, macs, cal, test, epsilon: float, delta: float) -> dict:
+def one_split(chain, full, labels, macs, latency, cal, test, epsilon: float, delta: float) -> dict:
     """Certified and point fits on ``cal``, judged on ``test``: drop (points) against the reference, MACs saved."""
     from edgekd.core.certify import certify_thresholds, reference_predictions
     from edgekd.core.early_exit import fit_thresholds, simulate
-
     from edgekd.core.vote import vote
 
     name, ref_cal, scores = reference_predictions(full[:, cal], labels[cal])  # chosen on the calibration part only
@@ -91,9 +90,21 @@ def one_split(chain, full, labels, macs, cal, test, epsilon: float, delta: float
     ref_test = 100.0 * np.mean(ref_all[test] == labels[test])
     for fit, th in (("certified", cert.thresholds), ("point", point.thresholds)):
         res = simulate(chain[:, test], th, macs, labels[test])
+        lat = float(np.asarray(latency)[res.exit_taken].mean() / latency[-1]) if latency is not None else None
         out[fit] = {"drop": float(ref_test - res.accuracy), "saving": float(1.0 - res.mean_cost / macs[-1]),
+                    "latency_saving": None if lat is None else 1.0 - lat,
                     "certified": bool(cert.certified) if fit == "certified" else None}
     return out
+
+
+def exit_latency(work: Path):
+    """Median batch-1 latency of answering at each exit (ms), from a profile of the FP32 build when one exists
+    (``edgekd profile runs/certify/bundle-fp32 … --out runs/certify/profile``); None otherwise."""
+    report = work / "profile" / "report.json"
+    if not report.exists():
+        return None
+    bundle = json.loads(report.read_text())["bundles"][0]
+    return [bundle["latency"][f"exit{i}"]["latency"]["median"] for i in range(bundle["num_exits"])]
 
 
 def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: list[float], delta: float) -> dict:
@@ -101,6 +112,7 @@ def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: 
         chain, full, labels, macs = (f["chain"].astype(np.float32), f["full"].astype(np.float32), f["labels"],
                                      f["macs"])
     n = labels.size
+    latency = exit_latency(work)
     results = {}
     for size in sizes:
         for eps in epsilons:
@@ -114,13 +126,15 @@ def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: 
             for _ in range(splits):
                 perm = rng.permutation(n)
                 cal, test = perm[:size], perm[size:]
-                rows.append(one_split(chain, full, labels, macs, cal, test, eps, delta))
+                rows.append(one_split(chain, full, labels, macs, latency, cal, test, eps, delta))
             summary = {"n_cal": size, "n_test": n - size, "epsilon": eps, "delta": delta, "splits": splits}
             for fit in ("certified", "point"):
                 drops = np.array([r[fit]["drop"] for r in rows])
                 savings = np.array([r[fit]["saving"] for r in rows])
+                lat = [r[fit]["latency_saving"] for r in rows]
                 summary[fit] = {"violation_rate": float(np.mean(drops > eps)), "drop_mean": float(drops.mean()),
-                                "drop_p90": float(np.quantile(drops, 0.9)), "saving_mean": float(savings.mean())}
+                                "drop_p90": float(np.quantile(drops, 0.9)), "saving_mean": float(savings.mean()),
+                                "latency_saving_mean": None if lat[0] is None else float(np.mean(lat))}
             summary["certified"]["certified_share"] = float(np.mean([r["certified"]["certified"] for r in rows]))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=1) + "\n")
@@ -131,13 +145,16 @@ def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: 
 
 def table(results: dict) -> str:
     lines = ["| calibration images | ε (points) | fit | violation rate | test drop mean / p90 | MACs saved | "
-             "certified in |", "|---:|---:|:---|---:|---:|---:|---:|"]
+             "latency saved | certified in |", "|---:|---:|:---|---:|---:|---:|---:|---:|"]
     for r in results.values():
         for fit in ("certified", "point"):
             s = r[fit]
             share = f"{100 * s['certified_share']:.0f}% of splits" if fit == "certified" else "-"
+            lat = s.get("latency_saving_mean")
+            lat = "-" if lat is None else f"{100 * lat:.1f}%"
             lines.append(f"| {r['n_cal']} | {r['epsilon']:g} | {fit} | {100 * s['violation_rate']:.0f}% | "
-                         f"{s['drop_mean']:.2f} / {s['drop_p90']:.2f} | {100 * s['saving_mean']:.1f}% | {share} |")
+                         f"{s['drop_mean']:.2f} / {s['drop_p90']:.2f} | {100 * s['saving_mean']:.1f}% | {lat} | "
+                         f"{share} |")
     return "\n".join(lines)
 
 

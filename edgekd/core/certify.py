@@ -14,7 +14,8 @@ yet Safe" (Jazbec et al., 2024) apply it to early-exit networks:
   answers) to aggressive (``t`` = 0: everything leaves at exit 0).
 * **Test**: fixed-sequence testing along the family at level δ, with the exact binomial p-value of "risk > ε"
   given k losses in n images, ``P(Binomial(n, ε) ≤ k)``. Every set up to the first one that fails is certified;
-  the cheapest certified one is kept.
+  the cheapest certified one is kept (of equally cheap ones, the most cautious; a set that saves nothing is not
+  an early exit, so the safe set stays and nothing counts as certified).
 * **Guarantee**: with probability at least 1 − δ over the n certifying images, the kept set's expected accuracy drop
   against the reference on new images from the same distribution is at most ε.
 

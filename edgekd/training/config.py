@@ -6,10 +6,11 @@ Torch-free, so the CLI can validate options before importing the torch wing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -29,10 +30,25 @@ METHOD_TERMS: dict[str, dict[str, bool]] = {
 #: ``TrainConfig`` leaves them None ("the default"); the objective fills them from here.
 OBJECTIVE_DEFAULTS: dict[str, float] = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
 SCHEDULES = ("cosine", "onecycle")
-#: ``edgekd export`` defaults: validation images carried in a bundle, calibration images, ONNX opset.
-EXPORT_VAL_SIZE = 500
+#: ``edgekd export`` defaults. A bundle carries labelled validation images (``val_sample.npz``): build certifies
+#: early-exit thresholds on them, so the more the better (certifying a 0.5-point budget at 90% confidence takes at
+#: least 460 images, and thousands once early exit ever errs). By default it takes the whole validation split, up
+#: to ``EXPORT_VAL_BYTES`` of uint8 pixels (20 MiB: 32x32 RGB about 6,800 images, so all of CIFAR's 5,000; 224x224
+#: RGB about 140), but never fewer than ``EXPORT_VAL_MIN`` (the floor wins at large inputs: 500 at 224x224 RGB are
+#: 72 MiB); see :func:`export_val_size`. Then calibration images and the ONNX opset.
+EXPORT_VAL_BYTES = 20 * 2**20
+EXPORT_VAL_MIN = 500
 EXPORT_CALIB_SIZE = 256
 EXPORT_OPSET = 17  # the highest opset TensorRT 8.5 (JetPack 5.1) reads; 18's Reduce axes inputs its parser ignores
+
+
+def export_val_size(available: int, image_shape: Sequence[int], requested: int | None = None) -> int:
+    """How many of ``available`` validation images (each of ``image_shape`` uint8 pixels, e.g. (H, W, C)) a
+    bundle carries: ``requested`` when given, else as many as fit in ``EXPORT_VAL_BYTES``, at least
+    ``EXPORT_VAL_MIN``; never more than there are."""
+    if requested is None:
+        requested = max(EXPORT_VAL_MIN, EXPORT_VAL_BYTES // max(1, math.prod(int(d) for d in image_shape)))
+    return max(0, min(int(requested), int(available)))
 
 
 @dataclass

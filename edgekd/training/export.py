@@ -39,8 +39,9 @@ from edgekd.core.manifest import (
 )
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
+from edgekd.core.vote import VOTE_RULES
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
-from edgekd.training.config import EXPORT_CALIB_SIZE, EXPORT_OPSET, EXPORT_VAL_SIZE
+from edgekd.training.config import EXPORT_CALIB_SIZE, EXPORT_OPSET, export_val_size
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -369,9 +370,11 @@ def _enforce(report: dict[str, Any], tol: float) -> None:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def _sample_data(ckpt: dict[str, Any], val_size: int, calib_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sample_data(ckpt: dict[str, Any], val_size: int | None, calib_size: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(val images (N, H, W, C) uint8, val labels (N,) int64, calib images (M, H, W, C) uint8) from the data the
-    checkpoint was trained on; the validation split must be the recorded one."""
+    checkpoint was trained on; the validation split must be the recorded one. ``val_size`` None: the first
+    :func:`edgekd.training.config.export_val_size` images of the split (all of it, up to a byte budget)."""
     from edgekd.training.data import reload_data
 
     if not isinstance(ckpt.get("data"), dict):
@@ -382,7 +385,7 @@ def _sample_data(ckpt: dict[str, Any], val_size: int, calib_size: int) -> tuple[
                         "(sha256 differs); export needs the same data")
     if list(data.spec.class_names) != list(ckpt["class_names"]):
         raise DataError("the data changed since training: its class names differ from the checkpoint's")
-    n_val = min(val_size, len(data.val))
+    n_val = export_val_size(len(data.val), data.val.raw(0).shape, val_size) if len(data.val) else 0
     val = np.stack([data.val.raw(i) for i in range(n_val)]).astype(np.uint8)  # (N, H, W, C)
     labels = np.asarray(data.val.labels[:n_val], dtype=np.int64)  # (N,)
     n_train = len(data.train)
@@ -416,11 +419,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _best_vote_rule(val_metrics: dict[str, Any], has_weights: bool) -> str | None:
+    """The vote rule with the best validation top-1 (ties to the first in ``VOTE_RULES``: soft), as the reference
+    of certified early exit is chosen; None when the checkpoint records no vote metrics (an older one)."""
+    scores = val_metrics.get("vote") if isinstance(val_metrics, dict) else None
+    if not isinstance(scores, dict):
+        return None
+    rules = [r for r in VOTE_RULES if isinstance(scores.get(r), (int, float)) and (r != "weighted" or has_weights)]
+    return max(rules, key=lambda r: float(scores[r])) if rules else None  # max keeps the first of equals
+
+
 def _vote_entry(ckpt: dict[str, Any], n_exits: int) -> dict[str, Any]:
-    """``{"rule", "weights", "in_graph"}``: the hard vote needs logits, so the graph carries the soft one."""
-    rule = ckpt["method"].get("vote", "soft")
-    weights = ckpt["metrics"].get("val", {}).get("vote_weights")
-    if rule not in ("soft", "hard", "weighted"):
+    """``{"rule", "weights", "in_graph"}``: the bundle's default vote rule is the one with the best validation top-1
+    (ties to soft), not the training ``--vote`` (which only picked ``best.pt``; it stays the rule of a checkpoint
+    that records no vote metrics). The hard vote needs logits, so the graph carries the soft one then."""
+    val = ckpt["metrics"].get("val", {})
+    weights = val.get("vote_weights") if isinstance(val, dict) else None
+    rule = _best_vote_rule(val, weights is not None) or ckpt["method"].get("vote", "soft")
+    if rule not in VOTE_RULES:
         raise CheckpointError(f"the checkpoint's vote rule {rule!r} is unknown")
     if weights is not None:
         weights = [float(w) for w in _plain(weights)]
@@ -506,17 +522,26 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     console.print(f"parity vs PyTorch (ONNX Runtime CPU): max |Δ| per exit [{diffs}], top-1 agreement "
                   f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['segments_vs_full']:.2g} "
                   f"(tolerance {parity['tolerance']:g})")
+    scores = manifest.data["source"]["metrics"].get("vote") or {}
+    shown = ", ".join(f"{r} {scores[r]:.2f}" for r in VOTE_RULES if isinstance(scores.get(r), (int, float)))
+    console.print(f"default vote rule: {manifest.vote_rule}" + (f" (validation top-1 %: {shown})" if shown else "")
+                  + f"; validation sample: {manifest.data['split']['n_val_sample']} labelled images")
 
 
-def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int = EXPORT_VAL_SIZE,
+def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | None = None,
                   calib_size: int = EXPORT_CALIB_SIZE, opset: int = EXPORT_OPSET, force: bool = False,
                   name: str | None = None, parity_tol: float = 1e-3, console: Console | None = None) -> Manifest:
     """Export ``checkpoint`` to the bundle directory ``out`` (see the module docstring); returns its manifest.
 
+    ``val_sample.npz`` holds labelled validation images for build (verification and certified early-exit
+    thresholds) and profile: ``val_size`` of them, or by default the whole validation split up to
+    ``EXPORT_VAL_BYTES`` (20 MiB) of uint8 pixels and at least ``EXPORT_VAL_MIN`` (500) images
+    (:func:`edgekd.training.config.export_val_size`: 32x32 RGB about 6,800 images, 224x224 RGB 500). The manifest's
+    default vote rule is the one with the best validation top-1 (ties to soft), see :func:`_vote_entry`.
     ``out`` appears complete or not at all; an existing ``out`` is only replaced with ``force``.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    if val_size < 1 or calib_size < 1:
+    if (val_size is not None and val_size < 1) or calib_size < 1:
         raise ConfigError(f"val_size and calib_size must be at least 1, got {val_size} and {calib_size}")
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")

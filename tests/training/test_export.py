@@ -1,5 +1,6 @@
-"""edgekd export on the tiny student: graph contract, dynamic batch, stage chaining, parity, bundle data,
-manifest validation, atomic output and clean errors."""
+"""edgekd export on the tiny student: graph contract, dynamic batch, stage chaining, parity, bundle data (the
+validation sample's size cap), the default vote rule chosen on validation, manifest validation, atomic output and
+clean errors."""
 
 from __future__ import annotations
 
@@ -226,7 +227,8 @@ def test_manifest_contents(manifest, ckpt, tiny_runs):
     assert (d["precision"], d["backend"], d["name"]) == ("fp32", "onnx", "bundle")
     assert d["exits"] == ckpt["exit_info"] and d["input_spec"] == ckpt["input_spec"]
     assert manifest.thresholds == [0.9] * (n - 1) + [0.0]
-    assert d["vote"]["rule"] == ckpt["method"]["vote"]
+    scores = ckpt["metrics"]["val"]["vote"]  # the best validation top-1, ties to the first of soft, hard, weighted
+    assert d["vote"]["rule"] == next(r for r in ("soft", "hard", "weighted") if scores[r] == max(scores.values()))
     assert d["vote"]["weights"] == pytest.approx(ckpt["metrics"]["val"]["vote_weights"])
     assert d["split"]["sha256"] == ckpt["split"]["sha256"] and d["split"]["seed"] == ckpt["split"]["seed"]
     assert d["source"]["checkpoint_sha256"] == ex.sha256_file(tiny_runs["student"].best)
@@ -244,6 +246,63 @@ def test_val_sample_matches_the_checkpoint_validation_split(manifest, ckpt):
     assert images.shape == (n, manifest.spec.height, manifest.spec.width, manifest.spec.channels)
     np.testing.assert_array_equal(labels, data.val.labels[:n])
     np.testing.assert_array_equal(images, np.stack([data.val.raw(i) for i in range(n)]))
+
+
+def _ckpt(scores, weights=(0.2, 0.3, 0.5), trained_on="soft"):
+    val = {"vote": scores} if scores is not None else {}
+    if weights is not None:
+        val["vote_weights"] = list(weights)
+    return {"method": {"vote": trained_on}, "metrics": {"val": val}}
+
+
+@pytest.mark.parametrize("scores, weights, trained_on, rule", [
+    ({"soft": 90.0, "hard": 92.0, "weighted": 91.0}, (0.2, 0.3, 0.5), "soft", "hard"),  # not the training --vote
+    ({"soft": 92.0, "hard": 92.0, "weighted": 92.0}, (0.2, 0.3, 0.5), "weighted", "soft"),  # ties go to soft
+    ({"soft": 90.0, "hard": 91.0, "weighted": 91.0}, (0.2, 0.3, 0.5), "soft", "hard"),  # then VOTE_RULES order
+    ({"soft": 90.0, "hard": 89.0, "weighted": 95.0}, (0.2, 0.3, 0.5), "hard", "weighted"),
+    ({"soft": 90.0, "hard": 89.0, "weighted": 95.0}, None, "soft", "soft"),  # no weights: no weighted vote
+    (None, None, "hard", "hard"),  # an older checkpoint without vote metrics: its training rule
+])
+def test_default_vote_rule_is_the_best_on_validation(scores, weights, trained_on, rule):
+    entry = ex._vote_entry(_ckpt(scores, weights, trained_on), 3)
+    assert entry["rule"] == rule
+    assert entry["weights"] == (None if weights is None else pytest.approx(list(weights)))
+    assert entry["in_graph"] == ("soft" if rule == "hard" else rule)
+
+
+def test_val_sample_size_is_the_split_up_to_a_byte_budget_with_a_floor():
+    from edgekd.training import config
+
+    assert (config.EXPORT_VAL_BYTES, config.EXPORT_VAL_MIN) == (20 * 2**20, 500)
+    assert config.export_val_size(5_000, (32, 32, 3)) == 5_000  # all of CIFAR's validation split
+    assert config.export_val_size(50_000, (32, 32, 3)) == 20 * 2**20 // 3072 == 6826
+    assert config.export_val_size(50_000, (224, 224, 3)) == 500  # 139 fit the budget; the floor wins
+    assert config.export_val_size(300, (224, 224, 3)) == 300  # never more than there are
+    assert config.export_val_size(50_000, (224, 224, 3), requested=40) == 40  # --val-size N is taken as given
+    assert config.export_val_size(10, (32, 32, 3), requested=40) == 10
+
+
+def test_default_export_carries_the_validation_split_up_to_the_cap(tiny_runs, ckpt, tmp_path, monkeypatch):
+    """Without --val-size the bundle holds the first images of the validation split up to the byte budget (here
+    shrunk to 60 images of 16x16 grey), with the vote rule chosen on validation and both said on the console."""
+    from rich.console import Console
+
+    from edgekd.training import config
+
+    data = reload_data(ckpt["data"])
+    per_image = int(np.prod(data.val.raw(0).shape))
+    assert len(data.val) > 60 and config.export_val_size(len(data.val), data.val.raw(0).shape) == len(data.val)
+    monkeypatch.setattr(config, "EXPORT_VAL_BYTES", 60 * per_image)
+    monkeypatch.setattr(config, "EXPORT_VAL_MIN", 10)
+    buf = io.StringIO()
+    m = ex.export_bundle(tiny_runs["student"].best, tmp_path / "b", calib_size=16, console=Console(file=buf, width=200))
+    with np.load(m.file("val_sample")) as f:
+        images, labels = f["images"], f["labels"]
+    assert m.data["split"]["n_val_sample"] == len(labels) == 60
+    np.testing.assert_array_equal(labels, data.val.labels[:60])
+    np.testing.assert_array_equal(images, np.stack([data.val.raw(i) for i in range(60)]))
+    text = buf.getvalue()
+    assert f"default vote rule: {m.vote_rule} (validation top-1 %: soft " in text and "60 labelled images" in text
 
 
 def test_calib_holds_distinct_train_images(manifest, ckpt):

@@ -8,7 +8,11 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
    then the Q/DQ form of the target backend (uint8 activations for ONNX Runtime, symmetric int8 for TensorRT);
 3. for TensorRT, compile engines from those graphs;
 4. verify the built full graph against the FP32 reference on the validation sample (fail above ``max_drop``);
-5. fit early-exit thresholds on the built stage chain (within ``target_drop`` of the full vote, cheapest);
+5. early-exit thresholds on the built segment chain's probabilities of the validation sample, against the built full
+   graph's best full answer on the same images (:func:`edgekd.core.certify.reference_predictions`): certified to
+   lose at most ``target_drop`` points with probability ``confidence`` (:func:`edgekd.core.certify.certify_thresholds`),
+   or with ``fit="point"`` the old minimum-cost point estimate (not certified); the whole record goes under the
+   manifest's ``build.thresholds`` and its one-line summary is printed;
 6. write the manifest.
 """
 
@@ -26,7 +30,7 @@ from rich.console import Console
 
 from edgekd import __version__
 from edgekd.core.atomic import atomic_directory
-from edgekd.core.early_exit import ThresholdFit, fit_thresholds
+from edgekd.core.certify import Certificate, early_exit_thresholds, manifest_record
 from edgekd.core.errors import EdgekdError
 from edgekd.core.labelled import load_images
 from edgekd.core.manifest import (
@@ -40,7 +44,6 @@ from edgekd.core.manifest import (
     write_manifest,
 )
 from edgekd.core.spec import InputSpec
-from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.compiler.verify import compare, print_verification
 from edgekd.device.options import (
@@ -49,10 +52,13 @@ from edgekd.device.options import (
     CALIB_AUTO,
     CALIB_CHOICES,
     CALIB_METHODS,
+    CONFIDENCE,
     COSTS,
+    FITS,
     MAX_CALIB_IMAGES,
     MAX_DROP,
     TARGET_DROP,
+    threshold_option_problem,
 )
 
 if TYPE_CHECKING:
@@ -73,8 +79,10 @@ class BuildPlan:
     precision: str
     calib_method: str
     max_drop: float
-    target_drop: float
+    target_drop: float  # ε, points of top-1 early exit may lose against the full answer
     cost: str  # what thresholds minimise: "macs" or "latency"
+    confidence: float  # 1 − δ: the probability that certified thresholds keep ``target_drop``
+    fit: str  # "certified" or "point" (the old minimum-cost point estimate, not certified)
     force: bool
     cache_dir: str | None
     dla_core: int | None
@@ -188,8 +196,9 @@ def _segment_latency_ms(chain: Chain, spec: InputSpec, runs: int = 30) -> list[f
 def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: str = BACKEND_AUTO,
                  target: str | None = None, out: str | Path | None = None, calib_data: str | Path | None = None,
                  calib_method: str = CALIB_METHODS[0], max_drop: float = MAX_DROP, target_drop: float = TARGET_DROP,
-                 cost: str = COSTS[0], force: bool = False, cache_dir: str | None = CACHE_DIR,
-                 dla_core: int | None = None, console: Console | None = None) -> Manifest:
+                 cost: str = COSTS[0], confidence: float = CONFIDENCE, fit: str = FITS[0], force: bool = False,
+                 cache_dir: str | None = CACHE_DIR, dla_core: int | None = None,
+                 console: Console | None = None) -> Manifest:
     """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps."""
     console = console or Console()
     bundle = Path(bundle)
@@ -203,6 +212,9 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
         raise BuildError(f"--calib-method must be one of {', '.join(CALIB_CHOICES)}")
     if cost not in COSTS:
         raise BuildError("--cost must be macs or latency")
+    problem = threshold_option_problem(fit, target_drop, confidence)
+    if problem:
+        raise BuildError(problem)
     if target.backend == "tensorrt":
         from edgekd.device.compiler.tensorrt import tensorrt_available
 
@@ -225,7 +237,8 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     calib_images = (load_images(calib_data, src.spec, max_images=MAX_CALIB_IMAGES, option="--calib-data") if calib_data
                     else _bundle_calib(src))
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
-                     target_drop=target_drop, cost=cost, force=force, cache_dir=cache_dir, dla_core=dla_core)
+                     target_drop=target_drop, cost=cost, confidence=confidence, fit=fit, force=force,
+                     cache_dir=cache_dir, dla_core=dla_core)
     with atomic_directory(out, overwrite=force) as tmp:
         manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
     console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest['thresholds']}")
@@ -262,15 +275,13 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
         p_chain = segments.probs(val_images, spec)  # (E, N, K)
         latency = _segment_latency_ms(segments, spec)
     costs = np.cumsum(latency) if plan.cost == "latency" else np.array([e["macs"] for e in src.exits], dtype=float)
-    w = np.asarray(src.vote_weights) if src.vote_weights else None
-    vote_acc = accuracy(vote(built, src.vote_rule, w), labels)
-    fit = fit_thresholds(p_chain, labels, costs, reference_accuracy=vote_acc, target_drop=plan.target_drop)
-    if not fit.feasible:
-        log(f"note: even the last exit alone is more than {plan.target_drop} points below the vote; "
-            "thresholds keep the last exit's accuracy instead")
+    certificate = early_exit_thresholds(p_chain, built, labels, costs, epsilon=plan.target_drop,
+                                        delta=round(1.0 - plan.confidence, 12), fit=plan.fit,
+                                        vote_weights=src.vote_weights)
+    log(f"thresholds: {certificate.summary()}")
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, fit, latency, vote_acc))
+    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate, latency))
     write_manifest(tmp, data)
     return data
 
@@ -359,9 +370,8 @@ class Built:
     engines: dict[str, Path]  # the same keys → TensorRT engines ({} for ONNX Runtime); their sidecars say the rest
     calibration: dict[str, Any] | None  # int8 only: method, cache reuse, images, Q/DQ backend
     verification: dict[str, Any]  # :func:`edgekd.device.compiler.verify.compare` against FP32
-    fit: ThresholdFit  # the early-exit thresholds
+    certificate: Certificate  # the early-exit thresholds and what backs them (certified or a point estimate)
     segment_latency_ms: list[float]  # quick median batch-1 latency per segment
-    vote_accuracy: float  # the built full graph's vote on the validation sample (the thresholds' reference)
 
 
 def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
@@ -369,7 +379,7 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
     import onnxruntime
 
     src, n = plan.source, plan.source.num_exits
-    graphs, engines, fit = built.graphs, built.engines, built.fit
+    graphs, engines, cert = built.graphs, built.engines, built.certificate
     run_paths = engines or graphs
     files = {name: file_entry(tmp, f"{name}.npz") for name in ("val_sample", "calib")}
     if engines:  # keep the ONNX graphs the engines came from
@@ -384,15 +394,13 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
                        for i in range(n)],
         },
         "files": files,
-        "thresholds": fit.thresholds,
+        "thresholds": cert.thresholds,
         "build": {
             "source": {"name": src.data["name"], "manifest_sha256": sha256_file(src.root / "manifest.json")},
             "target": plan.target.name,
             "calibration": built.calibration,
             "verification": {**built.verification, "max_drop_allowed": plan.max_drop},
-            "thresholds": {"cost": plan.cost, "target_drop": plan.target_drop, "vote_accuracy": built.vote_accuracy,
-                           "early_exit_accuracy": fit.accuracy, "target_accuracy": fit.target_accuracy,
-                           "mean_cost": fit.mean_cost, "exit_fraction": fit.exit_fraction, "feasible": fit.feasible},
+            "thresholds": manifest_record(cert, plan.cost, {"source": "val_sample", "n": cert.n}),
             "segment_latency_ms": built.segment_latency_ms,
         },
     })

@@ -26,6 +26,38 @@ def display_name(b: dict[str, Any]) -> str:
     return b["label"] if b["precision"] in b["label"] else f"{b['label']} ({b['precision']})"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def certificate_cells(c: dict[str, Any] | None) -> list[str]:
+    """fit, ε, confidence, n, reference, certified, measured drop, bound, saving: one row of the certificate table
+    (terminal and report.md); dashes for a bundle whose thresholds carry none."""
+    if c is None:
+        return ["none", "-", "-", "-", "-", "no", "-", "-", "-"]
+    delta, bound = c.get("delta"), c.get("upper_bound")
+    return [str(c["fit"]), f"{c['epsilon']:g}", "-" if delta is None else f"{100 * (1 - delta):g}%", str(c["n"]),
+            str(c["reference"]), "yes" if c["certified"] else "no", f"{c['loss_rate']:.2f}",
+            "-" if bound is None else f"{bound:.2f}", _pct(c.get("saving"))]
+
+
+CERTIFICATE_COLUMNS = ["fit", "ε", "confidence", "n", "reference", "certified", "drop", "bound", "saving"]
+
+
+def _certificates(bundles: list[dict[str, Any]]) -> list[str]:
+    rows = [[display_name(b)] + certificate_cells(b.get("certificate")) for b in bundles]
+    lines = ["## Early-exit thresholds", "",
+             "The certificate the manifest's thresholds carry (`build.thresholds`, written by `edgekd build` or "
+             "`edgekd profile --write-thresholds`): with probability at least the confidence, early exit at these "
+             "thresholds loses at most ε points of top-1 against the reference (the bundle's best full answer) on "
+             "new images like the n it was certified on. Drop: measured on those n images; bound: its upper "
+             "confidence bound; saving: the share of the full cost early exit saves there. `point` thresholds are a "
+             "point estimate, not certified.", ""]
+    lines += _table(["bundle"] + CERTIFICATE_COLUMNS, rows, text_columns=2)
+    return lines + [f"- {display_name(b)}: {b.get('certificate_line', 'thresholds not certified')}"
+                    for b in bundles] + [""]
+
+
 def _environment(env: dict[str, Any]) -> list[str]:
     keys = ("backend", "cpu", "cores", "threads", "machine", "jetson", "power_mode", "clocks_locked", "gpu",
             "python", "numpy", "onnx", "onnxruntime", "opencv", "tensorrt")
@@ -138,14 +170,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += _per_exit(bundles) + _frames(bundles)
     lines += ["## Early-exit sweep", "",
               "Global threshold t: every exit but the last answers when its confidence ≥ t. \"fit, drop ≤ X\": the "
-              "cheapest per-exit set within X points of the full vote, fitted on this data (`--write-thresholds "
-              "--target-drop X` fits the same way on the validation sample). \"manifest\": the bundle's own set, "
+              "cheapest per-exit set within X points of the full vote, fitted on this data: a point estimate, as "
+              "`--fit point` fits (not certified). \"manifest\": the bundle's own set, "
               "the operating point. Mean latency = mean cumulative "
               "latency of the exit each image took.", ""]
     for b in bundles:
         lines += _sweep(b)
     if "exits" in files:
         lines += [f"![where frames exit at the operating point]({files['exits']})", ""]
+    lines += _certificates(bundles)
     lines += _energy(bundles)
     envs = {str(b["environment"]) for b in bundles}
     lines += _environment(bundles[0]["environment"])

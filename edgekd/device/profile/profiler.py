@@ -3,10 +3,12 @@
 For each bundle: the environment; accuracy per exit and per vote rule on labelled data (the bundle's validation
 sample, or ``--data``); latency per stage, per exit (chained) and of the full graph at batch 1 and a larger batch;
 per-frame timing of the runtime pipeline split into pre / network / post; the early-exit sweep with the manifest's
-operating point and the Pareto front; energy per inference where Jetson power rails exist. Written to ``--out``:
-``report.json`` (schema in docs/PROFILE.md), ``report.md``, ``tradeoff.png`` and ``exits.png``, and a terminal
-table. ``--write-thresholds`` refits the operating point and stores it in the bundle's manifest (atomically;
-nothing else in the manifest changes).
+operating point and the Pareto front; energy per inference where Jetson power rails exist; the certificate of the
+manifest's thresholds (``build.thresholds``). Written to ``--out``: ``report.json`` (schema in docs/PROFILE.md),
+``report.md``, ``tradeoff.png`` and ``exits.png``, and terminal tables. ``--write-thresholds`` certifies new
+thresholds as build does (or, with ``--fit point``, fits the old point estimate) on ``--data`` or the validation
+sample and stores them and their certificate in the bundle's manifest (atomically; only ``thresholds`` and
+``build.thresholds`` change).
 """
 
 from __future__ import annotations
@@ -21,18 +23,33 @@ from rich.table import Table
 
 from edgekd import __version__
 from edgekd.core.atomic import atomic_write_json, atomic_write_text
-from edgekd.core.early_exit import fit_thresholds
+from edgekd.core.certify import (
+    Certificate,
+    describe_thresholds,
+    early_exit_thresholds,
+    manifest_record,
+    stored_certificate,
+)
 from edgekd.core.errors import ConfigError
 from edgekd.core.labelled import load_labelled
 from edgekd.core.manifest import Manifest, load_manifest, write_manifest
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
-from edgekd.device.options import BATCH, FRAME_SIZE, ITERATIONS, TARGET_DROP, WARMUP_S
+from edgekd.device.options import (
+    BATCH,
+    CONFIDENCE,
+    FITS,
+    FRAME_SIZE,
+    ITERATIONS,
+    TARGET_DROP,
+    WARMUP_S,
+    threshold_option_problem,
+)
 from edgekd.device.profile.energy import NOT_AVAILABLE, Rail, find_rails
 from edgekd.device.profile.environment import describe_environment
 from edgekd.device.profile.frames import frame_timings
 from edgekd.device.profile.latency import segment_latencies
-from edgekd.device.profile.markdown import display_name, report_markdown
+from edgekd.device.profile.markdown import CERTIFICATE_COLUMNS, certificate_cells, display_name, report_markdown
 from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
 from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
 
@@ -65,6 +82,14 @@ def _probs(m: Manifest, images: np.ndarray, options: dict[str, Any] | None = Non
 
 def _weights(m: Manifest) -> np.ndarray | None:
     return np.asarray(m.vote_weights, dtype=np.float64) if m.vote_weights else None
+
+
+def certificate_of(m: Manifest) -> tuple[dict[str, Any] | None, str]:
+    """The manifest's threshold record (``build.thresholds``, written by build or ``--write-thresholds``) when it
+    is one and covers the thresholds the manifest holds, else None; and its one-line summary."""
+    record = (m.data.get("build") or {}).get("thresholds")
+    covered = stored_certificate(record, m.thresholds) is not None
+    return (record if covered else None), describe_thresholds(record, m.thresholds)
 
 
 def _primary_rail(names: list[str]) -> str:
@@ -109,6 +134,7 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
     environment = describe_environment(m.runner_backend)
     if threads:
         environment["threads"] = threads
+    certificate, certificate_line = certificate_of(m)
     return {
         "name": Path(path).name, "path": str(path), "precision": m.precision, "backend": m.runner_backend,
         "num_exits": m.num_exits, "macs": macs, "thresholds": list(m.thresholds), "vote_rule": m.vote_rule,
@@ -118,23 +144,34 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
         "sweep": points, "pareto": pareto_front(points),
         "operating_point": next(p for p in points if p["operating_point"]),
         "energy": _energy_summary(latency, frames, m.num_exits, rails),
+        "certificate": certificate, "certificate_line": certificate_line,
     }
 
 
-def write_thresholds(path: str | Path, *, target_drop: float, data: str | Path | None = None,
-                     limit: int | None = None, threads: int | None = None) -> tuple[list[float], dict[str, Any]]:
-    """Refit per-exit thresholds (within ``target_drop`` of the vote, lowest MACs) on ``data`` or the validation
-    sample and store them in the manifest; every other field stays as it was. Returns them and the data used."""
+def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, confidence: float = CONFIDENCE,
+                     fit: str = FITS[0], data: str | Path | None = None, limit: int | None = None,
+                     threads: int | None = None) -> tuple[Certificate, dict[str, Any]]:
+    """New early-exit thresholds on ``data`` or the validation sample, as build chooses them (against the full
+    graph's best full answer, costs in MACs): certified to lose at most ``target_drop`` points with probability
+    ``confidence``, or with ``fit="point"`` the old point estimate. Stores the thresholds and the whole record
+    (``build.thresholds``, see :func:`edgekd.core.certify.manifest_record`) in the manifest, atomically; every other
+    field stays as it was. Returns the certificate and the data used."""
+    problem = threshold_option_problem(fit, target_drop, confidence)
+    if problem:
+        raise ConfigError(problem)
     m = load_manifest(path)
     images, labels, source = _labelled(m, data, limit)
     p_full, p_chain = _probs(m, images, {"threads": threads} if threads else {})
-    ref = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
-    fit = fit_thresholds(p_chain, labels, [e["macs"] for e in m.exits], reference_accuracy=ref,
-                         target_drop=target_drop)
-    data = dict(m.data)
-    data["thresholds"] = fit.thresholds
-    write_manifest(m.root, data)
-    return fit.thresholds, source
+    cert = early_exit_thresholds(p_chain, p_full, labels, [float(e["macs"]) for e in m.exits], epsilon=target_drop,
+                                 delta=round(1.0 - confidence, 12), fit=fit, vote_weights=m.vote_weights)
+    used = {"source": source["source"], "n": source["n"]}
+    if source["source"] != "val_sample":  # the bundle's own sample needs no path (it moves with the bundle)
+        used["path"] = source["path"]
+    new = dict(m.data)
+    new["thresholds"] = cert.thresholds
+    new["build"] = {**(m.data.get("build") or {}), "thresholds": manifest_record(cert, "macs", used)}
+    write_manifest(m.root, new)
+    return cert, source
 
 
 def _label(bundles: list[dict[str, Any]]) -> None:
@@ -160,7 +197,8 @@ def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 
 def profile(bundles: list[str | Path], out: str | Path, *, console: Console | None = None,
-            write: bool = False, target_drop: float = TARGET_DROP, **options: Any) -> dict[str, Any]:
+            write: bool = False, target_drop: float = TARGET_DROP, confidence: float = CONFIDENCE,
+            fit: str = FITS[0], **options: Any) -> dict[str, Any]:
     """Profile every bundle, write the report files into ``out``, print the tables; return the report."""
     console = console or Console()
     if not bundles:
@@ -173,11 +211,16 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
     for b in bundles:  # fail on a bad bundle before any measuring
         load_manifest(b)
     if write:
+        problem = threshold_option_problem(fit, target_drop, confidence)
+        if problem:
+            raise ConfigError(problem)
         for b in bundles:
-            new, source = write_thresholds(b, target_drop=target_drop, data=options.get("data"),
-                                           limit=options.get("limit"), threads=options.get("threads"))
-            console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in new)} (within "
-                          f"{target_drop:g} points of the full vote on {source['source']}, {source['n']} images)")
+            cert, source = write_thresholds(b, target_drop=target_drop, confidence=confidence, fit=fit,
+                                            data=options.get("data"), limit=options.get("limit"),
+                                            threads=options.get("threads"))
+            console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in cert.thresholds)} on "
+                          f"{source['source']} ({source['n']} images); {cert.summary()}",
+                          markup=False, highlight=False, soft_wrap=True)
     results = []
     with console.status("profiling") as status:
         for b in bundles:
@@ -245,13 +288,28 @@ def _frame_table(bundles: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _certificate_table(bundles: list[dict[str, Any]]) -> Table:
+    table = Table(title="Early-exit thresholds: the manifest's certificate (drop and bound in points of top-1 "
+                        "against the reference, on the n images it rests on)")
+    for col in ["bundle"] + CERTIFICATE_COLUMNS:
+        table.add_column(col, justify="left" if col in ("bundle", "fit", "reference", "certified") else "right")
+    for b in bundles:
+        table.add_row(display_name(b), *certificate_cells(b.get("certificate")))
+    return table
+
+
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    """Two tables: per exit (latency, accuracy, energy) and per frame (pre / network / post), then warnings."""
+    """Three tables: per exit (latency, accuracy, energy), per frame (pre / network / post) and the thresholds'
+    certificate, then warnings."""
     bundles = report["bundles"]
     console.print(_exit_table(bundles))
     console.print("early = early exit at the manifest's thresholds (mean latency of the exits taken); "
                   "full = full graph with the vote", style="dim")
     console.print(_frame_table(bundles))
+    console.print(_certificate_table(bundles))
+    for b in bundles:
+        console.print(f"{b['label']}: {b.get('certificate_line', 'thresholds not certified')}", markup=False,
+                      highlight=False, soft_wrap=True)
     for b in bundles:
         unstable = [k for k, v in b["latency"].items() if isinstance(v, dict) and v["latency"]["unstable"]]
         if unstable:

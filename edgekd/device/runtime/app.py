@@ -17,12 +17,17 @@ import cv2
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
+from edgekd.core.certify import describe_thresholds
+from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.device.options import DISPLAYS
 from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
 from edgekd.device.runtime.pipeline import Pipeline
 from edgekd.device.runtime.sources import open_source, prefetched
+
+EARLY_EXIT = RUN_MODES[0]  # the one mode that decides on thresholds
 
 
 @dataclass
@@ -113,9 +118,20 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                     break
         except KeyboardInterrupt:
             console.print("interrupted: stopping cleanly")
-        summary = {**stats.summary(), "source": dict(frames.stats), "mode": pipeline.mode}
+        summary = {**stats.summary(), "source": dict(frames.stats), "mode": pipeline.mode,
+                   "thresholds": _thresholds_line(pipeline)}
     print_summary(console, summary, pipeline.manifest.data.get("name", str(bundle)))
     return summary
+
+
+def _thresholds_line(pipeline: Pipeline) -> str | None:
+    """What backs the thresholds this run decided on: the manifest's certificate line (``build.thresholds``), or
+    "thresholds not certified" (no certificate, or ``--threshold`` in place of the manifest's); None in the modes
+    that decide on no thresholds (full-vote, exit)."""
+    if pipeline.mode != EARLY_EXIT:
+        return None
+    record = (pipeline.manifest.data.get("build") or {}).get("thresholds")
+    return describe_thresholds(record, pipeline.thresholds)
 
 
 def print_summary(console: Console, summary: dict, name: str) -> None:
@@ -134,4 +150,6 @@ def print_summary(console: Console, summary: dict, name: str) -> None:
     if src.get("dropped") or src.get("reopened") or src.get("failed_reads"):
         table.add_row("source: dropped / reopened / failed reads",
                       f"{src.get('dropped', 0)} / {src.get('reopened', 0)} / {src.get('failed_reads', 0)}")
+    if summary.get("thresholds"):
+        table.add_row("thresholds", Text(summary["thresholds"], justify="left"))
     console.print(table)

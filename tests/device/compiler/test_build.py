@@ -1,5 +1,5 @@
-"""edgekd build on the tiny exported student: fp32/int8/fp16 with ONNX Runtime, verification, thresholds,
-calibration cache, clean failures, atomic output."""
+"""edgekd build on the tiny exported student: fp32/int8/fp16 with ONNX Runtime, verification, certified
+thresholds (and the point fit), calibration cache, clean failures, atomic output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.core.early_exit import simulate
+from edgekd.core.certify import GRID, reference_predictions
+from edgekd.core.early_exit import fit_thresholds, simulate
 from edgekd.core.manifest import load_manifest
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.compiler import BuildError, build_bundle
@@ -68,14 +69,127 @@ def test_int8_stage_chain_matches_full_graph_within_tolerance(int8_bundle, tiny_
     assert agreement >= 0.97 and np.abs(full - chain).max() < 0.25
 
 
-def test_thresholds_respect_the_target_on_the_validation_sample(int8_bundle):
+def _reference(m):
+    """The built full graph's best full answer on the validation sample, chosen here."""
+    images, labels = _val(m)
+    probs = full_probs("onnxruntime", m.full_graph(), images, m.spec, m.num_exits)
+    return reference_predictions(probs, labels, m.vote_weights)
+
+
+def test_default_build_stores_the_certificate_and_keeps_the_safe_set_on_400_images(int8_bundle):
+    """ε = 0.5 points at 90% confidence needs at least 460 images without one early-exit error; the bundle has 400,
+    so nothing is certified and only the last exit answers, and the manifest says so."""
     m = load_manifest(int8_bundle)
     info = m.data["build"]["thresholds"]
     _, labels = _val(m)
+    assert info["fit"] == "certified" and info["certified"] is False and info["cost"] == "macs"
+    assert info["epsilon"] == 0.5 and info["delta"] == pytest.approx(0.1) and info["n"] == len(labels) == 400
+    assert info["data"] == {"source": "val_sample", "n": 400} and info["images_needed"] == 460
+    assert m.thresholds == [GRID[0]] * (m.num_exits - 1) + [0.0] == info["thresholds"]
+    name, ref, scores = _reference(m)
+    assert info["reference"] == name and info["reference_accuracy"] == pytest.approx(scores[name])
+    macs = [e["macs"] for e in m.exits]
+    res = simulate(_chain(m), m.thresholds, macs, labels)
+    assert res.exit_fraction[-1] == 1.0 and info["accuracy"] == pytest.approx(res.accuracy)
+    assert info["loss_rate"] == pytest.approx(100 * np.mean((res.pred != labels) & (ref == labels)))
+    assert info["saving"] == 0.0 and info["upper_bound"] >= info["loss_rate"]
+
+
+@pytest.fixture(scope="module")
+def certified(tiny_bundle, tmp_path_factory):
+    """An FP32 build with a 5-point budget at 80% confidence: enough for 400 images to certify early exit."""
+    out = tmp_path_factory.mktemp("certified") / "fp32"
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "fp32", "--out", str(out),
+                                      "--target-drop", "5", "--confidence", "0.8"])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_a_larger_budget_certifies_early_exit_and_says_so(certified):
+    out, result = certified
+    m = load_manifest(out)
+    info = m.data["build"]["thresholds"]
+    assert info["fit"] == "certified" and info["certified"] is True and info["epsilon"] == 5.0
+    assert info["delta"] == pytest.approx(0.2) and info["upper_bound"] <= 5.0 and info["saving"] > 0
+    assert m.thresholds == info["thresholds"] and m.thresholds[0] < 1.0 and m.thresholds[-1] == 0.0
+    _, labels = _val(m)
+    name, ref, _ = _reference(m)
     res = simulate(_chain(m), m.thresholds, [e["macs"] for e in m.exits], labels)
-    assert res.accuracy == pytest.approx(info["early_exit_accuracy"])
-    assert res.accuracy >= info["vote_accuracy"] - 0.5 - 1e-9 or not info["feasible"]
-    assert m.thresholds[-1] == 0.0 and len(m.thresholds) == m.num_exits
+    assert res.exit_fraction[-1] < 1.0 and info["exit_fraction"] == pytest.approx(res.exit_fraction)
+    assert info["loss_rate"] == pytest.approx(100 * np.mean((res.pred != labels) & (ref == labels)))
+    output = " ".join(result.output.split())
+    assert f"certified: early exit within 5 points of {name} with 80% confidence (400 images" in output
+
+
+def test_run_shows_the_certificate_line(certified, tiny_bundle, tmp_path):
+    """`edgekd run` ends with the line of the certificate behind the thresholds it used; --threshold, or a bundle
+    without a certificate, says "thresholds not certified"."""
+    import io
+
+    import cv2
+    from rich.console import Console
+
+    from edgekd.device.runtime.app import RunOptions, run_stream
+
+    out, _ = certified
+    images, _ = _val(load_manifest(out))
+    for i, img in enumerate(images[:4]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), img)
+    line = load_manifest(out).data["build"]["thresholds"]
+
+    def run(bundle, **options):
+        buf = io.StringIO()
+        summary = run_stream(bundle, str(tmp_path), RunOptions(display="off", **options),
+                             console=Console(file=buf, width=400))
+        return summary, " ".join(buf.getvalue().split())
+
+    summary, text = run(out)
+    assert summary["thresholds"].startswith("certified: early exit within 5 points of " + line["reference"])
+    assert summary["thresholds"] in text
+    summary, text = run(out, threshold=0.5)
+    assert summary["thresholds"].startswith("thresholds not certified (the thresholds in use are not those")
+    assert "thresholds not certified" in text
+    summary, text = run(tiny_bundle)  # exported: no certificate
+    assert summary["thresholds"] == "thresholds not certified" and "thresholds not certified" in text
+    assert run(out, mode="full-vote")[0]["thresholds"] is None  # no thresholds in play
+
+
+def test_the_not_certified_message(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "fp32", "--out", str(tmp_path / "n")])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "no early exit certified within 0.5 points of" in output and "at 90% confidence on 400 images" in output
+    assert "kept the safe set" in output and "at least 460 images" in output
+    assert "edgekd profile --write-thresholds --data" in output
+
+
+def test_point_fit_still_works_and_is_labelled_not_certified(tiny_bundle, tmp_path):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "fp32", "--out", str(tmp_path / "p"),
+                                      "--fit", "point", "--target-drop", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "point estimate, not certified" in " ".join(result.output.split())
+    m = load_manifest(tmp_path / "p")
+    info = m.data["build"]["thresholds"]
+    assert info["fit"] == "point" and info["certified"] is False and info["delta"] is None
+    assert info["upper_bound"] is None and info["method"].startswith("point estimate, not certified")
+    _, labels = _val(m)
+    name, _, scores = _reference(m)
+    macs = [e["macs"] for e in m.exits]
+    fit = fit_thresholds(_chain(m), labels, macs, reference_accuracy=scores[name], target_drop=0.5)
+    assert m.thresholds == pytest.approx(fit.thresholds) and info["accuracy"] == pytest.approx(fit.accuracy)
+    assert fit.accuracy >= scores[name] - 0.5 - 1e-9 or not fit.feasible
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--confidence", "1"], "--confidence"), (["--confidence", "0.4"], "--confidence"),
+    (["--confidence", "nan"], "--confidence"), (["--target-drop", "0"], "--target-drop"),
+    (["--target-drop", "-1", "--fit", "point"], "--target-drop"), (["--fit", "guess"], "--fit"),
+])
+def test_bad_threshold_options_fail_before_any_work(tiny_bundle, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "fp32", "--out", str(tmp_path / "b"),
+                                      *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()
 
 
 def test_fp32_build_is_exact_and_cache_is_reused(tiny_bundle, int8_bundle, cache_dir, tmp_path):
@@ -123,7 +237,7 @@ def test_existing_output_needs_force_and_interrupted_build_leaves_nothing(tiny_b
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(builder, "fit_thresholds", interrupted)
+    monkeypatch.setattr(builder, "early_exit_thresholds", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_bundle(tiny_bundle, precision="fp32", out=out, force=True)
     assert (out / "keep.txt").read_text() == "mine"  # the old directory survives an interrupted rebuild

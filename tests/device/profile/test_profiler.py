@@ -1,5 +1,6 @@
 """`edgekd profile` on tiny built bundles: report contents and files, independent accuracy (bundle sample and
---data), per-frame timing split, energy from a fake power-rail tree, --write-thresholds, bad input, no torch."""
+--data), per-frame timing split, energy from a fake power-rail tree, the manifest's certificate in the report,
+--write-thresholds (certified and point), bad input, no torch."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from edgekd.core.vote import softmax
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.compiler import build_bundle
 from edgekd.device.profile.energy import find_rails
+from edgekd.device.profile.markdown import display_name
 from edgekd.device.profile.profiler import profile_bundle
 from edgekd.device.runtime.preprocess import Preprocessor
 from tests.helpers import assert_cli_runs_without_torch, hwmon_tree
@@ -173,6 +175,8 @@ def test_bad_data_is_a_one_line_error(bundles, tmp_path, make, message):
     (["--frame-size", "640"], "--frame-size"), (["--iterations", "0"], "--iterations"),
     (["--limit", "0"], "--limit"), (["--threads", "0"], "--threads"),
     (["--write-thresholds", "--target-drop", "-1"], "--target-drop"), (["--duration", "0"], "--duration"),
+    (["--write-thresholds", "--target-drop", "0"], "--target-drop"), (["--write-thresholds", "--confidence", "1"],
+                                                                      "--confidence"),
 ])
 def test_bad_options_are_one_line_errors(bundles, tmp_path, args, message):
     result = CliRunner().invoke(app, ["profile", str(bundles["fp32"]), "--out", str(tmp_path / "r"), *args])
@@ -244,25 +248,92 @@ def test_sweep_end_points(report):
     assert all(p["accuracy"] >= min(vote_acc - p["target_drop"], never["accuracy"]) - 1e-9 for p in drops)
 
 
-def test_write_thresholds_changes_only_the_thresholds(bundles, tmp_path):
+def test_report_shows_each_manifest_certificate(report_dir, report, bundles):
+    """The bundles were built with the defaults (ε 0.5 at 90% on 400 images): nothing certified, which the report
+    shows per bundle in report.json, report.md and the terminal."""
+    md = (report_dir / "report.md").read_text()
+    assert "## Early-exit thresholds" in md
+    for b, key in zip(report["bundles"], ("fp32", "int8")):
+        stored = load_manifest(bundles[key]).data["build"]["thresholds"]
+        assert b["certificate"] == stored
+        assert stored["fit"] == "certified" and stored["certified"] is False and stored["n"] == 400
+        assert b["certificate_line"].startswith("no early exit certified within 0.5 points")
+        row = (f"| {display_name(b)} | certified | 0.5 | 90% | 400 | {stored['reference']} | no | "
+               f"{stored['loss_rate']:.2f} | {stored['upper_bound']:.2f} | 0% |")
+        assert row in md and f"- {display_name(b)}: no early exit certified" in md
+
+
+def _write(bundle, tmp_path, *args):
+    result = CliRunner().invoke(app, ["profile", str(bundle), "--out", str(tmp_path / "r"), "--iterations", "5",
+                                      "--warmup", "0.01", "--batch", "1", "--frame-size", "64x48",
+                                      "--write-thresholds", *args])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split()), json.loads((tmp_path / "r" / "report.json").read_text())["bundles"][0]
+
+
+def test_write_thresholds_certifies_and_changes_only_thresholds_and_their_record(bundles, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(bundles["int8"], copy)
     before = json.loads((copy / "manifest.json").read_text())
-    before["thresholds"] = [0.0, 0.0, 0.0]  # a different starting point, so the refit must change it
-    (copy / "manifest.json").write_text(json.dumps(before))
-    result = CliRunner().invoke(app, ["profile", str(copy), "--out", str(tmp_path / "r"), "--iterations", "5",
-                                      "--warmup", "0.01", "--write-thresholds", "--target-drop", "0.5"])
-    assert result.exit_code == 0, result.output
+    output, b = _write(copy, tmp_path, "--target-drop", "5")
     after = json.loads((copy / "manifest.json").read_text())
-    assert after["thresholds"] != before["thresholds"] and after["thresholds"][-1] == 0.0
-    assert {k: v for k, v in after.items() if k != "thresholds"} == \
-        {k: v for k, v in before.items() if k != "thresholds"}
+    record = after["build"]["thresholds"]
+    assert record["fit"] == "certified" and record["certified"] is True and record["epsilon"] == 5.0
+    assert record["delta"] == pytest.approx(0.1) and record["cost"] == "macs"
+    assert record["data"] == {"source": "val_sample", "n": 400}
+    assert after["thresholds"] == record["thresholds"] != before["thresholds"] and after["thresholds"][-1] == 0.0
+    assert after["thresholds"][0] < 1.0  # something leaves early
+    assert {k: v for k, v in after.items() if k not in ("thresholds", "build")} == \
+        {k: v for k, v in before.items() if k not in ("thresholds", "build")}
+    assert {k: v for k, v in after["build"].items() if k != "thresholds"} == \
+        {k: v for k, v in before["build"].items() if k != "thresholds"}
     load_manifest(copy)  # still valid
+    assert "certified: early exit within 5 points of" in output and "with 90% confidence (400 images" in output
+    assert b["certificate"] == record and b["certificate_line"].startswith("certified: ")
+    assert b["operating_point"]["thresholds"] == record["thresholds"]
 
 
-def test_write_thresholds_fits_on_data_when_given(bundles, tmp_path):
-    """With --data the refit uses those images. Labelled with exit 0's own answers, exit 0 is always right there,
-    so the cheapest fit answers everything at exit 0; the fit on the validation sample does not."""
+def test_write_thresholds_says_when_nothing_is_certified_and_keeps_the_safe_set(bundles, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundles["fp32"], copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["thresholds"] = [0.0, 0.0, 0.0]  # everything at exit 0 before: the write must undo it
+    (copy / "manifest.json").write_text(json.dumps(data))
+    output, b = _write(copy, tmp_path, "--target-drop", "0.5")
+    assert "no early exit certified within 0.5 points" in output and "at least 460 images" in output
+    m = load_manifest(copy)
+    assert m.thresholds[:-1] == [1.01, 1.01] and m.data["build"]["thresholds"]["certified"] is False
+    assert b["operating_point"]["exit_fraction"][-1] == 1.0
+
+
+def test_write_thresholds_point_fit_is_labelled_not_certified(bundles, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundles["fp32"], copy)
+    output, b = _write(copy, tmp_path, "--fit", "point", "--target-drop", "0")
+    record = load_manifest(copy).data["build"]["thresholds"]
+    assert record["fit"] == "point" and record["certified"] is False and record["epsilon"] == 0.0
+    assert "point estimate, not certified" in output and b["certificate"] == record
+    assert b["certificate_line"].startswith("point estimate, not certified")
+
+
+def test_thresholds_edited_by_hand_are_not_certified(bundles, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundles["fp32"], copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["thresholds"] = [0.5, 0.5, 0.0]  # not the set the stored certificate covers
+    (copy / "manifest.json").write_text(json.dumps(data))
+    b = profile_bundle(copy, iterations=3, warmup_s=0.0, batch=1, limit=20, rails=[])
+    assert b["certificate"] is None
+    assert b["certificate_line"].startswith("thresholds not certified (the thresholds in use are not those")
+    del data["build"]  # an exported bundle: no record at all
+    (copy / "manifest.json").write_text(json.dumps(data))
+    assert profile_bundle(copy, iterations=3, warmup_s=0.0, batch=1, limit=20, rails=[])["certificate_line"] == \
+        "thresholds not certified"
+
+
+def test_write_thresholds_certifies_on_data_when_given(bundles, tmp_path):
+    """With --data the certificate rests on those images. Labelled with exit 0's own answers, early exit at exit 0
+    is never wrong there, so everything is certified to leave at exit 0; on the validation sample it is not."""
     from edgekd.core.early_exit import simulate
     from edgekd.device.profile.profiler import write_thresholds
 
@@ -275,14 +346,32 @@ def test_write_thresholds_fits_on_data_when_given(bundles, tmp_path):
         p_chain = chain.probs(images, m.spec)
     target = p_chain[0].argmax(1)
     np.savez(tmp_path / "d.npz", images=images, labels=target)
-    on_val, src_val = write_thresholds(copy, target_drop=0.0)
-    on_data, src_data = write_thresholds(copy, target_drop=0.0, data=tmp_path / "d.npz")
+    on_val, src_val = write_thresholds(copy, target_drop=5.0)
+    on_data, src_data = write_thresholds(copy, target_drop=5.0, data=tmp_path / "d.npz")
     assert src_val["source"] == "val_sample"
     assert src_data == {"source": "npz", "path": str(tmp_path / "d.npz"), "n": len(images)}
-    assert json.loads((copy / "manifest.json").read_text())["thresholds"] == on_data
+    stored = json.loads((copy / "manifest.json").read_text())
+    assert stored["thresholds"] == on_data.thresholds and on_data.certified and on_data.loss_rate == 0.0
+    assert stored["build"]["thresholds"]["data"] == src_data
     macs = [e["macs"] for e in m.exits]
-    assert simulate(p_chain, on_data, macs, target).exit_fraction[0] == 1.0
-    assert simulate(p_chain, on_val, macs, target).exit_fraction[0] < 1.0
+    assert simulate(p_chain, on_data.thresholds, macs, target).exit_fraction[0] == 1.0
+    assert simulate(p_chain, on_val.thresholds, macs, target).exit_fraction[0] < 1.0
+
+
+def test_write_thresholds_on_an_exported_bundle_adds_only_the_record(tiny_bundle, tmp_path):
+    from edgekd.device.profile.profiler import write_thresholds
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    before = json.loads((copy / "manifest.json").read_text())
+    assert "build" not in before
+    cert, _ = write_thresholds(copy, target_drop=5.0, confidence=0.95)
+    after = json.loads((copy / "manifest.json").read_text())
+    assert after["build"] == {"thresholds": {**cert.to_dict(), "cost": "macs",
+                                             "data": {"source": "val_sample", "n": 400}}}
+    assert cert.delta == pytest.approx(0.05)
+    assert {k: v for k, v in after.items() if k not in ("thresholds", "build")} == \
+        {k: v for k, v in before.items() if k != "thresholds"}
 
 
 

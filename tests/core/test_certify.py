@@ -1,0 +1,197 @@
+"""Certified early-exit thresholds (edgekd.core.certify): the exact binomial tail, the image counts, fixed-sequence
+testing, the safe set, the reference choice, the point fit's label and the stored record read back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgekd.core.certify import (
+    CERTIFIED,
+    GRID,
+    NOT_CERTIFIED,
+    POINT,
+    Certificate,
+    _upper_bound,
+    binomial_cdf,
+    certifiable_epsilon,
+    certify_thresholds,
+    describe_thresholds,
+    early_exit_thresholds,
+    images_needed,
+    manifest_record,
+    p_value,
+    reference_predictions,
+    stored_certificate,
+)
+from edgekd.core.early_exit import NEVER, simulate
+from edgekd.device.options import FITS
+
+K = 4  # classes
+
+
+def _probs(pred: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities whose argmax is ``pred`` with max probability ``conf`` (the rest shared evenly)."""
+    n = len(pred)
+    p = np.tile(((1.0 - conf) / (K - 1))[:, None], (1, K))
+    p[np.arange(n), pred] = conf
+    return p
+
+
+def _direct_cdf(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(0, min(k, n) + 1))
+
+
+@pytest.mark.parametrize("k, n, p", [(0, 10, 0.3), (3, 10, 0.3), (9, 10, 0.5), (5, 200, 0.05), (12, 460, 0.005),
+                                     (40, 1000, 0.05), (100, 300, 0.4)])
+def test_binomial_cdf_equals_a_direct_sum(k, n, p):
+    assert binomial_cdf(k, n, p) == pytest.approx(_direct_cdf(k, n, p), rel=1e-9, abs=1e-300)
+    assert p_value(k, n, p) == binomial_cdf(k, n, p)
+
+
+def test_binomial_cdf_edges():
+    assert binomial_cdf(-1, 10, 0.5) == 0.0
+    assert binomial_cdf(10, 10, 0.5) == 1.0 and binomial_cdf(3, 10, 0.0) == 1.0 and binomial_cdf(3, 10, 1.0) == 0.0
+    assert 0.0 <= binomial_cdf(50, 200_000, 0.001) < 1e-10  # large n: summed in log space, no overflow
+
+
+def test_images_needed_and_certifiable_epsilon():
+    assert images_needed(0.005, 0.1) == 460
+    assert (1 - 0.005) ** 460 <= 0.1 < (1 - 0.005) ** 459  # the fewest loss-free images with p-value <= δ
+    assert images_needed(0.05, 0.1) == 45
+    assert certifiable_epsilon(460, 0.1) <= 0.005 < certifiable_epsilon(459, 0.1)
+    assert certifiable_epsilon(0, 0.1) == 1.0
+
+
+@pytest.mark.parametrize("k, n, delta", [(0, 100, 0.1), (7, 400, 0.1), (30, 1000, 0.05), (50, 100, 0.7)])
+def test_upper_bound_is_the_clopper_pearson_bound(k, n, delta):
+    ub = _upper_bound(k, n, delta)
+    assert binomial_cdf(k, n, ub) == pytest.approx(delta, abs=1e-6)
+    if delta > 0.5:  # the bound then lies below the observed rate; a search starting at k / n would miss it
+        assert ub < k / n
+
+
+def _trap(n_a: int, n_b: int, n: int = 1000):
+    """Two exits, the reference always right. A: exit 0 confident (0.97) and wrong; B: exit 0 unsure (0.5) and
+    right, the last exit wrong; the rest: exit 0 unsure (0.3) and right. Loss by threshold t: above 0.97 n_b,
+    in (0.5, 0.97] n_a + n_b, at 0.5 and below n_a."""
+    labels = np.zeros(n, dtype=np.int64)
+    a, b = slice(0, n_a), slice(n_a, n_a + n_b)
+    pred0 = labels.copy()
+    pred0[a] = 1
+    conf0 = np.full(n, 0.3)
+    conf0[a], conf0[b] = 0.97, 0.5
+    pred1 = labels.copy()
+    pred1[b] = 2
+    probs = np.stack([_probs(pred0, conf0), _probs(pred1, np.full(n, 0.9))])
+    return probs, labels
+
+
+def test_fixed_sequence_stops_at_the_first_failure():
+    probs, labels = _trap(n_a=30, n_b=20)
+    costs = [1.0, 2.0]
+    cert = certify_thresholds(probs, labels, labels, costs, epsilon=5.0, delta=0.1)
+    # a set further along would pass on its own (30 losses in 1000 at ε = 5%) and save half the cost ...
+    later = simulate(probs, [0.3, 0.0], costs, labels)
+    assert p_value(int(np.sum(later.pred != labels)), 1000, 0.05) <= 0.1 and later.mean_cost == 1.0
+    # ... but the sequence stopped at the first set that fails (60 losses), so only the safe set is certified
+    assert p_value(50, 1000, 0.05) > 0.1
+    assert not cert.certified and cert.thresholds == [NEVER, 0.0] and cert.exit_fraction == [0.0, 1.0]
+    assert cert.loss_rate == pytest.approx(2.0) and cert.saving == 0.0
+    assert "no early exit certified" in cert.summary() and "errs too often" in cert.summary()
+    # without the trap the same data certifies that cheaper set
+    probs, labels = _trap(n_a=30, n_b=0)
+    free = certify_thresholds(probs, labels, labels, costs, epsilon=5.0, delta=0.1)
+    assert free.certified and free.thresholds[0] <= 0.3 and free.mean_cost == 1.0
+    assert free.upper_bound <= 5.0 and free.loss_rate == pytest.approx(3.0)
+    assert free.summary().startswith("certified: early exit within 5 points of reference with 90% confidence")
+
+
+def _perfect(n: int):
+    """Three exits; exit 0 always right and sure: everything may leave there."""
+    labels = np.arange(n) % K
+    probs = np.stack([_probs(labels, np.full(n, 0.99))] * 3)
+    return probs, labels
+
+
+def test_the_safe_set_is_kept_when_there_are_too_few_images():
+    probs, labels = _perfect(400)  # fewer than the 460 that ε = 0.5 points at δ = 0.1 needs, even with no error
+    cert = certify_thresholds(probs, labels, labels, [1.0, 2.0, 3.0], epsilon=0.5, delta=0.1, reference="exit2")
+    assert not cert.certified and cert.thresholds == [GRID[0], GRID[0], 0.0] and cert.exit_fraction[-1] == 1.0
+    assert cert.images_needed == 460 and cert.certifiable_epsilon == pytest.approx(100 * (1 - 0.1 ** (1 / 400)))
+    line = cert.summary()
+    assert "no early exit certified within 0.5 points of exit2 at 90% confidence on 400 images" in line
+    assert "kept the safe set" in line and "at least 460 images" in line and "at best 0.57 points" in line
+    assert "\n" not in line
+    more = certify_thresholds(*_perfect(500), _perfect(500)[1], [1.0, 2.0, 3.0], epsilon=0.5, delta=0.1)
+    assert more.certified and more.exit_fraction[0] == 1.0 and more.saving == pytest.approx(2 / 3)
+    assert more.thresholds == [0.99, 0.99, 0.0]  # of equally cheap sets, the first (most cautious) one
+
+
+def test_one_exit_is_never_an_early_exit():
+    labels = np.arange(600) % K
+    probs = _probs(labels, np.full(600, 0.99))[None]
+    cert = certify_thresholds(probs, labels, labels, [1.0], epsilon=1.0, delta=0.1)
+    assert not cert.certified and cert.thresholds == [0.0]
+
+
+def test_bad_arguments():
+    probs, labels = _perfect(10)
+    for kwargs in ({"epsilon": 0.0}, {"epsilon": 100.0}, {"epsilon": 1.0, "delta": 1.0}, {"epsilon": 1.0, "delta": 0}):
+        with pytest.raises(ValueError):
+            certify_thresholds(probs, labels, labels, [1, 2, 3], **kwargs)
+
+
+def test_reference_is_the_best_full_answer_and_ties_go_deepest_then_soft():
+    n = 8
+    labels = np.zeros(n, dtype=np.int64)
+    sure = np.full(n, 0.6)
+    # exit 2 is wrong on 2 images that exits 0 and 1 get right: both votes beat it and tie, soft comes first
+    last = np.where(np.arange(n) < 2, 1, 0)
+    probs = np.stack([_probs(labels, sure), _probs(labels, sure), _probs(last, sure)])
+    name, pred, scores = reference_predictions(probs, labels)
+    assert scores == {"exit2": 75.0, "vote:soft": 100.0, "vote:hard": 100.0}  # weighted: only with weights
+    assert name == "vote:soft"
+    np.testing.assert_array_equal(pred, labels)
+    # the deepest exit ties with every vote: it wins
+    probs = np.stack([_probs(labels, sure)] * 3)
+    name, _, scores = reference_predictions(probs, labels, [0.2, 0.3, 0.5])
+    assert name == "exit2" and set(scores.values()) == {100.0} and len(scores) == 4
+    # only the weighted vote (leaning on exit 0) is right: it wins
+    ones = np.ones(n, dtype=np.int64)
+    probs = np.stack([_probs(labels, np.full(n, 0.9)), _probs(ones, np.full(n, 0.9)), _probs(ones, np.full(n, 0.4))])
+    name, pred, scores = reference_predictions(probs, labels, [0.8, 0.1, 0.1])
+    assert scores == {"exit2": 0.0, "vote:soft": 0.0, "vote:hard": 0.0, "vote:weighted": 100.0}
+    assert name == "vote:weighted"
+    np.testing.assert_array_equal(pred, labels)
+    assert reference_predictions(probs, labels)[0] == "exit2"  # without weights all tie at 0: the deepest exit
+
+
+def test_point_fit_is_labelled_not_certified_and_certified_fit_names_its_reference():
+    probs, labels = _perfect(300)
+    point = early_exit_thresholds(probs, probs, labels, [1.0, 2.0, 3.0], epsilon=0.5, fit=POINT)
+    assert point.fit == POINT and not point.certified and point.delta is None and point.upper_bound is None
+    assert point.thresholds[-1] == 0.0 and point.exit_fraction[0] == 1.0  # on these images everything may leave
+    assert point.summary().startswith("point estimate, not certified: ")
+    cert = early_exit_thresholds(probs, probs, labels, [1.0, 2.0, 3.0], epsilon=5.0, delta=0.1)
+    assert cert.fit == CERTIFIED and cert.certified and cert.reference == "exit2"
+    assert (CERTIFIED, POINT) == tuple(FITS)  # the CLI's choices are the values the record holds
+    with pytest.raises(ValueError):
+        early_exit_thresholds(probs, probs, labels, [1.0, 2.0, 3.0], epsilon=5.0, fit="guess")
+
+
+def test_the_stored_record_reads_back():
+    probs, labels = _perfect(500)
+    cert = certify_thresholds(probs, labels, labels, [1.0, 2.0, 3.0], epsilon=0.5, delta=0.1)
+    record = manifest_record(cert, "macs", {"source": "val_sample", "n": 500})
+    assert record["fit"] == "certified" and record["cost"] == "macs" and record["data"]["n"] == 500
+    assert Certificate.from_dict(record) == cert
+    assert describe_thresholds(record) == cert.summary()
+    assert describe_thresholds(record, cert.thresholds) == cert.summary()
+    assert stored_certificate(record, [0.5, 0.5, 0.0]) is None
+    assert describe_thresholds(record, [0.5, 0.5, 0.0]).startswith(NOT_CERTIFIED + " (the thresholds in use")
+    old = {"cost": "macs", "target_drop": 0.5, "vote_accuracy": 90.0, "feasible": True}  # before certification
+    for r in (None, old, {"fit": "certified"}, "certified"):
+        assert describe_thresholds(r) == NOT_CERTIFIED and stored_certificate(r) is None
