@@ -11,7 +11,8 @@ part against the reference (the bundle's best full answer, chosen on the calibra
 
 Reported per (fit, ε, calibration size): the realized test drop (mean and 90th percentile), the violation rate (share
 of splits whose test drop exceeds ε), and the mean MACs saved. Resumable: every step skips what exists (the subset,
-the run — resumed if interrupted —, the bundle, the pool, each result file under ``--work``).
+the run — resumed if interrupted —, the bundle, the pool under ``--work``; each result file under ``--results``,
+committed in ``docs/results/certify/``).
 
     .venv/bin/python scripts/bench_certify.py --work runs/certify            # ~10 min on 2 cores, most of it training
     .venv/bin/python scripts/bench_certify.py --work runs/certify --fixture tests/fixtures/cifar10-resnet20-chain.npz
@@ -78,18 +79,17 @@ def pool(work: Path, checkpoint: Path, data: Path) -> Path:
 
 def one_split(chain, full, labels, macs, latency, cal, test, epsilon: float, delta: float) -> dict:
     """Certified and point fits on ``cal``, judged on ``test``: drop (points) against the reference, MACs saved."""
-    from edgekd.core.certify import certify_thresholds, reference_predictions
-    from edgekd.core.early_exit import fit_thresholds, simulate
-    from edgekd.core.vote import vote
+    from edgekd.core.certify import early_exit_thresholds, reference_answer
+    from edgekd.core.early_exit import simulate
 
-    name, ref_cal, scores = reference_predictions(full[:, cal], labels[cal])  # chosen on the calibration part only
-    ref_all = vote(full, name.split(":")[1]) if name.startswith("vote:") else full[-1].argmax(1)  # (N,)
+    # exactly what `edgekd build --fit certified|point` stores, fitted on the calibration part only
+    fits = {fit: early_exit_thresholds(chain[:, cal], full[:, cal], labels[cal], macs, epsilon=epsilon, delta=delta,
+                                       fit=fit) for fit in ("certified", "point")}
+    cert = fits["certified"]
+    ref_test = 100.0 * np.mean(reference_answer(full[:, test], cert.reference) == labels[test])
     out = {}
-    cert = certify_thresholds(chain[:, cal], labels[cal], ref_cal, macs, epsilon=epsilon, delta=delta, reference=name)
-    point = fit_thresholds(chain[:, cal], labels[cal], macs, reference_accuracy=scores[name], target_drop=epsilon)
-    ref_test = 100.0 * np.mean(ref_all[test] == labels[test])
-    for fit, th in (("certified", cert.thresholds), ("point", point.thresholds)):
-        res = simulate(chain[:, test], th, macs, labels[test])
+    for fit, record in fits.items():
+        res = simulate(chain[:, test], record.thresholds, macs, labels[test])
         lat = float(np.asarray(latency)[res.exit_taken].mean() / latency[-1]) if latency is not None else None
         out[fit] = {"drop": float(ref_test - res.accuracy), "saving": float(1.0 - res.mean_cost / macs[-1]),
                     "latency_saving": None if lat is None else 1.0 - lat,
@@ -107,7 +107,8 @@ def exit_latency(work: Path):
     return [bundle["latency"][f"exit{i}"]["latency"]["median"] for i in range(bundle["num_exits"])]
 
 
-def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: list[float], delta: float) -> dict:
+def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: list[float], delta: float,
+          results_dir: Path) -> dict:
     with np.load(pool_path) as f:
         chain, full, labels, macs = (f["chain"].astype(np.float32), f["full"].astype(np.float32), f["labels"],
                                      f["macs"])
@@ -117,7 +118,7 @@ def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: 
     for size in sizes:
         for eps in epsilons:
             key = f"n{size}-eps{eps:g}"
-            path = work / "results" / f"{key}.json"
+            path = results_dir / f"{key}.json"
             if path.exists():
                 results[key] = json.loads(path.read_text())
                 continue
@@ -166,6 +167,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="500,5000")
     ap.add_argument("--epsilons", default="0.5,1,2")
     ap.add_argument("--delta", type=float, default=0.1)
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "certify",
+                    help="one small JSON per (calibration size, ε), committed; a finished one is not rerun")
     ap.add_argument("--fixture", type=Path, help="also write a 4,000-image float16 sample of the pool here")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -176,7 +179,7 @@ def main() -> None:
             keep = np.sort(np.random.default_rng(1).choice(f["labels"].size, 4000, replace=False))
             np.savez_compressed(args.fixture, chain=f["chain"][:, keep], labels=f["labels"][keep], macs=f["macs"])
     results = study(pool_path, args.work, args.splits, [int(s) for s in args.sizes.split(",")],
-                    [float(e) for e in args.epsilons.split(",")], args.delta)
+                    [float(e) for e in args.epsilons.split(",")], args.delta, args.results)
     print(table(results))
 
 

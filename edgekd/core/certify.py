@@ -81,6 +81,15 @@ def certifiable_epsilon(n: int, delta: float) -> float:
     return 1.0 - delta ** (1.0 / n) if n > 0 else 1.0
 
 
+def reference_answer(probs: np.ndarray, name: str, vote_weights: Optional[Sequence[float]] = None) -> np.ndarray:
+    """(N,) predictions of the full answer ``name`` (``exit{E-1}`` or ``vote:RULE``) from (E, N, K) ``probs``: the
+    reference chosen on some images, applied to others."""
+    if name.startswith("vote:"):
+        rule = name[len("vote:"):]
+        return vote(probs, rule, np.asarray(vote_weights, dtype=np.float64) if rule == "weighted" else None)
+    return np.asarray(probs)[-1].argmax(axis=1)
+
+
 def reference_predictions(probs: np.ndarray, labels: np.ndarray, vote_weights: Optional[Sequence[float]] = None
                           ) -> tuple[str, np.ndarray, dict[str, float]]:
     """The bundle's best full answer on labelled data: the deepest exit or the vote rule with the highest top-1.
@@ -91,12 +100,9 @@ def reference_predictions(probs: np.ndarray, labels: np.ndarray, vote_weights: O
     """
     probs = np.asarray(probs)
     labels = np.asarray(labels)
-    candidates = {f"exit{probs.shape[0] - 1}": probs[-1].argmax(axis=1)}
-    for rule in VOTE_RULES:
-        if rule == "weighted" and vote_weights is None:
-            continue
-        w = np.asarray(vote_weights, dtype=np.float64) if rule == "weighted" else None
-        candidates[f"vote:{rule}"] = vote(probs, rule, w)
+    names = [f"exit{probs.shape[0] - 1}"] + [f"vote:{rule}" for rule in VOTE_RULES
+                                              if rule != "weighted" or vote_weights is not None]
+    candidates = {name: reference_answer(probs, name, vote_weights) for name in names}
     scores = {name: float(100.0 * np.mean(pred == labels)) for name, pred in candidates.items()}
     best = max(candidates, key=lambda name: scores[name])  # first of equals: the deepest exit, then VOTE_RULES order
     return best, candidates[best], scores

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.core.certify import certify_thresholds, reference_predictions
-from edgekd.core.early_exit import fit_thresholds, simulate
-from edgekd.core.vote import vote
+from edgekd.core.certify import early_exit_thresholds, reference_answer
+from edgekd.core.early_exit import simulate
 
 POOL = Path(__file__).resolve().parents[1] / "fixtures" / "cifar10-resnet20-chain.npz"
 SPLITS = 40
@@ -54,17 +53,13 @@ def test_certified_thresholds_keep_the_budget_on_test_and_the_point_fit_does_not
     for _ in range(SPLITS):
         perm = rng.permutation(labels.size)
         cal, test = perm[:N_CAL], perm[N_CAL:]
-        # the reference: the best full answer on the calibration part (here the chain's outputs stand for the full
-        # graph's, which they equal up to float rounding)
-        name, ref_cal, scores = reference_predictions(chain[:, cal], labels[cal])
-        ref = vote(chain, name.split(":")[1]) if name.startswith("vote:") else chain[-1].argmax(1)
-        ref_test_acc = 100.0 * np.mean(ref[test] == labels[test])
-        cert = certify_thresholds(chain[:, cal], labels[cal], ref_cal, macs, epsilon=EPSILON, delta=DELTA,
-                                  reference=name)
-        point = fit_thresholds(chain[:, cal], labels[cal], macs, reference_accuracy=scores[name],
-                               target_drop=EPSILON)
-        for fit, th in (("certified", cert.thresholds), ("point", point.thresholds)):
-            res = simulate(chain[:, test], th, macs, labels[test])
+        # what `edgekd build --fit certified|point` stores, fitted on the calibration part (the chain's outputs stand
+        # for the full graph's, which they equal up to float rounding); the reference is chosen there too
+        fits = {fit: early_exit_thresholds(chain[:, cal], chain[:, cal], labels[cal], macs, epsilon=EPSILON,
+                                           delta=DELTA, fit=fit) for fit in violations}
+        ref_test_acc = 100.0 * np.mean(reference_answer(chain[:, test], fits["certified"].reference) == labels[test])
+        for fit, record in fits.items():
+            res = simulate(chain[:, test], record.thresholds, macs, labels[test])
             violations[fit] += (ref_test_acc - res.accuracy) > EPSILON
             saved[fit].append(1.0 - res.mean_cost / macs[-1])
     rate = {fit: v / SPLITS for fit, v in violations.items()}
