@@ -31,7 +31,7 @@ for v in "${@:-3.8 3.10}"; do
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         "$python" -m venv "$venv"
         "$venv/bin/python" -m pip install -q --upgrade pip
-        "$venv/bin/python" -m pip install -q -e '.[plots]' pytest
+        "$venv/bin/python" -m pip install -q -e '.[plots]' pytest hypothesis
         touch "$stamp"
     fi
     if "$venv/bin/python" -c "import torch" 2>/dev/null; then

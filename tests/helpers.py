@@ -126,3 +126,44 @@ def iio_tree(root: Path, rails: dict[int, tuple[str, float]]) -> Path:
         write_text(d / f"in_voltage{n}_input", "5000\n")
         write_text(d / f"in_current{n}_input", f"{mw / 5:g}\n")
     return d
+
+
+# -- fault injection: which durable steps a kill-at-every-step test kills ------------------------------------------
+ALL_FAULT_STEPS = "EDGEKD_ALL_FAULT_STEPS"
+FAULT_REPORT = "EDGEKD_FAULT_REPORT"
+
+
+def fault_steps(steps: list) -> list[int]:
+    """The 1-based durable steps (lines of an ``EDGEKD_FAULT_LOG``: ``N what path``, as strings or split) a
+    kill-at-every-step test kills its command before.
+
+    With ``EDGEKD_ALL_FAULT_STEPS=1`` (what ``scripts/fault_inject.py`` sets): every step. Otherwise a fixed,
+    representative subset, so ``make test`` stays short: the first and the last step, the first step of each kind
+    (fsync, rename, remove, unlock), the first rename that sets old content aside (``.NAME.edgekd-old``) and the step
+    after it (killed there, the old content waits aside: the case a reader must restore), and the first rename of
+    each distinct file name (a checkpoint, the manifest, a bundle directory). With ``EDGEKD_FAULT_REPORT=FILE`` one
+    line per test (``test total killed``) is appended to FILE."""
+    import os
+
+    parsed = [s.split(" ", 2) if isinstance(s, str) else list(s) for s in steps]
+    total = len(parsed)
+    if os.environ.get(ALL_FAULT_STEPS) == "1":
+        chosen = list(range(1, total + 1))
+    else:
+        picked: dict[tuple, int] = {}
+        for i, (_n, what, path) in enumerate(parsed, start=1):
+            picked.setdefault((what,), i)
+            if what == "rename":
+                name = os.path.basename(path)
+                picked.setdefault(("rename", name), i)
+                if name.endswith(".edgekd-old") and ("aside",) not in picked:
+                    picked[("aside",)] = i
+                    if i < total:
+                        picked[("after aside",)] = i + 1
+        chosen = sorted({1, total, *picked.values()} - {0})
+    report = os.environ.get(FAULT_REPORT)
+    if report:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(report, "a") as f:
+            f.write(f"{test} {total} {len(chosen)}\n")
+    return chosen

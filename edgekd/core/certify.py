@@ -37,6 +37,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from edgekd.core.early_exit import NEVER, fit_thresholds, simulate
+from edgekd.core.stats import binomial_cdf
 from edgekd.core.vote import VOTE_RULES, vote
 
 METHOD = "learn-then-test: one global threshold on a fixed grid, fixed-sequence testing, exact binomial p-values"
@@ -48,21 +49,6 @@ NOT_CERTIFIED = "thresholds not certified"  # what a bundle without a stored rec
 #: dense near 1 where a trained network's confidences sit. Fixed in advance: it does not depend on any data.
 GRID: tuple[float, ...] = tuple(sorted({NEVER, *[round(1.0 - 10.0 ** -float(e), 6) for e in np.linspace(4.0, 1.0, 61)],
                                         *[round(float(t), 4) for t in np.linspace(0.9, 0.0, 91)]}, reverse=True))
-
-
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """``P(Binomial(n, p) <= k)``, exactly (summed in log space, so n in the hundred thousands is fine)."""
-    if k < 0:
-        return 0.0
-    if k >= n or p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
-             for j in range(k + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
 def p_value(losses: int, n: int, epsilon: float) -> float:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import glob
 import os
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,11 @@ LABEL_KEYS: dict[str, str] = {"images": "labels", "x": "y", "x_train": "y_train"
 EVAL_KEYS = ("images", "x_test", "x", "x_train")  # labelled evaluation data: held-out images first
 TRAIN_KEYS = ("images", "x_train", "x_test", "x")  # unlabelled calibration data: training images first
 _GLOB_CHARS = frozenset("*?[")
-_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+#: What numpy and zipfile raise for a damaged archive: besides the usual, a mangled .npy header reaches numpy's
+#: header parser as a tokenize.TokenError or SyntaxError (found by scripts/fuzz_loaders.py), and a header claiming
+#: an absurd shape a MemoryError. Caught only around the reads of one file, each becomes a DataError naming it.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+               tokenize.TokenError, SyntaxError, MemoryError, TypeError)
 
 
 def _one_line(message: str) -> str:
@@ -64,19 +70,56 @@ class FileList:
         return FileList([self.paths[i] for i in indices], self.labels[indices])
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Sorted image files under ``folder`` by the listing rule above (recursive, hidden entries skipped)."""
+def _inode(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to, or None when it cannot be reached (a dangling link, a loop)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk_images(folder: str | os.PathLike, seen_dirs: set, seen_files: dict, owner: str) -> list[str]:
+    """The image files under ``folder`` (see :func:`list_images`), each real folder entered once (``seen_dirs``) and
+    each real file listed once (``seen_files``: (device, inode) → owner and path of its first listing). Walked depth-first in
+    sorted order, so which of two links to one file is listed does not depend on the file system's order."""
     found: list[str] = []
-    seen: set[tuple[int, int]] = set()  # (device, inode) of folders walked: a symlink loop is entered once
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
+    key = _inode(folder)
+    if key is None or key in seen_dirs:
+        return found
+    seen_dirs.add(key)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot list {folder} ({exc.strerror or exc})") from None
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted: which link wins is fixed
-        found += [os.path.join(dirpath, n) for n in filenames if not n.startswith(".") and is_image_file(n)]
-    return sorted(found)
+        try:
+            is_dir = entry.is_dir()  # follows links
+        except OSError:
+            is_dir = False
+        if is_dir:
+            found += _walk_images(entry.path, seen_dirs, seen_files, owner)
+        elif is_image_file(entry.name):
+            file_key = _inode(entry.path)
+            if file_key is None:
+                continue  # a dangling link or a link loop: no image there
+            first = seen_files.get(file_key)
+            if first is None:
+                seen_files[file_key] = (owner, entry.path)
+                found.append(entry.path)
+            elif first[0] != owner:
+                raise DataError(f"{first[1]} and {entry.path} are one image in two class folders ({first[0]}, "
+                                f"{owner}): a link between them? keep each image in one class")
+    return found
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Sorted image files under ``folder`` by the listing rule above (recursive, hidden entries skipped). Symlinked
+    folders are followed, each real folder once (a link loop is entered once); a file reached by several links is
+    listed once."""
+    return sorted(_walk_images(folder, set(), {}, os.fspath(folder)))
 
 
 def list_class_tree(root: str | os.PathLike, classes: Sequence[str] | None = None, *,
@@ -101,8 +144,17 @@ def list_class_tree(root: str | os.PathLike, classes: Sequence[str] | None = Non
         raise DataError(f"class folder(s) {', '.join(unknown[:5])} are not {known_as} ({shown})")
     paths: list[str] = []
     labels: list[int] = []
+    # One walk over the whole tree: the root and every class folder count as entered, so a link from one class
+    # folder to another (or to the root: a loop) is never walked into, and an image reachable from two class
+    # folders is an error instead of an image counted twice under two labels.
+    seen_dirs = {k for k in (_inode(root), *(_inode(root / n) for n in names)) if k is not None}
+    seen_files: dict = {}
     for name in names:
-        found = list_images(root / name)
+        class_dir = root / name
+        key = _inode(class_dir)
+        seen_dirs.discard(key)
+        found = sorted(_walk_images(class_dir, seen_dirs, seen_files, str(class_dir)))
+        seen_dirs.add(key)
         if not found and not empty_ok:
             raise DataError(f"class folder has no images: {root / name}")
         paths += found
@@ -197,7 +249,7 @@ def _pick_key(files: list[str], keys: Sequence[str], labelled: bool, path: str) 
 
 def _as_images(x: np.ndarray, path: str, key: str, limit: int | None) -> np.ndarray:
     """An accepted image array → its first ``limit`` images as (N, H, W, C) uint8, C in (1, 3, 4)."""
-    if x.size == 0 and x.ndim not in (3, 4):
+    if x.size == 0 and x.ndim not in (3, 4) and (x.ndim < 2 or x.shape[0] == 0):
         return np.zeros((0, 1, 1, 1), dtype=np.uint8)  # an empty placeholder, e.g. "no test split"
     if x.ndim == 3:
         x = x[..., None]  # (N, H, W) → (N, H, W, 1)
@@ -207,6 +259,8 @@ def _as_images(x: np.ndarray, path: str, key: str, limit: int | None) -> np.ndar
         x = x.transpose(0, 2, 3, 1)  # (N, C, H, W) → (N, H, W, C)
     if x.shape[3] not in (1, 3, 4):
         raise DataError(f"{path}: {key} must have 1, 3 or 4 channels, got shape {x.shape}")
+    if len(x) and (x.shape[1] == 0 or x.shape[2] == 0):
+        raise DataError(f"{path}: {key} holds images of no pixels, shape {x.shape}")
     x = x[:limit]
     if x.dtype == np.uint8:
         return x
@@ -214,6 +268,10 @@ def _as_images(x: np.ndarray, path: str, key: str, limit: int | None) -> np.ndar
         raise DataError(f"{path}: {key} must be uint8 (or float in [0, 1]), got {x.dtype}")
     if x.size == 0:
         return x.astype(np.uint8)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        i = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0])
+        raise DataError(f"{path}: {key} holds NaN or infinite pixel values (first in image {i}); images must be "
+                        "uint8 (or float in [0, 1])")
     lo, hi = float(x.min()), float(x.max())
     if x.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
         return np.round(x * 255.0).astype(np.uint8)

@@ -20,12 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, ContextManager, Dict, Iterable, List, Optional, Tuple
 
-from edgekd.core.atomic import atomic_write_json
+import numpy as np
+
+from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destination, restore_interrupted
 from edgekd.core.errors import EdgekdError
+from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import VOTE_RULES
 
@@ -43,6 +50,13 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "versions": dict,
 }
 EXIT_KEYS = ("index", "stage", "channels", "reduction", "feat_shape", "macs")
+#: Bounds of a manifest's numbers: MACs stay exact as floats (costs are computed in float64), sizes stay sane.
+MAX_MACS = 2 ** 53
+MAX_DIM = 1 << 20
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest is kilobytes; anything this large is not one
+MAX_JSON_DEPTH = 32  # a manifest nests 5 levels; deeper JSON is refused before anything walks it
+#: The data files of a bundle read as arrays: key → (labelled, what the file holds).
+NPZ_FILES = {"val_sample": True, "calib": False}
 
 
 class ManifestError(EdgekdError):
@@ -128,6 +142,23 @@ class Manifest:
             raise ManifestError(f"{self.root}: the bundle has no {key!r} file")
         return self.root / self.data["files"][key]["path"]
 
+    def val_sample(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The validation sample: (N, H, W, C) uint8 images and (N,) labels, checked (:func:`read_bundle_npz`)."""
+        images, labels = read_bundle_npz(self.file("val_sample"), self.spec, labelled=True, where="files.val_sample")
+        assert labels is not None
+        return images, labels
+
+    def calib_images(self) -> np.ndarray:
+        """The calibration images: (M, H, W, C) uint8, checked (:func:`read_bundle_npz`)."""
+        return read_bundle_npz(self.file("calib"), self.spec, labelled=False, where="files.calib")[0]
+
+    def paths(self) -> List[Path]:
+        """Every file of the bundle edgekd reads: manifest.json, the graphs, what they load, the data files."""
+        graphs = self.data["graphs"]
+        entries = [graphs["full"], *graphs["stages"], *self.data["files"].values()]
+        rels = [e["path"] for e in entries] + [x["path"] for e in entries for x in e.get("external_data", [])]
+        return [self.root / MANIFEST_NAME] + [self.root / r for r in dict.fromkeys(rels)]
+
 
 def _fail(root: Path, message: str) -> ManifestError:
     return ManifestError(f"{root / MANIFEST_NAME}: {message}")
@@ -153,8 +184,42 @@ def _check_file_entry(root: Path, entry: Any, where: str, verify_hashes: bool) -
     full = _check_path(root, entry["path"], where)
     if not full.is_file():
         raise _fail(root, f"{where}: file {entry['path']} is missing")
-    if verify_hashes and sha256_file(full) != entry["sha256"]:
-        raise _fail(root, f"{where}: {entry['path']} does not match its sha256 (corrupted or edited)")
+    try:
+        if verify_hashes and sha256_file(full) != entry["sha256"]:
+            raise _fail(root, f"{where}: {entry['path']} does not match its sha256 (corrupted or edited)")
+        _check_external_data(root, entry, full, where, verify_hashes)
+    except OSError as exc:
+        raise _fail(root, f"{where}: cannot read {entry['path']} ({exc.strerror or exc})") from None
+
+
+def _external_paths(rel: str, full: Path) -> List[str]:
+    """The bundle-relative paths of the files the ONNX graph ``rel`` loads (its external data); [] for other files."""
+    if not rel.endswith(".onnx"):
+        return []
+    parent = PurePosixPath(rel).parent
+    return [os.path.normpath(str(parent / loc)).replace(os.sep, "/") for loc in external_data_locations(full)]
+
+
+def _check_external_data(root: Path, entry: dict, full: Path, where: str, verify_hashes: bool) -> None:
+    """A graph's external-data files are hashed like the graph (``external_data``: path and sha256 each), and with
+    ``verify_hashes`` every file the graph loads must be one of them: a weights file nobody hashed is refused."""
+    listed = entry.get("external_data", [])
+    if not isinstance(listed, list):
+        raise _fail(root, f"{where}.external_data must be a list")
+    for j, sub in enumerate(listed):
+        _check_file_entry(root, sub, f"{where}.external_data[{j}]", verify_hashes)
+    if not verify_hashes:
+        return
+    try:
+        loaded = _external_paths(entry["path"], full)
+    except OnnxFormatError as exc:
+        raise _fail(root, f"{where}: {exc}") from None
+    hashed = {os.path.normpath(sub["path"]).replace(os.sep, "/") for sub in listed}
+    for rel in loaded:
+        _check_path(root, rel, f"{where}: external data")
+        if rel not in hashed:
+            raise _fail(root, f"{where}: {entry['path']} loads {rel}, which the manifest does not hash "
+                              "(re-export or rebuild the bundle)")
 
 
 def _check_graphs(root: Path, graphs: dict[str, Any], n_exits: int, verify_hashes: bool) -> None:
@@ -166,6 +231,158 @@ def _check_graphs(root: Path, graphs: dict[str, Any], n_exits: int, verify_hashe
         raise _fail(root, f"graphs.stages must list one segment graph per exit ({n_exits})")
     for i, entry in enumerate(segments):
         _check_file_entry(root, entry, f"graphs.stages[{i}]", verify_hashes)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _finite(x: Any) -> bool:
+    """A JSON number a float can hold (Python's json reads 10**400 as an int, which no float holds)."""
+    if not _is_number(x):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def _is_count(x: Any, low: int, high: int) -> bool:
+    """An int (not a bool) in ``low..high``."""
+    return isinstance(x, int) and not isinstance(x, bool) and low <= x <= high
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _check_exit(root: Path, i: int, e: Any) -> None:
+    """One entry of ``exits``: its keys, and each value's type and range."""
+    if not isinstance(e, dict) or any(k not in e for k in EXIT_KEYS):
+        raise _fail(root, f"exits[{i}] needs keys {list(EXIT_KEYS)}")
+    if e["index"] != i or not _is_count(e["index"], 0, MAX_DIM):
+        raise _fail(root, f"exits[{i}].index must be {i}, got {_short(e['index'])}")
+    for key in ("macs", "head_macs"):
+        if key in e and not _is_count(e[key], 0, MAX_MACS):
+            raise _fail(root, f"exits[{i}].{key} must be an integer in 0..2^53, got {_short(e[key])}")
+    for key, low in (("stage", 0), ("channels", 1), ("reduction", 1)):
+        if not _is_count(e[key], low, MAX_DIM):
+            raise _fail(root, f"exits[{i}].{key} must be an integer in {low}..{MAX_DIM}, got {_short(e[key])}")
+    shape = e["feat_shape"]
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_is_count(d, 1, MAX_DIM) for d in shape):
+        raise _fail(root, f"exits[{i}].feat_shape must be 3 positive integers (C, H, W), got {_short(shape)}")
+
+
+def _expected_io(data: Dict[str, Any], spec: InputSpec) -> Dict[str, Tuple[Dict[str, list], Dict[str, list]]]:
+    """What each graph must declare, by manifest key: ({input: dims}, {output: dims}), the batch dimension None."""
+    exits, k = data["exits"], spec.num_classes
+    n = len(exits)
+    image = [None, spec.channels, spec.height, spec.width]
+
+    def heads(i: int) -> Dict[str, list]:
+        return {f"logits{i}": [None, k], f"conf{i}": [None]}
+
+    full_out: Dict[str, list] = {}
+    for i in range(n):
+        full_out.update(heads(i))
+    full_out["vote"] = [None, k]
+    out = {"graphs.full": ({"image": image}, full_out)}
+    for i in range(n):
+        feed = image if i == 0 else [None, *exits[i - 1]["feat_shape"]]
+        outputs = heads(i) if i == n - 1 else {f"feat{i}": [None, *exits[i]["feat_shape"]], **heads(i)}
+        out[f"graphs.stages[{i}]"] = ({segment_input_name(i): feed}, outputs)
+    return out
+
+
+def _check_graph_shapes(root: Path, data: Dict[str, Any], spec: InputSpec) -> None:
+    """Each ONNX graph declares the tensors the manifest promises, in shapes that agree with it: the input
+    spec's channels and size, one ``logits{i}`` of the class count per exit (and no more exits than the manifest
+    lists), each exit's ``feat_shape``. Dimensions a graph leaves symbolic are not compared. Compiled engines are
+    checked by their runner when loaded."""
+    graphs = data["graphs"]
+    entries = {"graphs.full": graphs["full"], **{f"graphs.stages[{i}]": e for i, e in enumerate(graphs["stages"])}}
+    n = len(data["exits"])
+    for where, (inputs, outputs) in _expected_io(data, spec).items():
+        rel = entries[where]["path"]
+        if not rel.endswith(".onnx"):
+            continue
+        try:
+            declared_in, declared_out = graph_io(root / rel)
+        except OnnxFormatError as exc:
+            raise _fail(root, f"{where}: {exc}") from None
+        except OSError as exc:
+            raise _fail(root, f"{where}: cannot read {rel} ({exc.strerror or exc})") from None
+        extra = sorted(name for name in declared_out if name.startswith("logits") and name[6:].isdigit()
+                       and int(name[6:]) >= n)
+        if extra:
+            raise _fail(root, f"{where}: {rel} has outputs {', '.join(extra)} beyond the manifest's {n} exit(s)")
+        for kind, expected, declared in (("input", inputs, declared_in), ("output", outputs, declared_out)):
+            for name, dims in expected.items():
+                if name not in declared:
+                    raise _fail(root, f"{where}: {rel} has no {kind} {name!r} (the manifest lists {n} exit(s); "
+                                      f"it declares {', '.join(declared) or 'none'})")
+                have = declared[name]
+                if have is None:
+                    continue
+                if len(have) != len(dims) or any(a is not None and b is not None and a != b
+                                                 for a, b in zip(have, dims)):
+                    shown = ["N" if d is None else d for d in have]
+                    want = ["N" if d is None else d for d in dims]
+                    raise _fail(root, f"{where}: {rel} declares {kind} {name!r} as {shown}, but the manifest "
+                                      f"(input_spec, class_names, exits) says {want}")
+
+
+#: What reading a damaged archive raises (:data:`edgekd.core.labelled._NPZ_ERRORS` explains each).
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+              tokenize.TokenError, SyntaxError, MemoryError, TypeError)
+_NPZ_CHECKED: Dict[Tuple[str, str], bool] = {}  # (path, sha256) of npz files already read whole in this process
+
+
+def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where: Optional[str] = None,
+                    digest: Optional[str] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A bundle's image archive (``val_sample.npz``: ``images`` and ``labels``; ``calib.npz``: ``images``), read
+    whole and checked: a zip of plain arrays (never pickled objects), (N, H, W, C) uint8 images at the spec's size
+    with N >= 1, one integer label per image in 0..K-1. Anything else, a corrupt archive included (a bad CRC, a
+    truncated member: the hash matches what was written, not that it is an npz), is a one-line
+    :class:`ManifestError` naming the file. With ``digest`` (the file's verified sha256), a file this process
+    already read whole is not read again (:func:`load_manifest` checks the archives every time it runs)."""
+    path = Path(path)
+    shown = where or path.name
+
+    def bad(reason: str) -> ManifestError:
+        return ManifestError(f"{path}: {reason} ({shown})")
+
+    key = (str(path.resolve()), digest or "")
+    if digest and _NPZ_CHECKED.get(key):
+        return np.zeros((0, spec.height, spec.width, spec.channels), np.uint8), None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise bad("a single .npy array, not an .npz archive")
+            need = ("images", "labels") if labelled else ("images",)
+            missing = [k for k in need if k not in z.files]
+            if missing:
+                raise bad(f"needs arrays {list(need)}, has {sorted(z.files)}")
+            images = z["images"]
+            labels = z["labels"] if labelled else None
+    except ManifestError:
+        raise
+    except NPZ_ERRORS as exc:
+        raise bad(f"not a readable npz archive of plain arrays ({_short(exc, 100)})") from None
+    want = (spec.height, spec.width, spec.channels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want or len(images) == 0:
+        raise bad(f"images must be (N, {want[0]}, {want[1]}, {want[2]}) uint8 with N >= 1 (the input spec), got "
+                  f"{images.shape} {images.dtype}")
+    if labels is not None:
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise bad(f"labels must be {len(images)} integers (one per image), got {labels.shape} {labels.dtype}")
+        if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
+            raise bad(f"labels must lie in 0..{spec.num_classes - 1} (the class names), got "
+                      f"{int(labels.min())}..{int(labels.max())}")
+    if digest:
+        _NPZ_CHECKED[key] = True
+    return images, labels
 
 
 def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> Manifest:
@@ -191,21 +408,24 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
     if not exits:
         raise _fail(root, "exits must not be empty")
     for i, e in enumerate(exits):
-        if not isinstance(e, dict) or any(k not in e for k in EXIT_KEYS):
-            raise _fail(root, f"exits[{i}] needs keys {list(EXIT_KEYS)}")
-        if e["index"] != i or not isinstance(e["macs"], int) or e["macs"] < 0:
-            raise _fail(root, f"exits[{i}] has a wrong index or macs")
+        _check_exit(root, i, e)
     n = len(exits)
     th = data["thresholds"]
-    if len(th) != n or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-                               and t >= 0 for t in th):
+    if len(th) != n or not all(_finite(t) and t >= 0 for t in th):
         raise _fail(root, f"thresholds must be {n} finite non-negative numbers")
     vote = data["vote"]
     if vote.get("rule") not in VOTE_RULES:
         raise _fail(root, f"vote.rule must be one of {VOTE_RULES}")
     weights = vote.get("weights")
-    if weights is not None and (not isinstance(weights, list) or len(weights) != n):
-        raise _fail(root, f"vote.weights must list {n} numbers")
+    if weights is not None and (not isinstance(weights, list) or len(weights) != n
+                                or not all(_finite(w) and w >= 0 for w in weights)
+                                or not _finite(sum(weights)) or not sum(weights) > 0):
+        raise _fail(root, f"vote.weights must list {n} finite non-negative numbers with a positive sum, got "
+                          f"{_short(weights)}")
+    if vote["rule"] == "weighted" and weights is None:
+        raise _fail(root, "vote.rule is weighted but vote.weights is missing")
+    if vote.get("in_graph") not in (None, *VOTE_RULES):
+        raise _fail(root, f"vote.in_graph must be one of {VOTE_RULES}")
     if data["precision"] not in PRECISIONS:
         raise _fail(root, f"precision must be one of {PRECISIONS}")
     if data["backend"] not in BACKENDS:
@@ -213,27 +433,78 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
     _check_graphs(root, data["graphs"], n, verify_hashes)
     for key, entry in data["files"].items():
         _check_file_entry(root, entry, f"files.{key}", verify_hashes)
+    _check_graph_shapes(root, data, spec)
+    for key, labelled in NPZ_FILES.items():
+        if key in data["files"]:
+            read_bundle_npz(root / data["files"][key]["path"], spec, labelled=labelled, where=f"files.{key}",
+                            digest=data["files"][key]["sha256"] if verify_hashes else None)
     return Manifest(data, root)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_json(value: Any, where: str = "", depth: int = 0) -> None:
+    """JSON a manifest can hold: nested at most :data:`MAX_JSON_DEPTH` deep, every float finite (Python's json reads
+    ``1e400`` as infinity)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'a value'} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_json(v, f"{where}.{k}" if where else str(k), depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{where}[{i}]", depth + 1)
+
+
+def parse_manifest_text(text: str, path: Path) -> Any:
+    """``manifest.json``'s text → JSON, or a one-line :class:`ManifestError`: invalid JSON, NaN/Infinity, non-finite
+    numbers, nesting deeper than any manifest (which would otherwise exhaust the interpreter's recursion)."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+        _check_json(data)
+    except RecursionError:
+        raise ManifestError(f"{path}: not a manifest (JSON nested too deeply)") from None
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise ManifestError(f"{path}: not valid JSON for a manifest ({_short(exc, 120)})") from None
+    return data
 
 
 def load_manifest(bundle: str | Path, *, verify_hashes: bool = True) -> Manifest:
     """Read and validate ``bundle/manifest.json``."""
     root = Path(bundle)
     path = root / MANIFEST_NAME
-    if not root.is_dir():
+    if not root.is_dir() and not (restore_interrupted(root) and root.is_dir()):  # (a --force killed midway)
         raise ManifestError(f"bundle not found: {root}")
     if not path.is_file():
         raise ManifestError(f"{root} is not an edgekd bundle (no {MANIFEST_NAME})")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
-    return validate_manifest(data, root, verify_hashes=verify_hashes)
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: {path.stat().st_size} bytes, larger than any manifest")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path} ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    return validate_manifest(parse_manifest_text(text, path), root, verify_hashes=verify_hashes)
 
 
-def file_entry(root: Path, rel: str) -> dict[str, str]:
-    """``{"path": rel, "sha256": …}`` for a file already written under ``root``."""
-    return {"path": rel, "sha256": sha256_file(root / rel)}
+def file_entry(root: Path, rel: str) -> dict[str, Any]:
+    """``{"path": rel, "sha256": …}`` for a file already written under ``root``; an ONNX graph that keeps weights
+    in external files also gets ``external_data``: the same for each of them."""
+    entry: dict[str, Any] = {"path": rel, "sha256": sha256_file(root / rel)}
+    loaded = _external_paths(rel, root / rel)
+    for x in loaded:
+        if not (root / x).is_file():
+            raise ManifestError(f"{root / rel} loads {x}, which is not in {root}")
+    if loaded:
+        entry["external_data"] = [file_entry(root, x) for x in loaded]
+    return entry
 
 
 def write_manifest(root: str | Path, data: dict[str, Any]) -> Manifest:
@@ -242,3 +513,24 @@ def write_manifest(root: str | Path, data: dict[str, Any]) -> Manifest:
     manifest = validate_manifest(data, root)
     atomic_write_json(root / MANIFEST_NAME, data)
     return manifest
+
+
+def looks_like_bundle(path: str | Path) -> bool:
+    """``path`` is a directory edgekd wrote as a bundle: its manifest.json is a JSON object of edgekd's kind (valid or
+    not: a damaged bundle may still be replaced with --force)."""
+    try:
+        data = json.loads((Path(path) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == KIND
+
+
+def check_bundle_destination(out: str | Path, *, force: bool, inputs: Iterable[Any] = ()) -> Path:
+    """Fail early (:class:`edgekd.core.atomic.DestinationError`) unless :func:`bundle_directory` may write ``out``."""
+    return check_destination(out, overwrite=force, owned=looks_like_bundle, inputs=inputs, what="bundle")
+
+
+def bundle_directory(out: str | Path, *, force: bool, inputs: Iterable[Any] = ()) -> ContextManager[Path]:
+    """:func:`edgekd.core.atomic.atomic_directory` for a bundle: ``force`` replaces only an edgekd bundle, never one
+    that holds any of ``inputs`` (the source bundle, checkpoint or calibration data) or the working directory."""
+    return atomic_directory(out, overwrite=force, owned=looks_like_bundle, inputs=inputs, what="bundle")

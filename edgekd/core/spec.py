@@ -7,6 +7,7 @@ without torch and without guessing. See :mod:`edgekd.core.preprocess` for the tr
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,6 +15,28 @@ from edgekd.core.errors import ConfigError
 
 RESIZE_POLICIES = ("stretch", "center-crop")
 COLOR_ORDERS = ("rgb", "gray")
+#: The largest input side edgekd accepts (pixels). Classifiers for edge devices take 32-512 px; a spec of 10^9 px
+#: (a tampered manifest) would otherwise ask for gigabytes per frame before any graph could refuse it.
+MAX_INPUT_SIDE = 8192
+
+
+def _is_real(x: Any) -> bool:
+    """A real number (Python's or numpy's), not a bool and not a string."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and type(x).__name__ != "bool_"
+
+
+def _numbers(name: str, values: Any) -> tuple:
+    """``values`` as a tuple of floats; a one-line :class:`ConfigError` when it is not a list of finite numbers."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ConfigError(f"{name} must be a list of numbers, got {values!r}")
+    values = tuple(values)
+    if not all(_is_real(v) for v in values):
+        raise ConfigError(f"{name} must be a list of numbers, got {list(values)!r}")
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be a list of numbers, got {list(values)!r}") from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -43,8 +66,10 @@ class InputSpec:
     def __post_init__(self) -> None:
         if not self.color_order:
             object.__setattr__(self, "color_order", "gray" if self.channels == 1 else "rgb")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "mean", _numbers("mean", self.mean))
+        object.__setattr__(self, "std", _numbers("std", self.std))
+        if isinstance(self.class_names, (str, bytes)) or not hasattr(self.class_names, "__iter__"):
+            raise ConfigError(f"class names must be a list of strings, got {self.class_names!r}")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         self.validate()
 
@@ -59,9 +84,12 @@ class InputSpec:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a one-line reason if any field is out of range."""
-        if not (isinstance(self.height, int) and isinstance(self.width, int)) or self.height < 1 or self.width < 1:
+        sides = (self.height, self.width)
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sides):
             raise ConfigError(f"input size must be positive integers, got {self.height}x{self.width}")
-        if self.channels not in (1, 3):
+        if max(sides) > MAX_INPUT_SIDE:
+            raise ConfigError(f"input size {self.height}x{self.width} is larger than {MAX_INPUT_SIDE} px a side")
+        if isinstance(self.channels, bool) or self.channels not in (1, 3):
             raise ConfigError(f"input channels must be 1 or 3, got {self.channels}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError(f"mean/std need {self.channels} values, got {len(self.mean)}/{len(self.std)}")
@@ -69,13 +97,13 @@ class InputSpec:
             raise ConfigError(f"std values must be positive, got {self.std}")
         if any(not math.isfinite(m) for m in self.mean):
             raise ConfigError(f"mean values must be finite, got {self.mean}")
-        if self.resize not in RESIZE_POLICIES:
+        if not isinstance(self.resize, str) or self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"resize policy must be one of {RESIZE_POLICIES}, got {self.resize!r}")
-        if not 0.0 < self.crop_ratio <= 1.0:
+        if not _is_real(self.crop_ratio) or not 0.0 < self.crop_ratio <= 1.0:
             raise ConfigError(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
-        if self.color_order not in COLOR_ORDERS or (self.color_order == "gray") != (self.channels == 1):
+        if not isinstance(self.color_order, str) or self.color_order not in COLOR_ORDERS or (self.color_order == "gray") != (self.channels == 1):
             raise ConfigError(f"color order {self.color_order!r} does not fit {self.channels} channel(s)")
-        if self.layout != "NCHW":
+        if not isinstance(self.layout, str) or self.layout != "NCHW":
             raise ConfigError(f"only NCHW layout is supported, got {self.layout!r}")
         if len(self.class_names) < 2:
             raise ConfigError(f"a classifier needs at least 2 classes, got {len(self.class_names)}")
@@ -102,6 +130,9 @@ class InputSpec:
         missing = required - set(d)
         if missing:
             raise ConfigError(f"input spec is missing keys: {sorted(missing)}")
+        names = d["class_names"]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
+            raise ConfigError("input spec class_names must be a list of strings")
         try:
             return cls(**d)
         except TypeError as exc:  # e.g. mean given as a number

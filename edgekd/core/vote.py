@@ -39,8 +39,9 @@ def vote_scores(probs: np.ndarray, rule: str = "soft", weights: np.ndarray | Non
         if weights is None:
             raise ConfigError("the weighted vote needs per-exit weights (fit them on the validation split)")
         w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (n_exits,) or np.any(w < 0) or w.sum() <= 0:
-            raise ConfigError(f"vote weights must be {n_exits} non-negative numbers with a positive sum, got {w}")
+        if w.shape != (n_exits,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not 0 < w.sum() < np.inf:
+            raise ConfigError(f"vote weights must be {n_exits} finite non-negative numbers with a positive sum, "
+                              f"got {w}")
         return np.tensordot(w / w.sum(), probs, axes=1)
     if rule == "hard":
         top1 = probs.argmax(axis=2)  # (E, N)

@@ -7,6 +7,9 @@ contract and live in the core (:mod:`edgekd.core.manifest`, :mod:`edgekd.core.vo
 
 from __future__ import annotations
 
+import math
+from typing import Any, Dict, NamedTuple, Optional
+
 # -- edgekd build ----------------------------------------------------------------------------------------------
 #: Activation-range calibrators (ONNX Runtime's), see :mod:`edgekd.device.compiler.calibration`.
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -18,6 +21,12 @@ COSTS = ("macs", "latency")
 #: ``--backend``: a runner backend, or ``auto`` (TensorRT where it can run, else ONNX Runtime).
 BACKEND_AUTO = "auto"
 MAX_DROP = 1.0  # points of top-1 any exit or the vote may lose against FP32 before a build fails
+#: Two-sided confidence of the drop's interval in build's verification: a build fails (or mixed precision steps in)
+#: only when the whole interval is above ``--max-drop`` (:mod:`edgekd.device.compiler.verify`).
+VERDICT_CONFIDENCE = 0.95
+#: ``--mixed-precision``: when INT8 is confidently over ``--max-drop``, ``auto`` leaves the most sensitive nodes in
+#: float until no output is (:mod:`edgekd.device.compiler.mixed`); ``off`` fails instead.
+MIXED_PRECISION = ("auto", "off")
 TARGET_DROP = 0.5  # ε: points of top-1 early exit may lose against the full answer (build, profile --write-thresholds)
 #: ``--confidence``: the probability (1 − δ) with which certified thresholds keep ``--target-drop`` on new images.
 CONFIDENCE = 0.9
@@ -54,3 +63,88 @@ def threshold_option_problem(fit: str, target_drop: float, confidence: float) ->
         return f"--target-drop must be at least 0 and below 100 points of top-1, got {target_drop:g}"
     return None
 
+
+
+# -- one check per option, shared by every command that takes it -----------------------------------------------
+class Bound(NamedTuple):
+    """The values an option takes: an integer or a finite number within ``low``..``high`` (None: unbounded);
+    ``open_low``/``open_high`` exclude the bound itself. ``means`` ends the message."""
+
+    kind: type  # int or float
+    low: Optional[float]
+    high: Optional[float]
+    open_low: bool = False
+    open_high: bool = False
+    means: str = ""
+
+
+#: The numeric options of build, run, profile and export, by flag: one rule each, so no command accepts what another
+#: refuses. Typer checks the type; these the value. (``--threshold``, ``--smoothing`` and ``--exit`` are checked by
+#: the one place that takes them, :class:`edgekd.device.runtime.pipeline.Pipeline`; ``--target-drop``,
+#: ``--confidence`` and ``--fit`` together by :func:`threshold_option_problem`.)
+OPTION_BOUNDS: Dict[str, Bound] = {
+    "--threads": Bound(int, 1, 1024, means="ONNX Runtime threads"),
+    "--max-frames": Bound(int, 1, None, means="frames to run before stopping"),
+    "--camera": Bound(int, 0, None, means="a V4L2 camera index"),
+    "--max-drop": Bound(float, 0.0, 100.0, means="points of top-1"),
+    "--dla-core": Bound(int, 0, 15, means="a DLA core index"),
+    "--iterations": Bound(int, 1, None, means="timed calls per graph"),
+    "--duration": Bound(float, 0.0, 86400.0, open_low=True, means="seconds per graph"),
+    "--warmup": Bound(float, 0.0, 3600.0, means="seconds"),
+    "--batch": Bound(int, 1, 4096, means="images per call"),
+    "--limit": Bound(int, 1, None, means="labelled images"),
+    "--val-size": Bound(int, 1, None, means="validation images in the bundle"),
+    "--calib-size": Bound(int, 1, None, means="calibration images in the bundle"),
+}
+
+
+def _range_words(b: Bound) -> str:
+    low = None if b.low is None else ("above " if b.open_low else "at least ") + f"{b.low:g}"
+    high = None if b.high is None else ("below " if b.open_high else "at most ") + f"{b.high:g}"
+    words = " and ".join(w for w in (low, high) if w)
+    what = "an integer" if b.kind is int else "a number"
+    return f"{what} {words}" if words else what
+
+
+def option_problem(flag: str, value: Any) -> Optional[str]:
+    """What is wrong with ``value`` for the option ``flag`` (:data:`OPTION_BOUNDS`), or None (also for None: not
+    given). NaN and infinities are never a value."""
+    if value is None:
+        return None
+    b = OPTION_BOUNDS[flag]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and b.kind is int:
+        ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if ok:
+        ok = math.isfinite(value)
+    if ok and b.low is not None:
+        ok = value > b.low if b.open_low else value >= b.low
+    if ok and b.high is not None:
+        ok = value < b.high if b.open_high else value <= b.high
+    if ok:
+        return None
+    means = f" ({b.means})" if b.means else ""
+    return f"{flag} must be {_range_words(b)}{means}, got {value!r}"
+
+
+def options_problem(**values: Any) -> Optional[str]:
+    """The first problem among options given by name (``max_frames=0`` is ``--max-frames``), or None."""
+    for name, value in values.items():
+        problem = option_problem("--" + name.replace("_", "-"), value)
+        if problem:
+            return problem
+    return None
+
+
+def dla_core_problem(dla_core: Optional[int], backend: str, dla_cores: int, target: str) -> Optional[str]:
+    """``--dla-core`` on a target that has no such core (or runs ONNX Runtime, which has no DLA): refused rather than
+    ignored, since the build would silently run on the GPU or CPU."""
+    problem = option_problem("--dla-core", dla_core)
+    if problem or dla_core is None:
+        return problem
+    if backend != "tensorrt":
+        return f"--dla-core runs on TensorRT only; target {target} builds for {backend} (drop --dla-core)"
+    if dla_core >= dla_cores:
+        has = f"DLA cores 0..{dla_cores - 1}" if dla_cores else "no DLA core"
+        return f"--dla-core {dla_core}: target {target} has {has}"
+    return None

@@ -20,7 +20,7 @@ import torch
 
 from edgekd import __version__
 from edgekd.core.atomic import atomic_write
-from edgekd.core.errors import CheckpointError
+from edgekd.core.errors import CheckpointError, EdgekdError
 from edgekd.core.spec import InputSpec
 from edgekd.training.models import create_model
 from edgekd.training.weights import safe_torch_load
@@ -61,14 +61,41 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks keys {missing}")
-    InputSpec.from_dict(ckpt["input_spec"])  # validates
+    _check_values(path, ckpt)
+    try:
+        InputSpec.from_dict(ckpt["input_spec"])  # validates
+    except EdgekdError as exc:
+        raise CheckpointError(f"{path}: input_spec: {exc}") from None
     return ckpt
+
+
+def _check_values(path: Path, ckpt: dict[str, Any]) -> None:
+    """The values everything downstream indexes into have the types it expects: ``model`` a mapping with a string
+    ``name`` and a ``kwargs`` mapping, ``state_dict`` a mapping of tensors, ``exit_info``/``class_names`` lists,
+    ``input_spec``/``metrics``/``method``/``split``/``versions`` mappings. A file that passes ``weights_only``
+    loading but holds anything else is a one-line :class:`CheckpointError`, not a TypeError later."""
+    model = ckpt["model"]
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("kwargs"), dict):
+        raise CheckpointError(f"{path}: 'model' must be a mapping with a string 'name' and a 'kwargs' mapping, got "
+                              f"{type(model).__name__}")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path}: 'state_dict' must map parameter names to tensors")
+    for key, typ in (("exit_info", list), ("class_names", list), ("input_spec", dict), ("metrics", dict),
+                     ("method", dict), ("split", dict), ("versions", dict)):
+        if not isinstance(ckpt[key], typ):
+            raise CheckpointError(f"{path}: {key!r} must be a {typ.__name__}, got {type(ckpt[key]).__name__}")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the architecture from the registry and load the weights (strict)."""
     args = ckpt["model"]
-    model = create_model(args["name"], **args["kwargs"])
+    try:
+        model = create_model(args["name"], **args["kwargs"])
+    except (TypeError, ValueError) as exc:  # kwargs the architecture does not take, or values it cannot use
+        raise CheckpointError(f"the checkpoint's model {args['name']} cannot be built from its kwargs: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

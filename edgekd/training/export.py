@@ -24,12 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from edgekd import __version__
-from edgekd.core.atomic import atomic_directory
 from edgekd.core.errors import CheckpointError, ConfigError, DataError, EdgekdError
 from edgekd.core.manifest import (
     KIND,
     SCHEMA_VERSION,
     Manifest,
+    bundle_directory,
+    check_bundle_destination,
     file_entry,
     full_output_names,
     segment_input_name,
@@ -538,34 +539,29 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     ``EXPORT_VAL_BYTES`` (20 MiB) of uint8 pixels and at least ``EXPORT_VAL_MIN`` (500) images
     (:func:`edgekd.training.config.export_val_size`: 32x32 RGB about 6,800 images, 224x224 RGB 500). The manifest's
     default vote rule is the one with the best validation top-1 (ties to soft), see :func:`_vote_entry`.
-    ``out`` appears complete or not at all; an existing ``out`` is only replaced with ``force``.
+    ``out`` appears complete or not at all; an existing ``out`` is only replaced with ``force``, and only when it is
+    an edgekd bundle that does not hold the checkpoint (:func:`edgekd.core.manifest.bundle_directory`).
     """
     checkpoint, out = Path(checkpoint), Path(out)
     if (val_size is not None and val_size < 1) or calib_size < 1:
         raise ConfigError(f"val_size and calib_size must be at least 1, got {val_size} and {calib_size}")
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass --force to replace it")
+    check_bundle_destination(out, force=force, inputs=[checkpoint])  # before the work; again when it is done
     ckpt, model = _load_model(checkpoint)
     spec = spec_from_checkpoint(ckpt)
     vote = _vote_entry(ckpt, model.num_exits)
     val, labels, calib = _sample_data(ckpt, val_size, calib_size)
     weights = vote["weights"] if vote["in_graph"] == "weighted" else [1.0] * model.num_exits
     full_graph = FullGraph(model, weights).eval()
-    try:
-        with atomic_directory(out, overwrite=force) as tmp:
-            np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
-            np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
-            exporter = _write_graphs(tmp, full_graph, spec, opset)
-            stages = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
-            parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
-            data = _manifest_data(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
-                                  len(val), len(calib), exporter)
-            json.dumps(data, allow_nan=False)  # fail here, not on the device, if anything is not plain JSON
-            write_manifest(tmp, data)
-    except FileExistsError as exc:
-        if exc.args != (out,):  # raised by atomic_directory itself (``out`` appeared meanwhile), not the body
-            raise
-        raise ExportError(f"{out} already exists; pass --force to replace it") from None
+    with bundle_directory(out, force=force, inputs=[checkpoint]) as tmp:
+        np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
+        np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
+        exporter = _write_graphs(tmp, full_graph, spec, opset)
+        stages = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
+        parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
+        data = _manifest_data(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
+                              len(val), len(calib), exporter)
+        json.dumps(data, allow_nan=False)  # fail here, not on the device, if anything is not plain JSON
+        write_manifest(tmp, data)
     manifest = Manifest(data, out)
     if console is not None:
         _summary(console, out, manifest)

@@ -2,14 +2,22 @@
 
 A run: load data → build student (and frozen teacher) → for each epoch: reseed, train, evaluate every exit and vote
 on the validation split, write ``metrics.jsonl``, ``last.pt`` and (if better) ``best.pt`` atomically → evaluate the
-best weights on the test split → ``summary.json``.
+best weights on the test split → ``summary.json`` → the bundle (``OUT/bundle``).
 
 Every epoch reseeds all randomness from (seed, epoch, rank), so a run stopped after epoch k and resumed from
 ``last.pt`` ends with the same weights as an uninterrupted run.
+
+A run killed at any moment is repaired by ``--resume``: ``last.pt`` is the record (its ``train_state.best`` is the
+best validation score so far); a ``best.pt`` that does not hold that score (killed between writing ``last.pt`` and
+``best.pt``) is rewritten from ``last.pt``, whose weights then are the best; ``summary.json`` is rewritten by every
+call, and the bundle is exported again when it is missing or was not exported from this ``best.pt``. ``--out`` is
+locked while a run writes it (a second run into it fails at once) and is created only when the first epoch is
+written: a run that fails before leaves nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,14 +38,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from edgekd.core.atomic import atomic_write_json, atomic_write_text
-from edgekd.core.errors import ConfigError, DataError
+from edgekd.core.atomic import DestinationLock, atomic_write_json, atomic_write_text, remove_stale_temporaries, tidy
+from edgekd.core.errors import ConfigError, DataError, EdgekdError
+from edgekd.core.manifest import ManifestError, load_manifest, looks_like_bundle, sha256_file
 from edgekd.training.checkpoint import library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint
-from edgekd.training.config import TrainConfig
+from edgekd.training.config import METHOD_TERMS, TrainConfig
 from edgekd.training.data import LoadedData, load_data
 from edgekd.training.distill import Objective, build_objective
 from edgekd.training.evaluate import exit_logits, exit_metrics, predict_probs
-from edgekd.training.models import build_teacher, create_model, freeze
+from edgekd.training.models import build_teacher, create_model, freeze, inference_teacher
 
 RUN_CONTROL_KEYS = ("out", "resume", "force", "stop_after", "workers", "device")
 
@@ -97,7 +106,8 @@ def seed_everything(seed: int, epoch: int = 0, rank: int = 0) -> None:
 
 
 def prepare_out_dir(cfg: TrainConfig) -> Path:
-    """Refuse to overwrite an existing run unless ``--resume`` or ``--force``."""
+    """Refuse to overwrite an existing run unless ``--resume`` or ``--force``, and a ``bundle`` folder in it that is not
+    an edgekd bundle (the export at the end would have to replace it). Creates nothing: the first epoch's files do."""
     out = Path(cfg.out)
     has_run = (out / "last.pt").exists()
     if cfg.resume and not has_run:
@@ -106,8 +116,41 @@ def prepare_out_dir(cfg: TrainConfig) -> Path:
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --force to start over")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    bundle = out / "bundle"
+    if cfg.export and (bundle.exists() or bundle.is_symlink()) and not looks_like_bundle(bundle):
+        raise ConfigError(f"{bundle} exists and is not an edgekd bundle, so the export at the end of training "
+                          "could not replace it; move it away, choose another --out, or pass --no-export")
     return out
+
+
+#: What a run writes into ``--out`` before its first ``last.pt`` (removed if the run fails that early).
+EARLY_FILES = ("metrics.jsonl",)
+#: Every file a run writes into ``--out`` (``bundle`` is a directory).
+RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "summary.json")
+
+
+def tidy_run(out: Path) -> None:
+    """Remove what killed runs left in ``out``: stale temporaries of its files, and of the bundle (whose interrupted
+    replacement is undone, see :func:`edgekd.core.atomic.tidy`)."""
+    if not out.is_dir():
+        return
+    for name in RUN_FILES:
+        remove_stale_temporaries(out / name)
+    tidy(out / "bundle")
+
+
+def remove_failed_start(out: Path) -> None:
+    """A run that created ``out`` and failed before its first ``last.pt`` removes what it wrote, then ``out`` itself
+    if nothing else is in it (nothing else is ever deleted)."""
+    if not out.is_dir() or (out / "last.pt").exists():
+        return
+    for name in EARLY_FILES:
+        (out / name).unlink(missing_ok=True)
+        remove_stale_temporaries(out / name)
+    for name in ("last.pt", "best.pt"):
+        remove_stale_temporaries(out / name)
+    with contextlib.suppress(OSError):
+        out.rmdir()  # only when empty
 
 
 def resolve_resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -130,10 +173,12 @@ def load_run_data(cfg: TrainConfig) -> LoadedData:
 
 
 def default_exits(cfg: TrainConfig) -> list[int] | None:
-    """ce/kd train a plain model (deepest exit only) unless --exits says otherwise; byot/tskd exit everywhere."""
+    """``--exits`` when given; else the methods without self-distillation (ce, kd) train a plain model (the deepest
+    exit only: how teachers are trained) and byot/tskd put an exit after every stage (None). Whatever the exits,
+    every method trains all of them (see :mod:`edgekd.training.distill.objectives`)."""
     if cfg.exits is not None:
         return cfg.exits
-    return [] if cfg.method in ("ce", "kd") else None
+    return None if METHOD_TERMS[cfg.method]["self_distill"] else []
 
 
 def build_student(cfg: TrainConfig, data: LoadedData) -> torch.nn.Module:
@@ -208,9 +253,12 @@ def clean_worker_error(exc: Exception) -> DataError:
 
 
 def teacher_logits(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The teacher's deepest logits as a plain (not inference-mode) tensor the losses may save for backward."""
+    """The teacher's deepest logits (B, K) as a plain (not inference-mode) tensor the losses may save for backward.
+
+    ``teacher`` is what :func:`~edgekd.training.models.inference_teacher` returns (frozen, channels-last, optionally
+    compiled): the loop's way of running it cheaply."""
     with torch.inference_mode():
-        logits = exit_logits(teacher(x))[-1]
+        logits = exit_logits(teacher(x))[-1]  # (B, K)
     return logits.clone()
 
 
@@ -330,23 +378,38 @@ def _restore(ckpt, model, optimizer, scheduler) -> tuple[int, float]:
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Run (or resume) a training run described by ``cfg``; see the module docstring for the steps."""
+    """Run (or resume) a training run described by ``cfg``; see the module docstring for the steps.
+
+    The main process holds ``--out``'s lock (:class:`edgekd.core.atomic.DestinationLock`) throughout; a run that
+    fails before its first ``last.pt`` leaves no ``--out`` behind (:func:`remove_failed_start`)."""
     cfg.validate()
     env = setup_distributed(cfg.device)
+    out = Path(cfg.out)
+    lock = DestinationLock(out, f"--out {out}") if env.main else None
+    existed = out.exists()
     try:
         if env.enabled:  # every rank must agree the output directory is usable before anyone trains
             ok = [None]
             if env.main:
                 try:
+                    lock.acquire()
                     prepare_out_dir(cfg)
                     ok = [""]
-                except ConfigError as exc:
+                except EdgekdError as exc:
                     ok = [str(exc)]
             dist.broadcast_object_list(ok, src=0)
             if ok[0]:
                 raise ConfigError(ok[0])
+        elif lock is not None:
+            lock.acquire()
         return _train(cfg, env, console)
+    except BaseException:
+        if env.main and not existed and lock is not None and lock.fd is not None:
+            remove_failed_start(out)
+        raise
     finally:
+        if lock is not None:
+            lock.release()
         if env.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -354,6 +417,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
 def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
     cfg, resume_ckpt = resolve_resume_config(cfg)
     run = Run(cfg, env, console)
+    if env.main:
+        tidy_run(run.out)
     objective = build_objective(cfg.method, temperature=cfg.temperature, alpha=cfg.alpha, beta=cfg.beta,
                                 hint_weight=cfg.hint_weight)
     data = load_run_data(cfg)
@@ -361,19 +426,24 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
     if data.skipped:
         con.print(f"[yellow]skipped {len(data.skipped)} unreadable image(s)[/] (first: {data.skipped[0]})")
     model = build_student(cfg, data)
+    objective.check_exits(model.num_exits)
     teacher = load_teacher(cfg, objective, data)
     if teacher is not None:
-        teacher.to(env.device)
+        teacher = inference_teacher(teacher, device=env.device, channels_last=cfg.channels_last,
+                                    compile=cfg.compile_teacher)
     loader, sampler = make_loader(cfg, data, env)
     optimizer, scheduler = make_optimizer(cfg, model, len(loader))
     start_epoch, best = 0, -1.0
     if resume_ckpt is not None:
         start_epoch, best = _restore(resume_ckpt, model, optimizer, scheduler)
-        con.print(f"resuming {run.out} at epoch {start_epoch + 1}/{cfg.epochs}")
+        if env.main:  # (only the main process writes; the others never compare scores)
+            best = repair_best(run, resume_ckpt)
+        con.print(f"resuming {run.out} at epoch {start_epoch + 1}/{cfg.epochs}" if start_epoch < cfg.epochs else
+                  f"resuming {run.out}: its {cfg.epochs} epochs have run; checking best.pt, summary.json and the bundle")
     model.to(env.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    wrapped = (DistributedDataParallel(model, find_unused_parameters=not objective.all_exits)
+    wrapped = (DistributedDataParallel(model)
                if env.enabled else model)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and env.device.type == "cuda")
     con.print(f"training {cfg.model} ({model.num_exits} exits) with {objective.name} on {cfg.data}: "
@@ -423,6 +493,49 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
     return _finish(run, Trained(data, model, objective, epochs_run, digests, finished))
 
 
+def _vote_score(ckpt: dict[str, Any], rule: str) -> float | None:
+    try:
+        return float(ckpt["metrics"]["val"]["vote"][rule])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def repair_best(run: Run, last: dict[str, Any]) -> float:
+    """Make ``best.pt`` hold the best epoch ``last.pt`` records; return the best score to compare later epochs with.
+
+    ``last.pt`` is written before ``best.pt``: a run killed between the two leaves ``train_state.best`` at the new
+    epoch's score while ``best.pt`` holds an older epoch (or is missing). Then ``last.pt``'s own weights are that
+    best epoch's, and ``best.pt`` is rewritten from them. A ``best.pt`` damaged otherwise (edited, deleted with no
+    best weights left to rebuild it) is reported, and later epochs are compared with what it does hold."""
+    best_path, rule = run.out / "best.pt", run.cfg.vote
+    recorded = float(last["train_state"]["best"])
+    try:
+        held = _vote_score(load_checkpoint(best_path), rule)
+    except EdgekdError:  # missing or unreadable
+        held = None
+    if held == recorded:
+        return recorded
+    if _vote_score(last, rule) == recorded:
+        save_checkpoint(best_path, {k: v for k, v in last.items() if k not in ("format", "format_version",
+                                                                              "train_state")})
+        run.console.print(f"[yellow]repaired[/] {best_path}: an interrupted run had left it behind last.pt; it now "
+                          f"holds the best epoch ({rule} vote {recorded:.2f} on validation)")
+        return recorded
+    run.console.print(f"[yellow]warning:[/] {best_path} does not hold the best epoch last.pt records ({rule} vote "
+                      f"{recorded:.2f}) and last.pt cannot rebuild it; a later epoch that beats "
+                      f"{-1.0 if held is None else held:.2f} replaces it")
+    return -1.0 if held is None else held
+
+
+def bundle_is_current(bundle: Path, checkpoint: Path) -> bool:
+    """``bundle`` is a whole, valid bundle exported from ``checkpoint`` as it is now (hashes checked)."""
+    try:
+        manifest = load_manifest(bundle)
+    except ManifestError:
+        return False
+    return (manifest.data.get("source") or {}).get("checkpoint_sha256") == sha256_file(checkpoint)
+
+
 def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str, Any], rule: str) -> str:
     exits = " ".join(f"{a:5.1f}" for a in val["exits"])
     return (f"epoch {epoch + 1}/{epochs} loss {stats['loss']:.3f} val [{exits}] vote {val['vote'][rule]:5.1f} "
@@ -454,8 +567,10 @@ def _finish(run: Run, trained: Trained) -> TrainResult:
         if data.test is not None and len(data.test):
             probs, labels = predict_probs(best_model, data.test, device=env.device)
             test = exit_metrics(probs, labels, weights=np.asarray(val["vote_weights"]))
-            best_ckpt["metrics"]["test"] = test
-            save_checkpoint(best_path, {k: v for k, v in best_ckpt.items() if k not in ("format", "format_version")})
+            if best_ckpt["metrics"].get("test") != test:  # unchanged: keep the file (and a bundle made from it)
+                best_ckpt["metrics"]["test"] = test
+                save_checkpoint(best_path, {k: v for k, v in best_ckpt.items()
+                                            if k not in ("format", "format_version")})
         summary = {"out": str(run.out), "epochs_run": epochs_run, "epochs": cfg.epochs, "world_size": env.world,
                    "rank_weight_digests": digests, "val": val, "test": test,
                    "exit_info": best_ckpt["exit_info"], "config": cfg.to_dict()}
@@ -464,9 +579,10 @@ def _finish(run: Run, trained: Trained) -> TrainResult:
 
         print_exit_table(run.console, best_ckpt["exit_info"], val, test,
                          title=f"{cfg.model} · {trained.objective.name}")
-        if cfg.export and epochs_run and finished:
+        bundle = run.out / "bundle"
+        if cfg.export and finished and not bundle_is_current(bundle, best_path):  # (again after a kill midway)
             from edgekd.training.export import export_bundle
 
-            export_bundle(best_path, run.out / "bundle", force=True, console=run.console)
+            export_bundle(best_path, bundle, force=True, console=run.console)
     return TrainResult(run.out, best_path, last_path, epochs_run, val or {}, test,
                        [e.to_dict() for e in model.exit_info])

@@ -3,8 +3,6 @@ testing, the safe set, the reference choice, the point fit's label and the store
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -15,7 +13,6 @@ from edgekd.core.certify import (
     POINT,
     Certificate,
     _upper_bound,
-    binomial_cdf,
     certifiable_epsilon,
     certify_thresholds,
     describe_thresholds,
@@ -27,6 +24,7 @@ from edgekd.core.certify import (
     stored_certificate,
 )
 from edgekd.core.early_exit import NEVER, simulate
+from edgekd.core.stats import binomial_cdf
 from edgekd.device.options import FITS
 
 K = 4  # classes
@@ -38,23 +36,6 @@ def _probs(pred: np.ndarray, conf: np.ndarray) -> np.ndarray:
     p = np.tile(((1.0 - conf) / (K - 1))[:, None], (1, K))
     p[np.arange(n), pred] = conf
     return p
-
-
-def _direct_cdf(k: int, n: int, p: float) -> float:
-    return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(0, min(k, n) + 1))
-
-
-@pytest.mark.parametrize("k, n, p", [(0, 10, 0.3), (3, 10, 0.3), (9, 10, 0.5), (5, 200, 0.05), (12, 460, 0.005),
-                                     (40, 1000, 0.05), (100, 300, 0.4)])
-def test_binomial_cdf_equals_a_direct_sum(k, n, p):
-    assert binomial_cdf(k, n, p) == pytest.approx(_direct_cdf(k, n, p), rel=1e-9, abs=1e-300)
-    assert p_value(k, n, p) == binomial_cdf(k, n, p)
-
-
-def test_binomial_cdf_edges():
-    assert binomial_cdf(-1, 10, 0.5) == 0.0
-    assert binomial_cdf(10, 10, 0.5) == 1.0 and binomial_cdf(3, 10, 0.0) == 1.0 and binomial_cdf(3, 10, 1.0) == 0.0
-    assert 0.0 <= binomial_cdf(50, 200_000, 0.001) < 1e-10  # large n: summed in log space, no overflow
 
 
 def test_images_needed_and_certifiable_epsilon():

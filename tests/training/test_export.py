@@ -390,12 +390,12 @@ def _without_dynamo(monkeypatch) -> None:
     monkeypatch.setattr(ex, "_run_exporter", run)
 
 
-def test_force_replaces_an_existing_bundle_with_the_fallback_exporter(tiny_runs, tmp_path, monkeypatch):
+def test_force_replaces_an_existing_bundle_with_the_fallback_exporter(tiny_runs, tiny_bundle, tmp_path, monkeypatch):
     from rich.console import Console
 
     _without_dynamo(monkeypatch)
     out = tmp_path / "bundle"
-    out.mkdir()
+    shutil.copytree(tiny_bundle, out)  # an earlier bundle: --force replaces it
     (out / "old.txt").write_text("old")
     buf = io.StringIO()
     with pytest.warns(UserWarning, match="simulated dynamo failure; used the torchscript exporter"):
@@ -415,7 +415,7 @@ def test_force_replaces_an_existing_bundle_with_the_fallback_exporter(tiny_runs,
 
 
 @pytest.mark.parametrize("existing", [False, True])
-def test_failure_midway_leaves_nothing_behind(tiny_runs, tmp_path, monkeypatch, existing):
+def test_failure_midway_leaves_nothing_behind(tiny_runs, tiny_bundle, tmp_path, monkeypatch, existing):
     seen = []
 
     def broken(graph, full, stages, x_val, tol):
@@ -426,14 +426,14 @@ def test_failure_midway_leaves_nothing_behind(tiny_runs, tmp_path, monkeypatch, 
     monkeypatch.setattr(ex, "check_parity", broken)
     out = tmp_path / "bundle"
     if existing:
-        out.mkdir()
+        shutil.copytree(tiny_bundle, out)
         (out / "keep.txt").write_text("mine")
     with pytest.warns(UserWarning), pytest.raises(ex.ExportError, match="injected"):
         ex.export_bundle(tiny_runs["student"].best, out, val_size=40, calib_size=16, force=True)
     assert seen == [True]
     if existing:  # the old bundle survives a failed --force export
         assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
-        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert (out / "keep.txt").read_text() == "mine" and load_manifest(out).data == load_manifest(tiny_bundle).data
     else:
         assert list(tmp_path.iterdir()) == []
 

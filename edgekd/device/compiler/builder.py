@@ -6,8 +6,12 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 2. produce the graphs: fp32 as exported; fp16 converted with float32 IO; int8 as explicit quantization — ranges
    calibrated once (cached), full graph on images, stage graphs on the activations the FP32 stages produce —
    then the Q/DQ form of the target backend (uint8 activations for ONNX Runtime, symmetric int8 for TensorRT);
+   When INT8 is confidently over ``max_drop`` (below), mixed precision leaves the most sensitive nodes in float
+   until it is not (:mod:`edgekd.device.compiler.mixed`; ``--mixed-precision off`` fails instead);
 3. for TensorRT, compile engines from those graphs;
-4. verify the built full graph against the FP32 reference on the validation sample (fail above ``max_drop``);
+4. verify the built full graph against the FP32 reference on the validation sample, as a paired comparison per
+   exit and for the vote (:mod:`edgekd.device.compiler.verify`): fail only when a drop is confidently above
+   ``max_drop``; when the sample cannot tell, say so and how many images would;
 5. early-exit thresholds on the built segment chain's probabilities of the validation sample, against the built full
    graph's best full answer on the same images (:func:`edgekd.core.certify.reference_predictions`): certified to
    lose at most ``target_drop`` points with probability ``confidence`` (:func:`edgekd.core.certify.certify_thresholds`),
@@ -18,6 +22,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 import time
@@ -29,12 +34,13 @@ import numpy as np
 from rich.console import Console
 
 from edgekd import __version__
-from edgekd.core.atomic import atomic_directory
 from edgekd.core.certify import Certificate, early_exit_thresholds, manifest_record
 from edgekd.core.errors import EdgekdError
 from edgekd.core.labelled import load_images
 from edgekd.core.manifest import (
     Manifest,
+    bundle_directory,
+    check_bundle_destination,
     file_entry,
     full_output_names,
     load_manifest,
@@ -45,7 +51,8 @@ from edgekd.core.manifest import (
 )
 from edgekd.core.spec import InputSpec
 from edgekd.device.chain import Chain, full_probs
-from edgekd.device.compiler.verify import compare, print_verification
+from edgekd.device.compiler.mixed import Quantizable, quantize_excluding
+from edgekd.device.compiler.verify import OVER, VERDICTS, compare, over_rows, print_verification, verdict_line
 from edgekd.device.options import (
     BACKEND_AUTO,
     CACHE_DIR,
@@ -57,7 +64,9 @@ from edgekd.device.options import (
     FITS,
     MAX_CALIB_IMAGES,
     MAX_DROP,
+    MIXED_PRECISION,
     TARGET_DROP,
+    dla_core_problem,
     threshold_option_problem,
 )
 
@@ -86,6 +95,8 @@ class BuildPlan:
     force: bool
     cache_dir: str | None
     dla_core: int | None
+    mixed: str = MIXED_PRECISION[0]  # "auto": leave the most sensitive nodes in float when int8 is over budget
+    calib_data: str | None = None  # --calib-data, when given (else the bundle's calibration images)
 
     @property
     def ort_options(self) -> dict[str, Any]:
@@ -140,23 +151,37 @@ def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, lis
     return feeds
 
 
-def _int8_graphs(src: Manifest, work: Path, calib_images: np.ndarray, method: str, qdq_backend: str,
-                 cache_dir: str | None, log) -> tuple[dict[str, Path], dict[str, Any]]:
+def _int8_graphs(src: Manifest, work: Path, scratch: Path, calib_images: np.ndarray, method: str, qdq_backend: str,
+                 cache_dir: str | None, log,
+                 ort_options: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any], dict[str, Quantizable]]:
+    """Q/DQ graphs of every graph for one calibration method, into ``work``; the pre-processed models and their
+    ranges stay in ``scratch`` (:class:`Quantizable`), for mixed precision to quantize again. For ONNX Runtime the
+    weight range (7 or 8 bits) is measured on this machine first (:func:`weight_range_choice`)."""
     from edgekd.device.compiler.calibration import CalibrationCache, calibrate
-    from edgekd.device.compiler.quantize import preprocess_for_quantization, quantize_qdq
+    from edgekd.device.compiler.mixed import weight_range_choice
+    from edgekd.device.compiler.quantize import preprocess_for_quantization
 
     cache = CalibrationCache(cache_dir) if cache_dir else None
     feeds = _calibration_feeds(src, calib_images)
-    out, reused = {}, {}
+    reused, quantizables = {}, {}
     for key, path in _source_paths(src).items():
-        pre = preprocess_for_quantization(path, work / f"_pre_{key}.onnx")
+        pre = preprocess_for_quantization(path, scratch / f"_pre_{key}.onnx")
         ranges, reused[key] = calibrate(pre, feeds[key], method, cache)
-        out[key] = quantize_qdq(pre, work / f"{key}.int8.onnx", ranges, backend=qdq_backend)
-        pre.unlink(missing_ok=True)
+        quantizables[key] = Quantizable(key, pre, ranges)
     n_reused = sum(reused.values())
     log(f"calibration ({method}): {n_reused}/{len(reused)} graph(s) reused from the cache" if cache else
         f"calibration ({method}): computed, cache disabled")
-    return out, {"method": method, "reused": reused, "images": int(len(calib_images)), "backend": qdq_backend}
+    weights = {"reduce_range": False, "how": "TensorRT's form: symmetric 8-bit weights"}
+    if qdq_backend == "onnxruntime":
+        weights = weight_range_choice(quantizables["full"], calib_images, src.spec, src.num_exits, scratch,
+                                      **ort_options)
+        log(f"weights: {'7' if weights['reduce_range'] else '8'}-bit (KL from fp32 on the calibration images: "
+            f"7-bit {weights['kl_7bit']:.4f}, 8-bit {weights['kl_8bit']:.4f})")
+    quantizables = {k: Quantizable(k, q.pre, q.ranges, weights["reduce_range"]) for k, q in quantizables.items()}
+    out = {key: quantize_excluding(q, work / f"{key}.int8.onnx", qdq_backend, []) for key, q in quantizables.items()}
+    info = {"method": method, "reused": reused, "images": int(len(calib_images)), "backend": qdq_backend,
+            "weights": weights}
+    return out, info, quantizables
 
 
 def _fp_graphs(src: Manifest, work: Path, precision: str) -> dict[str, Path]:
@@ -198,7 +223,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                  calib_method: str = CALIB_METHODS[0], max_drop: float = MAX_DROP, target_drop: float = TARGET_DROP,
                  cost: str = COSTS[0], confidence: float = CONFIDENCE, fit: str = FITS[0], force: bool = False,
                  cache_dir: str | None = CACHE_DIR, dla_core: int | None = None,
-                 console: Console | None = None) -> Manifest:
+                 mixed_precision: str = MIXED_PRECISION[0], console: Console | None = None) -> Manifest:
     """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps."""
     console = console or Console()
     bundle = Path(bundle)
@@ -208,10 +233,17 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     target = resolve_target(target, backend)
     precision = precision or target.default_precision
     target.check_precision(precision)
+    problem = dla_core_problem(dla_core, target.backend, target.dla_cores, target.name)  # refused, never ignored
+    if problem:
+        raise BuildError(problem)
     if calib_method not in CALIB_CHOICES:
         raise BuildError(f"--calib-method must be one of {', '.join(CALIB_CHOICES)}")
     if cost not in COSTS:
         raise BuildError("--cost must be macs or latency")
+    if not (math.isfinite(max_drop) and 0.0 <= max_drop <= 100.0):
+        raise BuildError(f"--max-drop must be between 0 and 100 points of top-1, got {max_drop:g}")
+    if mixed_precision not in MIXED_PRECISION:
+        raise BuildError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
     problem = threshold_option_problem(fit, target_drop, confidence)
     if problem:
         raise BuildError(problem)
@@ -227,8 +259,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
         if misread:
             raise BuildError(misread)
     out = Path(out) if out else default_out(bundle, precision, target.backend)
-    if out.exists() and not force:
-        raise BuildError(f"{out} already exists; pass --force to replace it (or --out elsewhere)")
+    check_bundle_destination(out, force=force, inputs=[bundle, calib_data])  # --force replaces only a bundle
     if precision == "fp16" and target.backend == "onnxruntime":
         console.print("[yellow]note:[/] FP16 runs slower than FP32 on a CPU with ONNX Runtime (measured); "
                       "building it because you asked")
@@ -238,9 +269,13 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                     else _bundle_calib(src))
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
                      target_drop=target_drop, cost=cost, confidence=confidence, fit=fit, force=force,
-                     cache_dir=cache_dir, dla_core=dla_core)
-    with atomic_directory(out, overwrite=force) as tmp:
+                     cache_dir=cache_dir, dla_core=dla_core, mixed=mixed_precision,
+                     calib_data=str(calib_data) if calib_data else None)
+    with bundle_directory(out, force=force, inputs=[bundle, calib_data]) as tmp:
         manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
+    mixed = (manifest["build"]["calibration"] or {}).get("mixed_precision")
+    if mixed:
+        console.print(mixed_summary(mixed), markup=False, highlight=False)
     console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest['thresholds']}")
     return load_manifest(out)
 
@@ -261,16 +296,19 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
     graphs, calibration = _graphs_for(tmp, plan, calib_images, val_images, labels, reference, log)
     run_backend, run_paths, engines = "onnxruntime", graphs, {}
     if plan.target.backend == "tensorrt":
-        engines = _engines_for(tmp, plan, graphs, calib_images, log)
+        mixed = (calibration or {}).get("mixed_precision")
+        engines = _engines_for(tmp, plan, graphs, calib_images, log, len(mixed["float_nodes"]) if mixed else 0)
         run_backend, run_paths = "tensorrt", engines
     run_opts = plan.ort_options if run_backend == "onnxruntime" else {}
     built = full_probs(run_backend, run_paths["full"], val_images, spec, n, **run_opts)  # (E, N, K)
-    report = compare(built, reference, labels, src.vote_rule, src.vote_weights)
+    report = compare(built, reference, labels, src.vote_rule, src.vote_weights, max_drop=plan.max_drop)
     print_verification(console, report, plan.precision, plan.max_drop)
-    if report["max_drop"] > plan.max_drop and not plan.force:
-        raise BuildError(f"{plan.precision} loses {report['max_drop']:.2f} points of top-1 (> --max-drop "
-                         f"{plan.max_drop}); nothing was written (use --force to keep it anyway, or try "
-                         "--calib-method auto)")
+    if report["verdict"] == OVER and not plan.force:
+        worst = ", ".join(f"{r['name']} {r['drop']:+.2f} (interval {r['interval'][0]:+.2f} to {r['interval'][1]:+.2f})"
+                          for r in over_rows(report))
+        raise BuildError(f"{plan.precision} loses more than --max-drop {plan.max_drop:g} points of top-1, "
+                         f"confidently: {worst}; nothing was written (tried: {_tried(plan, calibration)}; next: "
+                         f"{_next_steps(plan)})")
     with Chain(run_backend, [run_paths[f"segment{i}"] for i in range(n)], **run_opts) as segments:
         p_chain = segments.probs(val_images, spec)  # (E, N, K)
         latency = _segment_latency_ms(segments, spec)
@@ -288,37 +326,160 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
 
 def _graphs_for(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
                 reference: np.ndarray, log) -> tuple[dict[str, Path], dict[str, Any] | None]:
+    """The graphs of the precision into ``tmp``, and for int8 the calibration record: calibration (one method, or
+    each with ``auto``, keeping the best verdict), then mixed precision when INT8 is confidently over budget."""
     src = plan.source
     if plan.precision != "int8":
         return _fp_graphs(src, tmp, plan.precision), None
     qdq_backend = "tensorrt" if plan.target.backend == "tensorrt" else "onnxruntime"
+    scratch = tmp / "_scratch"  # pre-processed models for re-quantization; inside tmp, so a failed build drops it
+    scratch.mkdir()
+    try:
+        graphs, info, quantizables, report = _calibrated_graphs(tmp, scratch, plan, calib_images, val_images, labels,
+                                                                reference, qdq_backend, log)
+        if plan.mixed == "off":
+            return graphs, info
+        report = report or _ort_report(plan, graphs["full"], val_images, labels, reference)
+        if report["verdict"] != OVER:
+            return graphs, info
+        log(f"{verdict_line(report, 'int8', plan.max_drop)}: searching for mixed precision")
+        info["mixed_precision"] = _mixed(tmp, scratch, plan, graphs, quantizables, calib_images, val_images, labels,
+                                         reference, qdq_backend, info, log)
+        return graphs, info
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _ort_report(plan: BuildPlan, full: Path, val_images: np.ndarray, labels: np.ndarray,
+                reference: np.ndarray) -> dict[str, Any]:
+    """The verification of a full Q/DQ graph run on ONNX Runtime (for TensorRT's form: a simulation of it)."""
+    src = plan.source
+    probs = full_probs("onnxruntime", full, val_images, src.spec, src.num_exits, **plan.ort_options)  # (E, N, K)
+    return compare(probs, reference, labels, src.vote_rule, src.vote_weights, max_drop=plan.max_drop)
+
+
+def _calibrated_graphs(tmp: Path, scratch: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray,
+                       labels: np.ndarray, reference: np.ndarray, qdq_backend: str, log):
+    """INT8 graphs for the calibration method; ``auto`` tries each and keeps the best verdict (then the smallest
+    largest drop, then the smallest mean drop). Returns graphs, record, quantizables and the kept verification
+    (None when only one method ran: it has not been verified yet)."""
+    src = plan.source
     methods = CALIB_METHODS if plan.calib_method == CALIB_AUTO else (plan.calib_method,)
     if len(methods) == 1:
-        return _int8_graphs(src, tmp, calib_images, methods[0], qdq_backend, plan.cache_dir, log)
+        graphs, info, quantizables = _int8_graphs(src, tmp, scratch, calib_images, methods[0], qdq_backend,
+                                                  plan.cache_dir, log, plan.ort_options)
+        return graphs, info, quantizables, None
     trials = []
-    for method in methods:  # auto: keep the method with the smallest accuracy drop on the validation sample
-        work = tmp / f"_auto_{method}"
+    for method in methods:
+        work = scratch / f"auto_{method}"
         work.mkdir()
-        graphs, info = _int8_graphs(src, work, calib_images, method, qdq_backend, plan.cache_dir, log)
-        probs = full_probs("onnxruntime", graphs["full"], val_images, src.spec, src.num_exits, **plan.ort_options)
-        rep = compare(probs, reference, labels, src.vote_rule, src.vote_weights)
+        graphs, info, quantizables = _int8_graphs(src, work, work, calib_images, method, qdq_backend, plan.cache_dir,
+                                                  log, plan.ort_options)
+        rep = _ort_report(plan, graphs["full"], val_images, labels, reference)
         mean_drop = float(np.mean([r["drop"] for r in rep["rows"]]))
-        log(f"  {method}: max drop {rep['max_drop']:+.2f}, mean drop {mean_drop:+.2f}")
-        trials.append((rep["max_drop"], mean_drop, method, work, graphs, info))
-    _, _, method, work, graphs, info = min(trials, key=lambda t: t[:2])
+        log(f"  {method}: {rep['verdict']}, largest drop {rep['max_drop']:+.2f}, mean drop {mean_drop:+.2f}")
+        trials.append(((VERDICTS.index(rep["verdict"]), rep["max_drop"], mean_drop), method, graphs, info,
+                       quantizables, rep))
+    _, method, graphs, info, quantizables, rep = min(trials, key=lambda t: t[0])
     log(f"calibration auto: kept {method}")
     final = {}
     for key, path in graphs.items():
         final[key] = tmp / path.name
         path.replace(final[key])
-    for trial in trials:
-        shutil.rmtree(trial[3], ignore_errors=True)
-    info = {**info, "auto": {t[2]: {"max_drop": t[0], "mean_drop": t[1]} for t in trials}}
-    return final, info
+    info = {**info, "auto": {t[1]: {"verdict": t[5]["verdict"], "max_drop": t[0][1], "mean_drop": t[0][2]}
+                             for t in trials}}
+    return final, info, quantizables, rep
+
+
+def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], quantizables: dict[str, Quantizable],
+           calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+           qdq_backend: str, info: dict[str, Any], log) -> dict[str, Any]:
+    """Run the mixed-precision search (:mod:`edgekd.device.compiler.mixed`), re-quantize every graph of ``graphs``
+    in place with the chosen nodes in float, and return the record."""
+    from edgekd.device.compiler.mixed import MixedSearch, SearchInputs, latency_ms, node_keys
+    from edgekd.device.compiler.quantize import load_model
+
+    src = plan.source
+    inputs = SearchInputs(full=quantizables["full"], backend=qdq_backend, spec=src.spec, n_exits=src.num_exits,
+                          calib_images=calib_images, val_images=val_images, labels=labels, reference=reference,
+                          vote_rule=src.vote_rule, vote_weights=src.vote_weights, max_drop=plan.max_drop,
+                          work=scratch, ort_options=plan.ort_options)
+    result = MixedSearch(inputs, log).run()
+    if result is None:
+        raise BuildError(f"int8 stays over --max-drop {plan.max_drop:g} even with every candidate node in float; "
+                         f"nothing was written (tried: {_tried(plan, info)}; next: {_next_steps(plan, mixed=True)})")
+    latency = None
+    if plan.target.backend == "onnxruntime":  # the speed cost, measured here; TensorRT's: `edgekd profile` on device
+        latency = {"int8": latency_ms(graphs["full"], src.spec, **plan.ort_options)}
+    per_graph = {key: set(node_keys(load_model(q.pre)).values()) for key, q in quantizables.items()}
+    for key, q in quantizables.items():
+        graphs[key] = quantize_excluding(q, tmp / f"{key}.int8.onnx", qdq_backend, result.float_keys)
+    record = dict(result.record)
+    for node in record["float_nodes"]:
+        node["graphs"] = [key for key in quantizables if node["key"] in per_graph[key]]
+    record["float_precision"] = ("fp32" if qdq_backend == "onnxruntime" else
+                                 "fp16 where TensorRT 8.5-10 finds it faster (FP16 flag), else fp32; "
+                                 "fp32 on TensorRT 11 (strongly typed)")
+    if latency is not None:
+        latency["mixed"] = latency_ms(graphs["full"], src.spec, **plan.ort_options)
+        latency["fp32"] = latency_ms(src.full_graph(), src.spec, **plan.ort_options)
+        record["latency_ms"] = {**latency, "batch": 1, "backend": "onnxruntime", "graph": "full"}
+    record["verification"] = {"verdict": result.report["verdict"], "max_drop": result.report["max_drop"]}
+    return record
+
+
+def mixed_summary(record: dict[str, Any]) -> str:
+    """One line: how many nodes stayed in float, which, and what it costs in speed (when measured)."""
+    nodes = record["float_nodes"]
+    names = ", ".join(f"{n['key']} ({n['op']})" for n in nodes[:4]) + (", ..." if len(nodes) > 4 else "")
+    line = (f"mixed precision: {len(nodes)} of {record['candidates']} nodes in float ({names}), "
+            f"{record['int8_nodes']} in int8")
+    lat = record.get("latency_ms")
+    if lat:
+        line += (f"; batch-1 full graph {lat['mixed']:.2f} ms vs {lat['int8']:.2f} ms all-int8 and "
+                 f"{lat['fp32']:.2f} ms fp32 ({lat['mixed'] / lat['int8']:.2f}x int8)")
+        if lat["mixed"] >= lat["fp32"]:
+            line += "; slower than fp32 here: --precision fp32 is faster and loses nothing"
+    return line
+
+
+def _tried(plan: BuildPlan, calibration: dict[str, Any] | None) -> str:
+    """What this build tried, for an error message."""
+    if plan.precision != "int8":
+        return f"{plan.precision}"
+    methods = ", ".join(CALIB_METHODS) if plan.calib_method == CALIB_AUTO else plan.calib_method
+    source = "--calib-data" if plan.calib_data else "the bundle's calibration images"
+    parts = [f"int8 calibrated with {methods} on {source}"]
+    mixed = (calibration or {}).get("mixed_precision")
+    if mixed:
+        parts.append(f"mixed precision with {len(mixed['float_nodes'])} of {mixed['candidates']} nodes in float "
+                     "(chosen on ONNX Runtime)")
+    elif plan.mixed == "off":
+        parts.append("no mixed precision (--mixed-precision off)")
+    return "; ".join(parts)
+
+
+def _next_steps(plan: BuildPlan, mixed: bool = False) -> str:
+    """What to try next, never what this build just did."""
+    steps = []
+    if plan.precision == "int8":
+        if plan.mixed == "off":
+            steps.append("--mixed-precision auto (the most sensitive nodes stay in float)")
+        if plan.calib_method != CALIB_AUTO:
+            steps.append("--calib-method auto (tries minmax, entropy and percentile)")
+        if not plan.calib_data:
+            steps.append("--calib-data DIR (more, or more representative, calibration images)")
+    for other in ("fp16", "fp32"):
+        if other != plan.precision and other in plan.target.precisions and not (mixed and other == "fp16"):
+            steps.append(f"--precision {other}")
+    steps.append("a larger --max-drop")
+    if not plan.force:
+        steps.append("--force to keep it anyway")
+    return "; ".join(steps)
 
 
 def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_images: np.ndarray,
-                 log) -> dict[str, Path]:
+                 log, float_nodes: int = 0) -> dict[str, Path]:
     """TensorRT engines for every graph (untested here: needs TensorRT and an NVIDIA GPU).
 
     Explicit quantization (the Q/DQ graphs) everywhere except TensorRT 8.x on DLA, which only supports implicit
@@ -342,6 +503,9 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
         raise BuildError(problem)
     on_dla = dla_core is not None and target.dla_cores > 0
     implicit = precision == "int8" and use_implicit_calibrator(int(version.split(".")[0]), on_dla)
+    if implicit and float_nodes:
+        log(f"note: TensorRT {version} on a DLA core calibrates implicitly from the float graphs, so the {float_nodes} "
+            "mixed-precision float node(s) do not apply there; the engine verification below judges the result")
     feeds = _calibration_feeds(src, calib_images) if implicit else {}
     sources = _source_paths(src) if implicit else graphs
     engines = {}

@@ -211,17 +211,24 @@ class CalibrationCache:
             if doc.get("version") != CACHE_VERSION or doc.get("key") != key:
                 return None
             return check_ranges({str(k): tuple(v) for k, v in doc["ranges"].items()})
-        except (OSError, ValueError, TypeError, AttributeError, KeyError, EdgekdError) as e:
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError, EdgekdError) as e:
             warnings.warn(f"ignoring unreadable calibration cache entry {path}: {e}", RuntimeWarning, stacklevel=2)
             return None
 
-    def save(self, key: str, ranges: Ranges, meta: dict) -> Path:
-        """Write the entry atomically (a reader never sees half a file); returns its path."""
+    def save(self, key: str, ranges: Ranges, meta: dict) -> Path | None:
+        """Write the entry atomically (a reader never sees half a file); returns its path. The cache only saves
+        time: a folder that cannot be written (read-only, full, a file in the way) is a warning and None, never a
+        failed build (an explicit ``--cache-dir`` is checked before the build starts)."""
         path = self.path(key)
         valid = check_ranges(ranges)
         doc = {"version": CACHE_VERSION, "key": key, "meta": dict(meta),
                "ranges": {name: [lo, hi] for name, (lo, hi) in valid.items()}}
-        atomic_write_json(path, doc)
+        try:
+            atomic_write_json(path, doc)
+        except (OSError, EdgekdError) as e:
+            warnings.warn(f"calibration cache entry not written ({' '.join(str(e).split())})", RuntimeWarning,
+                          stacklevel=2)
+            return None
         return path
 
 

@@ -6,7 +6,10 @@ from those same ranges, the Q/DQ form it runs fast:
 ``onnxruntime`` (CPU)
     uint8 activations (asymmetric), int8 per-channel symmetric weights, int32 biases: ORT fuses the pattern into
     ``QLinearConv`` / ``QGemm`` (u8s8). Symmetric int8 activations were slower than FP32 on ORT CPU. On x86 without
-    VNNI the weights use 7 bits (``reduce_range``), or ORT's u8s8 kernels saturate.
+    VNNI ORT's u8s8 kernels can saturate with 8-bit weights and 7 bits (``reduce_range``) avoid it; ``edgekd build``
+    measures which is closer to FP32 on the machine it runs on
+    (:func:`edgekd.device.compiler.mixed.weight_range_choice`), and :func:`quantize_qdq` alone guesses from the CPU
+    flags.
 ``tensorrt`` (8.5 / 8.6 / 10)
     symmetric int8 activations (zero point 0), symmetric per-channel int8 weights kept as float initializers behind a
     ``QuantizeLinear -> DequantizeLinear`` pair (TensorRT 8.x rejects an int8 initializer feeding a DQ), biases left in
@@ -395,13 +398,13 @@ def unquantize_residual_branches(model: onnx.ModelProto, branches: Mapping[str, 
 
 
 def _make_quantizer(model, per_channel: bool, reduce_range: bool, weight_type, activation_type, tensors_range,
-                    exclude: list[str], op_types: list[str], extra: dict[str, Any]):
+                    exclude: list[str], op_types: list[str], extra: dict[str, Any], only: list[str] | None = None):
     """``QDQQuantizer`` across ORT versions (1.17 still took ``mode`` and ``static``)."""
     from onnxruntime.quantization import QDQQuantizer
 
     kwargs: dict[str, Any] = {
         "model": model, "per_channel": per_channel, "reduce_range": reduce_range, "weight_qType": weight_type,
-        "activation_qType": activation_type, "tensors_range": tensors_range, "nodes_to_quantize": [],
+        "activation_qType": activation_type, "tensors_range": tensors_range, "nodes_to_quantize": only or [],
         "nodes_to_exclude": exclude, "op_types_to_quantize": op_types, "extra_options": extra,
     }
     params = inspect.signature(QDQQuantizer.__init__).parameters
@@ -416,16 +419,20 @@ def _make_quantizer(model, per_channel: bool, reduce_range: bool, weight_type, a
 
 def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *, backend: str,
                  per_channel: bool = True, exclude_nodes: list[str] | None = None,
-                 reduce_range: bool | None = None) -> Path:
+                 only_nodes: list[str] | None = None, reduce_range: bool | None = None) -> Path:
     """Write the Q/DQ INT8 graph of ``onnx_path`` for ``backend`` to ``out_path`` (atomically) from given ranges.
 
     Nothing is recalibrated: ``ranges`` (from :func:`edgekd.device.compiler.calibration.compute_ranges` or its cache,
     computed on the same pre-processed model) become the ``tensors_range`` of ORT's ``QDQQuantizer``. Weights are
     symmetric int8, per output channel unless ``per_channel`` is false. ``exclude_nodes`` (node names of the
-    pre-processed graph) stay float, as does everything a Softmax feeds. ``reduce_range`` (7-bit weights) defaults to
-    on for the ``onnxruntime`` backend on x86 CPUs without VNNI, where ORT's u8s8 kernels would otherwise saturate
-    (measured: -3 points top-1 on a small ResNet, none with it), and off elsewhere. In the ``tensorrt`` form the
-    residual Adds' convolution-branch inputs are then taken off their Q/DQ pairs (:func:`residual_add_branches`).
+    pre-processed graph) stay float, as does everything a Softmax feeds; ``only_nodes``, when given, are the only
+    nodes quantized (a sensitivity probe, :mod:`edgekd.device.compiler.mixed`).
+
+    ``reduce_range`` (7-bit weights), when not given, is guessed from the CPU flags: on for the ``onnxruntime``
+    backend on x86 CPUs without VNNI, where ORT's u8s8 kernels may saturate (measured once: -3 points top-1 on a
+    small ResNet, none with it), off elsewhere; ``edgekd build`` measures it instead
+    (:func:`edgekd.device.compiler.mixed.weight_range_choice`). In the ``tensorrt`` form the residual Adds'
+    convolution-branch inputs are then taken off their Q/DQ pairs (:func:`residual_add_branches`).
     """
     if backend not in RUNNER_BACKENDS:
         raise EdgekdError(f"unknown quantization backend {backend!r} (choose from {', '.join(RUNNER_BACKENDS)})")
@@ -450,7 +457,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
         branches = residual_add_branches(model) if backend == "tensorrt" else {}
         quantizer = _make_quantizer(model, per_channel, bool(reduce_range), QuantType.QInt8, activation_type,
                                     _tensors_data(_with_softmax_ranges(valid, model)), exclude, quant_op_types(),
-                                    extra)
+                                    extra, only_nodes)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 quantizer.quantize_model()

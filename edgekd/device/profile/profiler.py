@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd import __version__
-from edgekd.core.atomic import atomic_write_json, atomic_write_text
+from edgekd.core.atomic import atomic_write_json, atomic_write_text, check_writable, make_parents
 from edgekd.core.certify import (
     Certificate,
     describe_thresholds,
@@ -43,6 +43,7 @@ from edgekd.device.options import (
     ITERATIONS,
     TARGET_DROP,
     WARMUP_S,
+    options_problem,
     threshold_option_problem,
 )
 from edgekd.device.profile.energy import NOT_AVAILABLE, Rail, find_rails
@@ -53,12 +54,14 @@ from edgekd.device.profile.markdown import CERTIFICATE_COLUMNS, certificate_cell
 from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
 from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
 
+#: The options of :func:`profile_bundle` checked by the shared rules (:func:`edgekd.device.options.options_problem`).
+PROFILE_OPTIONS = {"iterations": "iterations", "duration": "duration_s", "warmup": "warmup_s", "batch": "batch",
+                   "limit": "limit", "threads": "threads"}  # option → keyword of profile_bundle
 REPORT_VERSION = 2  # 2: per-segment latency keys are segment{i} (were stage{i}); batch within the graphs' range
 
 
 def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(m.file("val_sample")) as f:
-        return f["images"], f["labels"]
+    return m.val_sample()
 
 
 def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -186,7 +189,7 @@ def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     atomically. Without matplotlib the PNGs are left out of ``report["files"]`` (so report.md links none);
     ``edgekd plot report.json`` draws them later, anywhere."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_parents(out / "report.json", "--out")
     paths = {"json": out / "report.json", "markdown": out / "report.md"}
     if matplotlib_available():
         paths.update(plot_report(report, out))
@@ -208,12 +211,14 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
                           f"got {len(bundles)}")
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--out must be a directory, and {out} is a file")
+    check_writable(out, "--out", directory=True)  # before any measuring: a profile never ends unable to write
+    problem = options_problem(**{k: options.get(kw) for k, kw in PROFILE_OPTIONS.items()})
+    problem = problem or threshold_option_problem(fit, target_drop, confidence)
+    if problem:
+        raise ConfigError(problem)
     for b in bundles:  # fail on a bad bundle before any measuring
         load_manifest(b)
     if write:
-        problem = threshold_option_problem(fit, target_drop, confidence)
-        if problem:
-            raise ConfigError(problem)
         for b in bundles:
             cert, source = write_thresholds(b, target_drop=target_drop, confidence=confidence, fit=fit,
                                             data=options.get("data"), limit=options.get("limit"),

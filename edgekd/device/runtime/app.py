@@ -7,6 +7,8 @@ output is flushed and closed.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,10 +21,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edgekd.core.atomic import check_writable
 from edgekd.core.certify import describe_thresholds
 from edgekd.core.early_exit import RUN_MODES
-from edgekd.core.errors import EdgekdError
-from edgekd.device.options import DISPLAYS
+from edgekd.core.errors import ConfigError, EdgekdError
+from edgekd.core.manifest import MANIFEST_NAME, Manifest
+from edgekd.device.options import DISPLAYS, options_problem
 from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
 from edgekd.device.runtime.pipeline import Pipeline
 from edgekd.device.runtime.sources import open_source, prefetched
@@ -44,6 +48,18 @@ class RunOptions:
     jsonl: str | None = None
     max_frames: int | None = None
     threads: int | None = None  # ONNX Runtime thread pool size (default: every core)
+    reconnect_backoff: float = 0.5  # seconds before the first reopen of a live source that dropped (doubled each try)
+
+    def check(self) -> None:
+        """The options' own values (the shared rules of :mod:`edgekd.device.options`) and that --output and --jsonl
+        can be written: before the bundle loads, so a run never ends unable to write what it recorded."""
+        problem = options_problem(max_frames=self.max_frames, threads=self.threads)
+        if problem:
+            raise ConfigError(problem)
+        if self.display not in DISPLAYS:
+            raise ConfigError(f"--display must be one of {', '.join(DISPLAYS)}, got {self.display!r}")
+        check_writable(self.output, "--output")
+        check_writable(self.jsonl, "--jsonl")
 
 
 def _want_window(display: str) -> bool:
@@ -60,24 +76,57 @@ def _backend_options(opts: RunOptions) -> dict[str, Any]:
     return {"threads": opts.threads} if opts.threads else {}
 
 
+def _finite(x: float) -> float | None:
+    """``x`` rounded to 6 places, or None (JSON null) when it is not a finite number: JSON has no NaN."""
+    x = float(x)
+    return round(x, 6) if math.isfinite(x) else None
+
+
 def record(frame: Any, pred: Any, e2e_ms: float) -> dict[str, Any]:
     """One JSONL line: what was seen, what answered, and how long each part took."""
     return {"index": frame.index, "timestamp": frame.timestamp, "label": pred.label, "class_name": pred.class_name,
-            "confidence": round(float(pred.confidence), 6), "exit": pred.exit,
+            "confidence": _finite(pred.confidence), "exit": pred.exit,
             "pre_ms": round(pred.timings["pre"], 4), "network_ms": round(pred.timings["network"], 4),
             "post_ms": round(pred.timings["post"], 4), "end_to_end_ms": round(e2e_ms, 4)}
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    """``a`` and ``b`` name one file: the same inode when both exist (links included), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int) -> None:
+    """--output and --jsonl may not overwrite what the run reads (the bundle's manifest.json or any file it lists,
+    the --source file) or each other: each would be destroyed before or while it is read."""
+    read = [(manifest.root / MANIFEST_NAME, "the bundle's manifest")]
+    read += [(p, f"{p.name} of the bundle") for p in manifest.paths()[1:]]
+    if isinstance(source, str) and os.path.isfile(source):
+        read.append((Path(source), "the --source"))
+    outputs = [(flag, value) for flag, value in (("--output", opts.output), ("--jsonl", opts.jsonl)) if value]
+    for flag, value in outputs:
+        for path, what in read:
+            if _same_path(value, path):
+                raise EdgekdError(f"{flag} {value} is {what}; refusing to overwrite it (write it elsewhere)")
+    if len(outputs) == 2 and _same_path(opts.output, opts.jsonl):
+        raise EdgekdError(f"--output and --jsonl are the same file ({opts.jsonl}); give each its own")
 
 
 def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console: Console | None = None) -> dict:
     """Run the loop; return the summary (frames, FPS, exit histogram, latency percentiles, source statistics)."""
     console = console or Console()
+    opts.check()
     window = _want_window(opts.display)
     with ExitStack() as stack:
         pipeline = stack.enter_context(Pipeline.from_bundle(bundle, mode=opts.mode, threshold=opts.threshold,
                                                             exit=opts.exit, vote=opts.vote,
                                                             smoothing=opts.smoothing,
                                                             backend_options=_backend_options(opts)))
-        frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect))
+        check_outputs(opts, pipeline.manifest, source)
+        frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect,
+                                                 backoff=opts.reconnect_backoff))
         video = VideoOutput(opts.output) if opts.output else None
         log = JsonlOutput(opts.jsonl) if opts.jsonl else None
         for out in (video, log):
@@ -114,7 +163,7 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                     if log is not None:
                         log.flush()
                     next_status = time.perf_counter() + 1.0
-                if opts.max_frames and stats.frames >= opts.max_frames:
+                if opts.max_frames is not None and stats.frames >= opts.max_frames:
                     break
         except KeyboardInterrupt:
             console.print("interrupted: stopping cleanly")

@@ -1,4 +1,10 @@
-"""What a run produces besides predictions: the overlay, the annotated video, the JSONL log, live statistics."""
+"""What a run produces besides predictions: the overlay, the annotated video, the JSONL log, live statistics.
+
+The video and the log are written under temporary names beside their paths (:class:`edgekd.core.atomic.PendingFile`)
+and renamed onto them when the run closes them with at least one frame in them: a run that fails before its first
+frame leaves an existing file as it was, and a killed run never leaves half a file under the name asked for (its
+temporary is removed by the next run writing the same path).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgekd.core.atomic import PendingFile
 from edgekd.core.errors import EdgekdError
 
 WINDOW = "edgekd"
@@ -49,42 +56,55 @@ def display_available() -> bool:
 
 
 class VideoOutput:
-    """An annotated video; every frame is resized to the first frame's size (the writer needs one size)."""
+    """An annotated video; every frame is resized to the first frame's size (the writer needs one size). Written
+    under a temporary name with the same extension (OpenCV picks the container by it), renamed on :meth:`close`."""
 
     def __init__(self, path: str | Path, fps: float = 30.0):
         self.path, self.fps, self.writer, self.size = Path(path), fps, None, None
+        self.pending: PendingFile | None = None
 
     def write(self, image: np.ndarray) -> None:
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.pending = PendingFile(self.path, keep_suffix=True)
             self.size = (image.shape[1], image.shape[0])
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            self.writer = cv2.VideoWriter(str(self.pending.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():
+                self.writer = None
+                self.pending.discard()
                 raise EdgekdError(f"cannot write video {self.path} (unsupported container or codec)")
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
 
     def close(self) -> None:
+        """Finish the video and put it at its path (nothing happens when no frame was written)."""
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
+            self.pending.commit()
 
 
 class JsonlOutput:
-    """One JSON record per frame; flushed about once a second by the loop and on close."""
+    """One JSON record per frame; flushed about once a second by the loop, put at its path on close (an existing
+    file is replaced only by a log with at least one record)."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w")
+        self.pending = PendingFile(path)
+        self.file = self.pending.open("w")
+        self.records = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps(record, allow_nan=False) + "\n")  # strict JSON: a NaN is a bug, never a line
+        self.records += 1
 
     def flush(self) -> None:
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.records:
+            self.pending.commit()
+        else:
+            self.pending.discard()
 
 
 def percentile(values: deque | list, q: float) -> float:

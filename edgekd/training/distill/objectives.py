@@ -10,7 +10,9 @@ TSKD, for C exits (index C-1 is the deepest), teacher probabilities p_T, all sof
       + β · Σ_{i<C-1} T²·KL(sg(p_C) ‖ p_i)                     (self-distillation: deepest teaches shallow)
       + λ · Σ_{i<C-1} mean((h_i − sg(h_C))²)                   (hint: shallow head features follow the deepest)
 
-The other methods are the same formula with terms switched off (see :data:`METHODS`).
+The other methods are the same formula with terms switched off (see :data:`METHODS`): ``kd`` drops the β and λ
+terms, ``byot`` the teacher (α = 0), ``ce`` both. Every method trains every exit the model has (a method that left
+exits untrained would give early exit and the vote heads at chance); the self-distilling ones need at least two.
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ from edgekd.training.distill.losses import cross_entropy, hint_l2, kd_kl
 
 @dataclass(frozen=True)
 class Objective:
-    """The TSKD family. ``all_exits`` puts CE/KD on every exit (else only the deepest); ``self_distill`` turns on
-    the β and λ terms; ``alpha`` > 0 needs a teacher."""
+    """The TSKD family. CE (and teacher KD, with ``uses_teacher``) on every exit; ``self_distill`` turns on the β and
+    λ terms; ``alpha`` > 0 needs a teacher."""
 
     name: str
-    all_exits: bool
     uses_teacher: bool
     self_distill: bool
     temperature: float = OBJECTIVE_DEFAULTS["temperature"]
@@ -41,6 +42,19 @@ class Objective:
     @property
     def needs_teacher(self) -> bool:
         return self.uses_teacher and self.alpha > 0
+
+    @property
+    def min_exits(self) -> int:
+        """Self-distillation teaches shallower exits from the deepest one, so it needs two exits; CE/KD need one."""
+        return 2 if self.self_distill else 1
+
+    def check_exits(self, num_exits: int) -> None:
+        """Refuse a model this method cannot train as asked (one-line :class:`ConfigError`)."""
+        if num_exits < self.min_exits:
+            plain = "kd" if self.uses_teacher else "ce"
+            raise ConfigError(f"method {self.name} self-distils from the deepest exit into shallower ones and needs at "
+                              f"least {self.min_exits} exits; this model has {num_exits} (give --exits more stages, "
+                              f"or use --method {plain} for a single-exit model)")
 
     def hparams(self) -> dict[str, float]:
         """The hyper-parameters that matter for this method (recorded in checkpoints)."""
@@ -60,10 +74,9 @@ class Objective:
         if self.needs_teacher and teacher_logits is None:
             raise ValueError(f"method {self.name!r} needs teacher logits")
         last = len(logits) - 1
-        exits = range(len(logits)) if self.all_exits else [last]
         ce_weight = 1.0 - self.alpha if self.needs_teacher else 1.0
         terms: dict[str, Tensor] = {}
-        for i in exits:
+        for i in range(len(logits)):
             terms[f"ce/exit{i}"] = ce_weight * cross_entropy(logits[i], target)
             if self.needs_teacher:
                 terms[f"kd/exit{i}"] = self.alpha * kd_kl(logits[i], teacher_logits, self.temperature)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edgekd.training.models.multi_exit import ExitInfo, MultiExitNet, MultiExitOutput
 from edgekd.training.models.registry import build_teacher, create_model, list_models, register_model
-from edgekd.training.models.teacher import freeze
+from edgekd.training.models.teacher import freeze, inference_teacher
 
 # Importing the backbone modules registers their builders.
 from edgekd.training.models import cifar_resnet as _cifar_resnet  # noqa: E402,F401  isort: skip
@@ -21,6 +21,7 @@ __all__ = [
     "build_teacher",
     "create_model",
     "freeze",
+    "inference_teacher",
     "list_models",
     "register_model",
 ]

@@ -8,9 +8,11 @@ per-stage export). Grayscale input (``in_chans == 1``) is repeated to 3 channels
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
+import torch
 import torchvision
 from torch import Tensor, nn
 
@@ -68,6 +70,46 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+class CompiledTeacher(nn.Module):
+    """``torch.compile`` of a frozen teacher that falls back to running it eagerly, with one warning, if compiling
+    fails (no C++ compiler for inductor, an operator it cannot lower): the same logits either way, up to rounding."""
+
+    def __init__(self, eager: nn.Module) -> None:
+        super().__init__()
+        self.eager = eager
+        self.compiled = torch.compile(eager)
+        self.failure: str | None = None
+
+    def forward(self, x: Tensor):
+        if self.failure is None:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # noqa: BLE001  any compiler failure: the eager teacher computes the same
+                self.failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                warnings.warn(f"torch.compile of the teacher failed ({self.failure[:200]}); running it eagerly",
+                              stacklevel=2)
+        return self.eager(x)
+
+
+def inference_teacher(model: nn.Module, *, device: torch.device | str = "cpu", channels_last: bool = True,
+                      compile: bool = False) -> nn.Module:
+    """A frozen teacher prepared for the forward passes the student's losses ask of it (same logits).
+
+    Eval mode with no gradients (:func:`freeze`; the loop calls it under ``torch.inference_mode``), weights in
+    channels-last layout like the student's inputs, and with ``compile`` torch.compile (falling back to eager if
+    compiling fails). Measured on 2 CPU cores, CIFAR ResNet-56 at batch 64 (``scripts/bench_train.py
+    --teacher-forward --compile``, fastest call per block): autograd, ``no_grad`` and ``inference_mode`` cost the same
+    (a frozen teacher records nothing), 168–174 ms; channels-last input 125 ms; channels-last weights 122 ms;
+    torch.compile 109 ms (−13%; a kd step 274 → 256 ms, −7%) after a first call of about 35 s cold or 3 s with
+    inductor's cache warm, so it is an option for long runs, not the default; BatchNorm folded into the convolutions
+    (torch.fx) was slower (135 ms) and is not done.
+    """
+    fast = freeze(model).to(device)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return freeze(CompiledTeacher(fast)) if compile else fast
 
 
 def load_state_dict_file(model: nn.Module, path: str | Path) -> None:

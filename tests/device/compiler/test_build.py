@@ -218,18 +218,23 @@ def test_target_that_cannot_do_int8_fails_before_any_work(tiny_bundle, tmp_path)
     assert not (tmp_path / "n").exists()
 
 
-def test_verification_failure_writes_nothing(tiny_bundle, tmp_path):
-    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "int8", "--max-drop", "-1",
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "101"])
+def test_a_max_drop_that_is_not_a_budget_fails_before_any_work(tiny_bundle, tmp_path, value):
+    result = CliRunner().invoke(app, ["build", str(tiny_bundle), "--precision", "int8", "--max-drop", value,
                                       "--out", str(tmp_path / "f"), "--cache-dir", str(tmp_path / "c")])
-    assert result.exit_code == 2 and "--max-drop" in result.output
-    assert not (tmp_path / "f").exists() and list(tmp_path.glob(".f.*")) == []
+    assert result.exit_code == 2 and "--max-drop" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "f").exists() and list(tmp_path.glob(".f.*")) == [] and not (tmp_path / "c").exists()
 
 
 def test_existing_output_needs_force_and_interrupted_build_leaves_nothing(tiny_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    from edgekd.core.errors import EdgekdError
+
     out = tmp_path / "o"
-    out.mkdir()
+    shutil.copytree(tiny_bundle, out)  # an earlier bundle: --force may replace it
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(BuildError, match="--force"):
+    with pytest.raises(EdgekdError, match="--force"):
         build_bundle(tiny_bundle, precision="fp32", out=out)
     assert (out / "keep.txt").read_text() == "mine"
     import edgekd.device.compiler.builder as builder

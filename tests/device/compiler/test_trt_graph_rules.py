@@ -142,12 +142,13 @@ class _StopBeforeEngines(Exception):
     pass
 
 
-def _graphs_of_a_tensorrt_build(bundle: Path, precision: str, version: str, tmp_path: Path, monkeypatch) -> list[Path]:
+def _graphs_of_a_tensorrt_build(bundle: Path, precision: str, version: str, tmp_path: Path, monkeypatch,
+                                 **options) -> list[Path]:
     """Run ``build_bundle`` for a TensorRT target as if TensorRT ``version`` were installed, up to the engines; return
     copies of the ONNX graphs it would give TensorRT (full first, then the segments)."""
     kept = tmp_path / "graphs"
 
-    def engines(tmp, plan, graphs, calib_images, log):
+    def engines(tmp, plan, graphs, calib_images, log, float_nodes=0):
         kept.mkdir()
         for key, path in graphs.items():
             shutil.copyfile(path, kept / f"{key}.onnx")
@@ -158,7 +159,7 @@ def _graphs_of_a_tensorrt_build(bundle: Path, precision: str, version: str, tmp_
     monkeypatch.setattr(builder, "_engines_for", engines)
     with pytest.raises(_StopBeforeEngines):
         builder.build_bundle(bundle, precision=precision, backend="tensorrt", out=tmp_path / "out", cache_dir=None,
-                             max_drop=100.0)
+                             **{"max_drop": 100.0, **options})
     n = load_manifest(bundle).num_exits
     return [kept / "full.onnx", *(kept / f"segment{i}.onnx" for i in range(n))]
 
@@ -170,6 +171,27 @@ def test_tensorrt_build_graphs_keep_the_properties(tiny_bundle, tmp_path, monkey
     assert_every_parser_reads(paths)
     if precision == "int8":
         assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(paths[0])).graph.node}
+
+
+def test_tensorrt_mixed_precision_graphs_keep_the_properties(tiny_bundle, tmp_path, monkeypatch):
+    """A TensorRT-form INT8 build forced over budget (calibrated on half-brightness images) gets mixed precision: the
+    graphs TensorRT would compile have float nodes (no DequantizeLinear feeding them), keep the TensorRT Q/DQ form
+    (zero points 0) elsewhere, and stay readable by every parser."""
+    import numpy as np
+
+    with np.load(tiny_bundle / "calib.npz") as f:
+        np.savez(tmp_path / "dark.npz", images=(f["images"] // 2).astype(np.uint8))
+    paths = _graphs_of_a_tensorrt_build(tiny_bundle, "int8", "8.6.1", tmp_path, monkeypatch, max_drop=1.0,
+                                        calib_data=tmp_path / "dark.npz")
+    assert_every_parser_reads(paths)
+    full = onnx.load(str(paths[0])).graph
+    producers = {o: n for n in full.node for o in n.output}
+    convs = [n for n in full.node if n.op_type == "Conv"]
+    fed_by_dq = [any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input[:1])
+                 for n in convs]
+    assert any(fed_by_dq) and not all(fed_by_dq)  # some convolutions stayed float, the rest are int8
+    zero_points = [onnx.numpy_helper.to_array(t) for t in full.initializer if t.name.endswith("zero_point")]
+    assert zero_points and all((z == 0).all() and z.dtype == np.int8 for z in zero_points)
 
 
 def test_onnxruntime_int8_build_graphs_keep_the_properties(tiny_bundle, tmp_path):

@@ -78,9 +78,9 @@ def test_self_distillation_targets_are_detached():
 
 @pytest.mark.parametrize(
     "method,expected",
-    [
-        ("ce", {"ce/exit2"}),
-        ("kd", {"ce/exit2", "kd/exit2"}),
+    [  # every method trains every exit: ce and kd on three exits are multi-exit CE (SDN) and multi-exit KD
+        ("ce", {"ce/exit0", "ce/exit1", "ce/exit2"}),
+        ("kd", {"ce/exit0", "ce/exit1", "ce/exit2", "kd/exit0", "kd/exit1", "kd/exit2"}),
         ("byot", {"ce/exit0", "ce/exit1", "ce/exit2", "sd/exit0", "sd/exit1", "hint/exit0", "hint/exit1"}),
     ],
 )
@@ -104,3 +104,30 @@ def test_missing_teacher_and_bad_hparams_are_clear_errors():
         build_objective("tskd", alpha=1.5)
     assert not build_objective("tskd", alpha=0.0).needs_teacher
     assert math.isclose(build_objective("kd").hparams()["temperature"], 4.0)
+
+
+@pytest.mark.parametrize("method", ["ce", "kd", "byot", "tskd"])
+def test_every_method_sends_a_gradient_to_every_exit(method):
+    """The shallowest exit's logits get a non-zero gradient from every method (they stayed at chance when ce and kd
+    trained only the deepest exit of a multi-exit model)."""
+    logits, feats = _outputs()
+    obj = build_objective(method)
+    teacher = torch.randn(2, 3) if obj.needs_teacher else None
+    sum(obj(logits, feats, torch.tensor([0, 1]), teacher).values()).backward()
+    for i, z in enumerate(logits):
+        assert z.grad is not None and z.grad.abs().sum() > 0, f"{method}: exit {i} gets no gradient"
+
+
+def test_self_distillation_refuses_a_single_exit_and_names_the_fix():
+    for method, plain in (("byot", "ce"), ("tskd", "kd")):
+        with pytest.raises(ConfigError, match=f"needs at least 2 exits.*--method {plain}"):
+            build_objective(method).check_exits(1)
+        build_objective(method).check_exits(2)
+    for method in ("ce", "kd"):
+        build_objective(method).check_exits(1)
+
+
+def test_every_method_has_help_text():
+    from edgekd.training.config import METHOD_HELP, METHOD_TERMS
+
+    assert list(METHOD_HELP) == list(METHOD_TERMS)

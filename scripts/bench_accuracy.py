@@ -1,0 +1,475 @@
+"""Accuracy study (issue 13): does TSKD give a small multi-exit student more accuracy than plain training, plain KD or
+self-distillation alone? A resumable driver over the product's own training (``edgekd.training.loop.train``).
+
+Design (the constants below are the one definition; ``--plan`` prints the runs and their state):
+
+* Data: CIFAR-10 from ``../shared/data/cifar10.part*.npz`` (a JPEG-decoded copy: compare methods, not published
+  numbers). Test split: the 10,000 test images, evaluated once per final model (the loop's ``best.pt``, picked on
+  validation), per exit and per vote rule.
+* Teacher: CIFAR ResNet-32 with plain CE on all 50,000 training images (2% held out to pick ``best.pt``), trained
+  once and cached; its test top-1 must be at least 3 points above the single-exit CE student's (``--report`` checks).
+* Limited-data regime ``n5k``: a class-balanced pool of 6,000 training images (600 per class, the first of each class
+  in the shared copy's shuffled order); each seed's validation split takes 1/6 of it (1,000 images, what selection
+  sees), leaving about 5,000 to train on. Every student is a CIFAR ResNet-20 trained for the same epochs, batch,
+  learning rate, schedule and augmentation (random pad-crop + flip); only the method and the exits differ.
+* Variants (the ablations of TSKD, each a ``--method`` a user can type, with the exits it trains):
+  ``ce-single`` / ``kd-single``: one exit (a plain ResNet-20); ``ce-multi`` (CE on every exit, as SDN trains),
+  ``kd-multi`` (teacher KD on every exit, no self-distillation), ``byot`` (self-distillation, no teacher) and
+  ``tskd`` (both) on three exits (after stages 0, 1, 2). Default hyper-parameters (T, α, β, λ).
+* Seeds 0, 1, 2 (seed = initialisation, validation split and augmentation; the same for every variant, so the
+  comparison across variants is paired by seed). Runs are ordered seed-major: after any prefix of time, whole seeds of
+  every variant exist.
+* Search (after the main grid): TSKD settings on the validation split only (a copy of the pool without test images,
+  so no search run can look at test), judged against kd-single/kd-multi of the same seed on validation.
+
+Each finished run writes ``docs/benchmarks/accuracy/<run>.json`` (small; committed): config, per-exit and per-vote
+validation and test top-1, epochs, the training time, where it ran. A run whose JSON exists is skipped; checkpoints
+live under ``runs/study/`` (ignored by git), and a run that was killed resumes from its ``last.pt`` (the loop reseeds
+every epoch, so a resumed run ends with the weights an uninterrupted one would have).
+
+    nohup nice -n 19 .venv/bin/python scripts/bench_accuracy.py > runs/study/driver.log 2>&1 &   # run or resume all
+    .venv/bin/python scripts/bench_accuracy.py --plan                  # the runs in order, done or not
+    .venv/bin/python scripts/bench_accuracy.py --report                # Markdown tables from the JSONs
+    .venv/bin/python scripts/bench_accuracy.py --only 'n5k-*-s0'       # a subset of the runs (fnmatch pattern)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared" / "data"
+CACHE = ROOT / "runs" / "study"
+RESULTS = ROOT / "docs" / "benchmarks" / "accuracy"
+
+TEACHER = {"model": "resnet32", "epochs": 15, "batch_size": 128, "lr": 0.1, "val_fraction": 0.02}
+REGIME = {"name": "n5k", "per_class": 600, "val_fraction": 1 / 6}  # 6,000-image pool → ≈5,000 train / 1,000 val
+SCHEDULE = {"model": "resnet20", "epochs": 20, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
+            "schedule": "cosine", "vote": "soft"}
+MULTI = [0, 1, 2]  # ResNet-20's three stages each get an exit
+#: variant → (method, exits): the ablations of TSKD, in the order they are run within a seed.
+VARIANTS: dict[str, tuple[str, list[int]]] = {
+    "ce-single": ("ce", []),
+    "kd-single": ("kd", []),
+    "ce-multi": ("ce", MULTI),
+    "kd-multi": ("kd", MULTI),
+    "byot": ("byot", MULTI),
+    "tskd": ("tskd", MULTI),
+}
+SEEDS = (0, 1, 2)
+#: TSKD settings searched on validation only (name → overrides of the defaults T, α, β, λ); the defaults themselves
+#: are the main grid's ``tskd`` runs.
+SEARCH: dict[str, dict[str, float]] = {
+    "hint0": {"hint_weight": 0.0},
+    "hint0.1": {"hint_weight": 0.1},
+    "a0.9-hint0.1": {"alpha": 0.9, "hint_weight": 0.1},
+    "b0.1-hint0.1": {"beta": 0.1, "hint_weight": 0.1},
+    "b1-hint0.1": {"beta": 1.0, "hint_weight": 0.1},
+    "T2-hint0.1": {"temperature": 2.0, "hint_weight": 0.1},
+}
+SEARCH_SEEDS = (0, 1)
+
+
+@dataclass
+class Run:
+    """One training run of the study: its name (also the JSON's), what to train, and its place in the report."""
+
+    name: str
+    kind: str  # teacher | main | search
+    variant: str
+    seed: int
+    settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+
+    @property
+    def out(self) -> Path:
+        return CACHE / self.name
+
+    @property
+    def result(self) -> Path:
+        return RESULTS / f"{self.name}.json"
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+
+
+def shared_parts() -> str:
+    """The shared CIFAR-10 copy as the product's npz source string (parts concatenated in order)."""
+    parts = sorted(SHARED.glob("cifar10.part*.npz"))
+    if not parts:
+        sys.exit(f"error: no CIFAR-10 parts in {SHARED.resolve()} (see its README)")
+    return ",".join(str(p.resolve()) for p in parts)
+
+
+def pool_files() -> tuple[Path, Path]:
+    """The limited-data pool (``per_class`` images of each class) with the test split, and the same pool without it
+    (for the search, which must not see test). Written once under the cache; returns (with_test, without_test)."""
+    name = f"cifar10-{REGIME['name']}"
+    with_test, no_test = CACHE / "data" / f"{name}.npz", CACHE / "data" / f"{name}-notest.npz"
+    if with_test.exists() and no_test.exists():
+        return with_test, no_test
+    parts = [np.load(p) for p in shared_parts().split(",")]
+    x = np.concatenate([p["x_train"] for p in parts])  # (50000, 32, 32, 3) uint8
+    y = np.concatenate([p["y_train"] for p in parts])  # (50000,) uint8
+    x_test = np.concatenate([p["x_test"] for p in parts])  # (10000, 32, 32, 3) uint8
+    y_test = np.concatenate([p["y_test"] for p in parts])  # (10000,)
+    classes = parts[0]["classes"]
+    keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:REGIME["per_class"]] for c in range(len(classes))]))
+    with_test.parent.mkdir(parents=True, exist_ok=True)
+    for path, (xt, yt) in ((with_test, (x_test, y_test)), (no_test, (x_test[:0], y_test[:0]))):
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, x_train=x[keep], y_train=y[keep], x_test=xt, y_test=yt, classes=classes)
+        os.replace(tmp, path)
+    return with_test, no_test
+
+
+# ------------------------------------------------------------------------------------------------------------ plan
+
+
+def plan() -> list[Run]:
+    """Every run of the study in the order they are trained: teacher; main grid seed by seed; search seed by seed."""
+    teacher = Run("teacher-" + TEACHER["model"], "teacher", "teacher", 0,
+                  {"data": "<shared>", "model": TEACHER["model"], "method": "ce", "exits": [],
+                   "epochs": TEACHER["epochs"], "batch_size": TEACHER["batch_size"], "lr": TEACHER["lr"],
+                   "val_fraction": TEACHER["val_fraction"], "seed": 0})
+    runs = [teacher]
+    common = {**SCHEDULE, "val_fraction": REGIME["val_fraction"]}
+    for seed in SEEDS:
+        for variant, (method, exits) in VARIANTS.items():
+            settings = {**common, "data": "<pool>", "method": method, "exits": exits, "seed": seed}
+            if method in ("kd", "tskd"):
+                settings.update(teacher=str(teacher.out / "best.pt"), compile_teacher=True)
+            runs.append(Run(f"{REGIME['name']}-{variant}-s{seed}", "main", variant, seed, settings))
+    for seed in SEARCH_SEEDS:
+        for tag, hparams in SEARCH.items():
+            settings = {**common, "data": "<pool-notest>", "method": "tskd", "exits": MULTI, "seed": seed,
+                        "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **hparams}
+            runs.append(Run(f"search-{REGIME['name']}-tskd-{tag}-s{seed}", "search", f"tskd-{tag}", seed, settings))
+    return runs
+
+
+def resolve_data(settings: dict[str, Any]) -> dict[str, Any]:
+    """Replace the data placeholders by real paths (the pool files are written on first use)."""
+    data = settings["data"]
+    if data == "<shared>":
+        return {**settings, "data": shared_parts()}
+    with_test, no_test = pool_files()
+    return {**settings, "data": str(with_test if data == "<pool>" else no_test)}
+
+
+# ------------------------------------------------------------------------------------------------------------ run
+
+
+def machine() -> dict[str, Any]:
+    """Where a run ran: CPU, threads, torch, niceness."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(), "nice": os.nice(0), "python": platform.python_version()}
+
+
+def epoch_records(out: Path) -> list[dict[str, Any]]:
+    path = out / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def _rounded(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Per-exit and vote top-1 (percent, 2 decimals) and the vote weights; nothing else."""
+    if not metrics:
+        return None
+    return {"exits": [round(float(a), 2) for a in metrics["exits"]],
+            "vote": {k: round(float(v), 2) for k, v in metrics["vote"].items()},
+            "vote_weights": [round(float(w), 4) for w in metrics.get("vote_weights", [])], "n": metrics.get("n")}
+
+
+def _relative(teacher: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The checkpoint's teacher record with its path relative to the repository (the JSONs are committed)."""
+    if not teacher or not teacher.get("source"):
+        return teacher
+    source = Path(teacher["source"])
+    try:
+        source = source.resolve().relative_to(ROOT)
+    except ValueError:
+        pass
+    return {**teacher, "source": str(source), "run": source.parent.name}
+
+
+def train_run(run: Run, console) -> dict[str, Any]:
+    """Train (or resume) one run with the product's loop; return its result record."""
+    from edgekd.core.errors import CheckpointError, ConfigError
+    from edgekd.training.checkpoint import load_checkpoint
+    from edgekd.training.config import TrainConfig
+    from edgekd.training.loop import train
+
+    settings = resolve_data(run.settings)
+    base = dict(settings, out=str(run.out), export=False, device="cpu", workers=0)
+    start = time.perf_counter()
+    result = None
+    if (run.out / "last.pt").exists():
+        try:
+            result = train(TrainConfig(**base, resume=True), console=console)
+        except (CheckpointError, ConfigError) as exc:  # an unreadable or foreign last.pt: start this run over
+            if type(exc) not in (CheckpointError, ConfigError):  # e.g. the output is busy: never start over then
+                raise
+            console.print(f"[yellow]{run.name}: cannot resume ({exc}); starting over[/]")
+    if result is None:
+        result = train(TrainConfig(**base, force=True), console=console)
+    wall = time.perf_counter() - start
+
+    records = epoch_records(run.out)
+    rule = settings.get("vote", "soft")
+    scores = [r["val"]["vote"][rule] for r in records]
+    best_epoch = int(np.argmax(scores)) + 1 if scores else None  # the first maximum, as the loop keeps it
+    summary = json.loads((run.out / "summary.json").read_text())
+    ckpt = load_checkpoint(result.best)
+    source = ckpt["data"]
+    train_s = sum(source["n_train"] / r["images_per_s"] for r in records if r.get("images_per_s"))
+    val_rule = max(result.val["vote"], key=lambda k: (result.val["vote"][k], k == "soft"))
+    record = {
+        "run": run.name, "kind": run.kind, "variant": run.variant, "seed": run.seed,
+        "regime": None if run.kind == "teacher" else REGIME["name"],
+        "method": ckpt["method"], "model": ckpt["model"]["name"], "exits": [e["stage"] for e in ckpt["exit_info"]],
+        "macs": [e["macs"] for e in ckpt["exit_info"]],
+        "teacher": _relative(ckpt.get("teacher")),
+        "teacher_compiled": bool(summary["config"].get("compile_teacher")) if ckpt.get("teacher") else None,
+        "schedule": {k: summary["config"][k] for k in ("epochs", "batch_size", "lr", "weight_decay", "momentum",
+                                                       "schedule", "augment", "val_fraction", "seed")},
+        "data": {k: source.get(k) for k in ("n_train", "n_val", "n_test", "hflip", "augment")}
+        | {"files": [Path(p).name for p in source.get("paths", [])]},
+        "best_epoch": best_epoch, "epochs": len(records),
+        "val": _rounded(result.val), "test": _rounded(result.test),
+        "val_vote_rule": val_rule,  # the vote rule best on validation (ties: soft)
+        "train_s": round(train_s, 1), "last_call_wall_s": round(wall, 1),
+        "machine": machine(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return record
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Atomically (temp file + rename), so a killed driver never leaves half a result that would be skipped."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def single_driver() -> object:
+    """Hold ``runs/study/driver.lock`` (flock; the kernel drops it when the process dies) for the driver's lifetime,
+    or exit 2 when another driver holds it: two drivers would train the same run into one directory."""
+    import fcntl
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    handle = open(CACHE / "driver.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        print(f"error: another bench_accuracy.py driver is running (pid {handle.read().strip() or '?'}); "
+              f"see {CACHE / 'driver.log'}", file=sys.stderr)
+        sys.exit(2)
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def drive(runs: list[Run]) -> None:
+    """Train every run whose JSON is missing, in order; print one line per run."""
+    import torch
+    from rich.console import Console
+
+    lock = single_driver()  # noqa: F841  held until the process exits
+
+    console = Console(file=sys.stdout, width=120, soft_wrap=True)
+    todo = [r for r in runs if not r.result.exists()]
+    console.print(f"{datetime.now().isoformat(timespec='seconds')}: {len(runs) - len(todo)} of {len(runs)} runs "
+                  f"done; torch {torch.__version__} on {torch.get_num_threads()} threads, nice {os.nice(0)}")
+    for run in todo:
+        teacher = run.settings.get("teacher")
+        if teacher and not Path(teacher).exists():
+            console.print(f"[red]{run.name}: teacher {teacher} missing; train the teacher first[/]")
+            continue
+        console.print(f"\n== {datetime.now().isoformat(timespec='seconds')} {run.name}")
+        record = train_run(run, console)
+        write_json(run.result, record)
+        deep = record["test"]["exits"][-1] if record["test"] else record["val"]["exits"][-1]
+        console.print(f"== {run.name} done: {'test' if record['test'] else 'val'} exits {deep:.2f} (deepest), "
+                      f"train {record['train_s']:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+
+
+def load_results() -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def mean_sd(values: list[float]) -> str:
+    """``mean ± sd`` over seeds (sample sd; just the value for one seed)."""
+    if not values:
+        return "–"
+    m = float(np.mean(values))
+    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} ± {float(np.std(values, ddof=1)):.2f}"
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[int, float, float, float, int]:
+    """Paired comparison over the seeds both have: (n, mean difference a−b, sd of the differences, two-sided paired
+    t-test p-value (nan below 2 seeds), seeds where a > b)."""
+    seeds = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in seeds], dtype=np.float64)
+    if len(d) == 0:
+        return 0, math.nan, math.nan, math.nan, 0
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else math.nan
+    p = math.nan
+    if len(d) > 1:
+        from scipy import stats
+
+        p = 1.0 if sd == 0 and d.mean() == 0 else (0.0 if sd == 0 else float(stats.ttest_rel(
+            [a[s] for s in seeds], [b[s] for s in seeds]).pvalue))
+    return len(d), float(d.mean()), sd, p, int((d > 0).sum())
+
+
+def report() -> str:
+    """The Markdown tables: teacher; per variant per exit and vote rule (test, mean ± sd over seeds); paired
+    comparisons of TSKD with each ablation; the search on validation."""
+    results = load_results()
+    out: list[str] = []
+    teachers = [r for r in results if r["kind"] == "teacher"]
+    main = [r for r in results if r["kind"] == "main"]
+    search = [r for r in results if r["kind"] == "search"]
+    for t in teachers:
+        out += [f"Teacher `{t['run']}`: {t['model']}, CE, {t['data']['n_train']:,} train / {t['data']['n_val']:,} "
+                f"val images, {t['epochs']} epochs ({t['train_s'] / 60:.0f} min of training): val top-1 "
+                f"{t['val']['exits'][-1]:.2f}, **test top-1 {t['test']['exits'][-1]:.2f}**.", ""]
+    if main:
+        sched = main[0]["schedule"]
+        out += [f"Students: {main[0]['model']}, {main[0]['data']['n_train']:,} train / {main[0]['data']['n_val']:,} "
+                f"val images ({REGIME['name']}), {sched['epochs']} epochs, batch {sched['batch_size']}, lr "
+                f"{sched['lr']:g} {sched['schedule']}, weight decay {sched['weight_decay']:g}; test top-1 on "
+                f"{main[0]['test']['n']:,} images, mean ± sd over seeds (best.pt picked by validation soft vote).", ""]
+        out += ["| variant | seeds | exit 0 | exit 1 | exit 2 (deepest) | soft vote | hard vote | weighted vote | "
+                "vote rule best on val | val-picked vote | train min/run (shared machine, niced) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+        by_variant: dict[str, list[dict[str, Any]]] = {}
+        for r in main:
+            by_variant.setdefault(r["variant"], []).append(r)
+        for variant in [v for v in VARIANTS if v in by_variant]:
+            rs = by_variant[variant]
+            n_exits = len(rs[0]["test"]["exits"])
+            cells = [mean_sd([r["test"]["exits"][i] for r in rs]) if n_exits == 3 else "" for i in range(2)]
+            deep = mean_sd([r["test"]["exits"][-1] for r in rs])
+            votes = [mean_sd([r["test"]["vote"][k] for r in rs]) if n_exits > 1 else "" for k in
+                     ("soft", "hard", "weighted")]
+            rules = ", ".join(sorted({r["val_vote_rule"] for r in rs})) if n_exits > 1 else ""
+            picked = mean_sd([r["test"]["vote"][r["val_vote_rule"]] for r in rs]) if n_exits > 1 else ""
+            minutes = np.mean([r["train_s"] for r in rs]) / 60
+            out.append(f"| {variant} | {len(rs)} | {' | '.join(cells)} | {deep} | {' | '.join(votes)} | {rules} | "
+                       f"{picked} | {minutes:.1f} |")
+        for t in teachers:
+            ce = [r["test"]["exits"][-1] for r in by_variant.get("ce-single", [])]
+            if ce:
+                gap = t["test"]["exits"][-1] - float(np.mean(ce))
+                out += ["", f"Teacher − single-exit CE student (test, deepest): {gap:+.2f} points "
+                        f"({'meets' if gap >= 3 else 'does not meet'} the ≥ 3-point requirement)."]
+        out += ["", "Paired over seeds (same seed = same initialisation, validation split and augmentation order): "
+                "difference A − B in test top-1 points, mean ± sd of the per-seed differences, two-sided paired "
+                "t-test p, and in how many seeds A was higher. 'exceeds spread' = |mean| > sd of the differences "
+                "(a rough signal with 3 seeds; p < 0.05 is the stricter one).", "",
+                "| A | B | on | seeds | A − B | sd | p | A higher | exceeds spread |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+
+        def scores(variant: str, what: str) -> dict[int, float]:
+            rows = {r["seed"]: r for r in by_variant.get(variant, [])}
+            if what == "deepest exit":
+                return {s: r["test"]["exits"][-1] for s, r in rows.items()}
+            if what == "exit 0":
+                return {s: r["test"]["exits"][0] for s, r in rows.items() if len(r["test"]["exits"]) > 1}
+            return {s: r["test"]["vote"][what.split()[0]] for s, r in rows.items() if len(r["test"]["exits"]) > 1}
+
+        pairs = [("tskd", b, what) for b in ("kd-single", "kd-multi", "byot", "ce-multi", "ce-single")
+                 for what in ("deepest exit",)]
+        pairs += [("tskd", b, what) for b in ("kd-multi", "byot", "ce-multi") for what in ("exit 0", "soft vote")]
+        pairs += [("kd-single", "ce-single", "deepest exit"), ("kd-multi", "ce-multi", "deepest exit"),
+                  ("byot", "ce-multi", "deepest exit"), ("kd-multi", "kd-single", "deepest exit"),
+                  ("ce-multi", "ce-single", "deepest exit")]
+        for a, b, what in pairs:
+            n, d, sd, p, wins = paired(scores(a, what), scores(b, what))
+            if n == 0:
+                continue
+            exceeds = "–" if math.isnan(sd) else ("yes" if abs(d) > sd else "no")
+            out.append(f"| {a} | {b} | {what} | {n} | {d:+.2f} | {'–' if math.isnan(sd) else f'{sd:.2f}'} | "
+                       f"{'–' if math.isnan(p) else f'{p:.3f}'} | {wins}/{n} | {exceeds} |")
+    if search:
+        out += ["", "TSKD search on validation only (the search runs have no test split): val top-1, mean over the "
+                "seeds run; compared with kd-single and kd-multi (deepest exit) and the default tskd on the same "
+                "seeds' validation.", "",
+                "| setting | T, α, β, λ | seeds | exit 0 | exit 1 | exit 2 | soft vote | deepest − kd-single | "
+                "deepest − kd-multi |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        val_of = {(r["variant"], r["seed"]): r["val"] for r in main}
+        rows = [("tskd (defaults)", [r for r in main if r["variant"] == "tskd" and r["seed"] in SEARCH_SEEDS])]
+        for tag in SEARCH:
+            rows.append((f"tskd-{tag}", [r for r in search if r["variant"] == f"tskd-{tag}"]))
+        for label, rs in rows:
+            if not rs:
+                continue
+            h = rs[0]["method"]["hparams"]
+            hp = f"{h['temperature']:g}, {h['alpha']:g}, {h['beta']:g}, {h['hint_weight']:g}"
+            exits = [mean_sd([r["val"]["exits"][i] for r in rs]) for i in range(3)]
+            soft = mean_sd([r["val"]["vote"]["soft"] for r in rs])
+            gaps = []
+            for ref in ("kd-single", "kd-multi"):
+                d = [r["val"]["exits"][-1] - val_of[(ref, r["seed"])]["exits"][-1] for r in rs
+                     if (ref, r["seed"]) in val_of]
+                gaps.append(mean_sd(d) if d else "–")
+            out.append(f"| {label} | {hp} | {len(rs)} | {' | '.join(exits)} | {soft} | {' | '.join(gaps)} |")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plan", action="store_true", help="list the runs in order with their state and exit")
+    ap.add_argument("--report", action="store_true", help="print the Markdown report of the finished runs and exit")
+    ap.add_argument("--only", help="train only the runs whose names match this fnmatch pattern (the teacher too)")
+    ap.add_argument("--no-search", action="store_true", help="stop after the main grid")
+    args = ap.parse_args()
+    runs = plan()
+    if args.no_search:
+        runs = [r for r in runs if r.kind != "search"]
+    if args.only:
+        runs = [r for r in runs if r.kind == "teacher" or fnmatch.fnmatch(r.name, args.only)]
+        if len(runs) == 1 and not fnmatch.fnmatch(runs[0].name, args.only):
+            print(f"error: --only {args.only!r} matches no run (see --plan)", file=sys.stderr)
+            sys.exit(2)
+    if args.plan:
+        for r in runs:
+            state = "done" if r.result.exists() else ("started" if (r.out / "last.pt").exists() else "todo")
+            print(f"{state:8s} {r.name}")
+        return
+    if args.report:
+        sys.stdout.write(report())
+        return
+    drive(runs)
+
+
+if __name__ == "__main__":
+    main()
