@@ -94,6 +94,17 @@ class OneLineErrors(TyperGroup):
 
 
 VERBOSE_ENV = "EDGEKD_VERBOSE"
+#: The libraries' own log levels, set when not verbose (and not already set by the user).
+QUIET_ENV = {"OPENCV_LOG_LEVEL": "SILENT", "OPENCV_FFMPEG_LOGLEVEL": "-8",  # -8: AV_LOG_QUIET
+             "OPENCV_VIDEOIO_DEBUG": "0", "TORCH_CPP_LOG_LEVEL": "ERROR", "ORT_LOGGING_LEVEL": "3"}
+QUIETED_ENV = "EDGEKD_QUIETED"  # which of them edgekd set (inherited by child processes)
+
+
+def loud_libraries() -> None:
+    """``--verbose``: undo the log levels an edgekd parent process set for this one (a user's own stay)."""
+    for name in os.environ.pop(QUIETED_ENV, "").split(","):
+        if name in QUIET_ENV and os.environ.get(name) == QUIET_ENV[name]:
+            del os.environ[name]
 
 
 def quiet_libraries() -> None:
@@ -101,11 +112,11 @@ def quiet_libraries() -> None:
     warnings, Python warnings from outside edgekd, library loggers below ERROR), so that an expected failure is the
     one ``error:`` line. Environment variables are set before the libraries read them (OpenCV reads FFmpeg's level
     when it first opens a video); ``edgekd --verbose`` (or EDGEKD_VERBOSE=1) skips all of it."""
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+    quieted = [name for name in QUIET_ENV if name not in os.environ]
+    for name in quieted:
+        os.environ[name] = QUIET_ENV[name]
+    if quieted:  # remembered, so that `edgekd --verbose` in a child process can undo exactly these
+        os.environ[QUIETED_ENV] = ",".join(sorted(set(quieted) | set(os.environ.get(QUIETED_ENV, "").split(",")) - {""}))
     if "cv2" in sys.modules:
         try:
             sys.modules["cv2"].utils.logging.setLogLevel(0)  # SILENT, for a cv2 imported before this ran
@@ -127,6 +138,7 @@ def _options(verbose: bool = typer.Option(False, "--verbose", "-v",
     """edgekd: train multi-exit TSKD students and deploy them to edge devices."""
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
+        loud_libraries()
     elif os.environ.get(VERBOSE_ENV, "") in ("", "0"):
         quiet_libraries()
 

@@ -133,7 +133,7 @@ def run_target(target: str, cases: int, seed: int, work: Path, out: Path, case_t
 
     def case(i: int) -> Callable[[], object]:
         if target == "manifest":
-            text = pristine["manifest.json"].decode()
+            text = str(pristine["manifest.json"], "utf-8")
             data = (mutate_json(text, rnd).encode() if rnd.random() < 0.5
                     else mutate(pristine["manifest.json"], rnd, pristine["manifest.json"]))
             (bundle / "manifest.json").write_bytes(data)

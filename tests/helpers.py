@@ -139,10 +139,10 @@ def fault_steps(steps: list) -> list[int]:
 
     With ``EDGEKD_ALL_FAULT_STEPS=1`` (what ``scripts/fault_inject.py`` sets): every step. Otherwise a fixed,
     representative subset, so ``make test`` stays short: the first and the last step, the first step of each kind
-    (fsync, rename, remove, unlock), the first rename that sets old content aside (``.NAME.edgekd-old``) and the step
-    after it (killed there, the old content waits aside: the case a reader must restore), and the first rename of
-    each distinct file name (a checkpoint, the manifest, a bundle directory). With ``EDGEKD_FAULT_REPORT=FILE`` one
-    line per test (``test total killed``) is appended to FILE."""
+    (fsync, rename, remove, unlock), and the rename that sets old content aside (``.NAME.edgekd-old``) with the step
+    after it (killed there, the old content waits aside: the case a reader must restore). The kinds and the swap are
+    where the states on disk differ; the other steps repeat them on other files. With ``EDGEKD_FAULT_REPORT=FILE``
+    one line per test (``test total killed``) is appended to FILE."""
     import os
 
     parsed = [s.split(" ", 2) if isinstance(s, str) else list(s) for s in steps]
@@ -155,7 +155,6 @@ def fault_steps(steps: list) -> list[int]:
             picked.setdefault((what,), i)
             if what == "rename":
                 name = os.path.basename(path)
-                picked.setdefault(("rename", name), i)
                 if name.endswith(".edgekd-old") and ("aside",) not in picked:
                     picked[("aside",)] = i
                     if i < total:

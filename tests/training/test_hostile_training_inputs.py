@@ -51,11 +51,16 @@ def _checkpoint(path: Path, **values) -> Path:
     ({"exit_info": "x"}, "'exit_info' must be a list"),
     ({"input_spec": {"height": "big"}}, "input_spec"),
 ], ids=["model-string", "kwargs-string", "state-not-tensors", "exit-info", "spec"])
-def test_a_checkpoint_of_the_wrong_shape_is_one_line(tmp_path, values, needle):
+def test_a_checkpoint_of_the_wrong_shape_is_refused_in_one_line(tmp_path, values, needle):
     path = _checkpoint(tmp_path / "bad.pt", **values)
-    with pytest.raises(CheckpointError, match=needle):
+    with pytest.raises(CheckpointError, match=needle) as info:
         load_checkpoint(path)
-    one_line_error(edgekd("export", path, "--out", tmp_path / "bundle", cwd=tmp_path), needle)
+    assert "\n" not in str(info.value)
+
+
+def test_export_of_a_checkpoint_whose_model_is_a_bare_string_is_one_line(tmp_path):
+    path = _checkpoint(tmp_path / "bad.pt", model="resnet8")  # a TypeError deep in the export before
+    one_line_error(edgekd("export", path, "--out", tmp_path / "bundle", cwd=tmp_path), "'model' must be a mapping")
     assert not (tmp_path / "bundle").exists()
 
 
