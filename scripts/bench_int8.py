@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -177,21 +176,12 @@ def timing(bundle: Path, work: Path, results: Path, rounds: int, runs: int, cons
     for r in runners.values():
         r.deactivate()
     from edgekd.device.compiler.quantize import _u8s8_saturates
+    from edgekd.device.profile.environment import cpu_model
 
-    out = {"rounds": rounds, "runs": runs, "batch": 1, "machine": _cpu_name(),
+    out = {"rounds": rounds, "runs": runs, "batch": 1, "machine": cpu_model(),
            "vnni_or_arm": not _u8s8_saturates(), "median_ms": {v: statistics.median(s) for v, s in samples.items()}}
     (results / "timing.json").write_text(json.dumps(out, indent=1) + "\n")
     console.print(out["median_ms"])
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(results: Path) -> None:

@@ -28,7 +28,6 @@ import contextlib
 import copy
 import glob
 import json
-import platform
 import statistics
 import time
 import warnings
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekd.device.profile.environment import cpu_model
 from edgekd.training.config import METHOD_TERMS
 from edgekd.training.distill import build_objective
 from edgekd.training.evaluate import exit_logits
@@ -62,17 +62,6 @@ def cifar_batches(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]
         x, y = torch.randn(batch * n, 3, 32, 32), np.random.default_rng(0).integers(0, 10, batch * n)
     y = torch.as_tensor(y)
     return [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]) for i in range(n)], bool(parts)
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_step(method: str, student, teacher, optimizer):

@@ -12,9 +12,10 @@ attributes' tensors and subgraphs (``If``/``Loop`` bodies), recursively. A tenso
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from edgekd.core.errors import EdgekdError
 
@@ -92,11 +93,9 @@ def _walk(buf, kind: str, pos: int, end: int, found: List[str], depth: int) -> N
             _walk(buf, children[number], start, stop, found, depth + 1)
 
 
-def external_data_locations(path: str | os.PathLike) -> List[str]:
-    """The external-data ``location`` strings of the ONNX graph at ``path`` (relative to its directory), each once,
-    in order of appearance; [] for a graph that keeps all its weights inside. Raises :class:`OnnxFormatError` for a
-    file that is not an ONNX protobuf."""
-    found: List[str] = []
+@contextlib.contextmanager
+def _mapped(path: str | os.PathLike) -> Iterator[Tuple[memoryview, int]]:
+    """The ONNX file at ``path`` memory-mapped, as (view, size); a format error inside names the file."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
@@ -104,11 +103,20 @@ def external_data_locations(path: str | os.PathLike) -> List[str]:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
             try:
-                _walk(view, "model", 0, size, found, 0)
+                yield view, size
             except OnnxFormatError as exc:
                 raise OnnxFormatError(f"{os.fspath(path)} is not a readable ONNX graph ({exc})") from None
             finally:
                 view.release()
+
+
+def external_data_locations(path: str | os.PathLike) -> List[str]:
+    """The external-data ``location`` strings of the ONNX graph at ``path`` (relative to its directory), each once,
+    in order of appearance; [] for a graph that keeps all its weights inside. Raises :class:`OnnxFormatError` for a
+    file that is not an ONNX protobuf."""
+    found: List[str] = []
+    with _mapped(path) as (view, size):
+        _walk(view, "model", 0, size, found, 0)
     return list(dict.fromkeys(found))
 
 
@@ -155,22 +163,12 @@ def graph_io(path: str | os.PathLike) -> Tuple[Dict[str, Dims], Dict[str, Dims]]
     file that is not an ONNX protobuf with a graph."""
     inputs: Dict[str, Dims] = {}
     outputs: Dict[str, Dims] = {}
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise OnnxFormatError(f"{os.fspath(path)} is empty")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                graph = _message(view, 0, size, 7)
-                if graph is None:
-                    raise OnnxFormatError("no graph")
-                for number, wire, start, stop in _fields(view, *graph):
-                    if wire == 2 and number in (11, 12):
-                        name, dims = _value_info(view, start, stop)
-                        (inputs if number == 11 else outputs)[name] = dims
-            except OnnxFormatError as exc:
-                raise OnnxFormatError(f"{os.fspath(path)} is not a readable ONNX graph ({exc})") from None
-            finally:
-                view.release()
+    with _mapped(path) as (view, size):
+        graph = _message(view, 0, size, 7)
+        if graph is None:
+            raise OnnxFormatError("no graph")
+        for number, wire, start, stop in _fields(view, *graph):
+            if wire == 2 and number in (11, 12):
+                name, dims = _value_info(view, start, stop)
+                (inputs if number == 11 else outputs)[name] = dims
     return inputs, outputs
