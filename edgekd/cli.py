@@ -328,7 +328,7 @@ def build(
     profile: Optional[str] = typer.Option(None, "--profile", hidden=True, help="Old name of --target (kept for one release)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Built bundle directory (default: BUNDLE-PRECISION)."),
     calib_data: Optional[Path] = typer.Option(None, help="Calibration images: a directory or an .npz (default: the bundle's)."),
-    calib_method: CalibMethod = typer.Option(CalibMethod(CALIB_CHOICES[0]), help="Activation calibrator; auto tries each and keeps the smallest drop."),
+    calib_method: CalibMethod = typer.Option(CalibMethod(CALIB_CHOICES[0]), help="Activation calibrator; auto tries each and keeps the best verdict, then the smallest drop."),
     max_drop: float = typer.Option(dev.MAX_DROP, help=f"Top-1 points any exit or the vote may lose against FP32: the build fails only when the drop is confidently above it ({100 * dev.VERDICT_CONFIDENCE:g}% paired interval on the validation sample)."),
     mixed_precision: MixedPrecision = typer.Option(MixedPrecision(dev.MIXED_PRECISION[0]), help="int8 confidently over --max-drop: auto leaves the most sensitive nodes in float until it is not; off fails instead."),
     target_drop: float = typer.Option(dev.TARGET_DROP, help=f"ε: points of top-1 early exit may lose against the bundle's best full answer (the deepest exit or a vote). {GUARANTEE}"),

@@ -13,7 +13,8 @@ from typing import Any, Dict, NamedTuple, Optional
 # -- edgekd build ----------------------------------------------------------------------------------------------
 #: Activation-range calibrators (ONNX Runtime's), see :mod:`edgekd.device.compiler.calibration`.
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-#: ``--calib-method auto`` tries every calibrator and keeps the one with the smallest accuracy drop.
+#: ``--calib-method auto`` tries every calibrator and keeps the best verdict against ``--max-drop``, then the
+#: smallest drop.
 CALIB_AUTO = "auto"
 CALIB_CHOICES = (*CALIB_METHODS, CALIB_AUTO)
 #: What early-exit thresholds minimise: cumulative MACs (from the manifest) or measured segment latency.
