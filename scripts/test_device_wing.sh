@@ -28,10 +28,10 @@ for v in "${@:-3.8 3.10}"; do
     fi
     venv=".venv-device-$version"
     stamp="$venv/.installed"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$venv/bin/python" -c "import xdist" 2>/dev/null; then
         "$python" -m venv "$venv"
         "$venv/bin/python" -m pip install -q --upgrade pip
-        "$venv/bin/python" -m pip install -q -e '.[plots]' pytest hypothesis
+        "$venv/bin/python" -m pip install -q -e '.[plots]' pytest hypothesis pytest-xdist
         touch "$stamp"
     fi
     if "$venv/bin/python" -c "import torch" 2>/dev/null; then
@@ -40,7 +40,7 @@ for v in "${@:-3.8 3.10}"; do
         continue
     fi
     echo "device wing on Python $version ($python): tests/core tests/device"
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/core tests/device || status=1
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadfile tests/core tests/device || status=1
   done
 done
 exit $status

@@ -1,0 +1,464 @@
+"""Speed benchmark (issue 13): how much faster is edgekd than what users deploy today, at what accuracy?
+
+In one process, on one machine, on the 10,000 CIFAR-10 test images, for one student checkpoint (default: the best
+TSKD student of ``scripts/bench_accuracy.py``, picked by validation top-1, never by test), side by side:
+
+* ``torch-eager``: PyTorch eager FP32, the deepest exit only (the plain network a user would otherwise deploy:
+  every segment, the last head; ``model.eval()``, ``torch.inference_mode()``, torch's default threads);
+* ``ort-fp32-vote``: ONNX Runtime FP32, the exported full graph (every exit and the vote, ``edgekd run --mode
+  full-vote`` on the exported bundle);
+* ``int8-vote``: the INT8 build (``edgekd build --precision int8``, defaults), ``--mode full-vote``;
+* ``int8-ee-certified``: the same build, ``--mode early-exit`` at its certified thresholds (the build's default fit);
+* ``int8-ee-point``: an INT8 build with ``--fit point`` (the point-estimate thresholds, not certified).
+
+For each: top-1 of the answer (and of the deepest exit where the graph computes it), mean / median / p99 latency at
+batch 1 over all test images (the network and the answer, from the normalised tensor: preprocessing is the same for
+every variant and excluded), throughput at batch 32 (median of rounds), the ratio to PyTorch eager, and the achieved
+arithmetic rate — GFLOP/s (FP32) or GOP/s (INT8), 2 × the multiply-accumulates each image really ran (early exit: the
+exits it reached) × images per second — against this CPU's matrix-multiply peak, measured in the same run (ONNX
+Runtime MatMul FP32 and MatMulInteger u8×s8→s32 on 1024² matrices, torch.mm FP32). Per-exit batch-1 latencies
+(``--mode exit``) are measured too, for the accuracy-vs-latency plot.
+
+Batch-1 timing is interleaved: the images are cut into blocks, and each block runs through every variant in turn
+(rotating the order), so drift in the machine's load touches every variant alike.
+
+    .venv/bin/python scripts/bench_e2e.py                      # measure (resumable: builds are cached in --work)
+    .venv/bin/python scripts/bench_e2e.py --report             # Markdown table of the result
+    .venv/bin/python scripts/bench_e2e.py --plot docs/figures/accuracy_latency.png   # with the study's variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT / ".." / "shared" / "data"
+STUDY = ROOT / "docs" / "benchmarks" / "accuracy"
+RESULT = ROOT / "docs" / "benchmarks" / "e2e" / "e2e.json"
+VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-point")
+BATCH = 32
+PEAK_N = 1024  # the matrix size of the peak measurement (M = N = K)
+TARGET_EAGER = 10.0  # INT8 early exit vs PyTorch eager, batch-1 mean latency (issue 13)
+TARGET_VOTE = 2.0  # INT8 early exit vs INT8 full vote
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+
+
+def best_tskd_checkpoint() -> tuple[Path, str]:
+    """The study's TSKD student with the best validation top-1 of its val-picked answer (the vote rule best on
+    validation, or the deepest exit when that is higher): (its best.pt, why)."""
+    rows = [json.loads(p.read_text()) for p in STUDY.glob("n5k-tskd-s*.json")]
+    if not rows:
+        sys.exit("error: no finished TSKD run in docs/benchmarks/accuracy (run scripts/bench_accuracy.py, or pass "
+                 "--checkpoint)")
+
+    def val_score(r: dict[str, Any]) -> float:
+        return max(r["val"]["exits"][-1], r["val"]["vote"][r["val_vote_rule"]])
+
+    best = max(rows, key=val_score)
+    path = ROOT / "runs" / "study" / best["run"] / "best.pt"
+    if not path.exists():
+        sys.exit(f"error: {path} is missing (the study's checkpoints live in runs/study; retrain {best['run']} with "
+                 f"scripts/bench_accuracy.py --only {best['run']!r} after removing its JSON)")
+    return path, f"{best['run']} (validation {val_score(best):.2f}, best of {len(rows)} TSKD seeds)"
+
+
+def test_split(path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 32, 32, 3) uint8 test images and (N,) labels: ``path`` (an npz with x_test / y_test) or the shared copy."""
+    path = path or SHARED / "cifar10.part1.npz"
+    with np.load(path) as f:
+        return f["x_test"], f["y_test"].astype(np.int64)
+
+
+def prepare(checkpoint: Path, work: Path, console) -> dict[str, Path]:
+    """The exported bundle and the two INT8 builds under ``work`` (made once, reused)."""
+    from edgekd.device.compiler import build_bundle
+    from edgekd.training.export import export_bundle
+
+    paths = {"exported": work / "bundle", "int8": work / "int8", "int8-point": work / "int8-point"}
+    if not (paths["exported"] / "manifest.json").exists():
+        export_bundle(checkpoint, paths["exported"], force=paths["exported"].exists(), console=console)
+    for key, fit in (("int8", "certified"), ("int8-point", "point")):
+        if not (paths[key] / "manifest.json").exists():
+            build_bundle(paths["exported"], precision="int8", backend="onnxruntime", out=paths[key], fit=fit,
+                         cache_dir=str(work / "calibration"), force=paths[key].exists(), console=console)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------------ variants
+
+
+class Variant:
+    """One way of answering: ``one(x)`` on a (1, C, H, W) batch and ``many(x)`` on (B, C, H, W), each returning
+    (answers (B,), exits (B,), deepest-exit answers (B,) or None); ``macs(exits)`` the MACs each image ran."""
+
+    def __init__(self, name: str, call: Callable[[np.ndarray], tuple], macs: Callable[[np.ndarray], np.ndarray],
+                 precision: str, close: Callable[[], None] = lambda: None):
+        self.name, self.call, self.macs, self.precision, self.close = name, call, macs, precision, close
+
+
+def _exit_macs(manifest) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per exit: the MACs of an image that answers there (segments up to it, its head and the heads before it);
+    the deepest exit alone (the plain network); the full graph (every head)."""
+    exits = manifest.data["exits"]
+    heads = np.cumsum([e["head_macs"] for e in exits]) - np.array([e["head_macs"] for e in exits])
+    reached = np.array([e["macs"] for e in exits], dtype=np.int64) + heads  # (E,)
+    return reached, int(exits[-1]["macs"]), int(reached[-1])
+
+
+def torch_variant(checkpoint: Path, macs: int) -> Variant:
+    import torch
+
+    from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).eval()
+    segments, head = torch.nn.Sequential(*model.segments), model.heads[-1]
+
+    def call(x: np.ndarray) -> tuple:
+        with torch.inference_mode():
+            _, logits = head(segments(torch.from_numpy(x)))  # (B, K)
+            pred = logits.argmax(dim=1).numpy()
+        return pred, np.full(len(x), model.num_exits - 1), pred
+
+    return Variant("torch-eager", call, lambda exits: np.full(len(exits), macs), "fp32")
+
+
+def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray) -> Variant:
+    from edgekd.core.manifest import load_manifest
+    from edgekd.device.runtime.pipeline import Pipeline
+
+    manifest = load_manifest(bundle)
+    pipe = Pipeline(manifest, mode=mode)
+    deepest = None
+    if mode == "full-vote":  # the full graph also computes the deepest exit; one extra call per block reads it
+        from edgekd.device.runners import make_runner
+
+        deepest = make_runner(manifest.runner_backend, manifest.full_graph()).activate()
+
+    def call(x: np.ndarray) -> tuple:
+        preds = pipe.infer(x) if len(x) == 1 else None
+        preds = [preds] if preds is not None else pipe.predict_batch(x)
+        return np.array([p.label for p in preds]), np.array([p.exit for p in preds]), None
+
+    def deep(x: np.ndarray) -> np.ndarray | None:
+        if deepest is None:
+            return None
+        out = deepest.infer({"image": x}, [f"logits{manifest.num_exits - 1}"])
+        return out[f"logits{manifest.num_exits - 1}"].argmax(axis=1)
+
+    def close() -> None:
+        pipe.close()
+        if deepest is not None:
+            deepest.deactivate()
+
+    v = Variant(name, call, lambda exits: reached[exits], manifest.precision, close)
+    v.deep = deep  # type: ignore[attr-defined]
+    return v
+
+
+# ------------------------------------------------------------------------------------------------------------ timing
+
+
+def matmul_peaks(work: Path, n: int = PEAK_N, reps: int = 30) -> dict[str, float]:
+    """This CPU's matrix-multiply rate (G(FL)OP/s, median of ``reps`` calls after warm-up): ONNX Runtime MatMul
+    FP32 and MatMulInteger u8×s8→s32 (the kernel family of its QLinearConv / QGemm) through edgekd's own runner (the
+    same thread pool the variants use), and torch.mm FP32."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.device.runners import make_runner
+
+    rng = np.random.default_rng(0)
+    graphs = {
+        "ort_fp32": ("MatMul", TensorProto.FLOAT, rng.standard_normal((n, n)).astype(np.float32),
+                     rng.standard_normal((1, n, n)).astype(np.float32), TensorProto.FLOAT),
+        "ort_int8": ("MatMulInteger", TensorProto.UINT8, rng.integers(-127, 128, (n, n)).astype(np.int8),
+                     rng.integers(0, 256, (1, n, n)).astype(np.uint8), TensorProto.INT32),
+    }
+    out: dict[str, float] = {}
+    for key, (op, in_type, weight, x, out_type) in graphs.items():
+        node = helper.make_node(op, ["x", "w"], ["y"])
+        graph = helper.make_graph([node], key, [helper.make_tensor_value_info("x", in_type, [1, n, n])],
+                                  [helper.make_tensor_value_info("y", out_type, [1, n, n])],
+                                  [numpy_helper.from_array(weight, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        path = work / f"peak-{key}.onnx"
+        onnx.save(model, path)
+        with make_runner("onnxruntime", path) as runner:
+            out[key] = 2 * n ** 3 / _median_s(lambda: runner.infer({"x": x}, ["y"]), reps) / 1e9
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    with torch.inference_mode():
+        out["torch_fp32"] = 2 * n ** 3 / _median_s(lambda: torch.mm(a, b), reps) / 1e9
+    return out
+
+
+def _median_s(fn: Callable[[], Any], reps: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(variants: list[Variant], x: np.ndarray, labels: np.ndarray, blocks: int, rounds: int,
+            console) -> dict[str, dict[str, Any]]:
+    """Batch 1 (every image, interleaved by block) then batch ``BATCH`` (``rounds`` passes, interleaved by round)."""
+    n = len(x)
+    lat = {v.name: np.empty(n) for v in variants}
+    pred = {v.name: np.empty(n, dtype=np.int64) for v in variants}
+    exits = {v.name: np.empty(n, dtype=np.int64) for v in variants}
+    deep = {v.name: np.full(n, -1, dtype=np.int64) for v in variants}
+    edges = np.linspace(0, n, blocks + 1).astype(int)
+    for v in variants:  # warm-up (first-call allocations, thread-pool start)
+        for i in range(min(20, n)):
+            v.call(x[i:i + 1])
+    for b, (lo, hi) in enumerate(zip(edges, edges[1:])):
+        order = variants[b % len(variants):] + variants[:b % len(variants)]
+        for v in order:
+            for i in range(lo, hi):
+                t = time.perf_counter()
+                p, e, d = v.call(x[i:i + 1])  # (1, C, H, W)
+                lat[v.name][i] = time.perf_counter() - t
+                pred[v.name][i], exits[v.name][i] = p[0], e[0]
+                if d is not None:
+                    deep[v.name][i] = d[0]
+        console.print(f"batch 1: block {b + 1}/{blocks} done")
+    for v in variants:
+        fn = getattr(v, "deep", None)
+        if fn is not None and fn(x[:1]) is not None:
+            deep[v.name] = np.concatenate([fn(x[i:i + BATCH]) for i in range(0, n, BATCH)])
+    through = {v.name: [] for v in variants}
+    for r in range(rounds):
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            t = time.perf_counter()
+            for i in range(0, n, BATCH):
+                v.call(x[i:i + BATCH])
+            through[v.name].append(n / (time.perf_counter() - t))
+        console.print(f"batch {BATCH}: round {r + 1}/{rounds} done")
+    rows = {}
+    for v in variants:
+        ms = lat[v.name] * 1e3
+        macs = v.macs(exits[v.name]).astype(np.float64)  # (N,)
+        ips = statistics.median(through[v.name])
+        rows[v.name] = {
+            "precision": v.precision,
+            "top1": round(float(100 * np.mean(pred[v.name] == labels)), 2),
+            "deepest_top1": (round(float(100 * np.mean(deep[v.name] == labels)), 2)
+                             if (deep[v.name] >= 0).all() else None),
+            "ms_mean": float(ms.mean()), "ms_median": float(np.median(ms)), "ms_p99": float(np.percentile(ms, 99)),
+            "batch32_img_s": ips, "batch32_img_s_rounds": through[v.name],
+            "exit_fraction": [round(float(np.mean(exits[v.name] == i)), 4) for i in range(int(exits[v.name].max()) + 1)],
+            "mean_macs": float(macs.mean()),
+            "g_op_s": 2 * float(macs.mean()) * ips / 1e9,  # achieved at batch 32
+            "predictions_agree_with_eager": None,
+        }
+    if "torch-eager" in pred:
+        for v in variants:
+            rows[v.name]["predictions_agree_with_eager"] = round(float(np.mean(pred[v.name] == pred["torch-eager"])), 4)
+    return rows
+
+
+def exit_latency(bundles: dict[str, Path], x: np.ndarray, reps: int) -> dict[str, list[float]]:
+    """Batch-1 median latency (ms) of ``--mode exit`` at each exit, per bundle (the plot's x positions)."""
+    from edgekd.core.manifest import load_manifest
+    from edgekd.device.runtime.pipeline import Pipeline
+
+    out = {}
+    for key, bundle in bundles.items():
+        manifest = load_manifest(bundle)
+        out[key] = []
+        for k in range(manifest.num_exits):
+            with Pipeline(manifest, mode="exit", exit=k) as pipe:
+                out[key].append(1e3 * _median_s(lambda: pipe.infer(x[:1]), reps))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+
+def run(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from edgekd.core.certify import stored_certificate
+    from edgekd.core.manifest import load_manifest
+    from edgekd.device.chain import normalized_batches
+    from edgekd.device.profile.environment import cpu_model
+
+    console = Console()
+    if args.checkpoint is None:
+        checkpoint, why = best_tskd_checkpoint()
+    else:
+        checkpoint, why = args.checkpoint, "given with --checkpoint"
+    console.print(f"student: {checkpoint} — {why}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    bundles = prepare(checkpoint, args.work, console)
+    images, labels = test_split(args.data)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    fp32 = load_manifest(bundles["exported"])
+    x = np.concatenate(list(normalized_batches(images, fp32.spec, 256)))  # (N, C, H, W) float32
+    reached, deepest_macs, full_macs = _exit_macs(fp32)
+    variants = [torch_variant(checkpoint, deepest_macs),
+                pipeline_variant("ort-fp32-vote", bundles["exported"], "full-vote", reached),
+                pipeline_variant("int8-vote", bundles["int8"], "full-vote", reached),
+                pipeline_variant("int8-ee-certified", bundles["int8"], "early-exit", reached),
+                pipeline_variant("int8-ee-point", bundles["int8-point"], "early-exit", reached)]
+    console.print("peak matrix-multiply rates …")
+    peaks = matmul_peaks(args.work)
+    try:
+        rows = measure(variants, x, labels, args.blocks, args.rounds, console)
+    finally:
+        for v in variants:
+            v.close()
+    per_exit = exit_latency({"fp32": bundles["exported"], "int8": bundles["int8"]}, x, 200)
+    peaks_after = matmul_peaks(args.work)
+    eager = rows["torch-eager"]
+    for name, row in rows.items():
+        row["speedup_vs_eager_batch1"] = eager["ms_mean"] / row["ms_mean"]
+        row["speedup_vs_eager_batch32"] = row["batch32_img_s"] / eager["batch32_img_s"]
+        peak = peaks["ort_int8"] if row["precision"] == "int8" else (
+            peaks["torch_fp32"] if name == "torch-eager" else peaks["ort_fp32"])
+        row["peak_g_op_s"] = peak
+        row["share_of_peak"] = row["g_op_s"] / peak
+    thresholds = {}
+    for key in ("int8", "int8-point"):
+        m = load_manifest(bundles[key])
+        record = m.data.get("build", {}).get("thresholds")
+        cert = stored_certificate(record, m.thresholds)
+        thresholds[key] = {"thresholds": m.thresholds, "certificate": cert.to_dict() if cert else None}
+    result = {
+        "student": str(Path(checkpoint).resolve().relative_to(ROOT)) if Path(checkpoint).resolve().is_relative_to(ROOT)
+        else str(checkpoint), "why": why, "images": int(len(x)),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": os.getloadavg()},
+        "peaks_g_op_s": peaks, "peaks_after_g_op_s": peaks_after,
+        "int8_over_fp32_peak": peaks["ort_int8"] / peaks["ort_fp32"],
+        "macs": {"per_exit_reached": reached.tolist(), "deepest_only": deepest_macs, "full_graph": full_macs},
+        "variants": rows, "exit_latency_ms": per_exit, "thresholds": thresholds,
+        "blocks": args.blocks, "rounds": args.rounds, "batch": BATCH,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "scripts/bench_e2e.py" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + (f" --limit {args.limit}" if args.limit else ""),
+    }
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.result.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, args.result)
+    print(report(result))
+
+
+def report(r: dict[str, Any]) -> str:
+    """The Markdown table and the verdict on the two speed targets."""
+    rows = r["variants"]
+    out = [f"Student: `{r['student']}` ({r['why']}); {r['images']:,} test images; {r['machine']['cpu']}, "
+           f"{r['machine']['cores']} cores. Peaks (1024² matrices): ONNX Runtime FP32 "
+           f"{r['peaks_g_op_s']['ort_fp32']:.0f} GFLOP/s, INT8 {r['peaks_g_op_s']['ort_int8']:.0f} GOP/s "
+           f"(×{r['int8_over_fp32_peak']:.2f}), torch FP32 {r['peaks_g_op_s']['torch_fp32']:.0f} GFLOP/s.", "",
+           "| variant | top-1 | deepest exit top-1 | batch-1 mean ms | median | p99 | × eager (batch 1) | "
+           "batch-32 img/s | × eager (batch 32) | exits reached | G(FL)OP/s | % of peak |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for name in VARIANTS:
+        v = rows.get(name)
+        if v is None:
+            continue
+        deep = f"{v['deepest_top1']:.2f}" if v["deepest_top1"] is not None else "–"
+        frac = " / ".join(f"{100 * f:.0f}%" for f in v["exit_fraction"])
+        out.append(f"| {name} | {v['top1']:.2f} | {deep} | {v['ms_mean']:.3f} | {v['ms_median']:.3f} | "
+                   f"{v['ms_p99']:.3f} | {v['speedup_vs_eager_batch1']:.1f} | {v['batch32_img_s']:.0f} | "
+                   f"{v['speedup_vs_eager_batch32']:.1f} | {frac} | {v['g_op_s']:.1f} | "
+                   f"{100 * v['share_of_peak']:.1f} |")
+    ee, eager, vote = rows.get("int8-ee-certified"), rows.get("torch-eager"), rows.get("int8-vote")
+    if ee and eager and vote:
+        s1 = eager["ms_mean"] / ee["ms_mean"]
+        s2 = vote["ms_mean"] / ee["ms_mean"]
+        cert = r["thresholds"]["int8"]["certificate"] or {}
+        ok1 = s1 >= TARGET_EAGER and ee["top1"] >= eager["top1"]
+        ok2 = s2 >= TARGET_VOTE
+        out += ["", f"Target 1 (INT8 early exit ≥ {TARGET_EAGER:g}× faster than PyTorch eager at equal or better "
+                f"top-1): {s1:.1f}×, top-1 {ee['top1']:.2f} vs {eager['top1']:.2f} — "
+                f"**{'met' if ok1 else 'not met'}**.",
+                f"Target 2 (INT8 early exit ≥ {TARGET_VOTE:g}× faster than INT8 full vote within the certified "
+                f"budget): {s2:.2f}×, top-1 {ee['top1']:.2f} vs {vote['top1']:.2f} (budget "
+                f"{cert.get('epsilon', float('nan')):g} points against {cert.get('reference', '?')}, certified: "
+                f"{cert.get('certified')}) — **{'met' if ok2 else 'not met'}**."]
+    return "\n".join(out) + "\n"
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    """Accuracy vs batch-1 latency: the benchmark's variants, and every study variant's exits (mean test top-1 over
+    seeds) at the INT8 bundle's per-exit latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for name, v in r["variants"].items():
+        ax.scatter(v["ms_mean"], v["top1"], s=60, marker="D", zorder=3)
+        ax.annotate(name, (v["ms_mean"], v["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    study = [json.loads(p.read_text()) for p in STUDY.glob("n5k-*.json")]
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for s in study:
+        if s.get("test"):
+            by_variant.setdefault(s["variant"], []).append(s)
+    lat = r["exit_latency_ms"]["int8"]
+    for variant, rs in sorted(by_variant.items()):
+        n_exits = len(rs[0]["test"]["exits"])
+        xs = lat[-n_exits:] if n_exits < len(lat) else lat
+        ys = [float(np.mean([s["test"]["exits"][i] for s in rs])) for i in range(n_exits)]
+        ax.plot(xs, ys, marker="o", linewidth=1, label=f"{variant} (exits, {len(rs)} seeds)")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency per image, ms (log scale; study exits at the INT8 bundle's exit latency)")
+    ax.set_ylabel("CIFAR-10 test top-1, %")
+    ax.set_title(f"accuracy vs latency — {r['machine']['cpu']}")
+    ax.grid(True, which="both", alpha=0.3)
+    if by_variant:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, help="the student (default: the study's best TSKD run by validation)")
+    ap.add_argument("--data", type=Path, help="an npz with x_test / y_test (default: the shared CIFAR-10 test split)")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "e2e", help="exported and built bundles (cached)")
+    ap.add_argument("--result", type=Path, default=RESULT)
+    ap.add_argument("--limit", type=int, help="only the first N test images (a quick try; not for the tables)")
+    ap.add_argument("--blocks", type=int, default=10, help="interleaving blocks of the batch-1 pass")
+    ap.add_argument("--rounds", type=int, default=3, help="batch-32 passes per variant")
+    ap.add_argument("--report", action="store_true", help="print the Markdown table of --result and exit")
+    ap.add_argument("--plot", type=Path, help="draw the accuracy-vs-latency plot from --result to this PNG and exit")
+    args = ap.parse_args()
+    if args.report or args.plot:
+        if not args.result.exists():
+            sys.exit(f"error: {args.result} does not exist yet (run the benchmark first)")
+        r = json.loads(args.result.read_text())
+        if args.plot:
+            plot(r, args.plot)
+        if args.report:
+            print(report(r))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
