@@ -166,3 +166,22 @@ def fault_steps(steps: list) -> list[int]:
         with open(report, "a") as f:
             f.write(f"{test} {total} {len(chosen)}\n")
     return chosen
+
+
+def write_steps(steps: list) -> list[int]:
+    """The 1-based durable steps where a real write can fail (``fsync``, ``rename``): where a test injects ENOSPC or
+    EACCES with ``EDGEKD_FAULT_FAIL_AT`` (removals and unlocks do not fail that way). The same subset rule as
+    :func:`fault_steps` applies: every such step with ``EDGEKD_ALL_FAULT_STEPS=1``, else the first and last of each
+    kind and the rename that sets old content aside."""
+    import os
+
+    parsed = [s.split(" ", 2) if isinstance(s, str) else list(s) for s in steps]
+    candidates = [i for i, (_n, what, _p) in enumerate(parsed, start=1) if what in ("fsync", "rename")]
+    if os.environ.get(ALL_FAULT_STEPS) == "1":
+        return candidates
+    chosen = set()
+    for kind in ("fsync", "rename"):
+        of_kind = [i for i in candidates if parsed[i - 1][1] == kind]
+        chosen.update(of_kind[:1] + of_kind[-1:])
+    chosen.update(i for i in candidates if parsed[i - 1][2].endswith(".edgekd-old"))
+    return sorted(chosen)

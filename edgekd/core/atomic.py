@@ -21,6 +21,9 @@ New files follow the process umask, as any tool's do; a replaced file keeps the 
 Fault injection (tests): ``EDGEKD_FAULT_KILL_AT=N`` makes the process SIGKILL itself just before its Nth durable step
 (an fsync, a rename, the removal of a replaced directory, the release of a lock), and ``EDGEKD_FAULT_LOG=FILE``
 appends one line per step (``N what path``), so a test can first count a command's steps, then kill it at each.
+``EDGEKD_FAULT_FAIL_AT=N[:ERRNO]`` makes the Nth durable step fail instead, with the ``OSError`` a full disk
+(``ENOSPC``, the default) or a refused write (``EACCES``) raises there; tests use it on the fsync and rename steps,
+the ones a real write can fail at.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ except ImportError:  # pragma: no cover
 
 FAULT_KILL_AT = "EDGEKD_FAULT_KILL_AT"
 FAULT_LOG = "EDGEKD_FAULT_LOG"
+FAULT_FAIL_AT = "EDGEKD_FAULT_FAIL_AT"
 _TAG = ".edgekd-"  # every name this module puts beside a destination has it: .NAME.edgekd-…
 _steps = 0
 
@@ -72,6 +76,10 @@ def durable_step(what: str, path: str | os.PathLike) -> None:
             os.close(fd)
     if os.environ.get(FAULT_KILL_AT) == str(_steps):
         os.kill(os.getpid(), signal.SIGKILL)
+    at, _, name = os.environ.get(FAULT_FAIL_AT, "").partition(":")
+    if at == str(_steps):
+        code = getattr(errno, name or "ENOSPC")
+        raise OSError(code, f"{os.strerror(code)} (injected)", os.fspath(path))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -6,6 +6,7 @@ cleans up or restores."""
 from __future__ import annotations
 
 import json
+import errno
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from edgekd.core import atomic
 from edgekd.core.atomic import (
+    FAULT_FAIL_AT,
     FAULT_KILL_AT,
     FAULT_LOG,
     DestinationError,
@@ -28,7 +30,7 @@ from edgekd.core.atomic import (
     remove_stale_temporaries,
     restore_interrupted,
 )
-from tests.helpers import fault_steps
+from tests.helpers import fault_steps, write_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -293,6 +295,34 @@ def test_sigkill_at_every_durable_step_keeps_old_or_new_and_the_next_run_succeed
         again = _writer(out, "new", force=True)
         assert again.returncode == 0, (n, again.stderr)
         assert (out / "version").read_text() == "new" and _names(work) == ["out"], (n, steps[n - 1], _names(work))
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "force"])
+def test_a_failed_write_at_every_durable_step_keeps_the_old_content_and_leaves_nothing(tmp_path, existing, code):
+    counting = tmp_path / "count"
+    counting.mkdir()
+    if existing:
+        _edgekd_dir(counting / "out")
+    log = tmp_path / "steps.log"
+    assert _writer(counting / "out", "new", force=existing, env={FAULT_LOG: str(log)}).returncode == 0
+    steps = _steps(log)
+    chosen = write_steps(steps)
+    assert {steps[n - 1][1] for n in chosen} == {"fsync", "rename"}, steps
+    for n in chosen:
+        work = tmp_path / f"fail{n}"
+        work.mkdir()
+        if existing:
+            _edgekd_dir(work / "out")
+        r = _writer(work / "out", "new", force=existing, env={FAULT_FAIL_AT: f"{n}:{code}"})
+        assert r.returncode == 1 and f"Error: [Errno {getattr(errno, code)}]" in r.stderr, (n, r.stderr)
+        if existing:  # the old content, in place and whole
+            assert (work / "out" / "version").read_text() == "old", (n, steps[n - 1])
+            assert _names(work) == ["out"], (n, steps[n - 1], _names(work))
+        else:
+            assert _names(work) == [], (n, steps[n - 1], _names(work))
+        again = _writer(work / "out", "new", force=True)
+        assert again.returncode == 0 and (work / "out" / "version").read_text() == "new", (n, again.stderr)
 
 
 # ------------------------------------------------------------------------------------------- pending files

@@ -1,7 +1,8 @@
 """`edgekd build` and `edgekd profile --write-thresholds` on disk: --force replaces only a bundle edgekd wrote, never a
 parent of the input, the working directory or a directory being written; SIGKILL at every durable step leaves the
 old or the new bundle (a reader or the next run restores an interrupted swap), and the next run succeeds with
-nothing left over.
+nothing left over; a full disk (ENOSPC) or a refused write (EACCES) at any write step is one line, exit 2, with the
+old bundle whole and nothing left over.
 
 Torch-free: the bundle is the committed fixture exported by an earlier edgekd (tests/fixtures/bundle-abf6d4b)."""
 
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.core.atomic import FAULT_KILL_AT, FAULT_LOG, DestinationLock, restore_interrupted
+from edgekd.core.atomic import FAULT_FAIL_AT, FAULT_KILL_AT, FAULT_LOG, DestinationLock, restore_interrupted
 from edgekd.core.manifest import load_manifest
-from tests.helpers import fault_steps
+from tests.helpers import fault_steps, write_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"
@@ -186,3 +187,60 @@ def test_sigkill_at_every_step_of_profile_write_thresholds_keeps_the_manifest_wh
         assert r.returncode == 0, (n, steps[n - 1], r.stderr)
         assert load_manifest(work / "out").thresholds == new
         assert _hidden(work / "out") == [] and _hidden(work / "report") == [], (n, steps[n - 1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
+def test_a_failed_write_at_every_step_of_build_force_is_one_line_and_keeps_the_old_bundle(made, tmp_path, code):
+    def args(work: Path) -> list:
+        return ["build", made["src"], "--precision", "fp32", "--out", work / "out", "--force", "--cache-dir",
+                work / "cache"]
+
+    def prepare(work: Path) -> None:
+        shutil.copytree(made["built"], work / "out")
+        (work / "out" / "old-marker.txt").write_text("old")
+
+    (tmp_path / "count").mkdir()
+    prepare(tmp_path / "count")
+    steps = _count_steps(args(tmp_path / "count"), tmp_path / "count", tmp_path / "steps.log")
+    chosen = write_steps(steps)
+    assert any(steps[n - 1].split(" ")[1] == "rename" for n in chosen), steps
+    reason = os.strerror(getattr(__import__("errno"), code))
+    for n in chosen:
+        work = tmp_path / f"fail{n}"
+        work.mkdir()
+        prepare(work)
+        before = _tree(work / "out")
+        r = _edgekd(*args(work), cwd=work, env={FAULT_FAIL_AT: f"{n}:{code}"})
+        _one_line_error(r, reason)
+        assert _tree(work / "out") == before, (n, steps[n - 1])  # the old bundle, untouched
+        assert _hidden(work) == [] and _hidden(work / "out") == [], (n, steps[n - 1], _hidden(work))
+        r = _edgekd(*args(work), cwd=work)
+        assert r.returncode == 0, (n, steps[n - 1], r.stderr)
+        assert not (work / "out" / "old-marker.txt").exists() and load_manifest(work / "out").precision == "fp32"
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_every_step_of_profile_write_thresholds_keeps_the_manifest(made, tmp_path):
+    def args(work: Path) -> list:
+        return ["profile", work / "out", "--write-thresholds", "--fit", "point", "--target-drop", "5",
+                "--iterations", "2", "--warmup", "0", "--out", work / "report"]
+
+    (tmp_path / "count").mkdir()
+    shutil.copytree(made["built"], tmp_path / "count" / "out")
+    steps = _count_steps(args(tmp_path / "count"), tmp_path / "count", tmp_path / "steps.log")
+    new = load_manifest(tmp_path / "count" / "out").thresholds
+    for n in write_steps(steps):
+        work = tmp_path / f"fail{n}"
+        work.mkdir()
+        shutil.copytree(made["built"], work / "out")
+        before = (work / "out" / "manifest.json").read_bytes()
+        r = _edgekd(*args(work), cwd=work, env={FAULT_FAIL_AT: str(n)})
+        _one_line_error(r, os.strerror(28))  # ENOSPC
+        after = (work / "out" / "manifest.json").read_bytes()
+        assert after == before or load_manifest(work / "out").thresholds == new, (n, steps[n - 1])
+        assert _hidden(work / "out") == [] and _hidden(work) == [], (n, steps[n - 1])
+        if (work / "report").exists():
+            assert _hidden(work / "report") == [], (n, steps[n - 1])
+        r = _edgekd(*args(work), cwd=work)
+        assert r.returncode == 0 and load_manifest(work / "out").thresholds == new, (n, steps[n - 1], r.stderr)

@@ -1,6 +1,7 @@
 """Training runs that were interrupted, failed early or collide: --resume repairs best.pt, summary.json and the
 bundle; a run that fails before its first epoch leaves no --out; --out is locked; a ``bundle`` folder that is not
-edgekd's is refused before training. The slow test kills ``edgekd train`` with SIGKILL at every durable step."""
+edgekd's is refused before training. The slow tests kill ``edgekd train`` with SIGKILL at every durable step,
+and fill its disk (ENOSPC) at every write step."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from edgekd.core.atomic import FAULT_KILL_AT, FAULT_LOG, DestinationError, DestinationLock
+from edgekd.core.atomic import FAULT_FAIL_AT, FAULT_KILL_AT, FAULT_LOG, DestinationError, DestinationLock
 from edgekd.core.errors import ConfigError, DataError
 from edgekd.core.manifest import load_manifest, sha256_file
 from edgekd.training import export as ex
@@ -26,7 +27,7 @@ from edgekd.training.checkpoint import load_checkpoint
 from edgekd.training.config import TrainConfig
 from edgekd.training.loop import bundle_is_current, train
 from tests.conftest import TINY
-from tests.helpers import fault_steps
+from tests.helpers import fault_steps, write_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = dict(model="resnet8", method="ce", **{**TINY, "image_size": 8})
@@ -182,6 +183,33 @@ def test_sigkill_at_every_step_of_train_then_resume_ends_as_an_uninterrupted_run
         assert summary["val"] == load_checkpoint(out / "best.pt")["metrics"]["val"], (n, steps[n - 1])
         assert bundle_is_current(out / "bundle", out / "best.pt"), (n, steps[n - 1])
         assert _hidden(out) == [] and _hidden(out / "bundle") == [] and _hidden(out.parent) == [], (n, steps[n - 1])
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_every_write_step_of_train_is_one_line_and_the_next_run_ends_as_an_uninterrupted_one(
+        tmp_path, torchscript_only):
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    reference, log = tmp_path / "reference" / "run", tmp_path / "steps.log"
+    r = _train_cli(reference, env={FAULT_LOG: str(log)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = log.read_text().splitlines()
+    for n in write_steps(steps):
+        out = tmp_path / f"fail{n}" / "run"
+        r = _train_cli(out, env={FAULT_FAIL_AT: str(n)})
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (n, steps[n - 1], r.stderr[-2000:])
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and os.strerror(28) in errors[0], (n, steps[n - 1], r.stderr[-2000:])
+        for name in ("last.pt", "best.pt"):  # whatever is there is whole
+            if (out / name).exists():
+                load_checkpoint(out / name)
+        assert _hidden(out) == [] and _hidden(out / "bundle") == [] and _hidden(out.parent) == [], (n, steps[n - 1])
+        again = CliRunner().invoke(app, _args(out, *(["--resume"] if (out / "last.pt").exists() else [])))
+        assert again.exit_code == 0, (n, steps[n - 1], again.output[-3000:])
+        assert _weights_equal(out / "best.pt", reference / "best.pt"), (n, steps[n - 1])
+        assert bundle_is_current(out / "bundle", out / "best.pt"), (n, steps[n - 1])
 
 
 # ------------------------------------------------------------------------------------------------- export
