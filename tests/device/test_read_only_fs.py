@@ -79,12 +79,13 @@ def test_an_output_on_a_read_only_file_system_is_one_line_and_nothing_is_written
         "profile --out": ["profile", src, "--out", mnt / "report", "--iterations", "2", "--warmup", "0"],
         "run --jsonl": ["run", src, "--source", clip, "--headless", "--jsonl", mnt / "log.jsonl"],
         "run --output": ["run", src, "--source", clip, "--headless", "--output", mnt / "out.avi"],
-        "profile --write-thresholds": ["profile", src,  # the manifest to rewrite lies on the read-only mount "--write-thresholds", "--fit", "point", "--target-drop", "5",
+        # the manifest --write-thresholds rewrites lies on the read-only mount
+        "profile --write-thresholds": ["profile", src, "--write-thresholds", "--fit", "point", "--target-drop", "5",
                                        "--out", work / "report", "--iterations", "2", "--warmup", "0"],
     }[case]
     before = _tree(mnt)
     r = _edgekd(*args, cwd=work)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (r.returncode, r.stderr[-3000:])
-    assert "read-only file system" in lines[0].lower(), lines[0]
+    assert "read-only file system" in lines[0].lower() and ".tmp" not in lines[0], lines[0]  # names what was asked
     assert _tree(mnt) == before

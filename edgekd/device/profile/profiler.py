@@ -32,7 +32,7 @@ from edgekd.core.certify import (
 )
 from edgekd.core.errors import ConfigError
 from edgekd.core.labelled import load_labelled
-from edgekd.core.manifest import Manifest, load_manifest, write_manifest
+from edgekd.core.manifest import MANIFEST_NAME, Manifest, load_manifest, write_manifest
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.options import (
@@ -163,6 +163,7 @@ def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, conf
     if problem:
         raise ConfigError(problem)
     m = load_manifest(path)
+    check_writable(m.root / MANIFEST_NAME, "--write-thresholds into")  # before the work, not after it
     images, labels, source = _labelled(m, data, limit)
     p_full, p_chain = _probs(m, images, {"threads": threads} if threads else {})
     cert = early_exit_thresholds(p_chain, p_full, labels, [float(e["macs"]) for e in m.exits], epsilon=target_drop,
