@@ -5,8 +5,8 @@ cleans up or restores."""
 
 from __future__ import annotations
 
-import json
 import errno
+import json
 import os
 import signal
 import subprocess
