@@ -1,9 +1,12 @@
-"""Kill edgekd with SIGKILL before every durable step of its writes, and check what is left on disk.
+"""Kill edgekd with SIGKILL before every durable step of its writes, fail its writes with ENOSPC / EACCES, and check
+what is left on disk.
 
 ``make test`` runs the kill-at-every-step tests on a fixed, representative subset of steps (the first and the last,
 each kind of step once, the swap of a ``--force``: ``tests/helpers.py::fault_steps``), which keeps the suite short.
-This script runs the same tests on *every* step (``EDGEKD_ALL_FAULT_STEPS=1``) and prints, per test, how many
-durable steps the command has and how many were killed, plus the wall time: the figures in docs/RELIABILITY.md.
+The failed-write tests (``EDGEKD_FAULT_FAIL_AT``) do the same on the fsync and rename steps
+(``tests/helpers.py::write_steps``). This script runs all of them on *every* step (``EDGEKD_ALL_FAULT_STEPS=1``) and
+prints, per test, how many steps the command has and how many were faulted, plus the wall time: the figures in
+docs/RELIABILITY.md.
 
     .venv/bin/python scripts/fault_inject.py            # every step of every test (about 8 minutes on 2 cores)
     .venv/bin/python scripts/fault_inject.py --subset   # the default subset, as make test runs it
@@ -28,6 +31,12 @@ TESTS = [
     "tests/training/test_train_interrupted.py::"
     "test_sigkill_at_every_step_of_train_then_resume_ends_as_an_uninterrupted_run",
     "tests/training/test_train_interrupted.py::test_sigkill_at_every_step_of_export_force_keeps_a_whole_bundle",
+    "tests/core/test_atomic.py::test_a_failed_write_at_every_durable_step_keeps_the_old_content_and_leaves_nothing",
+    "tests/device/test_build_interrupted.py::"
+    "test_a_failed_write_at_every_step_of_build_force_is_one_line_and_keeps_the_old_bundle",
+    "tests/device/test_build_interrupted.py::test_a_full_disk_at_every_step_of_profile_write_thresholds_keeps_the_manifest",
+    "tests/training/test_train_interrupted.py::"
+    "test_a_full_disk_at_every_write_step_of_train_is_one_line_and_the_next_run_ends_as_an_uninterrupted_one",
 ]
 
 
@@ -45,14 +54,14 @@ def main() -> int:
                               env=env)
         elapsed = time.perf_counter() - t0
         lines = report.read_text().splitlines() if report.exists() else []
-    print(f"\n{'test':<100} {'steps':>6} {'killed':>6}")
+    print(f"\n{'test':<100} {'steps':>6} {'faulted':>7}")
     total = killed = 0
     for line in lines:
         test, steps, kills = line.rsplit(" ", 2)
         total, killed = total + int(steps), killed + int(kills)
-        print(f"{test:<100} {steps:>6} {kills:>6}")
+        print(f"{test:<100} {steps:>6} {kills:>7}")
     mode = "the default subset" if args.subset else "every step"
-    print(f"{len(lines)} runs, {killed} of {total} durable steps killed ({mode}), pytest exit {proc.returncode}, "
+    print(f"{len(lines)} runs, {killed} of {total} steps faulted ({mode}), pytest exit {proc.returncode}, "
           f"{elapsed:.0f} s")
     return proc.returncode
 
