@@ -57,7 +57,7 @@ def write_video(bundle: Path, path: Path, frames: int = 200, size: tuple = (160,
 
 
 def _proc(pid: int) -> dict | None:
-    """VmRSS (KiB), open descriptors and threads of ``pid`` now; None once it is gone."""
+    """VmRSS (KiB), open descriptors and threads of ``pid`` now; None once it has exited."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -65,6 +65,8 @@ def _proc(pid: int) -> dict | None:
     except OSError:
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # a zombie: it has exited and not yet been reaped (its memory is gone)
+        return None
     ticks = stat.rsplit(")", 1)[1].split()  # after the command name: state is field 3, utime 14, stime 15
     cpu = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
     return {"t": time.monotonic(), "rss_kib": int(fields["VmRSS"].split()[0]), "fds": fds,
