@@ -357,7 +357,7 @@ def report() -> str:
     search = [r for r in results if r["kind"] == "search"]
     for t in teachers:
         out += [f"Teacher `{t['run']}`: {t['model']}, CE, {t['data']['n_train']:,} train / {t['data']['n_val']:,} "
-                f"val images, {t['epochs']} epochs ({t['train_s'] / 60:.0f} min of training): val top-1 "
+                f"val images, {t['epochs']} epochs ({t['train_s'] / 60:.0f} min of training on the shared machine): val top-1 "
                 f"{t['val']['exits'][-1]:.2f}, **test top-1 {t['test']['exits'][-1]:.2f}**.", ""]
     if main:
         sched = main[0]["schedule"]
@@ -366,7 +366,7 @@ def report() -> str:
                 f"{sched['lr']:g} {sched['schedule']}, weight decay {sched['weight_decay']:g}; test top-1 on "
                 f"{main[0]['test']['n']:,} images, mean ± sd over seeds (best.pt picked by validation soft vote).", ""]
         out += ["| variant | seeds | exit 0 | exit 1 | exit 2 (deepest) | soft vote | hard vote | weighted vote | "
-                "vote rule best on val | val-picked vote | train min/run (shared machine, niced) |",
+                "vote rule best on val | val-picked vote | train min/run (shared machine) |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
         by_variant: dict[str, list[dict[str, Any]]] = {}
         for r in main:
