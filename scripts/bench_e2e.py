@@ -16,7 +16,8 @@ batch 1 over all test images (the network and the answer, from the normalised te
 every variant and excluded), throughput at batch 32 (median of rounds), the ratio to PyTorch eager, and the achieved
 arithmetic rate — GFLOP/s (FP32) or GOP/s (INT8), 2 × the multiply-accumulates each image really ran (early exit: the
 exits it reached) × images per second — against this CPU's matrix-multiply peak, measured in the same run (ONNX
-Runtime MatMul FP32 and MatMulInteger u8×s8→s32 on 1024² matrices, torch.mm FP32). Per-exit batch-1 latencies
+Runtime MatMul FP32 and MatMulInteger u8×s8→s32, torch.mm FP32: the fastest call at the best of 512², 1024²
+and 2048²). Per-exit batch-1 latencies
 (``--mode exit``) are measured too, for the accuracy-vs-latency plot.
 
 Batch-1 timing is interleaved: the images are cut into blocks, and each block runs through every variant in turn
@@ -49,7 +50,7 @@ STUDY = ROOT / "docs" / "benchmarks" / "accuracy"
 RESULT = ROOT / "docs" / "benchmarks" / "e2e" / "e2e.json"
 VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-point")
 BATCH = 32
-PEAK_N = 1024  # the matrix size of the peak measurement (M = N = K)
+PEAK_SIZES = (512, 1024, 2048)  # the matrix sizes of the peak measurement (M = N = K); the best one counts
 TARGET_EAGER = 10.0  # INT8 early exit vs PyTorch eager, batch-1 mean latency (issue 13)
 TARGET_VOTE = 2.0  # INT8 early exit vs INT8 full vote
 
@@ -172,10 +173,11 @@ def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray) ->
 # ------------------------------------------------------------------------------------------------------------ timing
 
 
-def matmul_peaks(work: Path, n: int = PEAK_N, reps: int = 30) -> dict[str, float]:
-    """This CPU's matrix-multiply rate (G(FL)OP/s, median of ``reps`` calls after warm-up): ONNX Runtime MatMul
-    FP32 and MatMulInteger u8×s8→s32 (the kernel family of its QLinearConv / QGemm) through edgekd's own runner (the
-    same thread pool the variants use), and torch.mm FP32."""
+def matmul_peaks(work: Path, sizes: tuple[int, ...] = PEAK_SIZES, reps: int = 10) -> dict[str, Any]:
+    """This CPU's matrix-multiply peak, G(FL)OP/s: for each library and element type, the fastest of ``reps`` calls
+    (after warm-up) at each size M = N = K in ``sizes``, and the best size. ONNX Runtime MatMul FP32 and
+    MatMulInteger u8×s8→s32 (the kernel family of its QLinearConv / QGemm) run through edgekd's own runner (the same
+    thread pool the variants use); torch.mm FP32 is torch's."""
     import onnx
     import torch
     from onnx import TensorProto, helper, numpy_helper
@@ -183,27 +185,40 @@ def matmul_peaks(work: Path, n: int = PEAK_N, reps: int = 30) -> dict[str, float
     from edgekd.device.runners import make_runner
 
     rng = np.random.default_rng(0)
-    graphs = {
-        "ort_fp32": ("MatMul", TensorProto.FLOAT, rng.standard_normal((n, n)).astype(np.float32),
-                     rng.standard_normal((1, n, n)).astype(np.float32), TensorProto.FLOAT),
-        "ort_int8": ("MatMulInteger", TensorProto.UINT8, rng.integers(-127, 128, (n, n)).astype(np.int8),
-                     rng.integers(0, 256, (1, n, n)).astype(np.uint8), TensorProto.INT32),
-    }
-    out: dict[str, float] = {}
-    for key, (op, in_type, weight, x, out_type) in graphs.items():
-        node = helper.make_node(op, ["x", "w"], ["y"])
-        graph = helper.make_graph([node], key, [helper.make_tensor_value_info("x", in_type, [1, n, n])],
-                                  [helper.make_tensor_value_info("y", out_type, [1, n, n])],
-                                  [numpy_helper.from_array(weight, "w")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        path = work / f"peak-{key}.onnx"
-        onnx.save(model, path)
-        with make_runner("onnxruntime", path) as runner:
-            out[key] = 2 * n ** 3 / _median_s(lambda: runner.infer({"x": x}, ["y"]), reps) / 1e9
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    with torch.inference_mode():
-        out["torch_fp32"] = 2 * n ** 3 / _median_s(lambda: torch.mm(a, b), reps) / 1e9
+    per_size: dict[str, dict[int, float]] = {"ort_fp32": {}, "ort_int8": {}, "torch_fp32": {}}
+    for n in sizes:
+        graphs = {
+            "ort_fp32": ("MatMul", TensorProto.FLOAT, rng.standard_normal((n, n)).astype(np.float32),
+                         rng.standard_normal((n, n)).astype(np.float32), TensorProto.FLOAT),
+            "ort_int8": ("MatMulInteger", TensorProto.UINT8, rng.integers(-127, 128, (n, n)).astype(np.int8),
+                         rng.integers(0, 256, (n, n)).astype(np.uint8), TensorProto.INT32),
+        }
+        for key, (op, in_type, weight, x, out_type) in graphs.items():
+            node = helper.make_node(op, ["x", "w"], ["y"])
+            graph = helper.make_graph([node], key, [helper.make_tensor_value_info("x", in_type, [n, n])],
+                                      [helper.make_tensor_value_info("y", out_type, [n, n])],
+                                      [numpy_helper.from_array(weight, "w")])
+            path = work / f"peak-{key}-{n}.onnx"
+            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+            with make_runner("onnxruntime", path) as runner:
+                per_size[key][n] = 2 * n ** 3 / _fastest_s(lambda: runner.infer({"x": x}, ["y"]), reps) / 1e9
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        with torch.inference_mode():
+            per_size["torch_fp32"][n] = 2 * n ** 3 / _fastest_s(lambda: torch.mm(a, b), reps) / 1e9
+    out: dict[str, Any] = {key: max(rates.values()) for key, rates in per_size.items()}
+    out["per_size"] = {key: {str(n): round(r, 1) for n, r in rates.items()} for key, rates in per_size.items()}
     return out
+
+
+def _fastest_s(fn: Callable[[], Any], reps: int) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
 def _median_s(fn: Callable[[], Any], reps: int) -> float:
@@ -264,7 +279,8 @@ def measure(variants: list[Variant], x: np.ndarray, labels: np.ndarray, blocks: 
                              if (deep[v.name] >= 0).all() else None),
             "ms_mean": float(ms.mean()), "ms_median": float(np.median(ms)), "ms_p99": float(np.percentile(ms, 99)),
             "batch32_img_s": ips, "batch32_img_s_rounds": through[v.name],
-            "exit_fraction": [round(float(np.mean(exits[v.name] == i)), 4) for i in range(int(exits[v.name].max()) + 1)],
+            "exit_fraction": [round(float(np.mean(exits[v.name] == i)), 4)
+                              for i in range(int(exits[v.name].max()) + 1)],
             "mean_macs": float(macs.mean()),
             "g_op_s": 2 * float(macs.mean()) * ips / 1e9,  # achieved at batch 32
             "predictions_agree_with_eager": None,
@@ -367,7 +383,7 @@ def report(r: dict[str, Any]) -> str:
     """The Markdown table and the verdict on the two speed targets."""
     rows = r["variants"]
     out = [f"Student: `{r['student']}` ({r['why']}); {r['images']:,} test images; {r['machine']['cpu']}, "
-           f"{r['machine']['cores']} cores. Peaks (1024² matrices): ONNX Runtime FP32 "
+           f"{r['machine']['cores']} cores. Matrix-multiply peaks: ONNX Runtime FP32 "
            f"{r['peaks_g_op_s']['ort_fp32']:.0f} GFLOP/s, INT8 {r['peaks_g_op_s']['ort_int8']:.0f} GOP/s "
            f"(×{r['int8_over_fp32_peak']:.2f}), torch FP32 {r['peaks_g_op_s']['torch_fp32']:.0f} GFLOP/s.", "",
            "| variant | top-1 | deepest exit top-1 | batch-1 mean ms | median | p99 | × eager (batch 1) | "
