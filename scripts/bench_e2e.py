@@ -417,35 +417,41 @@ def report(r: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    """Accuracy vs batch-1 latency: the benchmark's variants, and every study variant's exits (mean test top-1 over
-    seeds) at the INT8 bundle's per-exit latency."""
+    """Accuracy vs batch-1 latency: the benchmark's variants (black markers), and every study variant's exits (mean
+    test top-1 over its seeds, one line per variant) at the INT8 bundle's exit latency (``--mode exit``); the
+    single-exit variants at the INT8 full graph's (the same backbone: the closest graph measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    markers = dict(zip(VARIANTS, ("s", "^", "D", "*", "P")))
     for name, v in r["variants"].items():
-        ax.scatter(v["ms_mean"], v["top1"], s=60, marker="D", zorder=3)
-        ax.annotate(name, (v["ms_mean"], v["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    study = [json.loads(p.read_text()) for p in STUDY.glob("n5k-*.json")]
+        ax.scatter(v["ms_mean"], v["top1"], s=90 if name == "int8-ee-certified" else 55, marker=markers.get(name, "o"),
+                   color="black", zorder=3, label=name)
     by_variant: dict[str, list[dict[str, Any]]] = {}
-    for s in study:
+    for s in (json.loads(p.read_text()) for p in STUDY.glob("n5k-*.json")):
         if s.get("test"):
             by_variant.setdefault(s["variant"], []).append(s)
     lat = r["exit_latency_ms"]["int8"]
+    single = r["variants"]["int8-vote"]["ms_mean"] if "int8-vote" in r["variants"] else lat[-1]
     for variant, rs in sorted(by_variant.items()):
         n_exits = len(rs[0]["test"]["exits"])
-        xs = lat[-n_exits:] if n_exits < len(lat) else lat
+        xs = lat if n_exits == len(lat) else [single]
         ys = [float(np.mean([s["test"]["exits"][i] for s in rs])) for i in range(n_exits)]
-        ax.plot(xs, ys, marker="o", linewidth=1, label=f"{variant} (exits, {len(rs)} seeds)")
+        ax.plot(xs, ys, marker="o", linewidth=1, alpha=0.8, label=f"study: {variant}, exits ({len(rs)} seed(s))")
     ax.set_xscale("log")
-    ax.set_xlabel("batch-1 latency per image, ms (log scale; study exits at the INT8 bundle's exit latency)")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("batch-1 latency per image, ms (log scale)")
     ax.set_ylabel("CIFAR-10 test top-1, %")
-    ax.set_title(f"accuracy vs latency — {r['machine']['cpu']}")
+    ax.set_title(f"accuracy vs latency, {r['images']:,} test images — {r['machine']['cpu']}, "
+                 f"{r['machine']['cores']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    if by_variant:
-        ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
