@@ -210,26 +210,24 @@ def matmul_peaks(work: Path, sizes: tuple[int, ...] = PEAK_SIZES, reps: int = 10
     return out
 
 
-def _fastest_s(fn: Callable[[], Any], reps: int) -> float:
-    for _ in range(2):
+def _times_s(fn: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return times
+
+
+def _fastest_s(fn: Callable[[], Any], reps: int) -> float:
+    return min(_times_s(fn, reps, warmup=2))
 
 
 def _median_s(fn: Callable[[], Any], reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(_times_s(fn, reps))
 
 
 def measure(variants: list[Variant], x: np.ndarray, labels: np.ndarray, blocks: int, rounds: int,

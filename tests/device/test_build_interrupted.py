@@ -132,7 +132,10 @@ def _count_steps(args: list, cwd: Path, log: Path) -> list:
 
 
 @pytest.mark.slow
-def test_sigkill_at_every_step_of_build_force_keeps_a_whole_bundle(made, tmp_path):
+def _build_force(made: dict):
+    """``build --force`` of the fixture over an earlier build (marked ``old-marker.txt``): (its arguments in a work
+    folder, the preparation of that folder)."""
+
     def args(work: Path) -> list:
         return ["build", made["src"], "--precision", "fp32", "--out", work / "out", "--force", "--cache-dir",
                 work / "cache"]
@@ -141,6 +144,11 @@ def test_sigkill_at_every_step_of_build_force_keeps_a_whole_bundle(made, tmp_pat
         shutil.copytree(made["built"], work / "out")
         (work / "out" / "old-marker.txt").write_text("old")
 
+    return args, prepare
+
+
+def test_sigkill_at_every_step_of_build_force_keeps_a_whole_bundle(made, tmp_path):
+    args, prepare = _build_force(made)
     (tmp_path / "count").mkdir()
     prepare(tmp_path / "count")
     steps = _count_steps(args(tmp_path / "count"), tmp_path / "count", tmp_path / "steps.log")
@@ -192,14 +200,7 @@ def test_sigkill_at_every_step_of_profile_write_thresholds_keeps_the_manifest_wh
 @pytest.mark.slow
 @pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
 def test_a_failed_write_at_every_step_of_build_force_is_one_line_and_keeps_the_old_bundle(made, tmp_path, code):
-    def args(work: Path) -> list:
-        return ["build", made["src"], "--precision", "fp32", "--out", work / "out", "--force", "--cache-dir",
-                work / "cache"]
-
-    def prepare(work: Path) -> None:
-        shutil.copytree(made["built"], work / "out")
-        (work / "out" / "old-marker.txt").write_text("old")
-
+    args, prepare = _build_force(made)
     (tmp_path / "count").mkdir()
     prepare(tmp_path / "count")
     steps = _count_steps(args(tmp_path / "count"), tmp_path / "count", tmp_path / "steps.log")
