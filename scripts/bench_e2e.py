@@ -103,12 +103,15 @@ def prepare(checkpoint: Path, work: Path, console) -> dict[str, Path]:
 
 
 class Variant:
-    """One way of answering: ``one(x)`` on a (1, C, H, W) batch and ``many(x)`` on (B, C, H, W), each returning
-    (answers (B,), exits (B,), deepest-exit answers (B,) or None); ``macs(exits)`` the MACs each image ran."""
+    """One way of answering: ``call(x)`` on a (B, C, H, W) batch returns (answers (B,), exits that answered (B,));
+    ``macs(exits)`` the MACs each image ran; ``deep(x)``, where the variant computes it, the deepest exit's answers
+    (read in an untimed pass); ``close()`` releases what it holds."""
 
     def __init__(self, name: str, call: Callable[[np.ndarray], tuple], macs: Callable[[np.ndarray], np.ndarray],
-                 precision: str, close: Callable[[], None] = lambda: None):
-        self.name, self.call, self.macs, self.precision, self.close = name, call, macs, precision, close
+                 precision: str, close: Callable[[], None] = lambda: None,
+                 deep: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.name, self.call, self.macs, self.precision = name, call, macs, precision
+        self.close, self.deep = close, deep
 
 
 def _exit_macs(manifest) -> tuple[np.ndarray, np.ndarray, int]:
@@ -132,9 +135,10 @@ def torch_variant(checkpoint: Path, macs: int) -> Variant:
         with torch.inference_mode():
             _, logits = head(segments(torch.from_numpy(x)))  # (B, K)
             pred = logits.argmax(dim=1).numpy()
-        return pred, np.full(len(x), model.num_exits - 1), pred
+        return pred, np.full(len(x), model.num_exits - 1)
 
-    return Variant("torch-eager", call, lambda exits: np.full(len(exits), macs), "fp32")
+    return Variant("torch-eager", call, lambda exits: np.full(len(exits), macs), "fp32",
+                   deep=lambda x: call(x)[0])
 
 
 def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray) -> Variant:
@@ -152,11 +156,9 @@ def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray) ->
     def call(x: np.ndarray) -> tuple:
         preds = pipe.infer(x) if len(x) == 1 else None
         preds = [preds] if preds is not None else pipe.predict_batch(x)
-        return np.array([p.label for p in preds]), np.array([p.exit for p in preds]), None
+        return np.array([p.label for p in preds]), np.array([p.exit for p in preds])
 
-    def deep(x: np.ndarray) -> np.ndarray | None:
-        if deepest is None:
-            return None
+    def deep(x: np.ndarray) -> np.ndarray:
         out = deepest.infer({"image": x}, [f"logits{manifest.num_exits - 1}"])
         return out[f"logits{manifest.num_exits - 1}"].argmax(axis=1)
 
@@ -165,9 +167,8 @@ def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray) ->
         if deepest is not None:
             deepest.deactivate()
 
-    v = Variant(name, call, lambda exits: reached[exits], manifest.precision, close)
-    v.deep = deep  # type: ignore[attr-defined]
-    return v
+    return Variant(name, call, lambda exits: reached[exits], manifest.precision, close,
+                   deep=deep if deepest is not None else None)
 
 
 # ------------------------------------------------------------------------------------------------------------ timing
@@ -247,16 +248,13 @@ def measure(variants: list[Variant], x: np.ndarray, labels: np.ndarray, blocks: 
         for v in order:
             for i in range(lo, hi):
                 t = time.perf_counter()
-                p, e, d = v.call(x[i:i + 1])  # (1, C, H, W)
+                p, e = v.call(x[i:i + 1])  # (1, C, H, W)
                 lat[v.name][i] = time.perf_counter() - t
                 pred[v.name][i], exits[v.name][i] = p[0], e[0]
-                if d is not None:
-                    deep[v.name][i] = d[0]
         console.print(f"batch 1: block {b + 1}/{blocks} done")
-    for v in variants:
-        fn = getattr(v, "deep", None)
-        if fn is not None and fn(x[:1]) is not None:
-            deep[v.name] = np.concatenate([fn(x[i:i + BATCH]) for i in range(0, n, BATCH)])
+    for v in variants:  # untimed
+        if v.deep is not None:
+            deep[v.name] = np.concatenate([v.deep(x[i:i + BATCH]) for i in range(0, n, BATCH)])
     through = {v.name: [] for v in variants}
     for r in range(rounds):
         for v in variants[r % len(variants):] + variants[:r % len(variants)]:

@@ -8,7 +8,7 @@ The failed-write tests (``EDGEKD_FAULT_FAIL_AT``) do the same on the fsync and r
 prints, per test, how many steps the command has and how many were faulted, plus the wall time: the figures in
 docs/RELIABILITY.md.
 
-    .venv/bin/python scripts/fault_inject.py            # every step of every test (about 8 minutes on 2 cores)
+    .venv/bin/python scripts/fault_inject.py            # every step of every test (about 11 minutes on 2 cores)
     .venv/bin/python scripts/fault_inject.py --subset   # the default subset, as make test runs it
 """
 

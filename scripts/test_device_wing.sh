@@ -2,9 +2,9 @@
 # The device wing on the Pythons JetPack ships: 3.8 (JetPack 5.1, TensorRT 8.5) and 3.10 (JetPack 6.x).
 # For each version given (default: 3.8 3.10): find the interpreter (on PATH, or under pyenv), make a venv with the
 # device dependencies only (edgekd's core dependencies + the plots extra + pytest; no torch), and run the core and
-# device-wing tests there, except those marked slow (fault injection at every step: the operating system's behaviour,
-# which the main run checks under Python 3.11). Tests that need the training wing skip with a message. A missing interpreter is skipped
-# with a message, not an error. Used by `make test`.
+# device-wing tests there, except those marked slow (fault injection at every step: the operating system's
+# behaviour, which the main run checks under Python 3.11). Tests that need the training wing skip with a message.
+# A missing interpreter is skipped with a message, not an error. Used by `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -160,11 +160,7 @@ def fault_steps(steps: list) -> list[int]:
                     if i < total:
                         picked[("after aside",)] = i + 1
         chosen = sorted({1, total, *picked.values()} - {0})
-    report = os.environ.get(FAULT_REPORT)
-    if report:
-        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
-        with open(report, "a") as f:
-            f.write(f"{test} {total} {len(chosen)}\n")
+    _report_faults(total, chosen)
     return chosen
 
 
@@ -186,9 +182,16 @@ def write_steps(steps: list) -> list[int]:
             picked.update(of_kind[:1] + of_kind[-1:])
         picked.update(i for i in candidates if parsed[i - 1][2].endswith(".edgekd-old"))
         chosen = sorted(picked)
+    _report_faults(len(candidates), chosen)  # total: the write steps
+    return chosen
+
+
+def _report_faults(total: int, chosen: list[int]) -> None:
+    """With ``EDGEKD_FAULT_REPORT=FILE``: append ``test total faulted`` to FILE (scripts/fault_inject.py reads it)."""
+    import os
+
     report = os.environ.get(FAULT_REPORT)
-    if report:  # as fault_steps: ``test total failed`` (total: the write steps)
+    if report:
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
         with open(report, "a") as f:
-            f.write(f"{test} {len(candidates)} {len(chosen)}\n")
-    return chosen
+            f.write(f"{test} {total} {len(chosen)}\n")
