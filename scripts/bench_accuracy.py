@@ -113,13 +113,9 @@ def shared_parts() -> str:
     return ",".join(str(p.resolve()) for p in parts)
 
 
-def pool_files() -> tuple[Path, Path]:
-    """The limited-data pool (``per_class`` images of each class) with the test split, and the same pool without it
-    (for the search, which must not see test). Written once under the cache; returns (with_test, without_test)."""
-    name = f"cifar10-{REGIME['name']}"
-    with_test, no_test = CACHE / "data" / f"{name}.npz", CACHE / "data" / f"{name}-notest.npz"
-    if with_test.exists() and no_test.exists():
-        return with_test, no_test
+def _shared_train() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The shared copy's (x_train, y_train, x_test, y_test, classes) and the indices of the limited-data pool in
+    x_train (``per_class`` images of each class, the first ones in the copy's shuffled order), sorted."""
     parts = [np.load(p) for p in shared_parts().split(",")]
     x = np.concatenate([p["x_train"] for p in parts])  # (50000, 32, 32, 3) uint8
     y = np.concatenate([p["y_train"] for p in parts])  # (50000,) uint8
@@ -127,12 +123,41 @@ def pool_files() -> tuple[Path, Path]:
     y_test = np.concatenate([p["y_test"] for p in parts])  # (10000,)
     classes = parts[0]["classes"]
     keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:REGIME["per_class"]] for c in range(len(classes))]))
-    with_test.parent.mkdir(parents=True, exist_ok=True)
+    return x, y, x_test, y_test, classes, keep
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def pool_files() -> tuple[Path, Path]:
+    """The limited-data pool (``per_class`` images of each class) with the test split, and the same pool without it
+    (for the search, which must not see test). Written once under the cache; returns (with_test, without_test)."""
+    name = f"cifar10-{REGIME['name']}"
+    with_test, no_test = CACHE / "data" / f"{name}.npz", CACHE / "data" / f"{name}-notest.npz"
+    if with_test.exists() and no_test.exists():
+        return with_test, no_test
+    x, y, x_test, y_test, classes, keep = _shared_train()
     for path, (xt, yt) in ((with_test, (x_test, y_test)), (no_test, (x_test[:0], y_test[:0]))):
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, x_train=x[keep], y_train=y[keep], x_test=xt, y_test=yt, classes=classes)
-        os.replace(tmp, path)
+        _save_npz(path, x_train=x[keep], y_train=y[keep], x_test=xt, y_test=yt, classes=classes)
     return with_test, no_test
+
+
+def heldout_file(n: int) -> Path:
+    """The first ``n`` CIFAR-10 training images outside the limited-data pool, as labelled ``images``/``labels``:
+    images no student of the regime trained or selected on, and not the test split (the teacher saw them, which
+    says nothing about a student's errors). ``scripts/bench_e2e.py`` certifies early-exit thresholds on them."""
+    path = CACHE / "data" / f"cifar10-{REGIME['name']}-heldout{n}.npz"
+    if not path.exists():
+        x, y, _, _, classes, keep = _shared_train()
+        rest = np.setdiff1d(np.arange(len(y)), keep)[:n]
+        if len(rest) < n:
+            sys.exit(f"error: only {len(rest)} training images lie outside the pool, {n} asked")
+        _save_npz(path, images=x[rest], labels=y[rest], classes=classes)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------------ plan
