@@ -20,7 +20,8 @@ Design (the constants below are the one definition; ``--plan`` prints the runs a
   comparison across variants is paired by seed). Runs are ordered seed-major: after any prefix of time, whole seeds of
   every variant exist.
 * Search (after the main grid): TSKD settings on the validation split only (a copy of the pool without test images,
-  so no search run can look at test), judged against kd-single/kd-multi of the same seed on validation.
+  so no search run can look at test), judged against kd-single/kd-multi of the same seed on validation. Two stages:
+  every setting on seed 0 (screening), then the two best of them by seed-0 validation on seed 1 (confirmation).
 
 Each finished run writes ``docs/benchmarks/accuracy/<run>.json`` (small; committed): config, per-exit and per-vote
 validation and test top-1, epochs, the training time, where it ran. A run whose JSON exists is skipped; checkpoints
@@ -46,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -80,7 +81,11 @@ SEARCH: dict[str, dict[str, float]] = {
     "b1-hint0.1": {"beta": 1.0, "hint_weight": 0.1},
     "T2-hint0.1": {"temperature": 2.0, "hint_weight": 0.1},
 }
-SEARCH_SEEDS = (0, 1)
+#: Two stages: every setting on the screening seed, then the best ``top`` of them (by validation top-1 of the deepest
+#: exit on that seed) again on the confirming seeds. The decision uses validation only.
+SEARCH_SCREEN_SEED = 0
+SEARCH_CONFIRM = {"seeds": (1,), "top": 2}
+SEARCH_SEEDS = (SEARCH_SCREEN_SEED, *SEARCH_CONFIRM["seeds"])
 
 
 @dataclass
@@ -163,8 +168,22 @@ def heldout_file(n: int) -> Path:
 # ------------------------------------------------------------------------------------------------------------ plan
 
 
+def confirmed_tags() -> list[str]:
+    """The search settings to confirm on more seeds: the ``top`` best by validation top-1 of the deepest exit on the
+    screening seed (ties: the mean of every exit), once every screening run has finished; before that, none."""
+    scores = {}
+    for tag in SEARCH:
+        path = RESULTS / f"search-{REGIME['name']}-tskd-{tag}-s{SEARCH_SCREEN_SEED}.json"
+        if not path.exists():
+            return []
+        val = json.loads(path.read_text())["val"]["exits"]
+        scores[tag] = (val[-1], sum(val) / len(val))
+    return sorted(scores, key=lambda t: scores[t], reverse=True)[:SEARCH_CONFIRM["top"]]
+
+
 def plan() -> list[Run]:
-    """Every run of the study in the order they are trained: teacher; main grid seed by seed; search seed by seed."""
+    """Every run of the study in the order they are trained: teacher; main grid seed by seed; the search's
+    screening runs, then (once they have finished) its confirmation runs."""
     teacher = Run("teacher-" + TEACHER["model"], "teacher", "teacher", 0,
                   {"data": "<shared>", "model": TEACHER["model"], "method": "ce", "exits": [],
                    "epochs": TEACHER["epochs"], "batch_size": TEACHER["batch_size"], "lr": TEACHER["lr"],
@@ -177,10 +196,11 @@ def plan() -> list[Run]:
             if method in ("kd", "tskd"):
                 settings.update(teacher=str(teacher.out / "best.pt"), compile_teacher=True)
             runs.append(Run(f"{REGIME['name']}-{variant}-s{seed}", "main", variant, seed, settings))
-    for seed in SEARCH_SEEDS:
-        for tag, hparams in SEARCH.items():
+    stages = [(SEARCH_SCREEN_SEED, list(SEARCH))] + [(seed, confirmed_tags()) for seed in SEARCH_CONFIRM["seeds"]]
+    for seed, tags in stages:
+        for tag in tags:
             settings = {**common, "data": "<pool-notest>", "method": "tskd", "exits": MULTI, "seed": seed,
-                        "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **hparams}
+                        "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **SEARCH[tag]}
             runs.append(Run(f"search-{REGIME['name']}-tskd-{tag}-s{seed}", "search", f"tskd-{tag}", seed, settings))
     return runs
 
@@ -316,21 +336,29 @@ def single_driver() -> object:
     return handle
 
 
-def drive(runs: list[Run]) -> None:
-    """Train every run whose JSON is missing, in order; print one line per run."""
+def drive(select: Callable[[], list[Run]]) -> None:
+    """Train every run whose JSON is missing, in order, planning again after each (the search's confirmation runs
+    exist only once its screening runs have finished); print one line per run."""
     import torch
     from rich.console import Console
 
     lock = single_driver()  # noqa: F841  held until the process exits
 
     console = Console(file=sys.stdout, width=120, soft_wrap=True)
-    todo = [r for r in runs if not r.result.exists()]
-    console.print(f"{datetime.now().isoformat(timespec='seconds')}: {len(runs) - len(todo)} of {len(runs)} runs "
-                  f"done; torch {torch.__version__} on {torch.get_num_threads()} threads, nice {os.nice(0)}")
-    for run in todo:
+    runs = select()
+    console.print(f"{datetime.now().isoformat(timespec='seconds')}: {sum(r.result.exists() for r in runs)} of "
+                  f"{len(runs)} runs done; torch {torch.__version__} on {torch.get_num_threads()} threads, "
+                  f"nice {os.nice(0)}")
+    skipped: set[str] = set()
+    while True:
+        todo = [r for r in select() if not r.result.exists() and r.name not in skipped]
+        if not todo:
+            return
+        run = todo[0]
         teacher = run.settings.get("teacher")
         if teacher and not Path(teacher).exists():
             console.print(f"[red]{run.name}: teacher {teacher} missing; train the teacher first[/]")
+            skipped.add(run.name)
             continue
         console.print(f"\n== {datetime.now().isoformat(timespec='seconds')} {run.name}")
         record = train_run(run, console)
@@ -442,8 +470,9 @@ def report() -> str:
             out.append(f"| {a} | {b} | {what} | {n} | {d:+.2f} | {'–' if math.isnan(sd) else f'{sd:.2f}'} | "
                        f"{'–' if math.isnan(p) else f'{p:.3f}'} | {wins}/{n} | {exceeds} |")
     if search:
-        out += ["", "TSKD search on validation only (the search runs have no test split): val top-1, mean over the "
-                "seeds run; compared with kd-single and kd-multi (deepest exit) and the default tskd on the same "
+        out += ["", "TSKD search on validation only (the search runs have no test split; every setting on seed "
+                f"{SEARCH_SCREEN_SEED}, the best {SEARCH_CONFIRM['top']} of them also on seed(s) "
+                f"{', '.join(map(str, SEARCH_CONFIRM['seeds']))}): val top-1, mean over the seeds run; compared with kd-single and kd-multi (deepest exit) and the default tskd on the same "
                 "seeds' validation.", "",
                 "| setting | T, α, β, λ | seeds | exit 0 | exit 1 | exit 2 | soft vote | deepest − kd-single | "
                 "deepest − kd-multi |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -477,14 +506,19 @@ def main() -> None:
     ap.add_argument("--only", help="train only the runs whose names match this fnmatch pattern (the teacher too)")
     ap.add_argument("--no-search", action="store_true", help="stop after the main grid")
     args = ap.parse_args()
-    runs = plan()
-    if args.no_search:
-        runs = [r for r in runs if r.kind != "search"]
-    if args.only:
-        runs = [r for r in runs if r.kind == "teacher" or fnmatch.fnmatch(r.name, args.only)]
-        if len(runs) == 1 and not fnmatch.fnmatch(runs[0].name, args.only):
-            print(f"error: --only {args.only!r} matches no run (see --plan)", file=sys.stderr)
-            sys.exit(2)
+
+    def select() -> list[Run]:
+        runs = plan()
+        if args.no_search:
+            runs = [r for r in runs if r.kind != "search"]
+        if args.only:
+            runs = [r for r in runs if r.kind == "teacher" or fnmatch.fnmatch(r.name, args.only)]
+        return runs
+
+    runs = select()
+    if args.only and len(runs) == 1 and not fnmatch.fnmatch(runs[0].name, args.only):
+        print(f"error: --only {args.only!r} matches no run (see --plan)", file=sys.stderr)
+        sys.exit(2)
     if args.plan:
         for r in runs:
             state = "done" if r.result.exists() else ("started" if (r.out / "last.pt").exists() else "todo")
@@ -493,7 +527,7 @@ def main() -> None:
     if args.report:
         sys.stdout.write(report())
         return
-    drive(runs)
+    drive(select)
 
 
 if __name__ == "__main__":
