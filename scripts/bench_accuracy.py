@@ -86,11 +86,12 @@ SEARCH: dict[str, dict[str, float]] = {
 SEARCH_SCREEN_SEED = 0
 SEARCH_CONFIRM = {"seeds": (1,), "top": 2}
 SEARCH_SEEDS = (SEARCH_SCREEN_SEED, *SEARCH_CONFIRM["seeds"])
-#: The search's outcome, trained like the main grid (3 seeds, test evaluated once): variant → TSKD overrides. The
-#: rule, fixed before the confirmation runs: of the confirmed settings, the one with the best mean validation top-1
-#: of the deepest exit over the search seeds, if it beats the defaults' mean there and its exit 0 is within 1 point
-#: of the defaults'. Empty while the search has not decided (or when no setting passes).
-FINAL: dict[str, dict[str, float]] = {}
+#: Search settings trained like the main grid (3 seeds, test evaluated once per model). The defaults rule, fixed
+#: before the confirmation runs: of the confirmed settings, the one with the best mean validation top-1 of the
+#: deepest exit over the search seeds becomes the tskd default if it beats the defaults' mean there and its exit 0
+#: is within 1 point of the defaults'. Outcome: a0.9-hint0.1 was best (71.75 against 70.20) but its exit 0 fell
+#: 1.35 points (59.95 against 61.30), so the defaults stay; it is trained here so the test table shows its trade.
+FINAL: dict[str, dict[str, float]] = {"tskd-a0.9-hint0.1": SEARCH["a0.9-hint0.1"]}
 
 
 @dataclass
