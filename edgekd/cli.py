@@ -42,7 +42,6 @@ from edgekd.training.config import (
     EXPORT_VAL_BYTES,
     EXPORT_VAL_MIN,
     METHOD_HELP,
-    METHOD_OBJECTIVE_DEFAULTS,
     METHOD_TERMS,
     OBJECTIVE_DEFAULTS,
     SCHEDULES,
@@ -221,11 +220,6 @@ GUARANTEE = ("With probability at least --confidence, the certified thresholds l
              "larger --target-drop.")
 _D = TrainConfig()  # training defaults: defined once, in TrainConfig, and quoted in the help below
 _H = OBJECTIVE_DEFAULTS
-
-
-def _own(key: str) -> str:
-    """The methods whose default of ``key`` differs from the shared one, for --help: "; tskd 0.1"."""
-    return "".join(f"; {m} {v[key]:g}" for m, v in METHOD_OBJECTIVE_DEFAULTS.items() if key in v)
 #: --method's help: each method, then how to type the ablations of TSKD (the method is the loss, --exits the model).
 METHODS_HELP = (" ".join(f"{name}: {text}." for name, text in METHOD_HELP.items())
                 + " Ablations on one 3-stage model: ce/kd with --exits 0,1,2 (multi-exit CE, multi-exit KD), byot, "
@@ -247,10 +241,10 @@ def train(
     method: Optional[Method] = typer.Option(None, help=f"What every exit learns (default: {_D.method}). {METHODS_HELP}"),
     teacher: Optional[str] = typer.Option(None, help="Teacher: an edgekd checkpoint, or a model name with --teacher-weights."),
     teacher_weights: Optional[str] = typer.Option(None, help="state_dict file for a teacher given by name."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help=f"Distillation temperature T (default: {_H['temperature']:g}{_own('temperature')})."),
-    alpha: Optional[float] = typer.Option(None, help=f"Weight α of teacher KD vs CE (default: {_H['alpha']:g}{_own('alpha')})."),
-    beta: Optional[float] = typer.Option(None, help=f"Weight β of self-distillation from the deepest exit (default: {_H['beta']:g}{_own('beta')})."),
-    hint_weight: Optional[float] = typer.Option(None, help=f"Weight λ of the feature hint loss (default: {_H['hint_weight']:g}{_own('hint_weight')})."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-T", help=f"Distillation temperature T (default: {_H['temperature']:g})."),
+    alpha: Optional[float] = typer.Option(None, help=f"Weight α of teacher KD vs CE (default: {_H['alpha']:g})."),
+    beta: Optional[float] = typer.Option(None, help=f"Weight β of self-distillation from the deepest exit (default: {_H['beta']:g})."),
+    hint_weight: Optional[float] = typer.Option(None, help=f"Weight λ of the feature hint loss (default: {_H['hint_weight']:g})."),
     vote: Optional[Vote] = typer.Option(None, help=f"Vote rule that picks best.pt (default: {_D.vote})."),
     compile_teacher: Optional[bool] = typer.Option(None, "--compile-teacher/--no-compile-teacher", help="torch.compile the frozen teacher: the same logits, about 13% less time per teacher forward (7% per kd step) on a 2-core CPU, after a first call of seconds (cached) to a minute; for long kd/tskd runs (default: off)."),
     epochs: Optional[int] = typer.Option(None, help=f"Epochs (default: {_D.epochs})."),

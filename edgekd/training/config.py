@@ -42,14 +42,6 @@ METHOD_HELP: dict[str, str] = {
 #: Default objective weights: temperature T, teacher weight α, self-distillation weight β, hint weight λ.
 #: ``TrainConfig`` leaves them None ("the default"); the objective fills them from here.
 OBJECTIVE_DEFAULTS: dict[str, float] = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
-#: Per-method overrides of ``OBJECTIVE_DEFAULTS``: the values the TSKD study's search (issue 13, validation split
-#: only; docs/BENCHMARKS.md) chose for one method. A method without an entry uses the shared defaults.
-METHOD_OBJECTIVE_DEFAULTS: dict[str, dict[str, float]] = {}
-
-
-def objective_defaults(method: str) -> dict[str, float]:
-    """The default T, α, β, λ of ``method``: the shared ones with the method's own overrides."""
-    return {**OBJECTIVE_DEFAULTS, **METHOD_OBJECTIVE_DEFAULTS.get(method, {})}
 SCHEDULES = ("cosine", "onecycle")
 #: ``edgekd export`` defaults. A bundle carries labelled validation images (``val_sample.npz``): build certifies
 #: early-exit thresholds on them, so the more the better (certifying a 0.5-point budget at 90% confidence takes at

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from torch import Tensor
 
 from edgekd.core.errors import ConfigError
-from edgekd.training.config import METHOD_OBJECTIVE_DEFAULTS, METHOD_TERMS, OBJECTIVE_DEFAULTS
+from edgekd.training.config import METHOD_TERMS, OBJECTIVE_DEFAULTS
 from edgekd.training.distill.losses import cross_entropy, hint_l2, kd_kl
 
 
@@ -89,8 +89,7 @@ class Objective:
         return terms
 
 
-METHODS: dict[str, Objective] = {name: Objective(name, **terms, **METHOD_OBJECTIVE_DEFAULTS.get(name, {}))
-                                  for name, terms in METHOD_TERMS.items()}
+METHODS: dict[str, Objective] = {name: Objective(name, **terms) for name, terms in METHOD_TERMS.items()}
 
 
 def build_objective(method: str, **hparams: float | None) -> Objective:

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from edgekd.core.errors import ConfigError
-from edgekd.training.config import METHOD_OBJECTIVE_DEFAULTS, METHOD_TERMS, OBJECTIVE_DEFAULTS, objective_defaults
 from edgekd.training.distill import build_objective
 from edgekd.training.distill.losses import cross_entropy, hint_l2, kd_kl
 
@@ -132,20 +131,3 @@ def test_every_method_has_help_text():
     from edgekd.training.config import METHOD_HELP, METHOD_TERMS
 
     assert list(METHOD_HELP) == list(METHOD_TERMS)
-
-
-@pytest.mark.parametrize("method", sorted(METHOD_TERMS))
-def test_each_method_starts_from_its_own_defaults_and_options_win(method):
-    """A method's T, α, β, λ are the shared defaults with its own overrides (the TSKD study's search chose them),
-    and a value given on the command line replaces either."""
-    obj = build_objective(method)
-    defaults = objective_defaults(method)
-    assert obj.hparams() == {k: defaults[k] for k in obj.hparams()}
-    assert build_objective(method, temperature=2.5).temperature == 2.5
-
-
-def test_method_overrides_touch_only_their_method():
-    for method, overrides in METHOD_OBJECTIVE_DEFAULTS.items():
-        assert set(overrides) <= set(OBJECTIVE_DEFAULTS) and method in METHOD_TERMS
-        for other in set(METHOD_TERMS) - {method} - set(METHOD_OBJECTIVE_DEFAULTS):
-            assert objective_defaults(other) == OBJECTIVE_DEFAULTS
