@@ -486,7 +486,8 @@ def report() -> str:
     if search:
         out += ["", "TSKD search on validation only (the search runs have no test split; every setting on seed "
                 f"{SEARCH_SCREEN_SEED}, the best {SEARCH_CONFIRM['top']} of them also on seed(s) "
-                f"{', '.join(map(str, SEARCH_CONFIRM['seeds']))}): val top-1, mean over the seeds run; compared with kd-single and kd-multi (deepest exit) and the default tskd on the same "
+                f"{', '.join(map(str, SEARCH_CONFIRM['seeds']))}): val top-1, mean over the seeds run; compared "
+                "with kd-single and kd-multi (deepest exit) and the default tskd on the same "
                 "seeds' validation.", "",
                 "| setting | T, α, β, λ | seeds | exit 0 | exit 1 | exit 2 | soft vote | deepest − kd-single | "
                 "deepest − kd-multi |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -33,7 +33,7 @@ Batch-1 timing is interleaved: the images are cut into blocks, and each block ru
     .venv/bin/python scripts/bench_e2e.py                      # measure (resumable: builds are cached in --work)
     .venv/bin/python scripts/bench_e2e.py --threads 1          # the same, one thread everywhere
     .venv/bin/python scripts/bench_e2e.py --report             # Markdown table of the result
-    .venv/bin/python scripts/bench_e2e.py --plot docs/figures/accuracy_latency.png   # with the study's variants
+    .venv/bin/python scripts/bench_e2e.py --plot docs/benchmarks/e2e/accuracy_latency.png   # with the study's variants
 """
 
 from __future__ import annotations
@@ -410,7 +410,8 @@ def report(r: dict[str, Any]) -> str:
     """The Markdown table and the verdict on the two speed targets."""
     rows = r["variants"]
     out = [f"Student: `{r['student']}` ({r['why']}); {r['images']:,} test images; {r['machine']['cpu']}, "
-           f"{r['machine']['cores']} cores, {r.get('threads', r['machine']['cores'])} thread(s). Matrix-multiply peaks: ONNX Runtime FP32 "
+           f"{r['machine']['cores']} cores, {r.get('threads', r['machine']['cores'])} thread(s). "
+           f"Matrix-multiply peaks: ONNX Runtime FP32 "
            f"{r['peaks_g_op_s']['ort_fp32']:.0f} GFLOP/s, INT8 {r['peaks_g_op_s']['ort_int8']:.0f} GOP/s "
            f"(×{r['int8_over_fp32_peak']:.2f}), torch FP32 {r['peaks_g_op_s']['torch_fp32']:.0f} GFLOP/s.", "",
            "| variant | top-1 | deepest exit top-1 | batch-1 mean ms | median | p99 | × eager (batch 1) | "
@@ -435,7 +436,8 @@ def report(r: dict[str, Any]) -> str:
         cert = r["thresholds"][key]["certificate"] or {}
         ok1 = s1 >= TARGET_EAGER and ee["top1"] >= eager["top1"]
         ok2 = s2 >= TARGET_VOTE
-        out += ["", f"`{name}` (certified on {cert.get('n', '?')} images: at most {cert.get('epsilon', float('nan')):g} "
+        out += ["", f"`{name}` (certified on {cert.get('n', '?')} images: at most "
+                f"{cert.get('epsilon', float('nan')):g} "
                 f"points lost against {cert.get('reference', '?')} at δ {cert.get('delta', '?')}; "
                 f"certified: {cert.get('certified')}):",
                 f"- target 1 (≥ {TARGET_EAGER:g}× faster than PyTorch eager at equal or better top-1): {s1:.1f}×, "

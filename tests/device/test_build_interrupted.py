@@ -131,7 +131,6 @@ def _count_steps(args: list, cwd: Path, log: Path) -> list:
     return log.read_text().splitlines()
 
 
-@pytest.mark.slow
 def _build_force(made: dict):
     """``build --force`` of the fixture over an earlier build (marked ``old-marker.txt``): (its arguments in a work
     folder, the preparation of that folder)."""
@@ -147,6 +146,7 @@ def _build_force(made: dict):
     return args, prepare
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_step_of_build_force_keeps_a_whole_bundle(made, tmp_path):
     args, prepare = _build_force(made)
     (tmp_path / "count").mkdir()

@@ -163,7 +163,8 @@ def test_parity_tolerance_scales_with_the_logits():
                 "n": 4}
 
     ex._enforce({"val": part(20.0), "random": part(20.0), "segments_vs_full": 0.0, "tolerance": 1e-3}, 1e-3)
-    with pytest.raises(ex.ExportError, match=r"exit 0 logits/conf on the val input differ by 0.002 .*tolerance 0.001\)"):
+    small = r"exit 0 logits/conf on the val input differ by 0.002 .*tolerance 0.001\)"
+    with pytest.raises(ex.ExportError, match=small):
         ex._enforce({"val": part(1.0), "random": part(20.0), "segments_vs_full": 0.0, "tolerance": 1e-3}, 1e-3)
     with pytest.raises(ex.ExportError, match=r"tolerance 0.001 × logit scale 1.5"):
         ex._enforce({"val": part(1.5), "random": part(20.0), "segments_vs_full": 0.0, "tolerance": 1e-3}, 1e-3)
