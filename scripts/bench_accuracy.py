@@ -53,7 +53,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
-CACHE = ROOT / "runs" / "study"
+#: Checkpoints and the pool files: ``runs/study`` unless ``EDGEKD_STUDY_CACHE`` names another folder (one outside the
+#: work tree survives a fresh checkout of the repository on the same machine).
+CACHE = Path(os.environ.get("EDGEKD_STUDY_CACHE") or ROOT / "runs" / "study")
 RESULTS = ROOT / "docs" / "benchmarks" / "accuracy"
 
 TEACHER = {"model": "resnet32", "epochs": 15, "batch_size": 128, "lr": 0.1, "val_fraction": 0.02}
@@ -347,7 +349,30 @@ def single_driver() -> object:
     return handle
 
 
-def drive(select: Callable[[], list[Run]]) -> None:
+def needs_rebuild(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> bool:
+    """Whether a finished run must be trained again for its checkpoint: its result JSON exists (in git) but its
+    ``best.pt`` does not (checkpoints live on one machine), and a run still to train needs it as its teacher, or
+    ``keep(run)`` asks for its checkpoint (a later step reads the model, e.g. certification)."""
+    if not run.result.exists() or (run.out / "best.pt").exists():
+        return False
+    wanted = {r.settings.get("teacher") for r in runs if not r.result.exists()}
+    return str(run.out / "best.pt") in wanted or keep(run)
+
+
+def rebuild(run: Run, console) -> None:
+    """Train a finished run again with the same settings and seed (the loop is deterministic on one machine) and
+    record the outcome beside the first one, under ``rebuilt/``, so the two can be compared."""
+    console.print(f"\n== {datetime.now().isoformat(timespec='seconds')} {run.name}: result in git, checkpoint "
+                  f"gone; training it again with the same settings")
+    record = train_run(run, console)
+    write_json(RESULTS / "rebuilt" / f"{run.name}.json", {**record, "kind": f"{run.kind}-rebuild"})
+    first = json.loads(run.result.read_text())
+    what = "test" if record["test"] else "val"
+    console.print(f"== {run.name} rebuilt: {what} deepest {record[what]['exits'][-1]:.2f} "
+                  f"(first training: {first[what]['exits'][-1]:.2f})")
+
+
+def drive(select: Callable[[], list[Run]], keep: Callable[[Run], bool] = lambda run: False) -> None:
     """Train every run whose JSON is missing, in order, planning again after each (the search's confirmation runs
     exist only once its screening runs have finished); print one line per run."""
     import torch
@@ -362,7 +387,12 @@ def drive(select: Callable[[], list[Run]]) -> None:
                   f"nice {os.nice(0)}")
     skipped: set[str] = set()
     while True:
-        todo = [r for r in select() if not r.result.exists() and r.name not in skipped]
+        runs = select()
+        again = [r for r in runs if needs_rebuild(r, runs, keep)]
+        if again:
+            rebuild(again[0], console)
+            continue
+        todo = [r for r in runs if not r.result.exists() and r.name not in skipped]
         if not todo:
             return
         run = todo[0]
@@ -520,6 +550,8 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="print the Markdown report of the finished runs and exit")
     ap.add_argument("--only", help="train only the runs whose names match this fnmatch pattern (the teacher too)")
     ap.add_argument("--no-search", action="store_true", help="stop after the main grid")
+    ap.add_argument("--checkpoints", metavar="PATTERN",
+                    help="also train again the finished runs matching this fnmatch pattern whose checkpoint is gone")
     args = ap.parse_args()
 
     def select() -> list[Run]:
@@ -542,7 +574,7 @@ def main() -> None:
     if args.report:
         sys.stdout.write(report())
         return
-    drive(select)
+    drive(select, keep=lambda run: bool(args.checkpoints) and fnmatch.fnmatch(run.name, args.checkpoints))
 
 
 if __name__ == "__main__":
