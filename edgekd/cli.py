@@ -44,6 +44,7 @@ from edgekd.training.config import (
     METHOD_HELP,
     METHOD_TERMS,
     OBJECTIVE_DEFAULTS,
+    PHASE_SCHEDULES,
     SCHEDULES,
     TrainConfig,
 )
@@ -151,6 +152,7 @@ def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
 Method = choices("Method", tuple(METHOD_TERMS))
 Vote = choices("Vote", VOTE_RULES)
 Schedule = choices("Schedule", SCHEDULES)
+Phases = choices("Phases", PHASE_SCHEDULES)
 Precision = choices("Precision", PRECISIONS)
 Backend = choices("Backend", (BACKEND_AUTO, *RUNNER_BACKENDS))
 CalibMethod = choices("CalibMethod", CALIB_CHOICES)
@@ -246,12 +248,20 @@ def train(
     beta: Optional[float] = typer.Option(None, help=f"Weight β of self-distillation from the deepest exit (default: {_H['beta']:g})."),
     hint_weight: Optional[float] = typer.Option(None, help=f"Weight λ of the feature hint loss (default: {_H['hint_weight']:g})."),
     vote: Optional[Vote] = typer.Option(None, help=f"Vote rule that picks best.pt (default: {_D.vote})."),
+    head_grad: Optional[float] = typer.Option(None, help=f"γ in [0, 1]: the gradient each shallow exit's head sends into the backbone is multiplied by γ (0: the backbone learns from the deepest exit alone; default: {_D.head_grad:g}, joint training)."),
+    exit_weights: Optional[str] = typer.Option(None, help="Per-exit loss weights, the deepest exit's 1 last: uniform (default), linear (each exit its share of the deepest exit's MACs), sdn (linear, ramped in from 0.01 over each phase, as SDN), or numbers such as 0.3,0.6,1."),
     compile_teacher: Optional[bool] = typer.Option(None, "--compile-teacher/--no-compile-teacher", help="torch.compile the frozen teacher: the same logits, about 13% less time per teacher forward (7% per kd step) on a 2-core CPU, after a first call of seconds (cached) to a minute; for long kd/tskd runs (default: off)."),
     epochs: Optional[int] = typer.Option(None, help=f"Epochs (default: {_D.epochs})."),
     batch_size: Optional[int] = typer.Option(None, help=f"Global batch size, split across torchrun ranks (default: {_D.batch_size})."),
     lr: Optional[float] = typer.Option(None, help=f"Peak learning rate (default: {_D.lr:g})."),
     weight_decay: Optional[float] = typer.Option(None, help=f"Weight decay (default: {_D.weight_decay:g})."),
     schedule: Optional[Schedule] = typer.Option(None, help=f"Learning-rate schedule (default: {_D.schedule})."),
+    phases: Optional[Phases] = typer.Option(None, help=f"joint: every exit from the start (default: {_D.phases}); backbone-first: the backbone and deepest exit alone for --epochs (a single-exit student; skipped with --init), then the shallow heads on the frozen backbone for --head-epochs, then optionally all exits for --joint-epochs at --joint-lr."),
+    init: Optional[str] = typer.Option(None, help="Start from the weights of this edgekd checkpoint of the same backbone (e.g. a single-exit kd student's best.pt); heads it lacks start untrained."),
+    head_epochs: Optional[int] = typer.Option(None, help="backbone-first: epochs of the heads phase (default: --epochs)."),
+    freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--no-freeze-backbone", help="backbone-first heads phase: keep the backbone and the deepest exit frozen, bit for bit (default), or train the whole net at --head-grad."),
+    joint_epochs: Optional[int] = typer.Option(None, help="backbone-first: epochs of a final joint phase over every exit (default: 0, none)."),
+    joint_lr: Optional[float] = typer.Option(None, help="backbone-first: peak learning rate of the joint phase (default: a tenth of --lr)."),
     seed: Optional[int] = typer.Option(None, help=f"Seed for init, split and augmentation (default: {_D.seed})."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (default 0 for in-memory data, 2 for folders)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda."),

@@ -43,6 +43,21 @@ METHOD_HELP: dict[str, str] = {
 #: ``TrainConfig`` leaves them None ("the default"); the objective fills them from here.
 OBJECTIVE_DEFAULTS: dict[str, float] = {"temperature": 4.0, "alpha": 0.5, "beta": 0.3, "hint_weight": 1.0}
 SCHEDULES = ("cosine", "onecycle")
+#: ``--phases``: ``joint`` trains every exit together from the first epoch (one phase). ``backbone-first`` (Kubaty
+#: et al. 2024; SDN's IC-only and Zero Time Waste train heads on a finished backbone) first trains the backbone and
+#: the deepest exit alone, as a single-exit student (``--epochs``; skipped when ``--init`` gives the weights), then
+#: the shallow heads with every term of the method (``--head-epochs``) on the frozen backbone (or, with
+#: ``--no-freeze-backbone``, the whole net at ``--head-grad``), then optionally every exit jointly at a low
+#: learning rate (``--joint-epochs`` at ``--joint-lr``). See :func:`phase_plan`.
+PHASE_SCHEDULES = ("joint", "backbone-first")
+#: Named per-exit loss weights (``--exit-weights``; the deepest exit always weighs 1): ``uniform`` every exit 1;
+#: ``linear`` each exit its share of the deepest exit's MACs (its relative depth); ``sdn`` the linear weights
+#: ramped in from 0.01 over each phase's epochs, as SDN (Kaya et al. 2019) ramps its internal classifiers. Or a
+#: list of numbers, one per exit. See :func:`exit_weights`.
+EXIT_WEIGHT_RAMPS = ("uniform", "linear", "sdn")
+SDN_START_WEIGHT = 0.01
+#: The joint phase of ``backbone-first`` runs at ``--joint-lr``, by default this fraction of ``--lr``.
+JOINT_LR_FRACTION = 0.1
 #: ``edgekd export`` defaults. A bundle carries labelled validation images (``val_sample.npz``): build certifies
 #: early-exit thresholds on them, so the more the better (certifying a 0.5-point budget at 90% confidence takes at
 #: least 460 images, and thousands once early exit ever errs). By default it takes the whole validation split, up
@@ -93,6 +108,8 @@ class TrainConfig:
     beta: Optional[float] = None
     hint_weight: Optional[float] = None
     vote: str = "soft"
+    head_grad: float = 1.0  # γ: gradient each shallow exit's head sends into the backbone (0 detached, 1 joint)
+    exit_weights: Optional[str] = None  # None = uniform; a name of EXIT_WEIGHT_RAMPS or "w0,w1,...,1"
     compile_teacher: bool = False  # torch.compile the frozen teacher: same logits, a kd step ~7% faster after compiling
     # optimisation
     epochs: int = 30
@@ -101,6 +118,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    phases: str = "joint"  # PHASE_SCHEDULES
+    init: Optional[str] = None  # checkpoint whose weights the student starts from (backbone-first: skips phase 1)
+    head_epochs: Optional[int] = None  # backbone-first: epochs of the heads phase (default: --epochs)
+    freeze_backbone: bool = True  # backbone-first heads phase: backbone and deepest exit frozen (else at head_grad)
+    joint_epochs: int = 0  # backbone-first: epochs of the final joint phase (0: none)
+    joint_lr: Optional[float] = None  # its learning rate (default: JOINT_LR_FRACTION × lr)
     seed: int = 0
     channels_last: bool = True
     amp: bool = True
@@ -135,7 +158,82 @@ class TrainConfig:
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ConfigError(f"stop_after must be ≥ 1, got {self.stop_after}")
+        if not (isinstance(self.head_grad, (int, float)) and 0.0 <= self.head_grad <= 1.0):
+            raise ConfigError(f"head_grad must be in [0, 1] (0: shallow heads send no gradient into the backbone, "
+                              f"1: joint training), got {self.head_grad}")
+        parse_exit_weights(self.exit_weights)
+        if self.phases not in PHASE_SCHEDULES:
+            raise ConfigError(f"phases must be one of {', '.join(PHASE_SCHEDULES)}, got {self.phases!r}")
+        if self.head_epochs is not None and self.head_epochs < 1:
+            raise ConfigError(f"head_epochs must be ≥ 1, got {self.head_epochs}")
+        if self.joint_epochs < 0:
+            raise ConfigError(f"joint_epochs must be ≥ 0, got {self.joint_epochs}")
+        if self.joint_lr is not None and not self.joint_lr > 0:
+            raise ConfigError(f"joint_lr must be positive, got {self.joint_lr}")
+        if self.phases == "joint" and (self.head_epochs is not None or self.joint_epochs or self.joint_lr is not None
+                                       or not self.freeze_backbone):
+            raise ConfigError("head_epochs, joint_epochs, joint_lr and freeze_backbone belong to --phases "
+                              "backbone-first; with joint training every exit learns for --epochs")
         return self
+
+
+def parse_exit_weights(value: Optional[str]) -> Optional[list[float]]:
+    """``--exit-weights``: None (or a ramp name) → None; ``"0.3,0.6,1"`` → the numbers, each finite and ≥ 0, the
+    last 1 (the deepest exit's weight). Raises :class:`ConfigError` on anything else."""
+    if value is None or value in EXIT_WEIGHT_RAMPS:
+        return None
+    try:
+        weights = [float(v) for v in str(value).replace("[", "").replace("]", "").split(",") if v.strip()]
+    except ValueError:
+        weights = []
+    if not weights or not all(math.isfinite(w) and w >= 0 for w in weights) or weights[-1] != 1.0:
+        raise ConfigError(f"exit_weights must be one of {', '.join(EXIT_WEIGHT_RAMPS)} or one number ≥ 0 per exit "
+                          f"ending with the deepest exit's 1 (e.g. 0.3,0.6,1), got {value!r}")
+    return weights
+
+
+def exit_weights(value: Optional[str], macs: Sequence[int], progress: float) -> list[float]:
+    """Per-exit loss weights, shallow → deep, for a model whose exits cost ``macs``, at ``progress`` (0 at the
+    first epoch of a phase, 1 at its last) — see :data:`EXIT_WEIGHT_RAMPS`."""
+    n = len(macs)
+    given = parse_exit_weights(value)
+    if given is not None:
+        if len(given) != n:
+            raise ConfigError(f"exit_weights lists {len(given)} weights for a model with {n} exits")
+        return given
+    if value in (None, "uniform"):
+        return [1.0] * n
+    depth = [float(m) / float(macs[-1]) for m in macs]  # relative depth, the deepest 1
+    if value == "linear":
+        return depth
+    ramp = min(1.0, max(0.0, float(progress)))
+    return [SDN_START_WEIGHT + (d - SDN_START_WEIGHT) * ramp for d in depth[:-1]] + [1.0]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run: ``epochs`` at peak learning rate ``lr`` (its own optimizer and schedule). ``trains``:
+    ``deepest`` (backbone and deepest exit, as a single-exit student), ``heads`` (the shallow heads only; the rest
+    frozen, bit for bit) or ``all`` (every exit, shallow heads sending ``head_grad`` × their gradient back)."""
+
+    name: str
+    epochs: int
+    lr: float
+    trains: str
+    head_grad: float
+
+
+def phase_plan(cfg: TrainConfig) -> list[Phase]:
+    """The phases ``cfg`` runs, in order (see :data:`PHASE_SCHEDULES`); their epochs add up to the run's."""
+    if cfg.phases == "joint":
+        return [Phase("joint", cfg.epochs, cfg.lr, "all", cfg.head_grad)]
+    phases = [] if cfg.init else [Phase("backbone", cfg.epochs, cfg.lr, "deepest", 1.0)]
+    phases.append(Phase("heads", cfg.head_epochs or cfg.epochs, cfg.lr,
+                        "heads" if cfg.freeze_backbone else "all", cfg.head_grad))
+    if cfg.joint_epochs:
+        phases.append(Phase("joint", cfg.joint_epochs, cfg.joint_lr or JOINT_LR_FRACTION * cfg.lr, "all",
+                            cfg.head_grad))
+    return phases
 
 
 def _field_types() -> dict[str, Any]:

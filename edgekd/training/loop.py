@@ -42,7 +42,7 @@ from edgekd.core.atomic import DestinationLock, atomic_write_json, atomic_write_
 from edgekd.core.errors import ConfigError, DataError, EdgekdError
 from edgekd.core.manifest import ManifestError, load_manifest, looks_like_bundle, sha256_file
 from edgekd.training.checkpoint import library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint
-from edgekd.training.config import METHOD_TERMS, TrainConfig
+from edgekd.training.config import METHOD_TERMS, Phase, TrainConfig, exit_weights, phase_plan
 from edgekd.training.data import LoadedData, load_data
 from edgekd.training.distill import Objective, build_objective
 from edgekd.training.evaluate import exit_logits, exit_metrics, predict_probs
@@ -213,20 +213,72 @@ def load_teacher(cfg: TrainConfig, objective: Objective, data: LoadedData) -> to
                          input_size=(spec.height, spec.width), weights=cfg.teacher_weights)
 
 
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps_per_epoch: int):
-    """SGD with momentum (no weight decay on norms and biases) and a per-step cosine or one-cycle schedule."""
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, steps_per_epoch: int, phase: Phase):
+    """SGD with momentum (no weight decay on norms and biases) and a per-step cosine or one-cycle schedule over one
+    phase, for the parameters that phase trains (those with ``requires_grad``)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    total = max(1, cfg.epochs * steps_per_epoch)
+    opt = torch.optim.SGD(groups, lr=phase.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    total = max(1, phase.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=phase.lr, total_steps=total)
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return opt, sched
+
+
+def frozen_modules(model: torch.nn.Module, phase: Phase) -> list[torch.nn.Module]:
+    """What ``phase`` leaves untouched: the shallow heads while the deepest exit trains alone (``deepest``), the
+    backbone and the deepest head while the shallow heads train (``heads``), nothing otherwise."""
+    last = model.num_exits - 1
+    if phase.trains == "deepest":
+        return [model.heads[i] for i in range(last)]
+    if phase.trains == "heads":
+        return [*model.segments, model.heads[last]]
+    return []
+
+
+def enter_phase(model: torch.nn.Module, phase: Phase) -> None:
+    """Set ``model`` up for ``phase``: γ of the shallow heads, and ``requires_grad`` off on what it leaves frozen
+    (so the optimizer never sees those weights: no step, no weight decay, bit-identical)."""
+    model.head_grad = phase.head_grad
+    frozen = {id(p) for m in frozen_modules(model, phase) for p in m.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen)
+
+
+def train_mode(model: torch.nn.Module, phase: Phase) -> None:
+    """Training mode for what ``phase`` trains, eval mode for what it freezes (batch-norm statistics stay put)."""
+    model.train()
+    for m in frozen_modules(model, phase):
+        m.eval()
+
+
+def phase_at(phases: list[Phase], epoch: int) -> tuple[int, int]:
+    """(index of the phase run-wide ``epoch`` falls in, that phase's first epoch)."""
+    start = 0
+    for k, phase in enumerate(phases):
+        if epoch < start + phase.epochs:
+            return k, start
+        start += phase.epochs
+    return len(phases) - 1, start - phases[-1].epochs
+
+
+def init_weights(model: torch.nn.Module, path: str, console: Console) -> None:
+    """``--init``: start from the weights of an edgekd checkpoint of the same backbone (single- or multi-exit);
+    shallow heads it does not have keep their initial weights."""
+    ckpt = load_checkpoint(path)
+    if ckpt["model"]["name"] != model.build_args["name"]:
+        raise ConfigError(f"--init {path} holds a {ckpt['model']['name']}, not a {model.build_args['name']}")
+    try:
+        kept = model.load_portable_state_dict(model_from_checkpoint(ckpt).portable_state_dict())
+    except ValueError as exc:
+        raise ConfigError(f"--init {path}: {exc}") from None
+    fresh = f"; exit(s) {', '.join(map(str, kept))} start untrained" if kept else ""
+    console.print(f"initialised from {path}{fresh}")
 
 
 def make_loader(cfg: TrainConfig, data: LoadedData, env: Dist) -> tuple[DataLoader, DistributedSampler]:
@@ -270,9 +322,9 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
 
 
 def train_one_epoch(model, teacher, objective: Objective, loader, optimizer, scheduler, scaler, cfg: TrainConfig,
-                    env: Dist, progress: Progress | None) -> dict[str, float]:
+                    env: Dist, progress: Progress | None, step: EpochStep) -> dict[str, float]:
     """One pass over this rank's shard; returns mean loss terms, the loss, images/s and the last learning rate."""
-    model.train()
+    train_mode(step.net, step.phase)
     sums: dict[str, torch.Tensor] = {}
     n_batches, n_images, start = 0, 0, time.perf_counter()
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -283,7 +335,7 @@ def train_one_epoch(model, teacher, objective: Objective, loader, optimizer, sch
         with autocast_for(cfg, env.device):
             out = model(x)
             t_logits = teacher_logits(teacher, x) if teacher is not None else None
-            terms = objective(out.logits, out.features, y, t_logits)
+            terms = objective(out.logits, out.features, y, t_logits, step.exit_weights)
             loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -330,6 +382,28 @@ def rank_digests(model: torch.nn.Module, env: Dist) -> list[str]:
     return gathered
 
 
+@dataclass(frozen=True)
+class EpochStep:
+    """What one epoch trains: the bare model (not its DDP wrapper), its phase and the per-exit loss weights."""
+
+    net: torch.nn.Module
+    phase: Phase
+    exit_weights: list[float]
+
+
+def epoch_step(model: torch.nn.Module, cfg: TrainConfig, phases: list[Phase], epoch: int) -> EpochStep:
+    """The :class:`EpochStep` of run-wide ``epoch``: its phase, and the loss weights — the deepest exit alone in a
+    ``deepest`` phase, else ``--exit-weights`` at this epoch's progress through the phase."""
+    k, start = phase_at(phases, epoch)
+    phase = phases[k]
+    macs = [e.macs for e in model.exit_info]
+    if phase.trains == "deepest":
+        weights = [0.0] * (len(macs) - 1) + [1.0]
+    else:
+        weights = exit_weights(cfg.exit_weights, macs, (epoch - start) / max(1, phase.epochs - 1))
+    return EpochStep(model, phase, weights)
+
+
 class Run:
     """State and bookkeeping of one training run (checkpoints, metrics file, console)."""
 
@@ -368,13 +442,12 @@ class Run:
         }
 
 
-def _restore(ckpt, model, optimizer, scheduler) -> tuple[int, float]:
+def _restore(ckpt, model) -> tuple[int, float, int]:
+    """The model's weights and torch's RNG from ``last.pt``; returns (next epoch, best score, the saved phase)."""
     state = ckpt["train_state"]
     model.load_state_dict(ckpt["state_dict"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
-    return int(state["epoch"]) + 1, float(state["best"])
+    return int(state["epoch"]) + 1, float(state["best"]), int(state.get("phase", 0))
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
@@ -427,41 +500,61 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
         con.print(f"[yellow]skipped {len(data.skipped)} unreadable image(s)[/] (first: {data.skipped[0]})")
     model = build_student(cfg, data)
     objective.check_exits(model.num_exits)
+    exit_weights(cfg.exit_weights, [e.macs for e in model.exit_info], 0.0)  # a list must fit the exits
+    if cfg.phases == "backbone-first" and model.num_exits < 2:
+        raise ConfigError("--phases backbone-first trains shallow exits after the backbone; this model has only the "
+                          "deepest exit (give --exits more stages)")
     teacher = load_teacher(cfg, objective, data)
     if teacher is not None:
         teacher = inference_teacher(teacher, device=env.device, channels_last=cfg.channels_last,
                                     compile=cfg.compile_teacher)
     loader, sampler = make_loader(cfg, data, env)
-    optimizer, scheduler = make_optimizer(cfg, model, len(loader))
-    start_epoch, best = 0, -1.0
+    phases = phase_plan(cfg)
+    total = sum(p.epochs for p in phases)
+    start_epoch, best, saved_phase = 0, -1.0, None
     if resume_ckpt is not None:
-        start_epoch, best = _restore(resume_ckpt, model, optimizer, scheduler)
+        start_epoch, best, saved_phase = _restore(resume_ckpt, model)
         if env.main:  # (only the main process writes; the others never compare scores)
             best = repair_best(run, resume_ckpt)
-        con.print(f"resuming {run.out} at epoch {start_epoch + 1}/{cfg.epochs}" if start_epoch < cfg.epochs else
-                  f"resuming {run.out}: its {cfg.epochs} epochs have run; checking best.pt, summary.json and the bundle")
+        con.print(f"resuming {run.out} at epoch {start_epoch + 1}/{total}" if start_epoch < total else
+                  f"resuming {run.out}: its {total} epochs have run; checking best.pt, summary.json and the bundle")
+    elif cfg.init:
+        init_weights(model, cfg.init, con)
     model.to(env.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    wrapped = (DistributedDataParallel(model)
-               if env.enabled else model)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and env.device.type == "cuda")
     con.print(f"training {cfg.model} ({model.num_exits} exits) with {objective.name} on {cfg.data}: "
               f"{len(data.train)} train / {len(data.val)} val images, {data.spec.height}x{data.spec.width}x"
-              f"{data.spec.channels}, {env.world} process(es) on {env.device}")
+              f"{data.spec.channels}, {env.world} process(es) on {env.device}"
+              + ("" if len(phases) == 1 and phases[0].head_grad == 1 else
+                 "; phases " + ", ".join(f"{p.name} {p.epochs} ep (lr {p.lr:g}, trains {p.trains}, γ {p.head_grad:g})"
+                                         for p in phases)))
 
     epochs_run, val_metrics = 0, {}
-    stop_at = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+    stop_at = total if cfg.stop_after is None else min(total, start_epoch + cfg.stop_after)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeRemainingColumn(), console=con, transient=True, disable=not env.main)
+    current, optimizer, scheduler, wrapped = None, None, None, model
     with progress:
-        overall = progress.add_task("epochs", total=cfg.epochs, completed=start_epoch)
+        overall = progress.add_task("epochs", total=total, completed=start_epoch)
         for epoch in range(start_epoch, stop_at):
+            k, phase_start = phase_at(phases, epoch)
+            if k != current:  # a phase begins (or a resumed run continues one): its weights, optimizer, schedule
+                enter_phase(model, phases[k])
+                optimizer, scheduler = make_optimizer(cfg, model, len(loader), phases[k])
+                if epoch > phase_start and saved_phase == k:  # resumed mid-phase
+                    optimizer.load_state_dict(resume_ckpt["train_state"]["optimizer"])
+                    scheduler.load_state_dict(resume_ckpt["train_state"]["scheduler"])
+                elif epoch == phase_start and all(p.trains == "deepest" for p in phases[:k]) and k > 0:
+                    best = -1.0  # the first phase that trains every exit: deepest-only epochs no longer compete
+                wrapped = DistributedDataParallel(model) if env.enabled else model
+                current = k
             seed_everything(cfg.seed, epoch, env.rank)
             sampler.set_epoch(epoch)
             try:
                 stats = train_one_epoch(wrapped, teacher, objective, loader, optimizer, scheduler, scaler, cfg,
-                                        env, progress if env.main else None)
+                                        env, progress if env.main else None, epoch_step(model, cfg, phases, epoch))
             except Exception as exc:
                 if "DataLoader worker" in str(exc) and "DataError" in str(exc):
                     raise clean_worker_error(exc) from None
@@ -472,24 +565,24 @@ def _train(cfg: TrainConfig, env: Dist, console: Console | None) -> TrainResult:
             if env.main:
                 val_metrics = exit_metrics(*predict_probs(model, data.val, device=env.device))
                 score = val_metrics["vote"][cfg.vote]
-                record = {"epoch": epoch, **stats, "val": val_metrics}
+                record = {"epoch": epoch, "phase": phases[k].name, **stats, "val": val_metrics}
                 run.log_epoch(record)
                 payload = run.payload(model, data, objective, {"val": val_metrics})
-                train_state = {"epoch": epoch, "best": max(best, score), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "config": cfg.to_dict(),
-                               "rng": {"torch": torch.get_rng_state()}}
+                train_state = {"epoch": epoch, "phase": k, "best": max(best, score),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "config": cfg.to_dict(), "rng": {"torch": torch.get_rng_state()}}
                 save_checkpoint(run.out / "last.pt", {**payload, "train_state": train_state})
                 if score > best:
                     best = score
                     save_checkpoint(run.out / "best.pt", payload)
-                con.print(_epoch_line(epoch, cfg.epochs, stats, val_metrics, cfg.vote))
+                con.print(_epoch_line(epoch, total, stats, val_metrics, cfg.vote))
             progress.update(overall, advance=1)
             if env.enabled:
                 dist.barrier()
     digests = rank_digests(model, env)
     if env.enabled and len(set(digests)) != 1:
         raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
-    finished = stop_at == cfg.epochs  # the last epoch ran, in this call or an earlier one
+    finished = stop_at == total  # the last epoch ran, in this call or an earlier one
     return _finish(run, Trained(data, model, objective, epochs_run, digests, finished))
 
 
@@ -571,7 +664,8 @@ def _finish(run: Run, trained: Trained) -> TrainResult:
                 best_ckpt["metrics"]["test"] = test
                 save_checkpoint(best_path, {k: v for k, v in best_ckpt.items()
                                             if k not in ("format", "format_version")})
-        summary = {"out": str(run.out), "epochs_run": epochs_run, "epochs": cfg.epochs, "world_size": env.world,
+        summary = {"out": str(run.out), "epochs_run": epochs_run,
+                   "epochs": sum(p.epochs for p in phase_plan(cfg)), "world_size": env.world,
                    "rank_weight_digests": digests, "val": val, "test": test,
                    "exit_info": best_ckpt["exit_info"], "config": cfg.to_dict()}
         atomic_write_json(run.out / "summary.json", summary)

@@ -18,6 +18,7 @@ exits untrained would give early exit and the vote heads at chance); the self-di
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 from torch import Tensor
 
@@ -69,23 +70,35 @@ class Objective:
         return d
 
     def __call__(self, logits: list[Tensor], features: list[Tensor], target: Tensor,
-                 teacher_logits: Tensor | None = None) -> dict[str, Tensor]:
-        """Named, weighted terms for one batch. logits/features: per exit, shallow → deep, (B, K) / (B, D)."""
+                 teacher_logits: Tensor | None = None, exit_weights: Sequence[float] | None = None
+                 ) -> dict[str, Tensor]:
+        """Named, weighted terms for one batch. logits/features: per exit, shallow → deep, (B, K) / (B, D).
+
+        ``exit_weights`` (one per exit, default all 1) multiplies every term of exit i (CE, KD, self-distillation,
+        hint) by w_i; an exit of weight 0 contributes no term at all (SDN-style per-exit loss weights, and the
+        deepest-exit-only phase of ``--phases backbone-first``)."""
         if self.needs_teacher and teacher_logits is None:
             raise ValueError(f"method {self.name!r} needs teacher logits")
         last = len(logits) - 1
+        weights = [1.0] * len(logits) if exit_weights is None else [float(w) for w in exit_weights]
+        if len(weights) != len(logits):
+            raise ValueError(f"{len(weights)} exit weights for {len(logits)} exits")
         ce_weight = 1.0 - self.alpha if self.needs_teacher else 1.0
         terms: dict[str, Tensor] = {}
         for i in range(len(logits)):
-            terms[f"ce/exit{i}"] = ce_weight * cross_entropy(logits[i], target)
+            if not weights[i]:
+                continue
+            terms[f"ce/exit{i}"] = weights[i] * ce_weight * cross_entropy(logits[i], target)
             if self.needs_teacher:
-                terms[f"kd/exit{i}"] = self.alpha * kd_kl(logits[i], teacher_logits, self.temperature)
+                terms[f"kd/exit{i}"] = weights[i] * self.alpha * kd_kl(logits[i], teacher_logits, self.temperature)
         if self.self_distill:
             deep_logits, deep_feat = logits[last].detach(), features[last].detach()
             for i in range(last):
-                terms[f"sd/exit{i}"] = self.beta * kd_kl(logits[i], deep_logits, self.temperature)
+                if not weights[i]:
+                    continue
+                terms[f"sd/exit{i}"] = weights[i] * self.beta * kd_kl(logits[i], deep_logits, self.temperature)
                 if self.hint_weight:
-                    terms[f"hint/exit{i}"] = self.hint_weight * hint_l2(features[i], deep_feat)
+                    terms[f"hint/exit{i}"] = weights[i] * self.hint_weight * hint_l2(features[i], deep_feat)
         return terms
 
 

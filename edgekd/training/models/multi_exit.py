@@ -68,6 +68,30 @@ class ExitInfo:
         )
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient is multiplied by ``gamma`` on the way back."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: float) -> Tensor:
+        ctx.gamma = gamma
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.gamma, None
+
+
+def scale_grad(x: Tensor, gamma: float) -> Tensor:
+    """``x`` unchanged, with the gradient that flows back through it multiplied by ``gamma`` (0 ≤ γ ≤ 1): γ = 1 is
+    the identity, γ = 0 detaches (exactly no gradient), in between the gradient equilibrium of IMTA (Li et al.,
+    2019) that keeps shallow exit heads from pulling the shared backbone towards themselves."""
+    if gamma >= 1.0:
+        return x
+    if gamma <= 0.0:
+        return x.detach()
+    return _ScaleGrad.apply(x, float(gamma))
+
+
 class MultiExitOutput(NamedTuple):
     """Outputs of all exits, shallow to deep."""
 
@@ -151,6 +175,9 @@ class MultiExitNet(nn.Module):
         infos, feature_dim = self._measure(list(exit_stages))
         self.exit_info: tuple[ExitInfo, ...] = infos
         self.feature_dim: int = feature_dim  # D, shared by the hint features of all exits
+        #: γ of :func:`scale_grad`: the gradient every shallow exit's head sends into the backbone is multiplied by
+        #: it in training mode (1: plain joint training). Set by the training loop per phase; not a weight.
+        self.head_grad: float = 1.0
 
     @property
     def num_exits(self) -> int:
@@ -202,10 +229,61 @@ class MultiExitNet(nn.Module):
         return ExitSegment(self, i)
 
     def forward(self, x: Tensor) -> MultiExitOutput:
-        """All exits on images ``x`` (B, C_in, H, W)."""
+        """All exits on images ``x`` (B, C_in, H, W). In training mode each shallow head reads its segment's output
+        through :func:`scale_grad` with :attr:`head_grad`; the next segment reads it unscaled."""
         logits, features = [], []
+        last = self.num_exits - 1
         for i in range(self.num_exits):
-            x, hint, out = self.forward_segment_full(i, x)  # (B, C_i, H_i, W_i), (B, D), (B, K)
+            feat = self.segments[i](x)  # (B, C_i, H_i, W_i)
+            head_in = scale_grad(feat, self.head_grad) if self.training and i < last else feat
+            hint, out = self.heads[i](head_in)  # (B, D), (B, K)
             logits.append(out)
             features.append(hint)
+            x = feat
         return MultiExitOutput(logits, features)
+
+    # ------------------------------------------------------------------ weights independent of where exits are
+
+    def portable_state_dict(self) -> dict[str, Tensor]:
+        """The weights keyed by what they are, not by where the exits cut the backbone: ``stage{s}.…`` for backbone
+        stage s (however the segments group the stages) and ``head@{s}.…`` for the head after stage s. A
+        single-exit and a multi-exit model of the same backbone share every ``stage*`` key and the deepest head's."""
+        out: dict[str, Tensor] = {}
+        stage = 0
+        for segment in self.segments:
+            for child in segment.children():
+                for key, value in child.state_dict().items():
+                    out[f"stage{stage}.{key}"] = value
+                stage += 1
+        for info, head in zip(self.exit_info, self.heads):
+            for key, value in head.state_dict().items():
+                out[f"head@{info.stage}.{key}"] = value
+        return out
+
+    def load_portable_state_dict(self, state: dict[str, Tensor]) -> list[int]:
+        """Load what :meth:`portable_state_dict` of a model of the same backbone holds: every backbone stage and the
+        deepest head must be there with the same shapes (else ``ValueError`` naming the first difference); each
+        shallow head is loaded when ``state`` has one after the same stage. Returns the exits whose heads kept their
+        own (initial) weights."""
+        own = self.portable_state_dict()
+        last_stage = self.exit_info[-1].stage
+        required = [k for k in own if k.startswith("stage") or k.startswith(f"head@{last_stage}.")]
+        extra = [k for k in state if k not in own and (k.startswith("stage") or k.startswith(f"head@{last_stage}."))]
+        if extra:
+            raise ValueError(f"the weights hold {extra[0]!r}, which this model has not: not the same backbone")
+        for key in required:
+            if key not in state:
+                raise ValueError(f"the weights have no {key!r}: not the same backbone")
+            if tuple(state[key].shape) != tuple(own[key].shape):
+                raise ValueError(f"{key} has shape {tuple(state[key].shape)}, this model {tuple(own[key].shape)}")
+        kept = []
+        for info in self.exit_info[:-1]:
+            keys = [k for k in own if k.startswith(f"head@{info.stage}.")]
+            if all(k in state and tuple(state[k].shape) == tuple(own[k].shape) for k in keys):
+                required += keys
+            else:
+                kept.append(info.index)
+        with torch.no_grad():
+            for key in required:
+                own[key].copy_(state[key])  # state_dict tensors share storage with the parameters and buffers
+        return kept
