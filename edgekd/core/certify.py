@@ -38,7 +38,7 @@ import numpy as np
 
 from edgekd.core.early_exit import NEVER, fit_thresholds, simulate
 from edgekd.core.stats import binomial_cdf
-from edgekd.core.vote import VOTE_RULES, vote
+from edgekd.core.vote import full_answer, vote
 
 METHOD = "learn-then-test: one global threshold on a fixed grid, fixed-sequence testing, exact binomial p-values"
 POINT_METHOD = "point estimate, not certified: the cheapest per-exit thresholds within epsilon on these images"
@@ -78,20 +78,12 @@ def reference_answer(probs: np.ndarray, name: str, vote_weights: Optional[Sequen
 
 def reference_predictions(probs: np.ndarray, labels: np.ndarray, vote_weights: Optional[Sequence[float]] = None
                           ) -> tuple[str, np.ndarray, dict[str, float]]:
-    """The bundle's best full answer on labelled data: the deepest exit or the vote rule with the highest top-1.
-
-    ``probs`` (E, N, K) of the full graph. Returns (name, its (N,) predictions, top-1 % of every candidate). Ties go
-    to the deepest exit, then to the rules in :data:`VOTE_RULES` order. The weighted vote is a candidate only with
-    ``vote_weights``.
-    """
-    probs = np.asarray(probs)
-    labels = np.asarray(labels)
-    names = [f"exit{probs.shape[0] - 1}"] + [f"vote:{rule}" for rule in VOTE_RULES
-                                              if rule != "weighted" or vote_weights is not None]
-    candidates = {name: reference_answer(probs, name, vote_weights) for name in names}
-    scores = {name: float(100.0 * np.mean(pred == labels)) for name, pred in candidates.items()}
-    best = max(candidates, key=lambda name: scores[name])  # first of equals: the deepest exit, then VOTE_RULES order
-    return best, candidates[best], scores
+    """The reference early exit is certified against: the bundle's full answer on these labelled images as the
+    paired test of :func:`edgekd.core.vote.full_answer` chooses it — the deepest exit (what early exit can reach),
+    unless a vote rule is confidently better. ``probs`` (E, N, K) of the full graph. Returns (name, its (N,)
+    predictions, top-1 % of every candidate). The weighted vote is a candidate only with ``vote_weights``."""
+    chosen = full_answer(probs, labels, vote_weights)
+    return chosen.name, chosen.predictions, chosen.scores
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destin
 from edgekd.core.errors import EdgekdError
 from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
-from edgekd.core.vote import VOTE_RULES
+from edgekd.core.vote import FULL_ANSWERS, VOTE_RULES
 
 SCHEMA_VERSION = 1
 KIND = "edgekd-bundle"
@@ -112,6 +112,12 @@ class Manifest:
     @property
     def vote_rule(self) -> str:
         return self.data["vote"]["rule"]
+
+    @property
+    def full_answer(self) -> str:
+        """What ``--mode full-vote`` answers with: ``deepest`` (the deepest exit) or ``vote`` (:attr:`vote_rule`);
+        bundles written before export chose it by a paired test answer with the vote."""
+        return self.data["vote"].get("answer", "vote")
 
     @property
     def vote_weights(self) -> list[float] | None:
@@ -426,6 +432,8 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
         raise _fail(root, "vote.rule is weighted but vote.weights is missing")
     if vote.get("in_graph") not in (None, *VOTE_RULES):
         raise _fail(root, f"vote.in_graph must be one of {VOTE_RULES}")
+    if vote.get("answer", "vote") not in FULL_ANSWERS:
+        raise _fail(root, f"vote.answer must be one of {FULL_ANSWERS}")
     if data["precision"] not in PRECISIONS:
         raise _fail(root, f"precision must be one of {PRECISIONS}")
     if data["backend"] not in BACKENDS:

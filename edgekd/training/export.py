@@ -40,7 +40,7 @@ from edgekd.core.manifest import (
 )
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
-from edgekd.core.vote import VOTE_RULES
+from edgekd.core.vote import ANSWER_CONFIDENCE, VOTE_RULES, full_answer, softmax
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
 from edgekd.training.config import EXPORT_CALIB_SIZE, EXPORT_OPSET, export_val_size
 
@@ -461,6 +461,24 @@ def _vote_entry(ckpt: dict[str, Any], n_exits: int) -> dict[str, Any]:
     return {"rule": rule, "weights": weights, "in_graph": "soft" if rule == "hard" else rule}
 
 
+def _val_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """(E, N, K) per-exit probabilities of the eval-mode ``model`` on normalised images ``x`` (N, C, H, W)."""
+    with torch.no_grad():
+        chunks = [[softmax(z.float().numpy()) for z in model(torch.from_numpy(b)).logits] for b in _batches(x)]
+    return np.stack([np.concatenate(parts) for parts in zip(*chunks)])
+
+
+def _choose_answer(vote: dict[str, Any], probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """``vote`` with ``answer``: what ``--mode full-vote`` answers, chosen by the paired test of
+    :func:`edgekd.core.vote.full_answer` on the bundle's validation sample — the deepest exit unless a vote rule
+    beats it beyond noise (then that rule becomes ``rule``, computed in the graph unless it is the hard vote)."""
+    chosen = full_answer(probs, labels, vote["weights"])
+    if chosen.answer == "deepest":
+        return {**vote, "answer": "deepest"}
+    rule = chosen.name.split(":", 1)[1]
+    return {**vote, "rule": rule, "in_graph": "soft" if rule == "hard" else rule, "answer": "vote"}
+
+
 def _graph_entry(root: Path, rel: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
     return {**file_entry(root, rel), "inputs": inputs, "outputs": outputs}
 
@@ -540,6 +558,11 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     shown = ", ".join(f"{r} {scores[r]:.2f}" for r in VOTE_RULES if isinstance(scores.get(r), (int, float)))
     console.print(f"default vote rule: {manifest.vote_rule}" + (f" (validation top-1 %: {shown})" if shown else "")
                   + f"; validation sample: {manifest.data['split']['n_val_sample']} labelled images")
+    answer = (f"exit {manifest.num_exits - 1} (no vote rule beat it beyond the {ANSWER_CONFIDENCE:.0%} paired "
+              "interval on the validation sample)" if manifest.full_answer == "deepest" else
+              f"the {manifest.vote_rule} vote (better than the deepest exit beyond the {ANSWER_CONFIDENCE:.0%} paired "
+              "interval on the validation sample)")
+    console.print(f"full-vote answers with {answer}")
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | None = None,
@@ -563,6 +586,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     spec = spec_from_checkpoint(ckpt)
     vote = _vote_entry(ckpt, model.num_exits)
     val, labels, calib = _sample_data(ckpt, val_size, calib_size)
+    vote = _choose_answer(vote, _val_probs(model, _normalized(val, spec)), labels)
     weights = vote["weights"] if vote["in_graph"] == "weighted" else [1.0] * model.num_exits
     full_graph = FullGraph(model, weights).eval()
     with bundle_directory(out, force=force, inputs=[checkpoint]) as tmp:

@@ -125,29 +125,32 @@ def test_bad_arguments():
             certify_thresholds(probs, labels, labels, [1, 2, 3], **kwargs)
 
 
-def test_reference_is_the_best_full_answer_and_ties_go_deepest_then_soft():
-    n = 8
-    labels = np.zeros(n, dtype=np.int64)
-    sure = np.full(n, 0.6)
-    # exit 2 is wrong on 2 images that exits 0 and 1 get right: both votes beat it and tie, soft comes first
-    last = np.where(np.arange(n) < 2, 1, 0)
-    probs = np.stack([_probs(labels, sure), _probs(labels, sure), _probs(last, sure)])
+def test_reference_is_the_deepest_exit_unless_a_vote_is_confidently_better():
+    def sample(n, wrong_deep):
+        labels = np.zeros(n, dtype=np.int64)
+        sure = np.full(n, 0.6)
+        last = np.where(np.arange(n) < wrong_deep, 1, 0)  # exit 2 wrong where exits 0 and 1 are right
+        return np.stack([_probs(labels, sure), _probs(labels, sure), _probs(last, sure)]), labels
+
+    # 2 of 8 images: both votes are 25 points ahead, but 8 images cannot tell that from noise
+    probs, labels = sample(8, 2)
     name, pred, scores = reference_predictions(probs, labels)
     assert scores == {"exit2": 75.0, "vote:soft": 100.0, "vote:hard": 100.0}  # weighted: only with weights
+    assert name == "exit2"
+    np.testing.assert_array_equal(pred, probs[-1].argmax(axis=1))
+    # 40 of 400: confidently ahead; the two votes tie and soft comes first
+    probs, labels = sample(400, 40)
+    name, pred, _ = reference_predictions(probs, labels)
     assert name == "vote:soft"
     np.testing.assert_array_equal(pred, labels)
-    # the deepest exit ties with every vote: it wins
-    probs = np.stack([_probs(labels, sure)] * 3)
-    name, _, scores = reference_predictions(probs, labels, [0.2, 0.3, 0.5])
-    assert name == "exit2" and set(scores.values()) == {100.0} and len(scores) == 4
-    # only the weighted vote (leaning on exit 0) is right: it wins
-    ones = np.ones(n, dtype=np.int64)
+    # only the weighted vote (leaning on exit 0) is right, on 400 images: it wins
+    n = 400
+    labels, ones = np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)
     probs = np.stack([_probs(labels, np.full(n, 0.9)), _probs(ones, np.full(n, 0.9)), _probs(ones, np.full(n, 0.4))])
     name, pred, scores = reference_predictions(probs, labels, [0.8, 0.1, 0.1])
     assert scores == {"exit2": 0.0, "vote:soft": 0.0, "vote:hard": 0.0, "vote:weighted": 100.0}
     assert name == "vote:weighted"
-    np.testing.assert_array_equal(pred, labels)
-    assert reference_predictions(probs, labels)[0] == "exit2"  # without weights all tie at 0: the deepest exit
+    assert reference_predictions(probs, labels)[0] == "exit2"  # without weights no vote beats it: the deepest exit
 
 
 def test_point_fit_is_labelled_not_certified_and_certified_fit_names_its_reference():

@@ -42,3 +42,26 @@ def test_bad_rule_and_weights_raise():
         vote(probs, "weighted")
     with pytest.raises(ConfigError):
         vote(probs, "weighted", np.array([1.0, -1.0]))
+
+
+def test_full_answer_needs_a_vote_to_beat_the_deepest_exit_beyond_its_paired_interval():
+    from edgekd.core.vote import full_answer
+
+    def sample(n, deep_wrong, first_wrong=0):
+        labels = np.zeros(n, dtype=np.int64)
+        right = np.tile([0.7, 0.3], (n, 1))
+        deep, first = right.copy(), right.copy()
+        deep[:deep_wrong] = [0.3, 0.7]
+        first[n - first_wrong:] = [0.3, 0.7]
+        return np.stack([first, right, deep]), labels
+
+    small = full_answer(*sample(12, 3))
+    assert small.name == "exit2" and small.answer == "deepest"
+    assert small.scores["vote:soft"] - small.scores["exit2"] == 25.0  # ahead, but within noise
+    low, high = small.gains["vote:soft"]
+    assert low <= 0 < 25.0 <= high + 1e-9
+    large = full_answer(*sample(600, 60))
+    assert large.name == "vote:soft" and large.answer == "vote" and large.gains["vote:soft"][0] > 0
+    np.testing.assert_array_equal(large.predictions, np.zeros(600))
+    # a vote that is right where the deepest exit is, and wrong elsewhere, never answers
+    assert full_answer(*sample(600, 0, first_wrong=300), [1.0, 0.0, 0.0]).name == "exit2"

@@ -481,3 +481,38 @@ def test_changed_data_is_refused(ckpt, tmp_path):
     with pytest.raises(DataError, match="data changed"):
         ex.export_bundle(tmp_path / "changed.pt", tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
+
+
+def _three_exits(n: int, deep_wrong: int, weights=None):
+    """(E, N, K) probabilities where exits 0 and 1 are right everywhere and exit 2 is wrong on ``deep_wrong``."""
+    labels = np.zeros(n, dtype=np.int64)
+    right = np.tile([0.7, 0.3], (n, 1))
+    deep = right.copy()
+    deep[:deep_wrong] = [0.3, 0.7]
+    return np.stack([right, right, deep]), labels
+
+
+@pytest.mark.parametrize("n, deep_wrong, answer, rule", [
+    (10, 3, "deepest", "hard"),  # the votes are 30 points ahead on 10 images: not beyond noise
+    (400, 40, "vote", "soft"),  # beyond noise: the most accurate rule that beats it (ties: soft first)
+    (400, 0, "deepest", "hard"),  # every answer ties
+])
+def test_full_vote_answer_is_the_deepest_exit_unless_a_vote_beats_it_beyond_noise(n, deep_wrong, answer, rule):
+    probs, labels = _three_exits(n, deep_wrong)
+    entry = ex._choose_answer({"rule": "hard", "weights": [0.2, 0.3, 0.5], "in_graph": "soft"}, probs, labels)
+    assert (entry["answer"], entry["rule"]) == (answer, rule)
+    assert entry["in_graph"] == ("soft" if rule == "hard" else rule)
+
+
+def test_the_manifest_records_and_validates_the_full_answer(manifest, tmp_path):
+    assert manifest.full_answer in ("deepest", "vote")
+    copy = tmp_path / "b"
+    shutil.copytree(manifest.root, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["vote"]["answer"] = "exit0"
+    (copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="vote.answer"):
+        load_manifest(copy)
+    del data["vote"]["answer"]  # a bundle written before the choice existed: it votes
+    (copy / "manifest.json").write_text(json.dumps(data))
+    assert load_manifest(copy).full_answer == "vote"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.device.profile.energy import NOT_AVAILABLE
+from edgekd.device.profile.sweep import full_accuracy
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 2) -> list[str]:
@@ -71,7 +72,7 @@ def _summary(bundles: list[dict[str, Any]]) -> list[str]:
     rows = []
     for b in bundles:
         op, full = b["operating_point"], b["latency"]["full"]["latency"]["median"]
-        vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
+        vote_acc = full_accuracy(b)
         speedup = full / op["mean_latency_ms"] if op["mean_latency_ms"] else None
         rows.append([display_name(b), f"{b['data']['source']} ({b['data']['n']})", _f(vote_acc, 2), _f(full),
                      _f(op["accuracy"], 2), _f(op["mean_latency_ms"]), _f(speedup, 2) + "×",
@@ -98,7 +99,7 @@ def _per_exit(bundles: list[dict[str, Any]]) -> list[str]:
         full = lat["full"]
         f = full["latency"]
         rows.append([display_name(b), "full", "", "", _f(f["median"]), _f(f["p90"]), _f(f["p99"]), f"{100 * f['cv']:.1f}",
-                     _f(b["accuracy"]["vote"].get(b["vote_rule"]), 2), "", f"{full['throughput']:.0f}",
+                     _f(full_accuracy(b), 2), "", f"{full['throughput']:.0f}",
                      "-" if full["batched"] is None else
                      f"{full['batched']['throughput']:.0f} (b{full['batched']['batch']})"])
     return ["## Per exit", "",

@@ -31,7 +31,7 @@ import numpy as np
 from edgekd.core.atomic import atomic_write
 from edgekd.core.errors import DataError, EdgekdError
 from edgekd.device.profile.markdown import display_name
-from edgekd.device.profile.sweep import pareto_front
+from edgekd.device.profile.sweep import full_accuracy, pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -143,7 +143,7 @@ def _bundle_series(b: dict[str, Any], i: int) -> tuple[dict, dict]:
     name = display_name({**b, "label": b.get("label") or b.get("name") or f"bundle {i}"})
     points = [p for p in b["sweep"] if p["kind"] == "global"]
     op = b["operating_point"]
-    vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
+    vote_acc = full_accuracy(b)
     trade = {
         "name": name,
         "sweep": [{"latency": p["mean_latency_ms"], "accuracy": p["accuracy"]} for p in points],

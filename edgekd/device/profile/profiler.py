@@ -52,7 +52,7 @@ from edgekd.device.profile.frames import frame_timings
 from edgekd.device.profile.latency import segment_latencies
 from edgekd.device.profile.markdown import CERTIFICATE_COLUMNS, certificate_cells, display_name, report_markdown
 from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
-from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, pareto_front, sweep
+from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, full_accuracy, pareto_front, sweep
 
 #: The options of :func:`profile_bundle` checked by the shared rules (:func:`edgekd.device.options.options_problem`).
 PROFILE_OPTIONS = {"iterations": "iterations", "duration": "duration_s", "warmup": "warmup_s", "batch": "batch",
@@ -131,8 +131,9 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
     frames = frame_timings(path, images, frame_size=frame_size, rails=rails, runner_options=options, **timing)
     exit_ms = [latency[f"exit{i}"]["latency"]["median"] for i in range(m.num_exits)]
     macs = [float(e["macs"]) for e in m.exits]
-    vote_accuracy = accuracy(vote(p_full, m.vote_rule, _weights(m)), labels)
-    points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds, reference_accuracy=vote_accuracy,
+    full_pred = p_full[-1].argmax(axis=1) if m.full_answer == "deepest" else vote(p_full, m.vote_rule, _weights(m))
+    full_top1 = accuracy(full_pred, labels)  # what `edgekd run --mode full-vote` answers
+    points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds, reference_accuracy=full_top1,
                    target_drops=DEFAULT_TARGET_DROPS)
     environment = describe_environment(m.runner_backend)
     if threads:
@@ -141,6 +142,8 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
     return {
         "name": Path(path).name, "path": str(path), "precision": m.precision, "backend": m.runner_backend,
         "num_exits": m.num_exits, "macs": macs, "thresholds": list(m.thresholds), "vote_rule": m.vote_rule,
+        "full_answer": f"exit{m.num_exits - 1}" if m.full_answer == "deepest" else f"vote:{m.vote_rule}",
+        "full_accuracy": full_top1,
         "environment": environment, "data": source,
         "accuracy": accuracy_table(p_full, labels, m.vote_weights),
         "latency": latency, "frames": frames,
@@ -272,7 +275,7 @@ def _exit_table(bundles: list[dict[str, Any]]) -> Table:
         op = b["operating_point"]
         table.add_row("", "early", "", f"{op['mean_latency_ms']:.3f}", "", f"{op['accuracy']:.2f}", "",
                       *([] if energy is not None else [""]), style="bold")
-        vote_acc = b["accuracy"]["vote"].get(b["vote_rule"])
+        vote_acc = full_accuracy(b)
         table.add_row("", "full", "", _ms(lat["full"]), _ms(lat["full"], "p99"),
                       "-" if vote_acc is None else f"{vote_acc:.2f}", "",
                       *([] if energy is not None else [_mj(lat["full"], rail)]), end_section=True)

@@ -113,3 +113,11 @@ def pareto_front(points: list[dict[str, Any]]) -> list[int]:
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (cost[i], -acc[i], i))
+
+
+def full_accuracy(bundle: dict[str, Any]) -> float | None:
+    """Top-1 of what ``--mode full-vote`` answers, from one bundle of a ``report.json`` (the deepest exit or the vote
+    rule; reports written before ``full_accuracy`` existed: the vote rule's)."""
+    if isinstance(bundle.get("full_accuracy"), (int, float)):
+        return float(bundle["full_accuracy"])
+    return bundle["accuracy"]["vote"].get(bundle["vote_rule"])

@@ -157,8 +157,9 @@ class _Exit(_ChainStep):
 
 
 class _FullVote(_Step):
-    """``full-vote``: one call of the full graph; its ``vote`` output when it computes the rule, else the vote of
-    the ``logits{i}`` here."""
+    """``full-vote``: one call of the full graph answering with the bundle's full answer (the manifest's
+    ``vote.answer``): the deepest exit's ``logits{E-1}``, or the vote — the graph's ``vote`` output when it computes
+    the rule, else the vote of the ``logits{i}`` here. An explicit ``vote`` rule always votes."""
 
     option = "vote"
 
@@ -167,6 +168,11 @@ class _FullVote(_Step):
         n = self.num_exits = manifest.num_exits
         if vote is not None and vote not in VOTE_RULES:
             raise EdgekdError(f"unknown vote rule {vote!r}; choose one of {', '.join(VOTE_RULES)}")
+        self.deepest = vote is None and manifest.full_answer == "deepest"
+        if self.deepest:
+            self._outputs = [f"logits{n - 1}"]
+            self.runners = [make_runner(manifest.runner_backend, manifest.full_graph(), **options).activate()]
+            return
         self.vote_rule = vote or manifest.vote_rule
         self.vote_weights: np.ndarray | None = None
         if self.vote_rule == "weighted":
@@ -186,7 +192,10 @@ class _FullVote(_Step):
         t = time.perf_counter()
         out = self.runners[0].infer({"image": x}, self._outputs)
         t1 = time.perf_counter()
-        if self.vote_in_graph:
+        if self.deepest:
+            probs = softmax(out[self._outputs[0]].astype(np.float32, copy=False))  # (N, K)
+            scores = probs
+        elif self.vote_in_graph:
             probs = out["vote"].astype(np.float32, copy=False)
             scores = probs
         else:

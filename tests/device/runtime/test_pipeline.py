@@ -129,10 +129,21 @@ def test_threshold_zero_answers_at_exit_zero_and_above_one_at_the_last(built):
     assert np.array_equal([p.label for p in preds], probs[2, :80].argmax(axis=1))
 
 
+def _with_answer(bundle: Path, root: Path, answer: str, rule: str = "soft") -> Path:
+    """A copy of ``bundle`` whose manifest says what full-vote answers with (``vote.answer``, ``vote.rule``), so the
+    test does not depend on what export chose for the tiny model trained on this machine."""
+    copy = root / f"{bundle.name}-{answer}-{rule}"
+    shutil.copytree(bundle, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    data["vote"].update(answer=answer, rule=rule)
+    (copy / "manifest.json").write_text(json.dumps(data))
+    return copy
+
+
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 @pytest.mark.parametrize("rule", [None, "soft", "hard", "weighted"])
-def test_full_vote_equals_the_vote_of_the_full_graph(built, precision, rule):
-    bundle = built[precision]
+def test_full_vote_equals_the_vote_of_the_full_graph(built, precision, rule, tmp_path):
+    bundle = _with_answer(built[precision], tmp_path, "vote", rule or "soft")  # None: the manifest's rule
     m = load_manifest(bundle)
     images, _ = val(bundle)
     with Pipeline.from_bundle(bundle, mode="full-vote", vote=rule) as pipe:
@@ -155,6 +166,20 @@ def test_full_vote_equals_the_vote_of_the_full_graph(built, precision, rule):
         else:
             assert p.confidence == pytest.approx(float(scores[n].max()), abs=1e-5)
         assert p.probs.shape == (m.spec.num_classes,) and p.probs.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_full_vote_answers_with_the_deepest_exit_when_the_manifest_says_so(built, precision, tmp_path):
+    bundle = _with_answer(built[precision], tmp_path, "deepest")
+    images, _ = val(bundle)
+    with Pipeline.from_bundle(bundle, mode="full-vote") as pipe:
+        assert pipe.vote_rule is None and not pipe.vote_in_graph
+        preds = run_all(pipe, frames_of(images))
+    probs = full_graph_probs(bundle)  # (E, N, K)
+    assert np.array_equal([p.label for p in preds], probs[-1].argmax(axis=1))
+    assert all(p.confidence == pytest.approx(float(probs[-1, n].max()), abs=1e-5) for n, p in enumerate(preds))
+    with Pipeline.from_bundle(bundle, mode="full-vote", vote="hard") as pipe:  # an explicit rule still votes
+        assert pipe.vote_rule == "hard"
 
 
 def test_hard_vote_differs_from_soft_where_the_exits_disagree(built):
