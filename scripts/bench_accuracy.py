@@ -23,6 +23,14 @@ Design (the constants below are the one definition; ``--plan`` prints the runs a
   so no search run can look at test), judged against kd-single/kd-multi of the same seed on validation. Two stages:
   every setting on seed 0 (screening), then the two best of them by seed-0 validation on seed 1 (confirmation).
 
+* Issue 20 (exits that cost the deepest exit nothing): the settings of ``EXITS_SEARCH`` (head gradient scale,
+  per-exit loss weights, backbone-first from the same seed's kd-single student) searched on validation with the
+  rule ``EXITS_RULE`` fixed before its confirmation runs; each run's exits evaluated (``evaluate_exits``: per-exit
+  and cascade top-1, thresholds certified on 10,000 held-out training images at ε 0.5 and 1, the saving and drop
+  they give, the oracle saving) into ``docs/benchmarks/accuracy/exits/<run>.json``. Checkpoints that a later step
+  needs (the teacher, kd-single for ``--init``, the default tskd for its evaluation) and that a fresh machine lacks
+  are trained again from their recorded settings first (``rebuilt/<run>.json`` records the outcome beside the first).
+
 Each finished run writes ``docs/benchmarks/accuracy/<run>.json`` (small; committed): config, per-exit and per-vote
 validation and test top-1, epochs, the training time, where it ran. A run whose JSON exists is skipped; checkpoints
 live under ``runs/study/`` (ignored by git), and a run that was killed resumes from its ``last.pt`` (the loop reseeds
@@ -94,6 +102,34 @@ SEARCH_SEEDS = (SEARCH_SCREEN_SEED, *SEARCH_CONFIRM["seeds"])
 #: is within 1 point of the defaults'. Outcome: a0.9-hint0.1 was best (71.75 against 70.20) but its exit 0 fell
 #: 1.35 points (59.95 against 61.30), so the defaults stay; it is trained here so the test table shows its trade.
 FINAL: dict[str, dict[str, float]] = {"tskd-a0.9-hint0.1": SEARCH["a0.9-hint0.1"]}
+
+#: Issue 20 — exits that cost the deepest exit nothing. TSKD settings (TrainConfig overrides of the defaults) searched
+#: on validation only: every setting on seed 0, then the best ``top`` by :data:`EXITS_RULE` on seed 1. ``"init":
+#: "kd-single"`` starts from the same seed's single-exit KD student (``--phases backbone-first --init``: its backbone
+#: and deepest exit, then the shallow heads).
+EXITS_SEARCH: dict[str, dict[str, Any]] = {
+    "g0": {"head_grad": 0.0},
+    "g0.1": {"head_grad": 0.1},
+    "g0.3": {"head_grad": 0.3},
+    "sdn": {"exit_weights": "sdn"},
+    "g0.1-sdn": {"head_grad": 0.1, "exit_weights": "sdn"},
+    "bf": {"phases": "backbone-first", "init": "kd-single"},
+    "bf-j5": {"phases": "backbone-first", "init": "kd-single", "joint_epochs": 5, "head_grad": 0.1},
+    "bf-g0.1": {"phases": "backbone-first", "init": "kd-single", "freeze_backbone": False, "head_grad": 0.1},
+}
+EXITS_CONFIRM = {"seeds": (1,), "top": 2}
+#: The early-exit budgets ε (points) and δ of the certified saving, and how many held-out training images certify.
+EXITS_EPSILONS = (0.5, 1.0)
+EXITS_DELTA = 0.1
+EXITS_HELDOUT = 10_000
+#: The rule that picks issue 20's new default, fixed before any confirmation run (validation and held-out training
+#: images only; test is never looked at): a setting *qualifies* when, averaged over the search seeds, its deepest
+#: exit's validation top-1 is at least kd-single's − 0.3 and its exit 0 at least the default tskd's; qualifying
+#: settings rank first, then by the mean certified MAC saving at ε = 1 (thresholds certified on the held-out images,
+#: saving measured on the validation split), then by the deepest exit. The two best on seed 0 are confirmed on seed 1;
+#: the best confirmed setting becomes the tskd default if it qualifies and its saving is at least 1.5× the default
+#: tskd's on the same seeds; otherwise the defaults stay and the report says which condition failed.
+EXITS_RULE = {"deepest_vs_kd_single": -0.3, "saving_ratio": 1.5, "epsilon": 1.0}
 
 
 @dataclass
@@ -209,12 +245,40 @@ def plan() -> list[Run]:
             settings = {**common, "data": "<pool>", "method": "tskd", "exits": MULTI, "seed": seed,
                         "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **hparams}
             runs.append(Run(f"{REGIME['name']}-{variant}-s{seed}", "main", variant, seed, settings))
+    runs += exits_runs(teacher, common)
     stages = [(SEARCH_SCREEN_SEED, list(SEARCH))] + [(seed, confirmed_tags()) for seed in SEARCH_CONFIRM["seeds"]]
     for seed, tags in stages:
         for tag in tags:
             settings = {**common, "data": "<pool-notest>", "method": "tskd", "exits": MULTI, "seed": seed,
                         "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **SEARCH[tag]}
             runs.append(Run(f"search-{REGIME['name']}-tskd-{tag}-s{seed}", "search", f"tskd-{tag}", seed, settings))
+    return runs
+
+
+def exits_run_name(tag: str, seed: int) -> str:
+    return f"exits-{REGIME['name']}-tskd-{tag}-s{seed}"
+
+
+def exits_runs(teacher: Run, common: dict[str, Any]) -> list[Run]:
+    """Issue 20's search runs (validation only): every setting on seed 0, then the confirmed ones on seed 1, then
+    the chosen setting on every seed with test (once the rule has chosen one)."""
+    def settings(tag: str, seed: int, data: str) -> dict[str, Any]:
+        extra = dict(EXITS_SEARCH[tag])
+        if extra.get("init") == "kd-single":
+            extra["init"] = str(CACHE / f"{REGIME['name']}-kd-single-s{seed}" / "best.pt")
+        return {**common, "data": data, "method": "tskd", "exits": MULTI, "seed": seed,
+                "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **extra}
+
+    runs = []
+    stages = [(SEARCH_SCREEN_SEED, list(EXITS_SEARCH))]
+    stages += [(seed, exits_confirmed()) for seed in EXITS_CONFIRM["seeds"]]
+    for seed, tags in stages:
+        runs += [Run(exits_run_name(tag, seed), "exits-search", f"tskd-{tag}", seed,
+                     settings(tag, seed, "<pool-notest>")) for tag in tags]
+    chosen = exits_choice()["chosen"]
+    if chosen:
+        runs += [Run(f"{REGIME['name']}-tskd-{chosen}-s{seed}", "main", f"tskd-{chosen}", seed,
+                     settings(chosen, seed, "<pool>")) for seed in SEEDS]
     return runs
 
 
@@ -355,8 +419,8 @@ def needs_rebuild(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> boo
     ``keep(run)`` asks for its checkpoint (a later step reads the model, e.g. certification)."""
     if not run.result.exists() or (run.out / "best.pt").exists():
         return False
-    wanted = {r.settings.get("teacher") for r in runs if not r.result.exists()}
-    return str(run.out / "best.pt") in wanted or keep(run)
+    wanted = {r.settings.get(k) for r in runs if not r.result.exists() for k in ("teacher", "init")}
+    return str(run.out / "best.pt") in wanted or keep(run) or (needs_evaluation(run) and not eval_path(run).exists())
 
 
 def rebuild(run: Run, console) -> None:
@@ -392,10 +456,21 @@ def drive(select: Callable[[], list[Run]], keep: Callable[[Run], bool] = lambda 
         if again:
             rebuild(again[0], console)
             continue
+        pending = [r for r in runs if needs_evaluation(r) and r.result.exists() and not eval_path(r).exists()
+                   and (r.out / "best.pt").exists()]
+        if pending:
+            console.print(f"== {datetime.now().isoformat(timespec='seconds')} evaluating the exits of {pending[0].name}")
+            write_json(eval_path(pending[0]), evaluate_exits(pending[0]))
+            continue
         todo = [r for r in runs if not r.result.exists() and r.name not in skipped]
         if not todo:
             return
         run = todo[0]
+        init = run.settings.get("init")
+        if init and not Path(init).exists():
+            console.print(f"[red]{run.name}: --init {init} missing; its run must be trained first[/]")
+            skipped.add(run.name)
+            continue
         teacher = run.settings.get("teacher")
         if teacher and not Path(teacher).exists():
             console.print(f"[red]{run.name}: teacher {teacher} missing; train the teacher first[/]")
@@ -407,6 +482,154 @@ def drive(select: Callable[[], list[Run]], keep: Callable[[Run], bool] = lambda 
         deep = record["test"]["exits"][-1] if record["test"] else record["val"]["exits"][-1]
         console.print(f"== {run.name} done: {'test' if record['test'] else 'val'} exits {deep:.2f} (deepest), "
                       f"train {record['train_s']:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------- issue 20: exits
+
+
+def needs_evaluation(run: Run) -> bool:
+    """Runs whose exits issue 20 evaluates: its search runs, the default tskd and the setting the rule chooses."""
+    if run.kind == "exits-search":
+        return True
+    chosen = exits_choice()["chosen"]
+    return run.kind == "main" and run.variant in ("tskd", *((f"tskd-{chosen}",) if chosen else ()))
+
+
+def eval_path(run: Run) -> Path:
+    return RESULTS / "exits" / f"{run.name}.json"
+
+
+def _probs_of_images(model, images: np.ndarray, spec) -> np.ndarray:
+    """(E, N, K) per-exit probabilities of ``model`` on (N, H, W, C) uint8 images, normalised as the runtime does."""
+    import torch
+
+    from edgekd.core.preprocess import normalize
+    from edgekd.core.vote import softmax
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), 500):
+            x = np.stack([normalize(img, spec) for img in images[start:start + 500]])  # (B, C, H, W)
+            out.append([softmax(z.numpy()) for z in model(torch.from_numpy(x)).logits])
+    return np.stack([np.concatenate(parts) for parts in zip(*out)])
+
+
+def _oracle_saving(levels: np.ndarray, deepest: np.ndarray, costs: np.ndarray) -> float:
+    """Each image leaves at the first level whose answer equals the deepest exit's: 1 − mean cost / full cost."""
+    agree = levels.argmax(axis=2) == deepest.argmax(axis=1)[None]  # (E, N); the last level of plain exits is True
+    agree[-1] = True
+    return float(1.0 - costs[agree.argmax(axis=0)].mean() / costs[-1])
+
+
+def evaluate_exits(run: Run) -> dict[str, Any]:
+    """Issue 20's measures of one run: per-exit and cascade top-1 (validation, and test when the run has it);
+    thresholds certified on the held-out training images at each ε (δ 0.1) for the plain exits and the cascade
+    (fitted on validation), with the saving and accuracy drop they give on validation and test; the oracle saving."""
+    from edgekd.core.cascade import cascade_probs, fit_cascade
+    from edgekd.core.certify import early_exit_thresholds, reference_answer
+    from edgekd.core.early_exit import simulate
+    from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
+    from edgekd.training.data import reload_data
+    from edgekd.training.evaluate import predict_probs
+
+    ckpt = load_checkpoint(run.out / "best.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    costs = np.asarray([float(e["macs"]) for e in ckpt["exit_info"]])
+    weights = ckpt["metrics"]["val"].get("vote_weights")
+    data = reload_data(ckpt["data"])
+    sets = {"val": predict_probs(model, data.val)}
+    if data.test is not None and len(data.test):
+        sets["test"] = predict_probs(model, data.test)
+    held = np.load(heldout_file(EXITS_HELDOUT))
+    heldout = (_probs_of_images(model, held["images"], spec_from_checkpoint(ckpt)), held["labels"].astype(np.int64))
+    cascade = fit_cascade(*sets["val"])
+    forms = {"plain": lambda p: p, "cascade": lambda p: cascade_probs(p, cascade)}
+
+    def top1(p: np.ndarray, labels: np.ndarray) -> list[float]:
+        return [round(float(100 * np.mean(q.argmax(1) == labels)), 2) for q in p]
+
+    record: dict[str, Any] = {"run": run.name, "kind": run.kind, "variant": run.variant, "seed": run.seed,
+                              "macs": costs.tolist(), "cascade_weights": np.round(cascade, 4).tolist(),
+                              "heldout_n": int(len(heldout[1])), "delta": EXITS_DELTA}
+    for key, (p, labels) in sets.items():
+        record[key] = {"n": int(len(labels)), "exits": top1(p, labels), "cascade": top1(forms["cascade"](p), labels),
+                       "oracle_saving": {f: round(_oracle_saving(forms[f](p), p[-1], costs), 4) for f in forms}}
+    certified: dict[str, Any] = {}
+    for form, transform in forms.items():
+        for eps in EXITS_EPSILONS:
+            cert = early_exit_thresholds(transform(heldout[0]), heldout[0], heldout[1], costs, epsilon=eps,
+                                         delta=EXITS_DELTA, vote_weights=weights)
+            entry = {"thresholds": [round(t, 4) for t in cert.thresholds], "certified": cert.certified,
+                     "reference": cert.reference, "heldout_saving": round(cert.saving, 4)}
+            for key, (p, labels) in sets.items():
+                res = simulate(transform(p), cert.thresholds, costs, labels)
+                ref = float(100 * np.mean(reference_answer(p, cert.reference, weights) == labels))
+                entry[key] = {"saving": round(1.0 - res.mean_cost / costs[-1], 4), "accuracy": round(res.accuracy, 2),
+                              "reference_accuracy": round(ref, 2), "drop": round(ref - res.accuracy, 2),
+                              "exit_fraction": [round(f, 4) for f in res.exit_fraction]}
+            certified[f"{form}@{eps:g}"] = entry
+    record["certified"] = certified
+    record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def _exits_scores(tag: str | None, seeds: tuple[int, ...]) -> dict[str, float] | None:
+    """Mean over ``seeds`` of a setting's validation deepest exit, exit 0 and certified saving at the rule's ε
+    (``tag`` None: the default tskd), or None while any of its runs or evaluations is missing."""
+    rows = []
+    for seed in seeds:
+        name = f"{REGIME['name']}-tskd-s{seed}" if tag is None else exits_run_name(tag, seed)
+        result, evaluation = RESULTS / f"{name}.json", RESULTS / "exits" / f"{name}.json"
+        if not (result.exists() and evaluation.exists()):
+            return None
+        val = json.loads(result.read_text())["val"]["exits"]
+        saving = json.loads(evaluation.read_text())["certified"][f"plain@{EXITS_RULE['epsilon']:g}"]["val"]["saving"]
+        rows.append((val[-1], val[0], saving))
+    deepest, exit0, saving = (float(np.mean(col)) for col in zip(*rows))
+    return {"deepest": deepest, "exit0": exit0, "saving": saving}
+
+
+def _kd_single_val(seeds: tuple[int, ...]) -> float | None:
+    paths = [RESULTS / f"{REGIME['name']}-kd-single-s{seed}.json" for seed in seeds]
+    if not all(p.exists() for p in paths):
+        return None
+    return float(np.mean([json.loads(p.read_text())["val"]["exits"][-1] for p in paths]))
+
+
+def _exits_rank(tags: list[str], seeds: tuple[int, ...]) -> list[tuple[str, dict[str, Any]]] | None:
+    """``tags`` ranked by :data:`EXITS_RULE` on ``seeds`` (qualifying first, then saving, then deepest exit), each
+    with its scores and verdicts; None while anything they need is missing."""
+    base, kd = _exits_scores(None, seeds), _kd_single_val(seeds)
+    scored = {tag: _exits_scores(tag, seeds) for tag in tags}
+    if base is None or kd is None or any(v is None for v in scored.values()):
+        return None
+    out = []
+    for tag, sc in scored.items():
+        checks = {"deepest": sc["deepest"] >= kd + EXITS_RULE["deepest_vs_kd_single"],
+                  "exit0": sc["exit0"] >= base["exit0"],
+                  "saving": sc["saving"] >= EXITS_RULE["saving_ratio"] * base["saving"]}
+        out.append((tag, {**sc, "kd_single": kd, "tskd": base, "checks": checks,
+                          "qualifies": checks["deepest"] and checks["exit0"]}))
+    return sorted(out, key=lambda t: (t[1]["qualifies"], t[1]["saving"], t[1]["deepest"]), reverse=True)
+
+
+def exits_confirmed() -> list[str]:
+    """The settings issue 20 confirms on more seeds: the ``top`` best on the screening seed by the rule."""
+    ranked = _exits_rank(list(EXITS_SEARCH), (SEARCH_SCREEN_SEED,))
+    return [] if ranked is None else [tag for tag, _ in ranked[:EXITS_CONFIRM["top"]]]
+
+
+def exits_choice() -> dict[str, Any]:
+    """The rule's outcome over the search seeds: ``chosen`` (a tag, or None: defaults stay or not decided yet),
+    ``decided`` and the ranking it used."""
+    tags = exits_confirmed()
+    seeds = (SEARCH_SCREEN_SEED, *EXITS_CONFIRM["seeds"])
+    ranked = _exits_rank(tags, seeds) if tags else None
+    if ranked is None:
+        return {"chosen": None, "decided": False, "ranked": []}
+    tag, best = ranked[0]
+    ok = best["qualifies"] and best["checks"]["saving"]
+    return {"chosen": tag if ok else None, "decided": True, "ranked": ranked}
 
 
 # ---------------------------------------------------------------------------------------------------------- report
@@ -538,7 +761,61 @@ def report() -> str:
                      if (ref, r["seed"]) in val_of]
                 gaps.append(mean_sd(d) if d else "–")
             out.append(f"| {label} | {hp} | {len(rs)} | {' | '.join(exits)} | {soft} | {' | '.join(gaps)} |")
+    out += exits_report()
     return "\n".join(out) + "\n"
+
+
+def exits_report() -> list[str]:
+    """Issue 20's tables: the search on validation (with the rule's verdicts) and, for the default tskd and the chosen
+    setting, test top-1 per exit and cascade level, certified and oracle savings judged on test."""
+    evals = {p.stem: json.loads(p.read_text()) for p in sorted((RESULTS / "exits").glob("*.json"))}
+    if not evals:
+        return []
+    out = ["", "### Issue 20: exits that cost the deepest exit nothing", "",
+           f"Certified saving: share of the deepest exit's MACs that early exit saves at thresholds certified "
+           f"(δ {EXITS_DELTA:g}) on {EXITS_HELDOUT:,} held-out training images; 'cascade': exit i answers with a "
+           "geometric ensemble of exits ≤ i fitted on validation (ZTW). Oracle: each image leaves at the first exit "
+           "answering as the deepest does.", ""]
+    seeds = (SEARCH_SCREEN_SEED, *EXITS_CONFIRM["seeds"])
+    ranked = _exits_rank(list(EXITS_SEARCH), (SEARCH_SCREEN_SEED,)) or []
+    if ranked:
+        out += [f"Search, seed {SEARCH_SCREEN_SEED}, validation (kd-single deepest {ranked[0][1]['kd_single']:.2f}; "
+                f"default tskd: deepest {ranked[0][1]['tskd']['deepest']:.2f}, exit 0 {ranked[0][1]['tskd']['exit0']:.2f}, "
+                f"saving@1 {100 * ranked[0][1]['tskd']['saving']:.1f}%)", "",
+                "| setting | deepest | exit 0 | saving@1 (val) | qualifies | saving ≥ 1.5× tskd |",
+                "|---|---:|---:|---:|---|---|"]
+        for tag, sc in ranked:
+            out.append(f"| {tag} | {sc['deepest']:.2f} | {sc['exit0']:.2f} | {100 * sc['saving']:.1f}% | "
+                       f"{'yes' if sc['qualifies'] else 'no'} | {'yes' if sc['checks']['saving'] else 'no'} |")
+    choice = exits_choice()
+    if choice["decided"]:
+        out += ["", f"Confirmed on seeds {', '.join(map(str, seeds))}: "
+                + "; ".join(f"{tag} deepest {sc['deepest']:.2f}, exit 0 {sc['exit0']:.2f}, saving@1 "
+                            f"{100 * sc['saving']:.1f}% (checks {sc['checks']})" for tag, sc in choice["ranked"])
+                + f". Rule's choice: **{choice['chosen'] or 'none: the defaults stay'}**."]
+    rows = [e for e in evals.values() if e["kind"] == "main"]
+    if rows:
+        out += ["", "Test (10,000 images), mean over seeds:", "",
+                "| variant | seeds | exits | cascade levels | saving@0.5 / drop | saving@1 / drop | "
+                "cascade saving@1 / drop | oracle saving (plain / cascade) |", "|---|---:|---|---|---|---|---|---|"]
+        by: dict[str, list[dict[str, Any]]] = {}
+        for e in rows:
+            by.setdefault(e["variant"], []).append(e)
+        for variant, es in by.items():
+            def mean(get) -> float:
+                return float(np.mean([get(e) for e in es]))
+
+            n = len(es[0]["test"]["exits"])
+            exits = " / ".join(f"{mean(lambda e, i=i: e['test']['exits'][i]):.2f}" for i in range(n))
+            levels = " / ".join(f"{mean(lambda e, i=i: e['test']['cascade'][i]):.2f}" for i in range(n))
+            cells = []
+            for key in ("plain@0.5", "plain@1", "cascade@1"):
+                cells.append(f"{100 * mean(lambda e: e['certified'][key]['test']['saving']):.1f}% / "
+                             f"{mean(lambda e: e['certified'][key]['test']['drop']):+.2f}")
+            oracle = " / ".join(f"{100 * mean(lambda e, f=f: e['test']['oracle_saving'][f]):.1f}%"
+                                for f in ("plain", "cascade"))
+            out.append(f"| {variant} | {len(es)} | {exits} | {levels} | {' | '.join(cells)} | {oracle} |")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------ main
