@@ -30,6 +30,7 @@ from typer.core import TyperGroup
 
 from edgekd import quickstart as qs
 from edgekd.core.atomic import check_writable
+from edgekd.core.certify import FAMILIES
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
@@ -159,6 +160,7 @@ CalibMethod = choices("CalibMethod", CALIB_CHOICES)
 MixedPrecision = choices("MixedPrecision", dev.MIXED_PRECISION)
 Cost = choices("Cost", COSTS)
 Fit = choices("Fit", FITS)
+Family = choices("Family", FAMILIES)
 Mode = choices("Mode", RUN_MODES)
 Display = choices("Display", DISPLAYS)
 
@@ -390,6 +392,8 @@ def run(
     jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here, when the run ends (a run that fails before its first frame leaves the file as it was)."),
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
+    record_frames: Optional[Path] = typer.Option(None, "--record-frames", help="Keep frames of this site in this new (or empty) folder, as lossless PNGs, to certify early exit on them without labels: `edgekd profile BUNDLE --data DIR --write-thresholds`."),
+    record_every: int = typer.Option(1, "--record-every", help="With --record-frames: keep every N-th frame (consecutive frames are near-copies; a certificate wants independent images, e.g. one a second)."),
 ) -> None:
     """Classify frames live with early exit or a full vote; show, record and log them."""
     if (camera is None) == (source is None):
@@ -402,7 +406,8 @@ def run(
         opts = RunOptions(mode=mode.value, threshold=threshold, exit=exit_, vote=_enum_value(vote),
                           smoothing=smoothing, loop=loop, reconnect=reconnect,
                           display="off" if headless else display.value, output=str(output) if output else None,
-                          jsonl=str(jsonl) if jsonl else None, max_frames=max_frames, threads=threads)
+                          jsonl=str(jsonl) if jsonl else None, max_frames=max_frames, threads=threads,
+                          record_frames=str(record_frames) if record_frames else None, record_every=record_every)
         return run_stream(bundle, camera if camera is not None else source, opts, console=console)
 
     run_guarded(_run)
@@ -425,8 +430,8 @@ def _frame_size(text: str) -> tuple[int, int]:
 def profile_cmd(
     bundles: List[Path] = typer.Argument(..., help="One or more bundles (e.g. an FP32 and an INT8 build)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=f"Directory for report.json, report.md and the plots (default: {dev.REPORTS_DIR}/NAME, NAME the bundles' folder names joined by '+')."),
-    data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz with images and labels (default: the bundle's validation sample)."),
-    limit: Optional[int] = typer.Option(None, help="Use at most this many labelled images."),
+    data: Optional[Path] = typer.Option(None, help="Labelled images: class-per-folder directory or .npz with images and labels (default: the bundle's validation sample). With --write-thresholds also unlabelled frames of the site (a folder of images without class folders, e.g. from `edgekd run --record-frames`): certified on disagreement with the bundle's full answer, no labels needed."),
+    limit: Optional[int] = typer.Option(None, help="Use at most this many images."),
     iterations: int = typer.Option(dev.ITERATIONS, help="Timed iterations per graph (after warm-up)."),
     duration: Optional[float] = typer.Option(None, help="Time each graph for this many seconds instead."),
     warmup: float = typer.Option(dev.WARMUP_S, help="Warm-up time per graph, seconds."),
@@ -437,6 +442,7 @@ def profile_cmd(
     target_drop: float = typer.Option(dev.TARGET_DROP, help=f"With --write-thresholds: ε, the points of top-1 early exit may lose against the bundle's best full answer. {GUARANTEE}"),
     confidence: float = typer.Option(dev.CONFIDENCE, help=f"With --write-thresholds: 1 − δ, the probability that the certified thresholds keep --target-drop (at least {dev.MIN_CONFIDENCE:g}, below 1)."),
     fit: Fit = typer.Option(Fit(FITS[0]), help="With --write-thresholds: certified, or point (the cheapest thresholds within --target-drop on these images only: a point estimate, not certified)."),
+    family: Family = typer.Option(Family(FAMILIES[0]), help="With --write-thresholds: global (one threshold for every exit, tested on every image) or path (per-exit thresholds along a path learned on a third of the images, tested on the rest)."),
 ) -> None:
     """Latency and accuracy per exit, and the early-exit trade-off, for one or several bundles."""
     size = _frame_size(frame_size)
@@ -449,7 +455,8 @@ def profile_cmd(
         from edgekd.device.profile.profiler import profile
 
         return profile(bundles, out or _report_dir(bundles), console=console, write=write_thresholds, target_drop=target_drop,
-                       confidence=confidence, fit=_enum_value(fit), iterations=None if duration else iterations,
+                       confidence=confidence, fit=_enum_value(fit), family=_enum_value(family),
+                       iterations=None if duration else iterations,
                        duration_s=duration, warmup_s=warmup, batch=batch, data=data, limit=limit, frame_size=size,
                        threads=threads)
 

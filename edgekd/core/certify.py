@@ -19,6 +19,10 @@ yet Safe" (Jazbec et al., 2024) apply it to early-exit networks:
 * **Guarantee**: with probability at least 1 − δ over the n certifying images, the kept set's expected accuracy drop
   against the reference on new images from the same distribution is at most ε.
 
+Two extensions keep the guarantee: the **disagreement loss** (:data:`DISAGREEMENT`: no labels needed, so the site's
+own frames certify) and a **learned path** of per-exit thresholds (:data:`PATH`: the order is learned on a third of
+the images, the test runs on the other two thirds).
+
 When even the first step of the family cannot be certified (too few images for ε at δ), the safe set is kept and
 the certificate says how many images would be needed and which ε the data could certify.
 
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -44,6 +48,18 @@ METHOD = "learn-then-test: one global threshold on a fixed grid, fixed-sequence 
 POINT_METHOD = "point estimate, not certified: the cheapest per-exit thresholds within epsilon on these images"
 #: ``Certificate.fit``: certified (Learn-then-Test) or the old point estimate (``edgekd build --fit``).
 CERTIFIED, POINT = "certified", "point"
+#: ``Certificate.loss``: with labels, an image counts against early exit when it answers wrong where the reference
+#: answers right; without labels, whenever it answers otherwise than the reference. The second is at least the first
+#: on every image, so a bound on it bounds the accuracy drop too: certification needs no label, only the site's own
+#: frames, at the price of a looser bound (every disagreement counts, right or wrong).
+LABELLED, DISAGREEMENT = "labelled", "disagreement"
+#: ``Certificate.family``: one global threshold on :data:`GRID` (data-free order), or per-exit thresholds along a
+#: path learned on a third of the images and tested in fixed sequence on the rest (Pareto Testing, Laufer-Goldshtein
+#: et al. 2023: an order chosen on independent data keeps Learn-then-Test's guarantee).
+GLOBAL, PATH = "global", "path"
+FAMILIES = (GLOBAL, PATH)
+PATH_LEARN_FRACTION = 1 / 3
+PATH_SEED = 0  # the split of the certifying images into learn/test: fixed, not chosen by looking at them
 NOT_CERTIFIED = "thresholds not certified"  # what a bundle without a stored record (or an old one) says
 #: The threshold family, safe to aggressive: above 1 (never exit early), then confidences from 0.9999 down to 0,
 #: dense near 1 where a trained network's confidences sit. Fixed in advance: it does not depend on any data.
@@ -96,9 +112,9 @@ class Certificate:
     delta: Optional[float]  # 1 - confidence (None for the point fit)
     n: int  # images the certificate rests on
     reference: str  # the full answer the budget is measured against, e.g. "exit2" or "vote:weighted"
-    reference_accuracy: float  # its top-1 %, on these images
-    accuracy: float  # early exit's top-1 % at the kept thresholds, on these images
-    loss_rate: float  # points: images where early exit is wrong and the reference right, per 100
+    reference_accuracy: Optional[float]  # its top-1 %, on these images (None: unlabelled images)
+    accuracy: Optional[float]  # early exit's top-1 % at the kept thresholds, on these images (None: unlabelled)
+    loss_rate: float  # points: images where early exit loses against the reference (see ``loss``), per 100
     upper_bound: Optional[float]  # points: the (1 - δ) upper confidence bound of that rate (Clopper-Pearson);
     # None for the point fit (a bound on a rate chosen by looking at it would not hold)
     mean_cost: float  # mean cost of the exits taken (MACs or latency, as asked)
@@ -108,6 +124,10 @@ class Certificate:
     certifiable_epsilon: Optional[float]  # points: the smallest budget these n images could certify (no loss)
     method: str = METHOD
     fit: str = CERTIFIED  # CERTIFIED or POINT
+    loss: str = LABELLED  # LABELLED (wrong where the reference is right) or DISAGREEMENT (differs from the reference)
+    family: str = GLOBAL  # GLOBAL (one threshold for every exit) or PATH (per-exit thresholds along a learned path)
+    n_learn: int = 0  # PATH: images the path was learned on (apart from the ``n`` it was tested on)
+    oracle_saving: Optional[float] = None  # each image leaves at the first exit answering as the reference does
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,9 +162,17 @@ class Certificate:
             return (f"{head}; even the most cautious early exit errs too often on these images (allow a larger "
                     "--target-drop, or certify on more labelled images with `edgekd profile --write-thresholds "
                     "--data`)")
+        if self.family == PATH:
+            th = "thresholds " + " / ".join(f"{t:.4g}" for t in self.thresholds[:-1])
+        else:
+            th = f"threshold {self.thresholds[0]:.4g}"
+        oracle = "" if self.oracle_saving is None else f" (the oracle: {100 * self.oracle_saving:.0f}%)"
+        what = "measured disagreement" if self.loss == DISAGREEMENT else "measured drop"
+        unlabelled = (", unlabelled: the bound is on how often early exit answers otherwise than "
+                      f"{self.reference}, which bounds the accuracy drop" if self.loss == DISAGREEMENT else "")
         return (f"certified: early exit within {self.epsilon:g} points of {self.reference} with {conf} confidence "
-                f"({self.n} images; measured drop {self.loss_rate:.2f}, bound {self.upper_bound:.2f}); threshold "
-                f"{self.thresholds[0]:.4g} saves {100 * self.saving:.0f}% of the cost")
+                f"({self.n} images{unlabelled}; {what} {self.loss_rate:.2f}, bound {self.upper_bound:.2f}); {th} "
+                f"saves {100 * self.saving:.0f}% of the cost{oracle}")
 
 
 def manifest_record(cert: Certificate, cost: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -197,50 +225,113 @@ def _upper_bound(losses: int, n: int, delta: float) -> float:
     return hi
 
 
-def certify_thresholds(probs: np.ndarray, labels: np.ndarray, reference_pred: np.ndarray,
+def oracle_saving(probs: np.ndarray, reference_pred: np.ndarray, costs: Sequence[float]) -> float:
+    """The saving no threshold can beat on these images: each leaves at the first exit answering as the reference
+    does (the last exit when none does). ``probs`` (E, N, K), ``reference_pred`` (N,), ``costs`` (E,)."""
+    probs, costs = np.asarray(probs), np.asarray(costs, dtype=np.float64)
+    same = probs.argmax(axis=2) == np.asarray(reference_pred)[None]  # (E, N)
+    same[-1] = True
+    return _saving(float(costs[same.argmax(axis=0)].mean()), costs) if probs.shape[1] else 0.0
+
+
+def _learned_path(probs: np.ndarray, losses_of: Callable[[np.ndarray], np.ndarray], costs: np.ndarray,
+                  grid: Sequence[float]) -> List[List[float]]:
+    """Per-exit threshold vectors from safe (every exit at ``grid[0]``) to aggressive (every exit at ``grid[-1]``),
+    one exit one grid step at a time: each step takes the move that saves the most cost per added loss on these
+    (learning) images. ``losses_of(pred)`` → (N,) 0/1 losses of early exit's answers."""
+    n_exits = probs.shape[0]
+    steps = [0] * (n_exits - 1)
+
+    def config(idx: Sequence[int]) -> List[float]:
+        return [float(grid[k]) for k in idx] + [0.0]
+
+    def score(idx: Sequence[int]) -> tuple[float, int]:
+        res = simulate(probs, config(idx), costs)
+        return float(res.mean_cost), int(losses_of(res.pred).sum())
+
+    path = [config(steps)]
+    cost, lost = score(steps)
+    while any(k < len(grid) - 1 for k in steps):
+        best = None
+        for e in range(n_exits - 1):
+            if steps[e] == len(grid) - 1:
+                continue
+            trial = steps[:e] + [steps[e] + 1] + steps[e + 1:]
+            c, k = score(trial)
+            value = (cost - c) / (max(k - lost, 0) + 1.0)  # cost saved per added loss (+1: no division by zero)
+            if best is None or value > best[0]:
+                best = (value, trial, c, k)
+        _, steps, cost, lost = best
+        path.append(config(steps))
+    return path
+
+
+def certify_thresholds(probs: np.ndarray, labels: Optional[np.ndarray], reference_pred: np.ndarray,
                        costs: Sequence[float], *, epsilon: float, delta: float = 0.1, reference: str = "reference",
-                       grid: Sequence[float] = GRID) -> Certificate:
-    """Certify per-exit thresholds on ``n`` labelled images (see the module docstring).
+                       grid: Sequence[float] = GRID, family: str = GLOBAL) -> Certificate:
+    """Certify per-exit thresholds on ``n`` images (see the module docstring).
 
     ``probs`` (E, N, K): the built segment chain's per-exit probabilities (the numbers ``edgekd run`` decides on);
-    ``labels`` (N,); ``reference_pred`` (N,): the reference's predictions (:func:`reference_predictions`);
-    ``costs`` (E,): cumulative cost of answering at each exit; ``epsilon`` in points; ``delta`` in (0, 1).
+    ``labels`` (N,), or None for unlabelled images (the :data:`DISAGREEMENT` loss); ``reference_pred`` (N,): the
+    reference's predictions (:func:`reference_predictions`, or the bundle's full answer on unlabelled images);
+    ``costs`` (E,): cumulative cost of answering at each exit; ``epsilon`` in points; ``delta`` in (0, 1);
+    ``family``: :data:`GLOBAL` or :data:`PATH`.
     """
-    probs, labels, reference_pred = np.asarray(probs), np.asarray(labels), np.asarray(reference_pred)
+    probs, reference_pred = np.asarray(probs), np.asarray(reference_pred)
+    labels = None if labels is None else np.asarray(labels)
     n_exits, n = probs.shape[:2]
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
     if not 0.0 < epsilon < 100.0:
         raise ValueError(f"epsilon must be in (0, 100) points, got {epsilon}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if n == 0:
-        raise ValueError("certification needs labelled images")
+        raise ValueError("certification needs images")
     eps = epsilon / 100.0
-    ref_right = reference_pred == labels  # (N,)
     costs = np.asarray(costs, dtype=np.float64)
+    ref_right = None if labels is None else reference_pred == labels  # (N,)
 
-    def evaluate(t: float):
-        th = [float(t)] * (n_exits - 1) + [0.0]
-        res = simulate(probs, th, costs, labels)
-        losses = int(np.sum((res.pred != labels) & ref_right))
-        return th, res, losses
+    def losses_of(pred: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if labels is None:
+            return pred != reference_pred[rows]
+        return (pred != labels[rows]) & ref_right[rows]
 
-    kept = evaluate(grid[0])  # the safe set: only the last exit answers
-    certified = False
-    for t in grid:  # fixed-sequence testing: safe → aggressive, stop at the first failure
-        th, res, losses = evaluate(t)
-        if p_value(losses, n, eps) > delta:
+    rows = np.arange(n)
+    if family == PATH and n_exits > 2:
+        order = np.random.default_rng(PATH_SEED).permutation(n)
+        learn, rows = np.sort(order[:int(n * PATH_LEARN_FRACTION)]), np.sort(order[int(n * PATH_LEARN_FRACTION):])
+        configs = _learned_path(probs[:, learn], lambda pred: losses_of(pred, learn), costs, grid)
+    else:  # one threshold for every exit (with two exits the path is this one)
+        learn = rows[:0]
+        configs = [[float(t)] * (n_exits - 1) + [0.0] for t in grid]
+    test = probs[:, rows]
+    m = len(rows)
+
+    def evaluate(th: List[float]):
+        res = simulate(test, th, costs, None if labels is None else labels[rows])
+        return th, res, int(losses_of(res.pred, rows).sum())
+
+    kept = evaluate(configs[0])  # the safe set: only the last exit answers
+    for th in configs:  # fixed-sequence testing: safe → aggressive, stop at the first failure
+        th, res, losses = evaluate(th)
+        if p_value(losses, m, eps) > delta:
             break
         if res.mean_cost < kept[1].mean_cost:  # strictly cheaper: a set that saves nothing stays the safe one
             kept = (th, res, losses)
-        certified = certified or t < grid[0]
     th, res, losses = kept
-    certified = certified and n_exits > 1 and th[0] < grid[0]  # one exit: nothing can leave early
+    certified = n_exits > 1 and any(t < grid[0] for t in th[:-1])  # one exit: nothing can leave early
+    labelled = labels is not None
     return Certificate(
-        thresholds=th, certified=bool(certified), epsilon=float(epsilon), delta=float(delta), n=int(n),
-        reference=reference, reference_accuracy=float(100.0 * np.mean(ref_right)), accuracy=float(res.accuracy),
-        loss_rate=float(100.0 * losses / n), upper_bound=float(100.0 * _upper_bound(losses, n, delta)),
+        thresholds=th, certified=bool(certified), epsilon=float(epsilon), delta=float(delta), n=int(m),
+        reference=reference,
+        reference_accuracy=float(100.0 * np.mean(ref_right[rows])) if labelled else None,
+        accuracy=float(res.accuracy) if labelled else None,
+        loss_rate=float(100.0 * losses / m), upper_bound=float(100.0 * _upper_bound(losses, m, delta)),
         mean_cost=float(res.mean_cost), saving=_saving(res.mean_cost, costs), exit_fraction=res.exit_fraction,
-        images_needed=images_needed(eps, delta), certifiable_epsilon=float(100.0 * certifiable_epsilon(n, delta)))
+        images_needed=images_needed(eps, delta), certifiable_epsilon=float(100.0 * certifiable_epsilon(m, delta)),
+        loss=LABELLED if labelled else DISAGREEMENT, family=PATH if len(learn) else GLOBAL, n_learn=int(len(learn)),
+        oracle_saving=oracle_saving(probs, reference_pred, costs))
 
 
 def _saving(mean_cost: float, costs: np.ndarray) -> float:
@@ -272,18 +363,29 @@ def point_thresholds(probs: np.ndarray, labels: np.ndarray, reference_pred: np.n
         reference=reference, reference_accuracy=ref_acc, accuracy=float(res.accuracy),
         loss_rate=float(100.0 * losses / n), upper_bound=None, mean_cost=float(res.mean_cost),
         saving=_saving(res.mean_cost, costs), exit_fraction=res.exit_fraction, images_needed=None,
-        certifiable_epsilon=None, method=POINT_METHOD, fit=POINT)
+        certifiable_epsilon=None, method=POINT_METHOD, fit=POINT,
+        oracle_saving=oracle_saving(probs, reference_pred, costs))
 
 
-def early_exit_thresholds(probs_chain: np.ndarray, probs_full: np.ndarray, labels: np.ndarray,
+def early_exit_thresholds(probs_chain: np.ndarray, probs_full: np.ndarray, labels: Optional[np.ndarray],
                           costs: Sequence[float], *, epsilon: float, delta: float = 0.1, fit: str = CERTIFIED,
-                          vote_weights: Optional[Sequence[float]] = None) -> Certificate:
-    """What build and ``profile --write-thresholds`` store: the reference (:func:`reference_predictions` of the
-    full graph's ``probs_full``), then thresholds on the segment chain's ``probs_chain`` — certified
-    (:func:`certify_thresholds`) or, with ``fit`` :data:`POINT`, the point estimate (:func:`point_thresholds`)."""
+                          vote_weights: Optional[Sequence[float]] = None, family: str = GLOBAL,
+                          reference: Optional[str] = None) -> Certificate:
+    """What build and ``profile --write-thresholds`` store: the reference, then thresholds on the segment chain's
+    ``probs_chain`` — certified (:func:`certify_thresholds`, in ``family``) or, with ``fit`` :data:`POINT`, the point
+    estimate (:func:`point_thresholds`). With ``labels`` the reference is chosen on them
+    (:func:`reference_predictions` of the full graph's ``probs_full``); without (None: the site's own unlabelled
+    frames) it is ``reference``, the bundle's full answer (e.g. ``exit2``, ``vote:soft``: no test can choose one
+    without labels), and the loss is :data:`DISAGREEMENT`."""
     if fit not in (CERTIFIED, POINT):
         raise ValueError(f"fit must be {CERTIFIED!r} or {POINT!r}, got {fit!r}")
-    name, ref_pred, _ = reference_predictions(probs_full, labels, vote_weights)
+    if labels is None:
+        if fit == POINT or reference is None:
+            raise ValueError("unlabelled images need the certified fit and the bundle's full answer as reference")
+        name, ref_pred = reference, reference_answer(probs_full, reference, vote_weights)
+    else:
+        name, ref_pred, _ = reference_predictions(probs_full, labels, vote_weights)
     if fit == POINT:
         return point_thresholds(probs_chain, labels, ref_pred, costs, epsilon=epsilon, reference=name)
-    return certify_thresholds(probs_chain, labels, ref_pred, costs, epsilon=epsilon, delta=delta, reference=name)
+    return certify_thresholds(probs_chain, labels, ref_pred, costs, epsilon=epsilon, delta=delta, reference=name,
+                              family=family)

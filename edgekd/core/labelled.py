@@ -401,6 +401,21 @@ def load_labelled(source: str | os.PathLike, spec: InputSpec, *, limit: int | No
     return images, labels, {"source": kind, "path": str(Path(source)), "n": int(labels.size)}
 
 
+def has_labels(source: str | os.PathLike, option: str = "data") -> bool:
+    """Whether ``source`` carries labels: a folder with subfolders (a class-per-folder tree), or npz archive(s)
+    with a label array beside the images (``LABEL_KEYS``). A folder of images and nothing else (what ``edgekd run
+    --record-frames`` writes) or an archive of images alone does not."""
+    if _source_kind(source, option, "a directory of images") == "folder":
+        try:
+            return any(entry.is_dir() for entry in os.scandir(source))
+        except OSError as exc:
+            raise DataError(_one_line(f"cannot read {option} {source}: {exc}")) from None
+    paths = npz_paths(source)
+    with _open_npz(paths[0]) as z:
+        files = list(z.files)
+    return any(key in files and LABEL_KEYS[key] in files for key in EVAL_KEYS)
+
+
 def load_images(source: str | os.PathLike, spec: InputSpec, *, max_images: int | None = None,
                 option: str = "data") -> np.ndarray:
     """Unlabelled images (e.g. calibration data): every image under a folder (recursive), or npz archive(s)

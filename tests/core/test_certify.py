@@ -179,3 +179,46 @@ def test_the_stored_record_reads_back():
     old = {"cost": "macs", "target_drop": 0.5, "vote_accuracy": 90.0, "feasible": True}  # before certification
     for r in (None, old, {"fit": "certified"}, "certified"):
         assert describe_thresholds(r) == NOT_CERTIFIED and stored_certificate(r) is None
+
+
+def test_the_disagreement_loss_needs_no_labels_and_counts_every_other_answer():
+    n = 600
+    labels = np.zeros(n, dtype=np.int64)
+    # exit 0 confident everywhere; it answers 1 on the first 30 images, where the deepest exit answers 0
+    first = np.where(np.arange(n) < 30, 1, 0)
+    probs = np.stack([_probs(first, np.full(n, 0.95)), _probs(labels, np.full(n, 0.6))])
+    ref = probs[-1].argmax(axis=1)
+    labelled = certify_thresholds(probs, labels, ref, [1, 2], epsilon=8.0, delta=0.1)
+    free = certify_thresholds(probs, None, ref, [1, 2], epsilon=8.0, delta=0.1)
+    assert free.loss == "disagreement" and labelled.loss == "labelled"
+    assert free.loss_rate == labelled.loss_rate == 5.0  # here every disagreement is also an error
+    assert free.accuracy is None and free.reference_accuracy is None
+    assert "unlabelled" in free.summary() and free.certified
+    # a disagreement where exit 0 is right counts without labels, never with them
+    labels_right = first.copy()
+    assert certify_thresholds(probs, labels_right, ref, [1, 2], epsilon=8.0, delta=0.1).loss_rate == 0.0
+    assert certify_thresholds(probs, None, ref, [1, 2], epsilon=8.0, delta=0.1).loss_rate == 5.0
+
+
+def test_oracle_saving_leaves_at_the_first_exit_answering_as_the_reference():
+    from edgekd.core.certify import oracle_saving
+
+    labels = np.array([0, 1, 2, 0])
+    exit0, exit1, exit2 = np.array([0, 0, 0, 1]), np.array([0, 1, 0, 1]), np.array([0, 1, 2, 0])
+    probs = np.stack([_probs(e, np.full(4, 0.9)) for e in (exit0, exit1, exit2)])
+    # image 0 leaves at exit 0 (cost 1), image 1 at exit 1 (2), images 2 and 3 at exit 2 (4)
+    assert oracle_saving(probs, labels, [1, 2, 4]) == pytest.approx(1 - (1 + 2 + 4 + 4) / 4 / 4)
+
+
+def test_the_path_family_learns_on_a_third_and_certifies_on_the_rest():
+    rng = np.random.default_rng(0)
+    n, k = 900, 4
+    labels = rng.integers(0, k, n)
+    probs = np.stack([_probs(np.where(rng.random(n) < acc, labels, (labels + 1) % k), rng.uniform(0.3, 1.0, n))
+                      for acc in (0.6, 0.8, 0.95)])
+    cert = certify_thresholds(probs, labels, probs[-1].argmax(1), [1, 2, 3], epsilon=5.0, delta=0.1,
+                              family="path")
+    assert cert.family == "path" and cert.n_learn == n // 3 and cert.n == n - n // 3
+    assert len(cert.thresholds) == 3 and cert.thresholds[-1] == 0.0
+    two = certify_thresholds(probs[1:], labels, probs[-1].argmax(1), [2, 3], epsilon=5.0, delta=0.1, family="path")
+    assert two.family == "global" and two.n == n  # with two exits the path is the global family

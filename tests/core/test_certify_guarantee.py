@@ -66,3 +66,28 @@ def test_certified_thresholds_keep_the_budget_on_test_and_the_point_fit_does_not
     assert rate["certified"] <= DELTA + _slack(SPLITS, DELTA), rate
     assert rate["point"] > rate["certified"] + 0.2, rate  # the old fit breaks its promise far more often
     assert np.mean(saved["certified"]) > 0.05, saved  # and the certificate still saves a useful share of the cost
+
+
+@pytest.mark.parametrize("family", ["global", "path"])
+def test_label_free_certificates_keep_their_budget_on_held_out_images(pool, family):
+    """Certified on unlabelled calibration images (the disagreement loss against the deepest exit), judged on the
+    test part: the disagreement rate — and so the accuracy drop, which it bounds — exceeds ε in at most δ of the
+    splits (plus the binomial slack)."""
+    chain, labels, macs = pool
+    rng = np.random.default_rng(1)
+    over = {"disagreement": 0, "drop": 0}
+    saved = []
+    for _ in range(SPLITS):
+        perm = rng.permutation(labels.size)
+        cal, test = perm[:N_CAL], perm[N_CAL:]
+        cert = early_exit_thresholds(chain[:, cal], chain[:, cal], None, macs, epsilon=EPSILON, delta=DELTA,
+                                     family=family, reference="exit2")
+        assert cert.loss == "disagreement" and cert.accuracy is None and cert.family == family
+        res = simulate(chain[:, test], cert.thresholds, macs, labels[test])
+        deepest = chain[2, test].argmax(1)
+        over["disagreement"] += 100.0 * np.mean(res.pred != deepest) > EPSILON
+        over["drop"] += 100.0 * np.mean(deepest == labels[test]) - res.accuracy > EPSILON
+        saved.append(1.0 - res.mean_cost / macs[-1])
+    for what, count in over.items():
+        assert count / SPLITS <= DELTA + _slack(SPLITS, DELTA), (what, count)
+    assert np.mean(saved) > 0.05  # and it does let images leave early

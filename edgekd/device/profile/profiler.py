@@ -24,6 +24,7 @@ from rich.table import Table
 from edgekd import __version__
 from edgekd.core.atomic import atomic_write_json, atomic_write_text, check_writable, make_parents
 from edgekd.core.certify import (
+    FAMILIES,
     Certificate,
     describe_thresholds,
     early_exit_thresholds,
@@ -31,7 +32,7 @@ from edgekd.core.certify import (
     stored_certificate,
 )
 from edgekd.core.errors import ConfigError
-from edgekd.core.labelled import load_labelled
+from edgekd.core.labelled import has_labels, load_images, load_labelled
 from edgekd.core.manifest import MANIFEST_NAME, Manifest, load_manifest, write_manifest
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
@@ -65,8 +66,9 @@ def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The images accuracy is measured on: ``data`` when given, else the bundle's validation sample."""
-    if data is not None:
+    """The images accuracy is measured on: ``data`` when it is labelled, else the bundle's validation sample (also
+    when ``data`` holds unlabelled frames, which only ``--write-thresholds`` uses)."""
+    if data is not None and has_labels(data, "--data"):
         return load_labelled(data, m.spec, limit=limit, option="--data")
     images, labels = _val_sample(m)
     if limit is not None and limit < len(labels):
@@ -154,12 +156,19 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
     }
 
 
+def full_answer_name(m: Manifest) -> str:
+    """The bundle's full answer as certificates name it: ``exit{E-1}`` or ``vote:RULE``."""
+    return f"exit{m.num_exits - 1}" if m.full_answer == "deepest" else f"vote:{m.vote_rule}"
+
+
 def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, confidence: float = CONFIDENCE,
                      fit: str = FITS[0], data: str | Path | None = None, limit: int | None = None,
-                     threads: int | None = None) -> tuple[Certificate, dict[str, Any]]:
+                     threads: int | None = None, family: str = FAMILIES[0]) -> tuple[Certificate, dict[str, Any]]:
     """New early-exit thresholds on ``data`` or the validation sample, as build chooses them (against the full
-    graph's best full answer, costs in MACs): certified to lose at most ``target_drop`` points with probability
-    ``confidence``, or with ``fit="point"`` the old point estimate. Stores the thresholds and the whole record
+    answer, costs in MACs): certified to lose at most ``target_drop`` points with probability ``confidence``, or
+    with ``fit="point"`` the old point estimate. Unlabelled ``data`` (a folder of images without class folders,
+    e.g. what ``edgekd run --record-frames`` wrote, or an npz of images alone) is certified label-free: against the
+    bundle's full answer, every disagreement counting as a loss (:data:`edgekd.core.certify.DISAGREEMENT`). Stores the thresholds and the whole record
     (``build.thresholds``, see :func:`edgekd.core.certify.manifest_record`) in the manifest, atomically; every other
     field stays as it was. Returns the certificate and the data used."""
     problem = threshold_option_problem(fit, target_drop, confidence)
@@ -167,10 +176,18 @@ def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, conf
         raise ConfigError(problem)
     m = load_manifest(path)
     check_writable(m.root / MANIFEST_NAME, "--write-thresholds into")  # before the work, not after it
-    images, labels, source = _labelled(m, data, limit)
+    if data is not None and not has_labels(data, "--data"):  # the site's own frames: the disagreement loss
+        if fit != FITS[0]:
+            raise ConfigError(f"--fit {fit} needs labels; {data} holds unlabelled images (certify them with the "
+                              f"default --fit {FITS[0]})")
+        images = load_images(data, m.spec, max_images=limit, option="--data")
+        labels, source = None, {"source": "unlabelled", "path": str(Path(data)), "n": int(len(images))}
+    else:
+        images, labels, source = _labelled(m, data, limit)
     p_full, p_chain = _probs(m, images, {"threads": threads} if threads else {})
     cert = early_exit_thresholds(p_chain, p_full, labels, [float(e["macs"]) for e in m.exits], epsilon=target_drop,
-                                 delta=round(1.0 - confidence, 12), fit=fit, vote_weights=m.vote_weights)
+                                 delta=round(1.0 - confidence, 12), fit=fit, vote_weights=m.vote_weights,
+                                 family=family, reference=full_answer_name(m))
     used = {"source": source["source"], "n": source["n"]}
     if source["source"] != "val_sample":  # the bundle's own sample needs no path (it moves with the bundle)
         used["path"] = source["path"]
@@ -205,7 +222,7 @@ def write_outputs(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 def profile(bundles: list[str | Path], out: str | Path, *, console: Console | None = None,
             write: bool = False, target_drop: float = TARGET_DROP, confidence: float = CONFIDENCE,
-            fit: str = FITS[0], **options: Any) -> dict[str, Any]:
+            fit: str = FITS[0], family: str = FAMILIES[0], **options: Any) -> dict[str, Any]:
     """Profile every bundle, write the report files into ``out``, print the tables; return the report."""
     console = console or Console()
     if not bundles:
@@ -226,7 +243,7 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
         for b in bundles:
             cert, source = write_thresholds(b, target_drop=target_drop, confidence=confidence, fit=fit,
                                             data=options.get("data"), limit=options.get("limit"),
-                                            threads=options.get("threads"))
+                                            threads=options.get("threads"), family=family)
             console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in cert.thresholds)} on "
                           f"{source['source']} ({source['n']} images); {cert.summary()}",
                           markup=False, highlight=False, soft_wrap=True)

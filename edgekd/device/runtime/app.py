@@ -29,6 +29,7 @@ from edgekd.core.manifest import MANIFEST_NAME, Manifest
 from edgekd.device.options import DISPLAYS, options_problem
 from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
 from edgekd.device.runtime.pipeline import Pipeline
+from edgekd.device.runtime.record import FrameRecorder
 from edgekd.device.runtime.sources import open_source, prefetched
 
 EARLY_EXIT = RUN_MODES[0]  # the one mode that decides on thresholds
@@ -48,6 +49,8 @@ class RunOptions:
     jsonl: str | None = None
     max_frames: int | None = None
     threads: int | None = None  # ONNX Runtime thread pool size (default: every core)
+    record_frames: str | None = None  # folder to keep every record_every-th frame in (label-free certification)
+    record_every: int = 1
     reconnect_backoff: float = 0.5  # seconds before the first reopen of a live source that dropped (doubled each try)
 
     def check(self) -> None:
@@ -129,6 +132,7 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                                                  backoff=opts.reconnect_backoff))
         video = VideoOutput(opts.output) if opts.output else None
         log = JsonlOutput(opts.jsonl) if opts.jsonl else None
+        recorder = FrameRecorder(opts.record_frames, opts.record_every) if opts.record_frames else None
         for out in (video, log):
             if out is not None:
                 stack.callback(out.close)
@@ -148,6 +152,8 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                 pred = pipeline(frame.image) if prepared is None else pipeline.infer(*prepared)
                 e2e = (time.perf_counter() - t0) * 1e3 + (prepared[1] if prepared is not None else 0.0)
                 stats.add(pred, e2e)
+                if recorder is not None:
+                    recorder.add(frame.image)
                 if log is not None:
                     log.write(record(frame, pred, e2e))
                 if video is not None or window:
@@ -169,6 +175,8 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
             console.print("interrupted: stopping cleanly")
         summary = {**stats.summary(), "source": dict(frames.stats), "mode": pipeline.mode,
                    "thresholds": _thresholds_line(pipeline)}
+        if recorder is not None:
+            summary["recorded"] = recorder.summary()
     print_summary(console, summary, pipeline.manifest.data.get("name", str(bundle)))
     return summary
 
@@ -201,4 +209,6 @@ def print_summary(console: Console, summary: dict, name: str) -> None:
                       f"{src.get('dropped', 0)} / {src.get('reopened', 0)} / {src.get('failed_reads', 0)}")
     if summary.get("thresholds"):
         table.add_row("thresholds", Text(summary["thresholds"], justify="left"))
+    if summary.get("recorded"):
+        table.add_row("recorded", Text(summary["recorded"], justify="left"))
     console.print(table)
