@@ -114,14 +114,42 @@ def test_a_directory_given_as_a_file_output_is_refused_before_the_run(bundle, cl
     assert list(logs.iterdir()) == []
 
 
-def _as_nobody(fn):
+def _readable_package(shared: Path) -> Path:
+    """A copy of the ``edgekd`` package under ``shared`` that every user can read (the folder holding it).
+
+    The clone under test may lie where ``nobody`` cannot read (a private 0700 directory as root: CI images, Jetson
+    containers), and the child still imports what the parent never loaded (``edgekd.device.compiler.targets`` on the
+    first build, the shipped target YAMLs)."""
+    dest = shared / "readable-src"
+    if not (dest / "edgekd").is_dir():
+        shutil.copytree(str(ROOT / "edgekd"), str(dest / "edgekd"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [dest, *dest.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def _import_edgekd_from(copy: Path) -> None:
+    """Point every loaded ``edgekd`` package at its twin in ``copy``, so the submodules and data files imported
+    from now on come from the readable copy (the modules already loaded keep running as they are)."""
+    for name, module in list(sys.modules.items()):
+        if (name == "edgekd" or name.startswith("edgekd.")) and hasattr(module, "__path__"):
+            module.__path__ = [str(copy.joinpath(*name.split(".")))]
+    sys.path.insert(0, str(copy))
+    sys.path_importer_cache.clear()
+
+
+def _as_nobody(fn, shared: Path):
     """Run ``fn()`` in a forked child whose user is ``nobody`` (everything imported first: the interpreter's files
-    are not readable by nobody here); return what it returns (pickled back through a pipe)."""
+    are not readable by nobody here), importing edgekd's not-yet-loaded modules from a readable copy in ``shared``;
+    return what it returns (pickled back through a pipe)."""
+    copy = _readable_package(shared)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read)
         try:
+            _import_edgekd_from(copy)
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
@@ -194,7 +222,7 @@ def test_a_read_only_directory_is_refused_for_a_user_who_cannot_write_it(bundle,
         load_manifest(src)
         for args, refused in cases:
             assert _cli(args + refused)[0] == 2  # as root, parsed to the end: the option parser's lazy imports done
-            code, _out, err = _as_nobody(lambda: _cli(args))
+            code, _out, err = _as_nobody(lambda: _cli(args), shared_dir)
             lines = [ln for ln in err.splitlines() if ln.strip()]
             assert code == 2 and len(lines) == 1 and "permission denied in" in lines[0], (args, code, err)
     finally:
@@ -217,7 +245,7 @@ def test_a_bundle_the_user_cannot_read_is_one_line(bundle, shared_dir):
             return str(exc)
         return "loaded"
 
-    message = _as_nobody(load)
+    message = _as_nobody(load, shared_dir)
     assert "cannot read" in message and "Permission denied" in message, message
     assert "\n" not in message
 
