@@ -337,6 +337,7 @@ def build(
     cost: Cost = typer.Option(Cost(COSTS[0]), help="What early exit minimises: cumulative MACs or measured segment latency."),
     dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
     cache_dir: str = typer.Option(dev.CACHE_DIR, help="Calibration cache directory."),
+    engine_cache: Optional[str] = typer.Option(None, "--engine-cache", metavar="DIR", help="TensorRT: reuse and keep engines in DIR ('off': no engine cache; default: $EDGEKD_ENGINE_CACHE, else ~/.cache/edgekd/engines)."),
     force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
 ) -> None:
     """Compile a bundle for a precision and backend, verify it against FP32 and certify early-exit thresholds."""
@@ -352,12 +353,17 @@ def build(
 
         if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
             check_writable(cache_dir or None, "--cache-dir", directory=True)
+        from edgekd.device.compiler.tensorrt import engine_cache_choice
+
+        if isinstance(engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
+            check_writable(engine_cache, "--engine-cache", directory=True)
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
                             out=out, calib_data=calib_data, calib_method=_enum_value(calib_method), max_drop=max_drop,
                             target_drop=target_drop, cost=_enum_value(cost), confidence=confidence,
                             fit=_enum_value(fit), force=force, cache_dir=cache_dir, dla_core=dla_core,
-                            mixed_precision=_enum_value(mixed_precision), console=console)
+                            mixed_precision=_enum_value(mixed_precision), engine_cache=engine_cache,
+                            console=console)
 
     run_guarded(_run)
 
