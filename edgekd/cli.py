@@ -181,6 +181,11 @@ def os_error_line(exc: OSError) -> str:
     return f"cannot use {where}: {reason}" if where else reason
 
 
+#: cv2 missing: OpenCV is an extra, since on a Jetson it comes from JetPack (docs/JETSON.md).
+OPENCV_MISSING = ("OpenCV (cv2) is not installed: pip install 'edgekd[opencv]' (on a Jetson use JetPack's OpenCV, "
+                  "sudo apt install nvidia-opencv, from a venv made with --system-site-packages: docs/JETSON.md)")
+
+
 def run_guarded(fn, *args, **kwargs):
     """Call ``fn``; expected failures (EdgekdError, the system refusing a file, missing extras) become clean exits."""
     try:
@@ -194,6 +199,12 @@ def run_guarded(fn, *args, **kwargs):
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("torch", "torchvision", "sklearn"):
             fail(f"this command needs the training extra ({exc.name} is not installed): pip install 'edgekd[train]'")
+        if exc.name == "cv2":
+            fail(OPENCV_MISSING)
+        raise
+    except ImportError as exc:
+        if "numpy" in str(exc).lower() and "cv2" in str(exc):  # JetPack's cv2 (NumPy 1.x) under NumPy 2
+            fail(f"OpenCV cannot be imported ({' '.join(str(exc).split())[:160]}): pip install 'numpy<2'")
         raise
     except KeyboardInterrupt:
         err_console.print("interrupted")

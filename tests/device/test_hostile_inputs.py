@@ -454,3 +454,37 @@ def test_a_live_source_that_drops_twenty_times_keeps_running_and_counts_the_reco
     row = next(line for line in r.stdout.splitlines() if "reopened" in line)
     dropped, reopened, failed = (int(x) for x in row.split("│")[2].split("/"))
     assert reopened >= 20 and reopened == _Camera.connections - 1, (row, _Camera.connections)
+
+
+# ------------------------------------------------------------------------------------------- the install (issue 21)
+def test_without_opencv_a_command_says_which_extra_to_install(bundle, tmp_path):
+    """OpenCV is the ``opencv`` extra (a Jetson uses JetPack's): when cv2 cannot be imported, one line names the fix."""
+    code = ("import sys; sys.modules['cv2'] = None\n"  # import cv2 -> ModuleNotFoundError, as when it is not installed
+            "from edgekd.cli import main\n"
+            f"sys.argv = ['edgekd', 'run', {str(bundle)!r}, '--source', 'x.png', '--headless']\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    one_line_error(r, "OpenCV (cv2) is not installed", "pip install 'edgekd[opencv]'")
+
+
+def test_pyproject_keeps_opencv_out_of_the_default_install_and_numpy_below_2_on_jetpack():
+    import importlib
+
+    for name in ("tomllib", "tomli"):  # by name: the device wing's tests also run on Python 3.8
+        try:
+            toml = importlib.import_module(name)
+            break
+        except ImportError:
+            continue
+    else:
+        pytest.skip("no TOML reader here (tomllib is Python 3.11+; pip install tomli)")
+    project = toml.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"]
+    assert not [d for d in deps if d.startswith("opencv")]  # on a Jetson it would hide JetPack's GStreamer cv2
+    extras = project["optional-dependencies"]
+    for extra in ("opencv", "train", "dev"):  # make run / make test (.[train,dev]) still get OpenCV
+        assert any(d.startswith("opencv-python-headless") for d in extras[extra]), extra
+    numpy = [d for d in deps if d.startswith("numpy")]
+    assert "numpy>=1.23,<2; platform_machine == 'aarch64' and python_version < '3.12'" in numpy
+    assert len(numpy) == 2 and any("platform_machine != 'aarch64'" in d for d in numpy)
