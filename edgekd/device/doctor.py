@@ -268,7 +268,7 @@ if trt is not None:
     out["trt_location"] = str(getattr(trt, "__file__", "") or "")
     if out["trt_usable"]:
         try:
-            builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+            builder = ctrt.create_builder(trt, ctrt.tensorrt_logger(trt, lambda text: None))  # the one logger
             out["dla_cores"] = int(builder.num_DLA_cores)
             for key in ("platform_has_fast_fp16", "platform_has_fast_int8"):
                 if hasattr(builder, key):

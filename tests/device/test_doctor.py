@@ -239,9 +239,10 @@ def test_broken_files_and_tools_never_raise(tmp_path, tools, no_gpu_modules):
 
 # -- the TensorRT / CUDA probe against fake modules --------------------------------------------------------------
 FAKE_TRT = """__version__ = "{version}"
-class Logger:
-    ERROR = 1
-    def __init__(self, severity=None):
+class ILogger:
+    class Severity:
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+    def __init__(self):
         pass
 class Builder:
     num_DLA_cores = {dla}
