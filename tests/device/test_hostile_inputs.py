@@ -488,3 +488,12 @@ def test_pyproject_keeps_opencv_out_of_the_default_install_and_numpy_below_2_on_
     numpy = [d for d in deps if d.startswith("numpy")]
     assert "numpy>=1.23,<2; platform_machine == 'aarch64' and python_version < '3.12'" in numpy
     assert len(numpy) == 2 and any("platform_machine != 'aarch64'" in d for d in numpy)
+
+
+def test_an_engine_cache_that_cannot_be_written_is_one_line(bundle, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = edgekd("build", bundle, "--backend", "onnxruntime", "--precision", "fp32", "--out", tmp_path / "out",
+               "--engine-cache", blocker / "engines", cwd=tmp_path)
+    one_line_error(r, "--engine-cache")
+    assert not (tmp_path / "out").exists()
