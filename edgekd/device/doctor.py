@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from edgekd.device.compiler.tensorrt import MIN_TENSORRT  # the oldest TensorRT edgekd supports (JetPack 5.1)
 from edgekd.device.profile import environment
+from edgekd.device.profile.environment import l4t_core_package, l4t_release, parse_nv_tegra_release
 
 SCHEMA = 1
 PROBE_TIMEOUT_S = 120.0
@@ -154,37 +155,6 @@ def _version_tuple(text: Optional[str]) -> Tuple[int, ...]:
 
 
 # -- Jetson, L4T and JetPack -------------------------------------------------------------------------------------
-def parse_nv_tegra_release(text: str) -> Optional[str]:
-    """``# R36 (release), REVISION: 4.0, GCID: …`` → ``"36.4.0"``; ``None`` when the line is not there."""
-    match = re.search(r"R(\d+)\s*\(\w+\)\s*,\s*REVISION:\s*([0-9][0-9.]*)", text or "")
-    if not match:
-        return None
-    revision = match.group(2).strip(".")
-    if revision.count(".") == 0:
-        revision += ".0"
-    return f"{match.group(1)}.{revision}"
-
-
-def l4t_release(root: "str | Path" = "/") -> Optional[str]:
-    """The L4T release: ``etc/nv_tegra_release`` under ``root``, else the installed ``nvidia-l4t-core`` package
-    (dpkg-query; a container built from NVIDIA's l4t images may lack the file but has the package)."""
-    text = _read(Path(root) / "etc/nv_tegra_release")
-    found = parse_nv_tegra_release(text) if text else None
-    return found or l4t_core_package()
-
-
-def l4t_core_package() -> Optional[str]:
-    """The installed ``nvidia-l4t-core`` version as an L4T release: ``36.4.0-20240912212859`` → ``"36.4.0"``."""
-    out = run_tool(["dpkg-query", "-W", "-f=${Version}", "nvidia-l4t-core"])
-    if out is None or out[0] != 0:
-        return None
-    match = re.match(r"\s*(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", out[1])
-    if not match:
-        return None
-    version = match.group(1)
-    return version if version.count(".") == 2 else version + ".0"
-
-
 def jetpack_family(l4t: Optional[str]) -> Optional[Dict[str, str]]:
     """What the JetPack of this L4T release ships (JetPack, TensorRT, CUDA, Ubuntu, Python), or ``None``."""
     if not l4t:

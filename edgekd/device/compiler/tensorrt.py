@@ -61,6 +61,7 @@ from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
 from edgekd.device import cuda
 from edgekd.device.compiler.targets import DeviceTarget
+from edgekd.device.profile.environment import l4t_release
 
 if TYPE_CHECKING:  # annotations only (never evaluated); they also type the API-surface test's checks
     import tensorrt
@@ -822,8 +823,6 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
     if dla_int8_unverified(version, precision, on_dla):
         unverified = f"int8 on a DLA core with TensorRT {version} (Q/DQ graph, no calibrator) has not run on a device"
         log(f"warning: {unverified}: check the verification below and report what you see")
-
-    from edgekd.device.doctor import l4t_release  # lazily: doctor imports this module
 
     device, sm = detect_device(), gpu_sm()
     where = "gpu" if dla_core is None else f"dla{dla_core}"
