@@ -364,9 +364,7 @@ def build(
 
         if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
             check_writable(cache_dir or None, "--cache-dir", directory=True)
-        from edgekd.device.compiler.tensorrt import engine_cache_choice
-
-        if isinstance(engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
+        if isinstance(dev.engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
             check_writable(engine_cache, "--engine-cache", directory=True)
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,

@@ -67,6 +67,7 @@ from edgekd.device.options import (
     MIXED_PRECISION,
     TARGET_DROP,
     dla_core_problem,
+    engine_cache_choice,
     threshold_option_problem,
 )
 
@@ -494,15 +495,15 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     """TensorRT engines for every graph (untested here: needs TensorRT and an NVIDIA GPU).
 
     Explicit quantization (the Q/DQ graphs) everywhere except on a DLA core with TensorRT 8.5-10.x (the DLA takes
-    implicit quantization only, see :func:`edgekd.device.compiler.tensorrt.use_implicit_calibrator`): there the FP32 graphs are built with the entropy calibrator, fed with the same calibration images
-    (and, for stage graphs, the activations the FP32 stages produce). Engines come from (and go to) the per-user
+    implicit quantization only, see :func:`edgekd.device.compiler.tensorrt.use_implicit_calibrator`): there the FP32
+    graphs are built with the entropy calibrator, fed with the same calibration images (and, for stage graphs, the
+    activations the FP32 stages produce). Engines come from (and go to) the per-user
     engine cache, with the timing cache next to them; each engine's sidecar records what the build found (GPU
     fallback on a DLA core, the engine's layers), which :func:`_manifest` copies under ``build.engines``.
     """
     from edgekd.device.compiler.tensorrt import (
         build_engine,
         calibration_digest,
-        engine_cache_choice,
         parse_version,
         tensorrt_available,
         tensorrt_version_problem,

@@ -61,6 +61,7 @@ from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
 from edgekd.device import cuda
 from edgekd.device.compiler.targets import DeviceTarget
+from edgekd.device.options import ENGINE_CACHE_OFF
 from edgekd.device.profile.environment import l4t_release
 
 if TYPE_CHECKING:  # annotations only (never evaluated); they also type the API-surface test's checks
@@ -309,7 +310,6 @@ def precision_problem(precision: str, settings: BuildSettings, facts: GraphFacts
 
 # -- engine cache ------------------------------------------------------------------------------------------------
 ENGINE_CACHE_ENV = "EDGEKD_ENGINE_CACHE"  # a folder, or off/none/0/"" to disable the cache
-_CACHE_OFF = ("", "0", "off", "none", "no", "false")
 
 
 def default_engine_cache(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -318,19 +318,9 @@ def default_engine_cache(environ: Mapping[str, str] | None = None) -> Path | Non
     env = os.environ if environ is None else environ
     value = env.get(ENGINE_CACHE_ENV)
     if value is not None:
-        return None if value.strip().lower() in _CACHE_OFF else Path(value).expanduser()
+        return None if value.strip().lower() in ENGINE_CACHE_OFF else Path(value).expanduser()
     base = env.get("XDG_CACHE_HOME") or str(Path("~").expanduser() / ".cache")
     return Path(base) / "edgekd" / "engines"
-
-
-def engine_cache_choice(option: str | None) -> Path | bool:
-    """What ``--engine-cache`` asks for, as :func:`build_engine`'s ``engine_cache``: None (not given) → True (the
-    default cache, :func:`default_engine_cache`), off/none/0/false/no → False (no cache), else that folder."""
-    if option is None:
-        return True
-    if option.strip().lower() in _CACHE_OFF:
-        return False
-    return Path(option).expanduser()
 
 
 def engine_cache_key(meta: Mapping[str, Any]) -> str:
@@ -497,8 +487,9 @@ def tensorrt_available() -> tuple[bool, str]:
 
     A working CUDA runtime (:func:`edgekd.device.cuda.status`) is required, not only an importable TensorRT: the
     build verifies every engine through it, so without one a build would compile every engine and fail only at the
-    verification. The reason carries the real CUDA error and the driver/runtime versions (e.g. ``cudaErrorInsufficientDriver: CUDA driver version
-    is insufficient for CUDA runtime version (driver 11.4, runtime 12.6; …)``)."""
+    verification. The reason carries the real CUDA error and the driver/runtime versions (e.g.
+    ``cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version (driver 11.4,
+    runtime 12.6; …)``)."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -965,7 +956,7 @@ def _load_timing_cache(config: tensorrt.IBuilderConfig, path: Path, log: Callabl
 
 __all__ = ["DLA_BATCH", "ENGINE_CACHE_ENV", "BuildSettings", "EngineBuild", "GraphFacts", "build_engine",
            "build_settings", "calibration_digest", "cached_engine_path", "check_tensorrt", "create_builder",
-           "create_runtime", "default_engine_cache", "dla_int8_unverified", "dla_problem", "engine_cache_choice", "tensorrt_logger",
+           "create_runtime", "default_engine_cache", "dla_int8_unverified", "dla_problem", "tensorrt_logger",
            "detect_device", "engine_cache_key", "engine_is_fresh", "engine_meta", "engine_name", "engine_record",
            "engine_source", "gpu_sm", "graph_facts", "parse_engine_information", "precision_problem",
            "profile_batches", "read_sidecar", "sanitize_device", "sidecar_path", "tensorrt_available",

@@ -859,9 +859,11 @@ def test_the_engine_cache_key_has_the_l4t_release_and_edgekd_version():
 
 
 def test_the_engine_cache_option():
-    assert trt_build.engine_cache_choice(None) is True
-    assert trt_build.engine_cache_choice("off") is False and trt_build.engine_cache_choice(" NONE ") is False
-    assert trt_build.engine_cache_choice("~/e") == Path("~/e").expanduser()
+    from edgekd.device.options import engine_cache_choice
+
+    assert engine_cache_choice(None) is True
+    assert engine_cache_choice("off") is False and engine_cache_choice(" NONE ") is False
+    assert engine_cache_choice("~/e") == Path("~/e").expanduser()
 
 
 def test_tensorrt_available_needs_a_cuda_runtime(monkeypatch):
