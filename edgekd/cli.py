@@ -185,6 +185,11 @@ def os_error_line(exc: OSError) -> str:
     return f"cannot use {where}: {reason}" if where else reason
 
 
+#: cv2 missing: OpenCV is an extra, since on a Jetson it comes from JetPack (docs/JETSON.md).
+OPENCV_MISSING = ("OpenCV (cv2) is not installed: pip install 'edgekd[opencv]' (on a Jetson use JetPack's OpenCV, "
+                  "sudo apt install nvidia-opencv, from a venv made with --system-site-packages: docs/JETSON.md)")
+
+
 def run_guarded(fn, *args, **kwargs):
     """Call ``fn``; expected failures (EdgekdError, the system refusing a file, missing extras) become clean exits."""
     try:
@@ -198,6 +203,12 @@ def run_guarded(fn, *args, **kwargs):
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in ("torch", "torchvision", "sklearn"):
             fail(f"this command needs the training extra ({exc.name} is not installed): pip install 'edgekd[train]'")
+        if exc.name == "cv2":
+            fail(OPENCV_MISSING)
+        raise
+    except ImportError as exc:
+        if "numpy" in str(exc).lower() and "cv2" in str(exc):  # JetPack's cv2 (NumPy 1.x) under NumPy 2
+            fail(f"OpenCV cannot be imported ({' '.join(str(exc).split())[:160]}): pip install 'numpy<2'")
         raise
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -349,6 +360,7 @@ def build(
     cost: Cost = typer.Option(Cost(COSTS[0]), help="What early exit minimises: cumulative MACs or measured segment latency."),
     dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
     cache_dir: str = typer.Option(dev.CACHE_DIR, help="Calibration cache directory."),
+    engine_cache: Optional[str] = typer.Option(None, "--engine-cache", metavar="DIR", help="TensorRT: reuse and keep engines in DIR ('off': no engine cache; default: $EDGEKD_ENGINE_CACHE, else ~/.cache/edgekd/engines)."),
     force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
 ) -> None:
     """Compile a bundle for a precision and backend, verify it against FP32 and certify early-exit thresholds."""
@@ -364,12 +376,15 @@ def build(
 
         if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
             check_writable(cache_dir or None, "--cache-dir", directory=True)
+        if isinstance(dev.engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
+            check_writable(engine_cache, "--engine-cache", directory=True)
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
                             out=out, calib_data=calib_data, calib_method=_enum_value(calib_method), max_drop=max_drop,
                             target_drop=target_drop, cost=_enum_value(cost), confidence=confidence,
                             fit=_enum_value(fit), force=force, cache_dir=cache_dir, dla_core=dla_core,
-                            mixed_precision=_enum_value(mixed_precision), console=console)
+                            mixed_precision=_enum_value(mixed_precision), engine_cache=engine_cache,
+                            console=console)
 
     run_guarded(_run)
 

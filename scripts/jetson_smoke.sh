@@ -9,9 +9,13 @@
 #
 # Steps, each logged to logs/NN-NAME.log with its exit status in summary.tsv (a failed step does not stop the
 # script; the steps that need its output are recorded as skipped):
-#   system facts, edgekd doctor --json, build fp16 and int8, a short test video made from the bundle's own
-#   validation images, edgekd run (early exit and full vote, headless, --jsonl, --max-frames) on both builds,
-#   edgekd profile of both builds, then one .tar.gz of logs, reports, manifests and the doctor's report.
+#   system facts, edgekd doctor --json, build fp16 and int8 (and int8 on DLA core 0 when the doctor reports DLA
+#   cores), a short test video made from the bundle's own validation images, edgekd run (early exit and full vote,
+#   headless, --jsonl, --max-frames) on every build, edgekd profile of every build, then the acceptance report
+#   (acceptance.json: one file with the doctor's report, every build with its accuracy against ONNX Runtime FP32 on
+#   the bundle's validation images, every run scored against the video's labels, and the profile) and one .tar.gz
+#   of logs, reports, manifests and the doctor's report. Engines go to an engine cache of this run's own
+#   (OUT/engine-cache), so nothing built earlier on this machine is reused.
 #
 # Environment (all optional):
 #   EDGEKD_SMOKE_BACKEND     tensorrt (default) or onnxruntime (no GPU needed; how the script is tested on a CPU)
@@ -47,6 +51,7 @@ HOST=$(hostname 2>/dev/null || echo host)
 OUT=${EDGEKD_SMOKE_OUT:-"$PWD/edgekd-smoke-$HOST-$(date +%Y%m%d-%H%M%S)"}
 mkdir -p "$OUT/logs" "$OUT/runs" "$OUT/manifests"
 OUT=$(cd "$OUT" && pwd)
+export EDGEKD_ENGINE_CACHE="$OUT/engine-cache"  # this run's own: every engine is built here, none reused
 SUMMARY="$OUT/summary.tsv"
 printf 'step\tstatus\tseconds\n' > "$SUMMARY"
 FAILED=0
@@ -158,17 +163,73 @@ print(f"{frames} frames of {size[0]}x{size[1]} from {len(images)} validation ima
 PY
 }
 
-build() {  # build PRECISION
-    local extra=()
+build() {  # build NAME PRECISION [EXTRA...]: NAME is fp16, int8 or int8-dla
+    local name=$1 precision=$2 extra=()
+    shift 2
+    extra+=("$@")
     [[ "${EDGEKD_SMOKE_FORCE:-0}" == 1 ]] && extra+=(--force)
-    "${EDGEKD[@]}" build "$BUNDLE" --precision "$1" --backend "$BACKEND" --target "$TARGET" \
-        --out "$OUT/builds/$1" --cache-dir "$OUT/calibration" "${extra[@]+"${extra[@]}"}" || return
-    cp "$OUT/builds/$1/manifest.json" "$OUT/manifests/$1.json"
+    "${EDGEKD[@]}" build "$BUNDLE" --precision "$precision" --backend "$BACKEND" --target "$TARGET" \
+        --out "$OUT/builds/$name" --cache-dir "$OUT/calibration" "${extra[@]+"${extra[@]}"}" || return
+    cp "$OUT/builds/$name/manifest.json" "$OUT/manifests/$name.json"
+}
+
+dla_cores() {  # the DLA cores the doctor's TensorRT builder reports (0 when unknown)
+    "$PYTHON" -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["tensorrt"].get("dla_cores") or 0))' \
+        "$OUT/doctor.json" 2>/dev/null || echo 0
 }
 
 run_mode() {  # run_mode PRECISION MODE
     "${EDGEKD[@]}" run "$OUT/builds/$1" --source "$(cat "$OUT/video/source.txt")" --mode "$2" --headless \
         --jsonl "$OUT/runs/$1-$2.jsonl" --max-frames "$FRAMES"
+}
+
+acceptance_report() {  # OUT/acceptance.json: everything a bug report needs, in one file (docs/JETSON.md)
+    "$PYTHON" - "$OUT" "$BUNDLE" "$BACKEND" "${TARGET:-}" <<'PY'
+import csv, json, sys, time
+from collections import Counter
+from pathlib import Path
+
+out, bundle, backend, target = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+
+def load(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+with open(out / "summary.tsv", newline="") as f:
+    steps = {row["step"]: row["status"] for row in csv.DictReader(f, delimiter="\t")}
+builds = {}
+for path in sorted((out / "manifests").glob("*.json")):
+    m = load(path) or {}
+    b = m.get("build") or {}
+    builds[path.stem] = {
+        "precision": m.get("precision"), "backend": m.get("backend"), "target": b.get("target"),
+        # ONNX Runtime FP32 against this build, per exit and vote, on the bundle's validation images
+        "accuracy_vs_onnxruntime_fp32": b.get("verification"),
+        "calibration": b.get("calibration"), "engines": b.get("engines"), "thresholds": m.get("thresholds"),
+        "versions": m.get("versions")}
+labels = load(out / "runs" / "video-labels.json") or []
+runs = {}
+for path in sorted((out / "runs").glob("*.jsonl")):
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pass
+    scored = [r for r in records if isinstance(r.get("index"), int) and r["index"] < len(labels)]
+    right = sum(1 for r in scored if r.get("label") == labels[r["index"]])
+    runs[path.stem] = {"frames": len(records),
+                       "top1_vs_video_labels": right / len(scored) if scored else None,
+                       "exits": dict(sorted(Counter(str(r.get("exit")) for r in records).items()))}
+report = {"schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "bundle": bundle,
+          "backend": backend, "target": target or None, "steps": steps, "passed": all(s == "0" for s in steps.values()
+          if not s.startswith("skipped")), "doctor": load(out / "doctor.json"), "builds": builds, "runs": runs,
+          "profile": load(out / "profile" / "report.json")}
+(out / "acceptance.json").write_text(json.dumps(report, indent=1, default=str))
+print(f"acceptance report: {out / 'acceptance.json'} ({len(builds)} builds, {len(runs)} runs)")
+PY
 }
 
 echo "edgekd smoke test: $BUNDLE -> $OUT"
@@ -190,44 +251,58 @@ else
     echo "target: $TARGET"
 fi
 
+BUILDS=(fp16 int8)
+DLA=0
+[[ "$BACKEND" == tensorrt ]] && DLA=$(dla_cores)
+if [[ "$DLA" -gt 0 ]]; then
+    BUILDS+=(int8-dla)  # int8 on DLA core 0 (GPU fallback): TensorRT's implicit calibration path
+    echo "the doctor reports $DLA DLA core(s): building int8 for DLA core 0 too"
+fi
 BUILT=()
-for precision in fp16 int8; do
+for name in "${BUILDS[@]}"; do
     if [[ -z "$TARGET" ]]; then
-        skip "build-$precision" "no target"
+        skip "build-$name" "no target"
         continue
     fi
-    step "build-$precision" build "$precision"
-    ok "build-$precision" && BUILT+=("$precision")
+    case "$name" in
+        int8-dla) step "build-$name" build "$name" int8 --dla-core 0 ;;
+        *) step "build-$name" build "$name" "$name" ;;
+    esac
+    ok "build-$name" && BUILT+=("$name")
 done
 
 step video make_video
-for precision in fp16 int8; do
+for name in "${BUILDS[@]}"; do
     for mode in early-exit full-vote; do
         if ! ok video; then
-            skip "run-$precision-$mode" "no test video"
-        elif ! ok "build-$precision"; then
-            skip "run-$precision-$mode" "build-$precision did not pass"
+            skip "run-$name-$mode" "no test video"
+        elif ! ok "build-$name"; then
+            skip "run-$name-$mode" "build-$name did not pass"
         else
-            step "run-$precision-$mode" run_mode "$precision" "$mode"
+            step "run-$name-$mode" run_mode "$name" "$mode"
         fi
     done
 done
 
 if [[ ${#BUILT[@]} -gt 0 ]]; then
     paths=()
-    for precision in "${BUILT[@]}"; do paths+=("$OUT/builds/$precision"); done
+    for name in "${BUILT[@]}"; do paths+=("$OUT/builds/$name"); done
     step profile "${EDGEKD[@]}" profile "${paths[@]}" --out "$OUT/profile" --iterations "$ITERATIONS"
 else
     skip profile "no build passed"
 fi
 
+step report acceptance_report
+
 ARCHIVE="$OUT.tar.gz"
-# engines, the video and the calibration cache stay out: the manifests, logs and reports say what happened
+# engines, the video and the calibration and engine caches stay out: the manifests, logs and reports say the rest
 tar -czf "$ARCHIVE" -C "$(dirname "$OUT")" --exclude="$(basename "$OUT")/builds" \
-    --exclude="$(basename "$OUT")/video" --exclude="$(basename "$OUT")/calibration" "$(basename "$OUT")"
+    --exclude="$(basename "$OUT")/video" --exclude="$(basename "$OUT")/calibration" \
+    --exclude="$(basename "$OUT")/engine-cache" "$(basename "$OUT")"
 echo
 column -t -s $'\t' "$SUMMARY" 2>/dev/null || cat "$SUMMARY"
 echo
+echo "acceptance report: $OUT/acceptance.json"
 echo "archive: $ARCHIVE"
 echo "send it back together with what you expected to happen"
 exit "$FAILED"

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from edgekd.device.compiler.tensorrt import MIN_TENSORRT  # the oldest TensorRT edgekd supports (JetPack 5.1)
 from edgekd.device.profile import environment
+from edgekd.device.profile.environment import l4t_core_package, l4t_release, parse_nv_tegra_release
 
 SCHEMA = 1
 PROBE_TIMEOUT_S = 120.0
@@ -47,6 +48,7 @@ NOT_FOUND = "not found"
 JETPACK_FAMILIES: Tuple[Tuple[str, str, str, str, str, str], ...] = (
     ("36.4", "6.1/6.2", "10.3", "12.6", "22.04", "3.10"),
     ("36.3", "6.0", "8.6", "12.2", "22.04", "3.10"),
+    ("36.2", "6.0 DP", "8.6", "12.2", "22.04", "3.10"),  # the JetPack 6.0 developer preview
     ("35.1", "5.0.2", "8.4", "11.4", "20.04", "3.8"),
     ("35", "5.1", "8.5", "11.4", "20.04", "3.8"),
     ("32", "4.x", "8.2 or older", "10.2", "18.04", "3.6"),
@@ -54,7 +56,7 @@ JETPACK_FAMILIES: Tuple[Tuple[str, str, str, str, str, str], ...] = (
 # Exact L4T → JetPack releases (more precise than the family, when the nvidia-jetpack package is not installed).
 JETPACK_BY_L4T: Dict[str, str] = {
     "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2",
-    "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
+    "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
 }
 
 # Jetson model (/proc/device-tree/model) → shipped target: every word must appear; the first match wins.
@@ -132,11 +134,14 @@ def _spec_location(spec: Any) -> Optional[str]:
 
 
 def install_source(location: Optional[str]) -> Optional[str]:
-    """``apt`` for Debian's ``dist-packages`` (where JetPack's python3-* packages install), ``pip`` for
-    ``site-packages``; ``None`` when unknown."""
+    """``apt`` for Debian's ``dist-packages`` under /usr/lib (where JetPack's python3-* packages install), ``pip``
+    for ``site-packages`` and for ``/usr/local/lib/pythonX.Y/dist-packages`` (where Debian's pip puts a ``sudo pip
+    install``); ``None`` when unknown."""
     if not location:
         return None
     parts = Path(location).parts
+    if "dist-packages" in parts and parts[:3] == ("/", "usr", "local"):
+        return "pip"
     if "dist-packages" in parts:
         return "apt"
     if "site-packages" in parts:
@@ -150,22 +155,6 @@ def _version_tuple(text: Optional[str]) -> Tuple[int, ...]:
 
 
 # -- Jetson, L4T and JetPack -------------------------------------------------------------------------------------
-def parse_nv_tegra_release(text: str) -> Optional[str]:
-    """``# R36 (release), REVISION: 4.0, GCID: …`` → ``"36.4.0"``; ``None`` when the line is not there."""
-    match = re.search(r"R(\d+)\s*\(\w+\)\s*,\s*REVISION:\s*([0-9][0-9.]*)", text or "")
-    if not match:
-        return None
-    revision = match.group(2).strip(".")
-    if revision.count(".") == 0:
-        revision += ".0"
-    return f"{match.group(1)}.{revision}"
-
-
-def l4t_release(root: "str | Path" = "/") -> Optional[str]:
-    text = _read(Path(root) / "etc/nv_tegra_release")
-    return parse_nv_tegra_release(text) if text else None
-
-
 def jetpack_family(l4t: Optional[str]) -> Optional[Dict[str, str]]:
     """What the JetPack of this L4T release ships (JetPack, TensorRT, CUDA, Ubuntu, Python), or ``None``."""
     if not l4t:
@@ -184,21 +173,22 @@ def _package_version(text: str) -> Optional[str]:
 
 def jetpack_release(l4t: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
     """``(JetPack version, where it came from)``: the installed ``nvidia-jetpack`` package (dpkg-query), else the
-    one apt offers (apt-cache show), else the L4T release."""
+    installed L4T release, else the one apt offers (apt-cache show: a candidate, which may be newer than what is
+    installed, so only when the L4T release says nothing)."""
     out = run_tool(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
     if out is not None and out[0] == 0 and _package_version(out[1]):
         return _package_version(out[1]), "dpkg-query nvidia-jetpack (installed)"
-    out = run_tool(["apt-cache", "show", "nvidia-jetpack"])
-    if out is not None and out[0] == 0:
-        match = re.search(r"^Version:\s*(\S+)", out[1], re.MULTILINE)
-        if match and _package_version(match.group(1)):
-            return _package_version(match.group(1)), "apt-cache show nvidia-jetpack (offered, not installed)"
     if l4t:
         if l4t in JETPACK_BY_L4T:
             return JETPACK_BY_L4T[l4t], f"L4T R{l4t}"
         family = jetpack_family(l4t)
         if family:
             return family["jetpack"], f"L4T R{l4t} (family)"
+    out = run_tool(["apt-cache", "show", "nvidia-jetpack"])
+    if out is not None and out[0] == 0:
+        match = re.search(r"^Version:\s*(\S+)", out[1], re.MULTILINE)
+        if match and _package_version(match.group(1)):
+            return _package_version(match.group(1)), "apt-cache show nvidia-jetpack (offered, not installed)"
     return None, None
 
 
@@ -248,7 +238,7 @@ if trt is not None:
     out["trt_location"] = str(getattr(trt, "__file__", "") or "")
     if out["trt_usable"]:
         try:
-            builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+            builder = ctrt.create_builder(trt, ctrt.tensorrt_logger(trt, lambda text: None))  # the one logger
             out["dla_cores"] = int(builder.num_DLA_cores)
             for key in ("platform_has_fast_fp16", "platform_has_fast_int8"):
                 if hasattr(builder, key):

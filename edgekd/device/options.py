@@ -8,6 +8,7 @@ contract and live in the core (:mod:`edgekd.core.manifest`, :mod:`edgekd.core.vo
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
 
 # -- edgekd build ----------------------------------------------------------------------------------------------
@@ -149,3 +150,18 @@ def dla_core_problem(dla_core: Optional[int], backend: str, dla_cores: int, targ
         has = f"DLA cores 0..{dla_cores - 1}" if dla_cores else "no DLA core"
         return f"--dla-core {dla_core}: target {target} has {has}"
     return None
+
+
+#: ``--engine-cache`` / ``$EDGEKD_ENGINE_CACHE`` values that mean "no engine cache".
+ENGINE_CACHE_OFF = ("", "0", "off", "none", "no", "false")
+
+
+def engine_cache_choice(option: Optional[str]) -> "Path | bool":
+    """What ``build --engine-cache`` asks for, as the TensorRT builder's ``engine_cache``: None (not given) → True
+    (``$EDGEKD_ENGINE_CACHE``, else the per-user cache), off/none/0/false/no → False (no cache), else that folder.
+    Here, not in the TensorRT module, so checking the option loads nothing of TensorRT or CUDA."""
+    if option is None:
+        return True
+    if option.strip().lower() in ENGINE_CACHE_OFF:
+        return False
+    return Path(option).expanduser()

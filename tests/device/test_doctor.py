@@ -85,6 +85,7 @@ def test_parse_nv_tegra_release():
     ("36.4.3", "6.1/6.2", "10.3", "12.6", "3.10"),
     ("36.4.0", "6.1/6.2", "10.3", "12.6", "3.10"),
     ("36.3.0", "6.0", "8.6", "12.2", "3.10"),
+    ("36.2.0", "6.0 DP", "8.6", "12.2", "3.10"),  # the JetPack 6.0 developer preview
     ("35.4.1", "5.1", "8.5", "11.4", "3.8"),
     ("35.2.1", "5.1", "8.5", "11.4", "3.8"),
     ("35.1.0", "5.0.2", "8.4", "11.4", "3.8"),
@@ -179,12 +180,38 @@ def test_xavier_nx_l4t_r35_notes_python_38(tmp_path, tools, no_gpu_modules):
     assert report["power"]["mode"] is None  # no nvpmodel on PATH: unknown, not an error
 
 
-def test_apt_cache_when_the_package_is_not_installed(tmp_path, tools, no_gpu_modules):
-    root = fake_jetson(tmp_path / "root", ORIN_NANO, "# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic\n")
+def test_the_installed_l4t_wins_over_what_apt_offers(tmp_path, tools, no_gpu_modules):
+    root = fake_jetson(tmp_path / "root", ORIN_NANO, "# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic\n")
     fake_tool(tools, "apt-cache", "Package: nvidia-jetpack\nVersion: 6.2+b77\nArchitecture: arm64\n")
     jetson = diagnose(root)["jetson"]
-    assert jetson["jetpack"] == "6.2"
+    assert (jetson["jetpack"], jetson["jetpack_source"]) == ("6.1", "L4T R36.4.0")  # not apt's newer candidate
+
+
+def test_apt_cache_when_neither_the_package_nor_the_l4t_release_says(tmp_path, tools, no_gpu_modules):
+    root = fake_jetson(tmp_path / "root", ORIN_NANO, "# R38 (release), REVISION: 2.0, GCID: 1, BOARD: generic\n")
+    fake_tool(tools, "apt-cache", "Package: nvidia-jetpack\nVersion: 7.0+b77\nArchitecture: arm64\n")
+    jetson = diagnose(root)["jetson"]
+    assert jetson["jetpack"] == "7.0"
     assert jetson["jetpack_source"] == "apt-cache show nvidia-jetpack (offered, not installed)"
+
+
+def test_a_container_without_nv_tegra_release_reads_nvidia_l4t_core(tmp_path, tools):
+    script = ('case "$*" in *nvidia-l4t-core*) echo "36.4.3-20250107174145"; exit 0;; '
+              '*) echo "no packages found"; exit 1;; esac')
+    write_text(tools / "dpkg-query", f"#!/bin/sh\n{script}\n")
+    (tools / "dpkg-query").chmod(0o755)
+    assert doctor.l4t_release(tmp_path / "empty-root") == "36.4.3"
+    assert doctor.jetpack_release("36.4.3") == ("6.2", "L4T R36.4.3")
+
+
+@pytest.mark.parametrize("location, source", [
+    ("/usr/lib/python3/dist-packages/cv2", "apt"),                   # JetPack's python3-* packages
+    ("/usr/local/lib/python3.10/dist-packages/cv2", "pip"),          # `sudo pip install` on Debian/Ubuntu
+    ("/home/u/venv/lib/python3.10/site-packages/cv2", "pip"),
+    ("/opt/somewhere/cv2", None),
+])
+def test_install_source(location, source):
+    assert doctor.install_source(location) == source
 
 
 def test_old_jetpack_is_a_problem(tmp_path, tools, no_gpu_modules):
@@ -212,9 +239,10 @@ def test_broken_files_and_tools_never_raise(tmp_path, tools, no_gpu_modules):
 
 # -- the TensorRT / CUDA probe against fake modules --------------------------------------------------------------
 FAKE_TRT = """__version__ = "{version}"
-class Logger:
-    ERROR = 1
-    def __init__(self, severity=None):
+class ILogger:
+    class Severity:
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+    def __init__(self):
         pass
 class Builder:
     num_DLA_cores = {dla}

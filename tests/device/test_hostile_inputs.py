@@ -114,14 +114,42 @@ def test_a_directory_given_as_a_file_output_is_refused_before_the_run(bundle, cl
     assert list(logs.iterdir()) == []
 
 
-def _as_nobody(fn):
+def _readable_package(shared: Path) -> Path:
+    """A copy of the ``edgekd`` package under ``shared`` that every user can read (the folder holding it).
+
+    The clone under test may lie where ``nobody`` cannot read (a private 0700 directory as root: CI images, Jetson
+    containers), and the child still imports what the parent never loaded (``edgekd.device.compiler.targets`` on the
+    first build, the shipped target YAMLs)."""
+    dest = shared / "readable-src"
+    if not (dest / "edgekd").is_dir():
+        shutil.copytree(str(ROOT / "edgekd"), str(dest / "edgekd"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [dest, *dest.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
+def _import_edgekd_from(copy: Path) -> None:
+    """Point every loaded ``edgekd`` package at its twin in ``copy``, so the submodules and data files imported
+    from now on come from the readable copy (the modules already loaded keep running as they are)."""
+    for name, module in list(sys.modules.items()):
+        if (name == "edgekd" or name.startswith("edgekd.")) and hasattr(module, "__path__"):
+            module.__path__ = [str(copy.joinpath(*name.split(".")))]
+    sys.path.insert(0, str(copy))
+    sys.path_importer_cache.clear()
+
+
+def _as_nobody(fn, shared: Path):
     """Run ``fn()`` in a forked child whose user is ``nobody`` (everything imported first: the interpreter's files
-    are not readable by nobody here); return what it returns (pickled back through a pipe)."""
+    are not readable by nobody here), importing edgekd's not-yet-loaded modules from a readable copy in ``shared``;
+    return what it returns (pickled back through a pipe)."""
+    copy = _readable_package(shared)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read)
         try:
+            _import_edgekd_from(copy)
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
@@ -194,7 +222,7 @@ def test_a_read_only_directory_is_refused_for_a_user_who_cannot_write_it(bundle,
         load_manifest(src)
         for args, refused in cases:
             assert _cli(args + refused)[0] == 2  # as root, parsed to the end: the option parser's lazy imports done
-            code, _out, err = _as_nobody(lambda: _cli(args))
+            code, _out, err = _as_nobody(lambda: _cli(args), shared_dir)
             lines = [ln for ln in err.splitlines() if ln.strip()]
             assert code == 2 and len(lines) == 1 and "permission denied in" in lines[0], (args, code, err)
     finally:
@@ -217,7 +245,7 @@ def test_a_bundle_the_user_cannot_read_is_one_line(bundle, shared_dir):
             return str(exc)
         return "loaded"
 
-    message = _as_nobody(load)
+    message = _as_nobody(load, shared_dir)
     assert "cannot read" in message and "Permission denied" in message, message
     assert "\n" not in message
 
@@ -426,3 +454,46 @@ def test_a_live_source_that_drops_twenty_times_keeps_running_and_counts_the_reco
     row = next(line for line in r.stdout.splitlines() if "reopened" in line)
     dropped, reopened, failed = (int(x) for x in row.split("│")[2].split("/"))
     assert reopened >= 20 and reopened == _Camera.connections - 1, (row, _Camera.connections)
+
+
+# ------------------------------------------------------------------------------------------- the install (issue 21)
+def test_without_opencv_a_command_says_which_extra_to_install(bundle, tmp_path):
+    """OpenCV is the ``opencv`` extra (a Jetson uses JetPack's): when cv2 cannot be imported, one line names the fix."""
+    code = ("import sys; sys.modules['cv2'] = None\n"  # import cv2 -> ModuleNotFoundError, as when it is not installed
+            "from edgekd.cli import main\n"
+            f"sys.argv = ['edgekd', 'run', {str(bundle)!r}, '--source', 'x.png', '--headless']\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    one_line_error(r, "OpenCV (cv2) is not installed", "pip install 'edgekd[opencv]'")
+
+
+def test_pyproject_keeps_opencv_out_of_the_default_install_and_numpy_below_2_on_jetpack():
+    import importlib
+
+    for name in ("tomllib", "tomli"):  # by name: the device wing's tests also run on Python 3.8
+        try:
+            toml = importlib.import_module(name)
+            break
+        except ImportError:
+            continue
+    else:
+        pytest.skip("no TOML reader here (tomllib is Python 3.11+; pip install tomli)")
+    project = toml.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"]
+    assert not [d for d in deps if d.startswith("opencv")]  # on a Jetson it would hide JetPack's GStreamer cv2
+    extras = project["optional-dependencies"]
+    for extra in ("opencv", "train", "dev"):  # make run / make test (.[train,dev]) still get OpenCV
+        assert any(d.startswith("opencv-python-headless") for d in extras[extra]), extra
+    numpy = [d for d in deps if d.startswith("numpy")]
+    assert "numpy>=1.23,<2; platform_machine == 'aarch64' and python_version < '3.12'" in numpy
+    assert len(numpy) == 2 and any("platform_machine != 'aarch64'" in d for d in numpy)
+
+
+def test_an_engine_cache_that_cannot_be_written_is_one_line(bundle, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = edgekd("build", bundle, "--backend", "onnxruntime", "--precision", "fp32", "--out", tmp_path / "out",
+               "--engine-cache", blocker / "engines", cwd=tmp_path)
+    one_line_error(r, "--engine-cache")
+    assert not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "jetson_smoke.sh"
 STEPS = ["system", "doctor", "build-fp16", "build-int8", "video", "run-fp16-early-exit", "run-fp16-full-vote",
-         "run-int8-early-exit", "run-int8-full-vote", "profile"]
+         "run-int8-early-exit", "run-int8-full-vote", "profile", "report"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None,
                                 reason="needs bash and tar")
@@ -65,11 +65,12 @@ def test_full_run_on_the_tiny_bundle(tiny_bundle, tmp_path):
         names = set(tar.getnames())
         member = lambda name: tar.extractfile(f"smoke/{name}").read().decode()  # noqa: E731
         for name in ("summary.tsv", "doctor.json", "doctor.txt", "manifests/fp16.json", "manifests/int8.json",
-                     "profile/report.json", "profile/report.md", "runs/video-labels.json"):
+                     "profile/report.json", "profile/report.md", "runs/video-labels.json", "acceptance.json"):
             assert f"smoke/{name}" in names, sorted(names)
         logs = sorted(n.split("/")[-1] for n in names if n.startswith("smoke/logs/"))
         assert logs == [f"{i:02d}-{step}.log" for i, step in enumerate(STEPS, 1)]
-        assert not [n for n in names if n.startswith(("smoke/builds", "smoke/video", "smoke/calibration"))]
+        assert not [n for n in names if n.startswith(("smoke/builds", "smoke/video", "smoke/calibration",
+                                                      "smoke/engine-cache"))]
 
         doctor = json.loads(member("doctor.json"))
         assert doctor["target"]["name"] == "x86-cpu" and doctor["problems"] == []
@@ -84,6 +85,23 @@ def test_full_run_on_the_tiny_bundle(tiny_bundle, tmp_path):
         report = json.loads(member("profile/report.json"))
         assert len(report["bundles"]) == 2
 
+        accept = json.loads(member("acceptance.json"))  # the one file a user attaches to a bug report
+        assert accept["passed"] is True and accept["backend"] == "onnxruntime" and accept["target"] == "x86-cpu"
+        assert accept["doctor"] == doctor and accept["profile"] == report
+        assert set(accept["steps"]) == set(STEPS) - {"report"}
+        assert set(accept["builds"]) == {"fp16", "int8"}
+        for name, build in accept["builds"].items():
+            check = build["accuracy_vs_onnxruntime_fp32"]  # the build's verification against ONNX Runtime FP32
+            assert build["precision"] == name and check["n"] > 0
+            assert check == json.loads(member(f"manifests/{name}.json"))["build"]["verification"]
+        assert set(accept["runs"]) == {f"{p}-{m}" for p in ("fp16", "int8") for m in ("early-exit", "full-vote")}
+        for name, run in accept["runs"].items():
+            records = [json.loads(line) for line in member(f"runs/{name}.jsonl").splitlines()]
+            right = sum(r["label"] == labels[r["index"]] for r in records)
+            assert run["frames"] == 8 and run["top1_vs_video_labels"] == right / 8
+            assert sum(run["exits"].values()) == 8
+    assert "acceptance report:" in proc.stdout
+
 
 def test_a_failed_step_is_recorded_and_the_rest_goes_on(tmp_path):
     """A bundle that is not there: both builds fail, what needs them is skipped, the archive is still written."""
@@ -97,3 +115,5 @@ def test_a_failed_step_is_recorded_and_the_rest_goes_on(tmp_path):
     assert status["run-int8-full-vote"].startswith("skipped") and status["profile"].startswith("skipped")
     assert "error:" in (out / "logs" / "03-build-fp16.log").read_text()
     assert Path(f"{out}.tar.gz").is_file() and f"archive: {out}.tar.gz" in proc.stdout
+    accept = json.loads((out / "acceptance.json").read_text())  # written even when the builds failed
+    assert accept["passed"] is False and accept["builds"] == {} and accept["steps"]["build-fp16"] == "2"

@@ -46,6 +46,10 @@ MUST_SEE = {
     "ILogger.log (override)", "LayerInformationFormat.JSON", "MemoryPoolType.WORKSPACE",
     "NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "OnnxParser.parse_from_file", "ProfilingVerbosity.DETAILED",
     "Runtime.DLA_core (set)", "TensorIOMode.INPUT", "nptype",
+    # issue 21: the one logger (ILogger subclass), the two constructors behind create_builder/create_runtime, and
+    # the calibrator that DLA int8 uses on 8.5-10.x (so it must exist in 10.3, not only in 8.6)
+    "ILogger.Severity", "ILogger.__init__", "Builder", "Runtime", "IBuilderConfig.int8_calibrator (set)",
+    "IInt8EntropyCalibrator2.__init__",
 }
 
 #: The names edgekd uses that TensorRT 11 removed (NVIDIA's "Migrating Python code from 10.x to 11.x" list and

@@ -67,6 +67,7 @@ from edgekd.device.options import (
     MIXED_PRECISION,
     TARGET_DROP,
     dla_core_problem,
+    engine_cache_choice,
     threshold_option_problem,
 )
 
@@ -97,6 +98,7 @@ class BuildPlan:
     dla_core: int | None
     mixed: str = MIXED_PRECISION[0]  # "auto": leave the most sensitive nodes in float when int8 is over budget
     calib_data: str | None = None  # --calib-data, when given (else the bundle's calibration images)
+    engine_cache: str | None = None  # --engine-cache: a folder, or off; None: $EDGEKD_ENGINE_CACHE or the user's
 
     @property
     def ort_options(self) -> dict[str, Any]:
@@ -223,8 +225,12 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                  calib_method: str = CALIB_METHODS[0], max_drop: float = MAX_DROP, target_drop: float = TARGET_DROP,
                  cost: str = COSTS[0], confidence: float = CONFIDENCE, fit: str = FITS[0], force: bool = False,
                  cache_dir: str | None = CACHE_DIR, dla_core: int | None = None,
-                 mixed_precision: str = MIXED_PRECISION[0], console: Console | None = None) -> Manifest:
-    """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps."""
+                 mixed_precision: str = MIXED_PRECISION[0], engine_cache: str | None = None,
+                 console: Console | None = None) -> Manifest:
+    """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps.
+
+    ``engine_cache`` (TensorRT): the engine cache folder, or off/none/0 for none; None: ``$EDGEKD_ENGINE_CACHE``,
+    else the per-user cache (:func:`edgekd.device.compiler.tensorrt.default_engine_cache`)."""
     console = console or Console()
     bundle = Path(bundle)
     src = load_manifest(bundle)
@@ -258,6 +264,12 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
         misread = check_bundle_graphs(_source_paths(src).values(), why)  # e.g. opset 18 Reduce axes on TensorRT 8.x
         if misread:
             raise BuildError(misread)
+        if dla_core is not None:
+            from edgekd.device.compiler.tensorrt import dla_problem
+
+            no_dla = dla_problem(why)  # TensorRT 11.0-11.3: no DLA
+            if no_dla:
+                raise BuildError(no_dla)
     out = Path(out) if out else default_out(bundle, precision, target.backend)
     check_bundle_destination(out, force=force, inputs=[bundle, calib_data])  # --force replaces only a bundle
     if precision == "fp16" and target.backend == "onnxruntime":
@@ -270,7 +282,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
                      target_drop=target_drop, cost=cost, confidence=confidence, fit=fit, force=force,
                      cache_dir=cache_dir, dla_core=dla_core, mixed=mixed_precision,
-                     calib_data=str(calib_data) if calib_data else None)
+                     calib_data=str(calib_data) if calib_data else None, engine_cache=engine_cache)
     with bundle_directory(out, force=force, inputs=[bundle, calib_data]) as tmp:
         manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
     mixed = (manifest["build"]["calibration"] or {}).get("mixed_precision")
@@ -482,15 +494,17 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
                  log, float_nodes: int = 0) -> dict[str, Path]:
     """TensorRT engines for every graph (untested here: needs TensorRT and an NVIDIA GPU).
 
-    Explicit quantization (the Q/DQ graphs) everywhere except TensorRT 8.x on DLA, which only supports implicit
-    calibration: there the FP32 graphs are built with the entropy calibrator, fed with the same calibration images
-    (and, for stage graphs, the activations the FP32 stages produce). Engines come from (and go to) the per-user
+    Explicit quantization (the Q/DQ graphs) everywhere except on a DLA core with TensorRT 8.5-10.x (the DLA takes
+    implicit quantization only, see :func:`edgekd.device.compiler.tensorrt.use_implicit_calibrator`): there the FP32
+    graphs are built with the entropy calibrator, fed with the same calibration images (and, for stage graphs, the
+    activations the FP32 stages produce). Engines come from (and go to) the per-user
     engine cache, with the timing cache next to them; each engine's sidecar records what the build found (GPU
     fallback on a DLA core, the engine's layers), which :func:`_manifest` copies under ``build.engines``.
     """
     from edgekd.device.compiler.tensorrt import (
         build_engine,
         calibration_digest,
+        parse_version,
         tensorrt_available,
         tensorrt_version_problem,
         use_implicit_calibrator,
@@ -502,7 +516,8 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     if problem:
         raise BuildError(problem)
     on_dla = dla_core is not None and target.dla_cores > 0
-    implicit = precision == "int8" and use_implicit_calibrator(int(version.split(".")[0]), on_dla)
+    implicit = precision == "int8" and use_implicit_calibrator(parse_version(version)[0], on_dla)
+    engine_cache = engine_cache_choice(plan.engine_cache)
     if implicit and float_nodes:
         log(f"note: TensorRT {version} on a DLA core calibrates implicitly from the float graphs, so the {float_nodes} "
             "mixed-precision float node(s) do not apply there; the engine verification below judges the result")
@@ -517,7 +532,8 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
         built = build_engine(path, tmp, precision=precision, target=target, input_name=input_name,
                              input_shape_chw=shape, dla_core=dla_core, calib_batches=batches,
                              calib_cache=tmp / f"{key}.calib" if implicit else None,
-                             calib_digest=calibration_digest(batches) if batches is not None else None, log=log)
+                             calib_digest=calibration_digest(batches) if batches is not None else None,
+                             engine_cache=engine_cache, log=log)
         engines[key] = built.path
     return engines
 

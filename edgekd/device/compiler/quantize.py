@@ -34,6 +34,7 @@ process already uses ORT's global thread pool (see :func:`edgekd.device.runners.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import inspect
 import io
 import platform
@@ -120,6 +121,47 @@ def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
             return
     entry = model.metadata_props.add()
     entry.key, entry.value = key, value
+
+
+def _needed(node: onnx.NodeProto) -> list[str]:
+    """The tensors ``node`` reads: its inputs and, for control flow, every name its subgraphs read."""
+    names = [name for name in node.input if name]
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                names.extend(_needed(inner))
+    return names
+
+
+def topological_sort(graph: onnx.GraphProto) -> bool:
+    """Order ``graph.node`` so that every node comes after the producers of what it reads (stable: nodes keep
+    their relative order where the data allows). ONNX requires this order (onnx.checker: "Nodes in a graph must
+    be topologically sorted"); ONNX Runtime's quantizer can append Q/DQ nodes after their readers. Returns whether
+    the order changed; a cycle (not a valid graph) is left as it is."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    waits = [{producer[name] for name in _needed(node) if name in producer and producer[name] != i}
+             for i, node in enumerate(nodes)]
+    readers: dict[int, list[int]] = {}
+    for i, deps in enumerate(waits):
+        for dep in deps:
+            readers.setdefault(dep, []).append(i)
+    pending = [len(deps) for deps in waits]
+    ready = [i for i, n in enumerate(pending) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for reader in readers.get(i, ()):
+            pending[reader] -= 1
+            if pending[reader] == 0:
+                heapq.heappush(ready, reader)
+    if len(order) != len(nodes) or order == list(range(len(nodes))):
+        return False
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+    return True
 
 
 def save_model_atomic(model: onnx.ModelProto, out_path: Path) -> None:
@@ -471,6 +513,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
     after = graph_io(result)
     if after != before:  # an invariant of ORT's quantizer, checked because every runner relies on it
         raise EdgekdError(f"quantizing {src} changed the graph inputs/outputs: {before} -> {after}")
+    topological_sort(result.graph)  # onnx.checker and other tools refuse graphs out of order
     _set_metadata(result, BACKEND_KEY, backend)
     _set_metadata(result, "edgekd.quant.reduce_range", str(bool(reduce_range)).lower())
     out = Path(out_path)

@@ -20,14 +20,16 @@ Precision (:func:`build_settings`):
 
 * TensorRT 8.5-10.x (weak typing): fp32: no flag. fp16: the FP16 builder flag. int8: the graph is an
   explicit-quantization (Q/DQ) ONNX graph; INT8 and FP16 flags are set and TensorRT takes the scales from the Q/DQ
-  nodes, no calibrator. The one exception is DLA before TensorRT 10, which cannot use Q/DQ graphs: there the float
-  graph is calibrated implicitly with ``IInt8EntropyCalibrator2`` fed from ``calib_batches`` (see
-  :func:`use_implicit_calibrator`), with a reusable calibration cache.
+  nodes, no calibrator. The one exception is the DLA, which takes only implicit quantization on every TensorRT
+  that has a calibrator (8.5-10.x): there the float graph is calibrated with ``IInt8EntropyCalibrator2`` fed from
+  ``calib_batches`` (see :func:`use_implicit_calibrator`), with a reusable calibration cache.
 * TensorRT 11 removed the FP16/INT8 builder flags, the calibrators and ``EXPLICIT_BATCH``; networks are always
   strongly typed. The precision comes from the graph: fp16 from the FP16 ONNX graph edgekd converts, int8 from its
   Q/DQ nodes (layers outside Q/DQ pairs keep the graph's float32), fp32 from the exported graph.
 
-DLA: TensorRT needs a static shape on the DLA (optimization profile min = opt = max), so DLA engines are built
+DLA (:func:`dla_problem`): TensorRT 11.0-11.3 has no DLA support, so a DLA build there is refused in one line;
+from 11.4 a DLA int8 build takes the Q/DQ graph and is labelled unverified (nothing here has checked it). TensorRT
+needs a static shape on the DLA (optimization profile min = opt = max), so DLA engines are built
 for batch :data:`DLA_BATCH` (1, the batch ``edgekd run`` feeds and that every caller can use), whatever the
 target's batch range. The layers TensorRT cannot place on the DLA core (``IBuilderConfig.can_run_on_DLA``) are
 recorded as GPU fallback, and every engine's layers are read back with the engine inspector (profiling verbosity
@@ -45,6 +47,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -58,6 +61,8 @@ from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
 from edgekd.device import cuda
 from edgekd.device.compiler.targets import DeviceTarget
+from edgekd.device.options import ENGINE_CACHE_OFF
+from edgekd.device.profile.environment import l4t_release
 
 if TYPE_CHECKING:  # annotations only (never evaluated); they also type the API-surface test's checks
     import tensorrt
@@ -67,9 +72,14 @@ DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
 # -- pure helpers ------------------------------------------------------------------------------------------------
 def use_implicit_calibrator(trt_major: int, dla: bool) -> bool:
-    """True when int8 must be calibrated implicitly: a DLA build before TensorRT 10, which cannot take Q/DQ
-    graphs. Every other int8 build uses the explicit Q/DQ graph and sets no calibrator."""
-    return bool(dla) and trt_major < 10
+    """True when int8 must be calibrated implicitly: a DLA build on any TensorRT that has calibrators (8.5-10.x).
+
+    The DLA takes only implicit (calibrator) quantization, TensorRT 10 included: NVIDIA/Model-Optimizer pull request
+    1661 ("DLA still only supports IQ"; the Q/DQ Translator of NVIDIA/Deep-Learning-Accelerator-SW turns Q/DQ scales
+    back into a calibration cache for the DLA) and NVIDIA/TensorRT issue 2222 (DLA: no explicit quantization, only
+    ``IInt8EntropyCalibrator2``). TensorRT 11 removed the calibrators. Every other int8 build uses the explicit Q/DQ
+    graph and sets no calibrator."""
+    return bool(dla) and trt_major < STRONGLY_TYPED_MAJOR
 
 
 def sanitize_device(name: str) -> str:
@@ -170,6 +180,27 @@ def check_tensorrt(trt: Any) -> int:
     return parse_version(version)[0]
 
 
+#: The first TensorRT major without calibrators and builder precision flags: networks are strongly typed.
+STRONGLY_TYPED_MAJOR = 11
+#: The TensorRT 11 releases without DLA support, (major, minor) first and last inclusive; 11.4 has it again.
+NO_DLA = ((11, 0), (11, 3))
+
+
+def dla_problem(version: str) -> str | None:
+    """None when TensorRT ``version`` can build for a DLA core; else the one-line reason (11.0-11.3 have no DLA)."""
+    if NO_DLA[0] <= parse_version(version) <= NO_DLA[1]:
+        return (f"TensorRT {version} cannot build for a DLA core (TensorRT {NO_DLA[0][0]}.{NO_DLA[0][1]} to "
+                f"{NO_DLA[1][0]}.{NO_DLA[1][1]} have no DLA support): drop --dla-core, or use the TensorRT of JetPack "
+                "(8.5 or 10.3)")
+    return None
+
+
+def dla_int8_unverified(version: str, precision: str, dla: bool) -> bool:
+    """True for a DLA int8 build with TensorRT 11.4 or newer: Q/DQ int8 on the DLA with no calibrator, a path no
+    device has run for edgekd yet (the build says so, and the sidecar records ``"verified": false``)."""
+    return bool(dla) and precision == "int8" and parse_version(version)[0] >= STRONGLY_TYPED_MAJOR
+
+
 # -- what to ask TensorRT for ------------------------------------------------------------------------------------
 #: The batch of every DLA engine: the DLA needs min = opt = max, and 1 is the batch every caller can feed.
 DLA_BATCH = 1
@@ -200,7 +231,7 @@ class BuildSettings:
 
 def build_settings(major: int, precision: str, *, dla: bool, batch: tuple[int, int, int]) -> BuildSettings:
     """The :class:`BuildSettings` for TensorRT ``major``, ``precision`` and a DLA or GPU build."""
-    strong = major >= 11
+    strong = major >= STRONGLY_TYPED_MAJOR
     flags = []
     if not strong:
         if precision in ("fp16", "int8"):
@@ -265,8 +296,8 @@ def precision_problem(precision: str, settings: BuildSettings, facts: GraphFacts
     if facts.has_qdq and precision != "int8":
         return f"{name} has Q/DQ nodes: build it as int8, or use the float graph for {precision}"
     if settings.calibration == "implicit" and facts.has_qdq:
-        return (f"{name} has Q/DQ nodes, but int8 on DLA before TensorRT 10 needs the float graph and calibration "
-                "data (implicit quantization)")
+        return (f"{name} has Q/DQ nodes, but int8 on a DLA core needs the float graph and calibration data "
+                "(the DLA takes implicit quantization only)")
     if settings.typing == "strong":  # TensorRT 11: the precision is whatever the graph's types say
         if precision == "int8" and not facts.has_qdq:
             return f"{name} has no Q/DQ nodes; with TensorRT 11 int8 comes from the graph's Q/DQ nodes only"
@@ -279,7 +310,6 @@ def precision_problem(precision: str, settings: BuildSettings, facts: GraphFacts
 
 # -- engine cache ------------------------------------------------------------------------------------------------
 ENGINE_CACHE_ENV = "EDGEKD_ENGINE_CACHE"  # a folder, or off/none/0/"" to disable the cache
-_CACHE_OFF = ("", "0", "off", "none", "no", "false")
 
 
 def default_engine_cache(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -288,14 +318,14 @@ def default_engine_cache(environ: Mapping[str, str] | None = None) -> Path | Non
     env = os.environ if environ is None else environ
     value = env.get(ENGINE_CACHE_ENV)
     if value is not None:
-        return None if value.strip().lower() in _CACHE_OFF else Path(value).expanduser()
+        return None if value.strip().lower() in ENGINE_CACHE_OFF else Path(value).expanduser()
     base = env.get("XDG_CACHE_HOME") or str(Path("~").expanduser() / ".cache")
     return Path(base) / "edgekd" / "engines"
 
 
 def engine_cache_key(meta: Mapping[str, Any]) -> str:
-    """sha256 of the sidecar fields (canonical JSON): graph, precision, TensorRT version, device and SM, DLA core,
-    workspace, batch range, input, builder settings. Any difference is another engine."""
+    """sha256 of the sidecar fields (canonical JSON): graph, precision, TensorRT version, device and SM, L4T release,
+    edgekd version, DLA core, workspace, batch range, input, builder settings. Any difference is another engine."""
     text = json.dumps(meta, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -314,15 +344,20 @@ def timing_cache_path(cache_dir: str | Path, trt_version: str, device: str, sm: 
 
 def engine_meta(*, onnx_sha256: str, precision: str, trt_version: str, device: str, sm: str, dla_core: int | None,
                 input_name: str, input_shape_chw: Iterable[int], workspace_mib: int, settings: BuildSettings,
-                calib_digest: str | None = None) -> dict[str, Any]:
+                calib_digest: str | None = None, l4t: str | None = None) -> dict[str, Any]:
     """The sidecar fields of an engine: everything it was built from. Equal fields, equal engine: the staleness
     check compares them and the engine cache key hashes them (an implicitly calibrated engine also depends on its
-    calibration data, ``calib_digest``)."""
+    calibration data, ``calib_digest``). ``l4t`` is the Jetson's L4T release (:func:`l4t_release`; None elsewhere):
+    JetPack updates change the DLA compiler and libraries under an unchanged TensorRT version (5.1.x all ship 8.5.2).
+    edgekd's own version is part of it too, so a fixed edgekd never reuses an engine an older one built."""
     calibration = settings.calibration
     if calibration == "implicit":
         calibration = f"implicit:{calib_digest}" if calib_digest else "implicit"
+    from edgekd import __version__
+
     return {
         "onnx_sha256": onnx_sha256, "precision": precision, "tensorrt": trt_version, "device": device, "sm": sm,
+        "l4t": l4t, "edgekd": __version__,
         "dla_core": dla_core, "input": input_name, "input_shape": [int(d) for d in input_shape_chw],
         "batch": list(settings.batch), "workspace_mib": int(workspace_mib),
         "settings": {"typing": settings.typing, "flags": list(settings.flags), "profiling": "detailed",
@@ -426,6 +461,7 @@ def engine_record(engine_path: str | Path) -> dict[str, Any]:
         "cache_key": info.get("cache_key"),
         "gpu_fallback": info.get("gpu_fallback"),
         "engine_layers": info.get("engine_layers"),
+        "unverified": info.get("unverified"),
     }
 
 
@@ -447,9 +483,13 @@ def _cuda_device_count() -> int | None:
 
 
 def tensorrt_available() -> tuple[bool, str]:
-    """``(True, tensorrt version)`` when engines can be built here, else ``(False, reason)``; the reason carries
-    the real CUDA error and the driver/runtime versions (e.g. ``cudaErrorInsufficientDriver: CUDA driver version
-    is insufficient for CUDA runtime version (driver 11.4, runtime 12.6; …)``)."""
+    """``(True, tensorrt version)`` when engines can be built, verified and run here, else ``(False, reason)``.
+
+    A working CUDA runtime (:func:`edgekd.device.cuda.status`) is required, not only an importable TensorRT: the
+    build verifies every engine through it, so without one a build would compile every engine and fail only at the
+    verification. The reason carries the real CUDA error and the driver/runtime versions (e.g.
+    ``cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version (driver 11.4,
+    runtime 12.6; …)``)."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -459,15 +499,9 @@ def tensorrt_available() -> tuple[bool, str]:
     except Exception as exc:  # e.g. the Python package is there but libnvinfer is not
         return False, f"tensorrt cannot be imported: {exc}"
     state = cuda.status()
-    if state.found and not state.ok:
-        return False, state.detail
-    if not state.found:  # no CUDA runtime to ask: TensorRT carries its own, a builder tells whether a GPU works
-        try:
-            usable = trt.Builder(trt.Logger(trt.Logger.ERROR)) is not None
-        except Exception:
-            usable = False
-        if not usable:
-            return False, f"TensorRT cannot create a builder (no usable CUDA GPU) and {state.detail}"
+    if not state.ok:  # no CUDA runtime, or one that fails: engines could be built but never verified or run
+        why = state.detail if state.found else f"no CUDA runtime for edgekd's CUDA layer: {state.detail}"
+        return False, why
     return True, str(trt.__version__)
 
 
@@ -502,16 +536,40 @@ def gpu_sm() -> str:
 
 
 # -- TensorRT objects (built only inside functions, tensorrt imported there) -------------------------------------
-def _make_logger(trt: Any, log: Callable[[str], Any]) -> Any:
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+_LOGGER: list[Any] = []  # [(the tensorrt module, its logger)]: the process's one TensorRT logger
+
+
+def tensorrt_logger(trt: Any, log: Callable[[str], Any] | None = None) -> Any:
+    """The process's one TensorRT logger, now forwarding warnings and errors to ``log`` (default: stderr), its
+    kept errors cleared.
+
+    TensorRT keeps a single logger for every builder, runtime and refitter of a process: one created with another
+    logger gets a warning on every run ("The logger passed into createInferRuntime differs from one already
+    provided for an existing builder, runtime, or refitter. TensorRT maintains only a single logger pointer at any
+    given time", NVIDIA/TensorRT issues 1475 and 1539). So the builder and the runner share this one."""
+    if not _LOGGER or _LOGGER[0][0] is not trt:
+        _LOGGER[:] = [(trt, _make_logger(trt))]
+    logger = _LOGGER[0][1]
+    logger.sink = log or _to_stderr
+    logger.errors = []
+    return logger
+
+
+def _make_logger(trt: Any) -> Any:
     severity = trt.ILogger.Severity
     errors = (severity.INTERNAL_ERROR, severity.ERROR)
 
     class _Logger(trt.ILogger):
-        """Forwards TensorRT warnings and errors to ``log`` and keeps the errors for the failure message."""
+        """Forwards TensorRT warnings and errors to ``sink`` and keeps the errors for the failure message."""
 
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.sink: Callable[[str], Any] = _to_stderr
 
         def log(self, sev: Any, msg: str) -> None:
             # brackets → parentheses: TensorRT's "[file.cpp::fn::line]" tags would read as markup to rich
@@ -519,9 +577,43 @@ def _make_logger(trt: Any, log: Callable[[str], Any]) -> Any:
             if sev in errors:
                 self.errors.append(text)
             if sev in errors or sev == severity.WARNING:
-                log(f"tensorrt: {text}")
+                self.sink(f"tensorrt: {text}")
 
     return _Logger()
+
+
+#: Why TensorRT's Builder or Runtime constructor gives nothing back (one line, naming the usual causes).
+CANNOT_START = ("TensorRT could not create its {what} ({detail}): usually the GPU is out of memory (close other GPU "
+                "programs), or this user or container cannot open the GPU devices (/dev/nvhost-* and /dev/nvmap on "
+                "a Jetson, /dev/nvidia* elsewhere: add the user to the video group, or start the container with "
+                "--runtime nvidia)")
+
+
+def create_builder(trt: Any, logger: Any) -> tensorrt.Builder:
+    """``trt.Builder(logger)``, or a one-line :class:`EdgekdError` (:data:`CANNOT_START`) when TensorRT cannot start."""
+    try:
+        builder = trt.Builder(logger)
+    except TypeError as exc:  # pybind11: "factory function returned nullptr"
+        raise EdgekdError(CANNOT_START.format(what="builder", detail=" ".join(str(exc).split()))) from None
+    if builder is None:
+        raise EdgekdError(CANNOT_START.format(what="builder", detail="it returned None"))
+    return builder
+
+
+def create_runtime(trt: Any, logger: Any) -> tensorrt.Runtime:
+    """``trt.Runtime(logger)``, or a one-line :class:`EdgekdError` (:data:`CANNOT_START`) when TensorRT cannot start.
+
+    Both constructors are pybind11 factories over ``createInferBuilder`` / ``createInferRuntime``; when those return
+    nullptr (no GPU memory for TensorRT's context, device nodes the process cannot open) pybind11 raises
+    ``TypeError: pybind11::init(): factory function returned nullptr`` (NVIDIA/TensorRT ``python/src/infer/pyCore.cpp``
+    and pybind11's ``init.h``)."""
+    try:
+        runtime = trt.Runtime(logger)
+    except TypeError as exc:
+        raise EdgekdError(CANNOT_START.format(what="runtime", detail=" ".join(str(exc).split()))) from None
+    if runtime is None:
+        raise EdgekdError(CANNOT_START.format(what="runtime", detail="it returned None"))
+    return runtime
 
 
 def _make_calibrator(trt: Any, batches: Iterable[np.ndarray], shape: tuple[int, ...], cache: Path | None,
@@ -630,7 +722,7 @@ def _engine_layers(trt: Any, serialized: Any, dla_core: int | None, logger: Any,
                    log: Callable[[str], Any]) -> list[dict[str, Any]] | None:
     """The built engine's layers from the engine inspector (None, with a note, when they cannot be read)."""
     try:
-        runtime = trt.Runtime(logger)
+        runtime = create_runtime(trt, logger)
         if dla_core is not None:
             runtime.DLA_core = dla_core
         engine = runtime.deserialize_cuda_engine(serialized)
@@ -689,6 +781,10 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
 
     major = check_tensorrt(trt)
     version = str(trt.__version__)
+    if dla_core is not None:
+        problem = dla_problem(version)
+        if problem:
+            raise EdgekdError(problem)
 
     facts = graph_facts(onnx_path)
     if input_name not in facts.inputs:
@@ -714,13 +810,18 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
     if settings.calibration == "explicit" and not facts.has_qdq:
         log(f"warning: {onnx_path.name} has no Q/DQ nodes; without scales TensorRT keeps layers in fp16/fp32")
     implicit = settings.calibration == "implicit"
+    unverified = None
+    if dla_int8_unverified(version, precision, on_dla):
+        unverified = f"int8 on a DLA core with TensorRT {version} (Q/DQ graph, no calibrator) has not run on a device"
+        log(f"warning: {unverified}: check the verification below and report what you see")
 
     device, sm = detect_device(), gpu_sm()
     where = "gpu" if dla_core is None else f"dla{dla_core}"
     onnx_sha = sha256_file(onnx_path)
     meta = engine_meta(onnx_sha256=onnx_sha, precision=precision, trt_version=version, device=device, sm=sm,
                        dla_core=dla_core, input_name=input_name, input_shape_chw=chw,
-                       workspace_mib=target.workspace_mib, settings=settings, calib_digest=calib_digest)
+                       workspace_mib=target.workspace_mib, settings=settings, calib_digest=calib_digest,
+                       l4t=l4t_release())
     engine_path = out_dir / engine_name(onnx_sha, precision, version, f"{device}-{where}", stem=onnx_path.stem)
     cache_dir = _resolve_engine_cache(engine_cache)
     if cache_dir is not None and implicit and not calib_digest:
@@ -747,8 +848,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
     if engine_path.exists():
         log(f"engine {engine_path.name} is stale (its sidecar does not match this build): rebuilding")
 
-    logger = _make_logger(trt, log)
-    builder = trt.Builder(logger)
+    logger = tensorrt_logger(trt, log)
+    builder = create_builder(trt, logger)
     network, _parser = _parse_onnx(trt, builder, onnx_path, logger, settings)  # keep the parser alive
     config = builder.create_builder_config()
     if dla_core is not None and dla_core >= builder.num_DLA_cores:
@@ -808,7 +909,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, *, precision: str, 
 
     layers = _engine_layers(trt, serialized, dla_core, logger, log)
     info = {"origin": "built", "cache_key": engine_cache_key(meta), "gpu_fallback": fallback,
-            "engine_layers": layers}
+            "engine_layers": layers, "unverified": unverified}
     atomic_write(engine_path, lambda f: f.write(memoryview(serialized)))
     write_engine_sidecar(engine_path, meta, info)
     if cache_file is not None:
@@ -854,7 +955,8 @@ def _load_timing_cache(config: tensorrt.IBuilderConfig, path: Path, log: Callabl
 
 
 __all__ = ["DLA_BATCH", "ENGINE_CACHE_ENV", "BuildSettings", "EngineBuild", "GraphFacts", "build_engine",
-           "build_settings", "calibration_digest", "cached_engine_path", "check_tensorrt", "default_engine_cache",
+           "build_settings", "calibration_digest", "cached_engine_path", "check_tensorrt", "create_builder",
+           "create_runtime", "default_engine_cache", "dla_int8_unverified", "dla_problem", "tensorrt_logger",
            "detect_device", "engine_cache_key", "engine_is_fresh", "engine_meta", "engine_name", "engine_record",
            "engine_source", "gpu_sm", "graph_facts", "parse_engine_information", "precision_problem",
            "profile_batches", "read_sidecar", "sanitize_device", "sidecar_path", "tensorrt_available",

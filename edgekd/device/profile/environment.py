@@ -61,6 +61,44 @@ def _version(dists: tuple[str, ...], module: str | None = None) -> str | None:
     return None
 
 
+def parse_nv_tegra_release(text: str) -> str | None:
+    """``# R36 (release), REVISION: 4.0, GCID: …`` → ``"36.4.0"``; ``None`` when the line is not there."""
+    match = re.search(r"R(\d+)\s*\(\w+\)\s*,\s*REVISION:\s*([0-9][0-9.]*)", text or "")
+    if not match:
+        return None
+    revision = match.group(2).strip(".")
+    if revision.count(".") == 0:
+        revision += ".0"
+    return f"{match.group(1)}.{revision}"
+
+
+def l4t_release(root: str | Path = "/") -> str | None:
+    """The L4T (Jetson Linux) release: ``etc/nv_tegra_release`` under ``root``, else the installed
+    ``nvidia-l4t-core`` package (a container built from NVIDIA's l4t images may lack the file but has the package);
+    None elsewhere. ``edgekd doctor`` reports it and the TensorRT engine cache key includes it."""
+    text = _read_text(Path(root) / "etc/nv_tegra_release")
+    found = parse_nv_tegra_release(text) if text else None
+    return found or l4t_core_package()
+
+
+def l4t_core_package() -> str | None:
+    """The installed ``nvidia-l4t-core`` version (dpkg-query) as an L4T release: ``36.4.0-20240912212859`` →
+    ``"36.4.0"``; None when dpkg-query or the package is not there."""
+    exe = shutil.which("dpkg-query")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run([exe, "-W", "-f=${Version}", "nvidia-l4t-core"], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    match = re.match(r"\s*(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", proc.stdout or "") if proc.returncode == 0 else None
+    if not match:
+        return None
+    version = match.group(1)
+    return version if version.count(".") == 2 else version + ".0"
+
+
 def jetson_model(root: str | Path = "/") -> str | None:
     text = _read_text(Path(root) / "proc/device-tree/model")
     if not text:

@@ -98,8 +98,10 @@ class TensorRTRunner(Runner):
         return cuda.Stream(rt)
 
     def _load(self, trt: Any) -> None:
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        from edgekd.device.compiler.tensorrt import create_runtime, tensorrt_logger
+
+        self._logger = tensorrt_logger(trt)  # the process's one logger, shared with the builder
+        self._runtime = create_runtime(trt, self._logger)
         dla_core = self.options.get("dla_core", _sidecar_dla_core(self.path))
         if dla_core is not None:
             self._runtime.DLA_core = int(dla_core)

@@ -20,7 +20,7 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import RUNNER_BACKENDS, sha256_file
 from edgekd.device.compiler import calibration
 from edgekd.device.compiler.calibration import CALIB_METHODS, CalibrationCache, calibrate, compute_ranges, data_sha256
-from edgekd.device.compiler.quantize import preprocess_for_quantization, quantize_qdq
+from edgekd.device.compiler.quantize import preprocess_for_quantization, quantize_qdq, topological_sort
 from edgekd.device.runners.onnxruntime import create_session
 
 torch = pytest.importorskip("torch")
@@ -709,3 +709,35 @@ def test_tensorrt_form_places_qdq_where_modelopt_does(resnet, tmp_path):
     ops = ("Conv", "Add", "Relu", "GlobalAveragePool")
     assert len([n for n in reference.graph.node if n.op_type == "Add"]) >= 3
     assert qdq_inputs(ours, ops) == qdq_inputs(reference, ops)
+
+
+# -- topological order (issue 21) --------------------------------------------------------------------------------
+def _unsorted_graph() -> onnx.ModelProto:
+    """x -> Relu -> Neg -> y, its nodes stored reader first (as a quantizer that appends nodes may leave them)."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Neg", ["r"], ["y"], name="neg"), helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_topological_sort_puts_producers_first_and_onnx_checker_accepts_it():
+    model = _unsorted_graph()
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(model)  # the rule: ONNX's IR spec, enforced by onnx.checker
+    assert topological_sort(model.graph)
+    assert [n.name for n in model.graph.node] == ["relu", "neg"]
+    onnx.checker.check_model(model)
+    assert not topological_sort(model.graph)  # already in order: unchanged
+
+
+@pytest.mark.parametrize("target", RUNNER_BACKENDS)
+def test_quantized_graphs_pass_onnx_checker(net, tmp_path, target):
+    out = quantize_qdq(net["pre"], tmp_path / f"{target}.onnx", net["ranges"], backend=target)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    seen = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
+    for node in model.graph.node:  # every input is produced before it is read
+        assert all(name in seen for name in node.input if name), node.name
+        seen.update(node.output)

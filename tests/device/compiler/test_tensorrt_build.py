@@ -101,9 +101,12 @@ def test_detect_device_reads_the_jetson_device_tree(tmp_path, monkeypatch):
 @pytest.mark.parametrize("major, dla, expected", [
     (8, True, True),     # TensorRT 8.x on DLA: no explicit quantization, calibrate implicitly
     (8, False, False),   # GPU: the Q/DQ graph carries the scales
-    (10, True, False),   # TensorRT 10: Q/DQ graphs on DLA too
+    # TensorRT 10 still: the DLA takes implicit quantization only (NVIDIA/Model-Optimizer PR 1661, "DLA still only
+    # supports IQ"; NVIDIA/TensorRT issue 2222); the calibrator API is there through 10.x (pyInt8 in release/10.3)
+    (10, True, True),
     (10, False, False),
     (11, False, False),
+    (11, True, False),   # TensorRT 11 removed the calibrators: Q/DQ on the DLA (11.4+, unverified)
 ])
 def test_use_implicit_calibrator(major, dla, expected):
     assert use_implicit_calibrator(major, dla) is expected
@@ -269,7 +272,7 @@ def test_build_engine_refuses_an_unsupported_tensorrt_before_touching_it(tmp_pat
     (8, "int8", False, "weak", ("FP16", "INT8"), True, "explicit"),
     (8, "int8", True, "weak", ("FP16", "INT8", "GPU_FALLBACK"), True, "implicit"),  # 8.x DLA: no Q/DQ
     (10, "fp16", True, "weak", ("FP16", "GPU_FALLBACK"), False, None),
-    (10, "int8", True, "weak", ("FP16", "INT8", "GPU_FALLBACK"), False, "explicit"),
+    (10, "int8", True, "weak", ("FP16", "INT8", "GPU_FALLBACK"), False, "implicit"),  # DLA: implicit only
     (11, "fp32", False, "strong", (), False, None),
     (11, "fp16", False, "strong", (), False, None),  # 11: precision from the graph, no flags
     (11, "int8", False, "strong", (), False, "explicit"),
@@ -505,7 +508,7 @@ def meta_for(**changes) -> dict:
 @pytest.mark.parametrize("change", [
     dict(onnx_sha256="f" * 64), dict(precision="fp16"), dict(trt_version="10.3.0.26"), dict(trt_version="8.6.2"),
     dict(device="jetson-agx-orin-developer-kit"), dict(sm="sm72"), dict(dla_core=0), dict(input_name="feat0"),
-    dict(input_shape_chw=(3, 32, 32)), dict(workspace_mib=2048),
+    dict(input_shape_chw=(3, 32, 32)), dict(workspace_mib=2048), dict(l4t="35.4.1"),
     dict(settings=build_settings(10, "int8", dla=False, batch=(1, 1, 16))),  # batch range
     dict(settings=build_settings(10, "int8", dla=True, batch=(1, 1, 8))),  # flags (GPU_FALLBACK)
     dict(settings=build_settings(11, "int8", dla=False, batch=(1, 1, 8))),  # strong typing, no flags
@@ -596,7 +599,7 @@ def test_engine_record_for_the_manifest(tmp_path):
     assert engine_record(engine) == {
         "file": "full.engine", "device": "dla0", "batch": [1, 1, 1], "precision": "int8", "tensorrt": "10.3.0",
         "typing": "weak", "origin": "cache", "cache_key": "k", "gpu_fallback": fallback,
-        "engine_layers": [{"name": "conv0", "type": "CaskConvolution"}]}
+        "engine_layers": [{"name": "conv0", "type": "CaskConvolution"}], "unverified": None}
 
 
 def test_build_engine_takes_a_fresh_cached_engine_and_never_a_stale_one(tmp_path, monkeypatch):
@@ -764,3 +767,110 @@ def test_tensorrt_available_names_a_missing_native_library(tmp_path, monkeypatch
     monkeypatch.delitem(__import__("sys").modules, "tensorrt", raising=False)
     ok, why = tensorrt_available()
     assert not ok and "libnvinfer.so.10" in why and "not installed" not in why
+
+
+# -- DLA per TensorRT version, TensorRT's constructors, the one logger, the engine cache key (issue 21) -----------
+@pytest.mark.parametrize("version, refused", [("8.5.2.2", False), ("8.6.2", False), ("10.3.0.30", False),
+                                              ("11.0.0", True), ("11.3.9", True), ("11.4.0", False), ("12.0", False)])
+def test_dla_is_refused_on_the_tensorrt_11_releases_without_it(version, refused):
+    problem = trt_build.dla_problem(version)
+    assert (problem is not None) is refused
+    if refused:
+        assert version in problem and "\n" not in problem and "--dla-core" in problem
+
+
+@pytest.mark.parametrize("version, precision, dla, unverified", [
+    ("10.3.0", "int8", True, False), ("11.4.0", "int8", True, True), ("11.4.0", "fp16", True, False),
+    ("11.4.0", "int8", False, False)])
+def test_dla_int8_on_tensorrt_11_4_is_labelled_unverified(version, precision, dla, unverified):
+    assert trt_build.dla_int8_unverified(version, precision, dla) is unverified
+
+
+def test_a_dla_build_on_tensorrt_11_0_is_one_line_before_any_work(monkeypatch, tmp_path):
+    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "11.1.0"))
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.1.0"))
+    with pytest.raises(EdgekdError, match=r"TensorRT 11.1.0 cannot build for a DLA core") as err:
+        build_engine(tiny_onnx(tmp_path / "full.onnx"), tmp_path / "out", precision="fp16",
+                     target=load_target("agx-orin"), input_name="image", input_shape_chw=(3, 16, 16), dla_core=0,
+                     engine_cache=tmp_path / "cache", log=lambda m: None)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+class _NullFactories:
+    """Not TensorRT: constructors that fail the way pybind11 reports a nullptr from createInferBuilder/Runtime."""
+
+    @staticmethod
+    def Builder(logger):
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    @staticmethod
+    def Runtime(logger):
+        return None
+
+
+def test_tensorrt_that_cannot_start_is_one_line_naming_the_causes():
+    for create, what in ((trt_build.create_builder, "builder"), (trt_build.create_runtime, "runtime")):
+        with pytest.raises(EdgekdError) as err:
+            create(_NullFactories, object())
+        text = str(err.value)
+        assert f"could not create its {what}" in text and "\n" not in text
+        assert "out of memory" in text and "/dev/nvhost" in text and "video group" in text
+
+
+class _Severity:
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+
+class _ILogger:
+    Severity = _Severity
+
+    def __init__(self):
+        pass
+
+
+def test_one_tensorrt_logger_per_process():
+    fake = types.SimpleNamespace(ILogger=_ILogger)
+    seen: list = []
+    first = trt_build.tensorrt_logger(fake, seen.append)
+    first.log(_Severity.ERROR, "[x.cpp::f::1] broke")
+    first.log(_Severity.INFO, "chatter")
+    assert seen == ["tensorrt: (x.cpp::f::1) broke"] and first.errors == ["(x.cpp::f::1) broke"]
+    later: list = []
+    second = trt_build.tensorrt_logger(fake, later.append)
+    assert second is first and second.errors == []  # the same object, now logging to the new sink
+    second.log(_Severity.WARNING, "w")
+    assert later == ["tensorrt: w"] and seen == ["tensorrt: (x.cpp::f::1) broke"]
+    other = types.SimpleNamespace(ILogger=type("ILogger", (_ILogger,), {}))  # another tensorrt module (a test's)
+    assert trt_build.tensorrt_logger(other) is not first
+
+
+def test_the_engine_cache_key_has_the_l4t_release_and_edgekd_version():
+    from edgekd import __version__
+
+    settings = build_settings(10, "int8", dla=True, batch=(1, 1, 1))
+    common = dict(onnx_sha256=SHA, precision="int8", trt_version="8.5.2.2", device="jetson-agx-xavier", sm="sm72",
+                  dla_core=0, input_name="image", input_shape_chw=(3, 8, 8), workspace_mib=512, settings=settings)
+    a = engine_meta(**common, l4t="35.3.1")
+    b = engine_meta(**common, l4t="35.4.1")  # JetPack 5.1.1 vs 5.1.2: same TensorRT 8.5.2, another DLA compiler
+    assert a["l4t"] == "35.3.1" and a["edgekd"] == __version__
+    assert engine_cache_key(a) != engine_cache_key(b)
+    assert engine_cache_key(a) != engine_cache_key({**a, "edgekd": "0.0.1"})
+
+
+def test_the_engine_cache_option():
+    from edgekd.device.options import engine_cache_choice
+
+    assert engine_cache_choice(None) is True
+    assert engine_cache_choice("off") is False and engine_cache_choice(" NONE ") is False
+    assert engine_cache_choice("~/e") == Path("~/e").expanduser()
+
+
+def test_tensorrt_available_needs_a_cuda_runtime(monkeypatch):
+    """TensorRT importable but no CUDA runtime for edgekd's CUDA layer: not available (a build would compile every
+    engine and fail only at verification)."""
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    monkeypatch.setattr(trt_build.cuda, "status",
+                        lambda: trt_build.cuda.CudaStatus(False, False, "no CUDA runtime found (looked in x)"))
+    ok, why = tensorrt_available()
+    assert not ok and why == "no CUDA runtime for edgekd's CUDA layer: no CUDA runtime found (looked in x)"

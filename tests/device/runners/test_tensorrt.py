@@ -177,15 +177,16 @@ def segment_reference(x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarr
 
 
 class FakeTrt:
-    """A FAKE ``tensorrt`` module: just what the runner touches (Logger, Runtime, TensorIOMode, nptype)."""
+    """A FAKE ``tensorrt`` module: just what the runner touches (ILogger, Runtime, TensorIOMode, nptype)."""
 
     __version__ = "10.3.0-fake"
 
-    class Logger:
-        WARNING = 2
+    class ILogger:  # what edgekd's one logger (compiler.tensorrt.tensorrt_logger) subclasses
+        class Severity:
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
-        def __init__(self, severity: int) -> None:
-            self.severity = severity
+        def __init__(self) -> None:
+            pass
 
     class TensorIOMode:
         INPUT, OUTPUT = "INPUT", "OUTPUT"
