@@ -403,12 +403,14 @@ def run(
     reconnect: Optional[bool] = typer.Option(None, "--reconnect/--no-reconnect", help="Reopen a live source that drops [on for live]."),
     display: Display = typer.Option(Display.auto, help="Show a window: auto (when a display is available) | on | off."),
     headless: bool = typer.Option(False, "--headless", help="No window (same as --display off)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the annotated video here (.mp4), when the run ends."),
+    output: Optional[str] = typer.Option(None, "--output", help="Write the annotated video here (.mp4), when the run ends; or stream it to rtsp://... (an RTSP server to push to) or rtp://HOST:PORT (H.264 over UDP), which needs OpenCV with GStreamer (JetPack's)."),
     jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write one JSON record per frame here, when the run ends (a run that fails before its first frame leaves the file as it was)."),
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime threads (default: all cores; env EDGEKD_THREADS)."),
     record_frames: Optional[Path] = typer.Option(None, "--record-frames", help="Keep frames of this site in this new (or empty) folder, as lossless PNGs, to certify early exit on them without labels: `edgekd profile BUNDLE --data DIR --write-thresholds`."),
     record_every: int = typer.Option(1, "--record-every", help="With --record-frames: keep every N-th frame (consecutive frames are near-copies; a certificate wants independent images, e.g. one a second)."),
+    serve: Optional[str] = typer.Option(None, "--serve", help="Serve a live view on [HOST:]PORT (127.0.0.1 unless a host is given): / the annotated stream and a panel, /stream.mjpg, /stats (JSON), /metrics (Prometheus)."),
+    serve_token: Optional[str] = typer.Option(None, "--serve-token", help="With --serve: the token every client but the device itself must present (?token=... or Authorization: Bearer ...); default: env EDGEKD_SERVE_TOKEN."),
 ) -> None:
     """Classify frames live with early exit or a full vote; show, record and log them."""
     if (camera is None) == (source is None):
@@ -422,7 +424,8 @@ def run(
                           smoothing=smoothing, loop=loop, reconnect=reconnect,
                           display="off" if headless else display.value, output=str(output) if output else None,
                           jsonl=str(jsonl) if jsonl else None, max_frames=max_frames, threads=threads,
-                          record_frames=str(record_frames) if record_frames else None, record_every=record_every)
+                          record_frames=str(record_frames) if record_frames else None, record_every=record_every,
+                          serve=serve, serve_token=serve_token)
         return run_stream(bundle, camera if camera is not None else source, opts, console=console)
 
     run_guarded(_run)

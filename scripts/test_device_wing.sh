@@ -32,7 +32,7 @@ for v in "${@:-3.8 3.10}"; do
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$venv/bin/python" -c "import xdist" 2>/dev/null; then
         "$python" -m venv "$venv"
         "$venv/bin/python" -m pip install -q --upgrade pip
-        "$venv/bin/python" -m pip install -q -e '.[opencv,plots]' pytest hypothesis pytest-xdist
+        "$venv/bin/python" -m pip install -q -e '.[opencv,plots]' pytest hypothesis pytest-xdist prometheus-client
         touch "$stamp"
     fi
     if "$venv/bin/python" -c "import torch" 2>/dev/null; then

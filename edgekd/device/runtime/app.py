@@ -22,14 +22,16 @@ from rich.table import Table
 from rich.text import Text
 
 from edgekd.core.atomic import check_writable
-from edgekd.core.certify import describe_thresholds
+from edgekd.core.certify import describe_thresholds, stored_certificate
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import MANIFEST_NAME, Manifest
 from edgekd.device.options import DISPLAYS, options_problem
 from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
 from edgekd.device.runtime.pipeline import Pipeline
+from edgekd.device.runtime.drift import DriftMonitor
 from edgekd.device.runtime.record import FrameRecorder
+from edgekd.device.runtime.serve import LiveServer, NetworkVideoOutput, is_network_output, parse_address
 from edgekd.device.runtime.sources import open_source, prefetched
 
 EARLY_EXIT = RUN_MODES[0]  # the one mode that decides on thresholds
@@ -51,6 +53,8 @@ class RunOptions:
     threads: int | None = None  # ONNX Runtime thread pool size (default: every core)
     record_frames: str | None = None  # folder to keep every record_every-th frame in (label-free certification)
     record_every: int = 1
+    serve: str | None = None  # [HOST:]PORT of the live view (serve.py); None: no server
+    serve_token: str | None = None  # token clients other than the device itself must present (else EDGEKD_SERVE_TOKEN)
     reconnect_backoff: float = 0.5  # seconds before the first reopen of a live source that dropped (doubled each try)
 
     def check(self) -> None:
@@ -61,8 +65,11 @@ class RunOptions:
             raise ConfigError(problem)
         if self.display not in DISPLAYS:
             raise ConfigError(f"--display must be one of {', '.join(DISPLAYS)}, got {self.display!r}")
-        check_writable(self.output, "--output")
+        if not is_network_output(self.output):
+            check_writable(self.output, "--output")
         check_writable(self.jsonl, "--jsonl")
+        if self.serve is not None:
+            parse_address(self.serve)
 
 
 def _want_window(display: str) -> bool:
@@ -85,12 +92,32 @@ def _finite(x: float) -> float | None:
     return round(x, 6) if math.isfinite(x) else None
 
 
-def record(frame: Any, pred: Any, e2e_ms: float) -> dict[str, Any]:
-    """One JSONL line: what was seen, what answered, and how long each part took."""
+def record(frame: Any, pred: Any, e2e_ms: float, drift: bool | None = None) -> dict[str, Any]:
+    """One JSONL line: what was seen, what answered, how long each part took, and the last drift verdict (None:
+    not checked, or no window complete yet)."""
     return {"index": frame.index, "timestamp": frame.timestamp, "label": pred.label, "class_name": pred.class_name,
             "confidence": _finite(pred.confidence), "exit": pred.exit,
             "pre_ms": round(pred.timings["pre"], 4), "network_ms": round(pred.timings["network"], 4),
-            "post_ms": round(pred.timings["post"], 4), "end_to_end_ms": round(e2e_ms, 4)}
+            "post_ms": round(pred.timings["post"], 4), "end_to_end_ms": round(e2e_ms, 4), "drift": drift}
+
+
+def drift_monitor(pipeline: Pipeline) -> DriftMonitor | None:
+    """A drift check against the certificate of the thresholds in use (early exit only), or None: no certificate,
+    an uncertified one, or thresholds other than those it covers (``--threshold``)."""
+    if pipeline.mode != EARLY_EXIT:
+        return None
+    cert = stored_certificate((pipeline.manifest.data.get("build") or {}).get("thresholds"), pipeline.thresholds)
+    return DriftMonitor(cert.exit_fraction) if cert is not None and cert.certified else None
+
+
+def _status(stats: RunStats, pred: Any, frames: Any, pipeline: Pipeline, drift: DriftMonitor | None,
+            certificate: dict[str, Any] | None) -> dict[str, Any]:
+    """What ``/stats`` shows: the newest answer, the running statistics, the certificate and the drift check."""
+    return {**stats.summary(), "mode": pipeline.mode, "source": dict(frames.stats),
+            "prediction": None if pred is None else {"label": pred.label, "class_name": pred.class_name,
+                                                     "exit": pred.exit, "confidence": _finite(pred.confidence)},
+            "thresholds": _thresholds_line(pipeline), "certificate": certificate,
+            "drift": None if drift is None else drift.state}
 
 
 def _same_path(a: str | Path, b: str | Path) -> bool:
@@ -130,8 +157,22 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         check_outputs(opts, pipeline.manifest, source)
         frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect,
                                                  backoff=opts.reconnect_backoff))
-        video = VideoOutput(opts.output) if opts.output else None
+        if opts.output:
+            video = NetworkVideoOutput(opts.output) if is_network_output(opts.output) else VideoOutput(opts.output)
+        else:
+            video = None
         log = JsonlOutput(opts.jsonl) if opts.jsonl else None
+        drift = drift_monitor(pipeline)
+        cert = stored_certificate((pipeline.manifest.data.get("build") or {}).get("thresholds"))
+        certificate = None if cert is None else {"epsilon": cert.epsilon, "delta": cert.delta, "n": cert.n,
+                                                 "certified": cert.certified, "loss": cert.loss}
+        server = None
+        if opts.serve is not None:
+            server = stack.enter_context(LiveServer(opts.serve, pipeline.num_exits, token=opts.serve_token,
+                                                    title=str(pipeline.manifest.data.get("name", bundle))))
+            console.print(f"live view: {server.url}  (stats: {server.url}stats, metrics: {server.url}metrics)")
+            if server.warning:
+                console.print(f"[yellow]warning:[/] {server.warning}")
         recorder = FrameRecorder(opts.record_frames, opts.record_every) if opts.record_frames else None
         for out in (video, log):
             if out is not None:
@@ -152,20 +193,29 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                 pred = pipeline(frame.image) if prepared is None else pipeline.infer(*prepared)
                 e2e = (time.perf_counter() - t0) * 1e3 + (prepared[1] if prepared is not None else 0.0)
                 stats.add(pred, e2e)
+                if drift is not None:
+                    drift.add(pred.exit)
                 if recorder is not None:
                     recorder.add(frame.image)
                 if log is not None:
-                    log.write(record(frame, pred, e2e))
-                if video is not None or window:
+                    log.write(record(frame, pred, e2e, None if drift is None else drift.state["flagged"]))
+                if server is not None:
+                    server.observe(pred.exit, e2e)
+                if video is not None or window or (server is not None and server.watching):
                     annotated = render(frame.image, pred, stats.fps)
                     if video is not None:
                         video.write(annotated)
+                    if server is not None:
+                        server.offer(annotated)
                     if window:
                         cv2.imshow(WINDOW, annotated)
                         if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                             break
                 if time.perf_counter() >= next_status:  # the status line is refreshed about once a second
-                    live.update(stats.line())
+                    flagged = drift is not None and drift.state["flagged"]
+                    live.update(stats.line() + ("  DRIFT: certify again" if flagged else ""))
+                    if server is not None:
+                        server.update(_status(stats, pred, frames, pipeline, drift, certificate))
                     if log is not None:
                         log.flush()
                     next_status = time.perf_counter() + 1.0
@@ -177,6 +227,8 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
                    "thresholds": _thresholds_line(pipeline)}
         if recorder is not None:
             summary["recorded"] = recorder.summary()
+        if drift is not None:
+            summary["drift"] = drift.state
     print_summary(console, summary, pipeline.manifest.data.get("name", str(bundle)))
     return summary
 
@@ -211,4 +263,10 @@ def print_summary(console: Console, summary: dict, name: str) -> None:
         table.add_row("thresholds", Text(summary["thresholds"], justify="left"))
     if summary.get("recorded"):
         table.add_row("recorded", Text(summary["recorded"], justify="left"))
+    drift = summary.get("drift")
+    if drift:
+        verdict = ("window not complete" if drift["flagged"] is None else
+                   drift["message"] or f"none ({drift['windows']} windows of {drift['window']} frames, level "
+                                       f"{drift['level']:g})")
+        table.add_row("drift", Text(verdict, justify="left"))
     console.print(table)
