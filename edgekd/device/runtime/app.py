@@ -27,7 +27,8 @@ from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import MANIFEST_NAME, Manifest
 from edgekd.device.options import DISPLAYS, options_problem
-from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
+from edgekd.device.runtime.outputs import (WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, end_outputs,
+                                          render)
 from edgekd.device.runtime.pipeline import Pipeline
 from edgekd.device.runtime.sources import open_source, prefetched
 
@@ -98,13 +99,15 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int) -> None:
+def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int, frames: Any = None) -> None:
     """--output and --jsonl may not overwrite what the run reads (the bundle's manifest.json or any file it lists,
-    the --source file) or each other: each would be destroyed before or while it is read."""
+    the --source file, every image a folder or glob ``frames`` source lists) or each other: each would be destroyed
+    before or while it is read."""
     read = [(manifest.root / MANIFEST_NAME, "the bundle's manifest")]
     read += [(p, f"{p.name} of the bundle") for p in manifest.paths()[1:]]
     if isinstance(source, str) and os.path.isfile(source):
         read.append((Path(source), "the --source"))
+    read += [(Path(p), f"a frame of the --source ({p})") for p in getattr(frames, "paths", ())]
     outputs = [(flag, value) for flag, value in (("--output", opts.output), ("--jsonl", opts.jsonl)) if value]
     for flag, value in outputs:
         for path, what in read:
@@ -127,11 +130,12 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         check_outputs(opts, pipeline.manifest, source)
         frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect,
                                                  backoff=opts.reconnect_backoff))
+        check_outputs(opts, pipeline.manifest, source, frames)  # the images a folder or glob lists, now known
         video = VideoOutput(opts.output) if opts.output else None
         log = JsonlOutput(opts.jsonl) if opts.jsonl else None
-        for out in (video, log):
-            if out is not None:
-                stack.callback(out.close)
+        outputs = [out for out in (video, log) if out is not None]
+        # committed together only when the run ends well; any error (a write's own included) discards them all
+        stack.push(lambda kind, _exc, _tb: end_outputs(outputs, ok=kind is None))
         if window:
             stack.callback(cv2.destroyAllWindows)
         stats = RunStats(pipeline.manifest.num_exits)
