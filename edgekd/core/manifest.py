@@ -398,6 +398,8 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
             raise _fail(root, f"{key!r} must be {getattr(typ, '__name__', typ)}, got {type(data[key]).__name__}")
     if data["kind"] != KIND:
         raise _fail(root, f"kind must be {KIND!r}")
+    if data.get("build") is not None and not isinstance(data["build"], dict):  # build and run read keys of it
+        raise _fail(root, f"'build' must be an object, got {type(data['build']).__name__}")
     try:
         spec = InputSpec.from_dict(data["input_spec"])
     except EdgekdError as exc:
@@ -481,6 +483,11 @@ def load_manifest(bundle: str | Path, *, verify_hashes: bool = True) -> Manifest
         raise ManifestError(f"bundle not found: {root}")
     if not path.is_file():
         raise ManifestError(f"{root} is not an edgekd bundle (no {MANIFEST_NAME})")
+    if path.is_symlink():  # the graphs may not leave the bundle (_check_path); neither may the file that lists them
+        target, base = path.resolve(), root.resolve()
+        if base not in target.parents:
+            raise ManifestError(f"{path}: a link to {target}, outside the bundle; a bundle's manifest.json must lie "
+                                "in it")
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{path}: {path.stat().st_size} bytes, larger than any manifest")
