@@ -203,7 +203,7 @@ def run_guarded(fn, *args, **kwargs):
 def check_options(**values: Any) -> None:
     """The shared check of the device options given (:func:`edgekd.device.options.options_problem`): one line and
     exit 2 for the first bad value, before any work."""
-    problem = dev.options_problem(**values)
+    problem = dev.options_problem(**values) or dev.env_threads_problem()
     if problem:
         fail(problem)
 

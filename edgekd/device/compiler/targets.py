@@ -25,6 +25,7 @@ import yaml
 
 from edgekd.core.errors import ConfigError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
+from edgekd.device.options import OPTION_BOUNDS, option_problem
 
 _KEYS = ("name", "description", "backend", "precisions", "default_precision", "workspace_mib", "dla_cores",
          "batch", "threads")
@@ -152,6 +153,8 @@ def _parse(text: str, source: Path) -> DeviceTarget:
     threads = data["threads"]
     if threads is not None:
         threads = _int(data, "threads", fail, minimum=1)
+        if option_problem("--threads", threads):  # the one bound of a thread count (--threads, EDGEKD_THREADS)
+            fail("threads", f"must be at most {OPTION_BOUNDS['--threads'].high:g}, got {threads}")
 
     return DeviceTarget(name=data["name"].strip(), description=" ".join(data["description"].split()),
                          backend=data["backend"], precisions=tuple(precisions),

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgekd.device.options import env_threads
+
 JETSON_CLOCKS_ADVICE = "run `sudo jetson_clocks` to lock clocks before profiling"
 
 _CV_DISTS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
@@ -35,16 +37,9 @@ def cpu_model(root: str | Path = "/") -> str:
 
 
 def ort_threads() -> int:
-    """Threads ONNX Runtime will be given: ``EDGEKD_THREADS`` when set to a positive integer, else all cores."""
-    raw = os.environ.get("EDGEKD_THREADS", "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value > 0:
-            return value
-    return os.cpu_count() or 1
+    """Threads ONNX Runtime will be given: ``EDGEKD_THREADS`` (:func:`edgekd.device.options.env_threads`, which
+    refuses a bad value in one line), else all cores."""
+    return env_threads() or os.cpu_count() or 1
 
 
 def _version(dists: tuple[str, ...], module: str | None = None) -> str | None:

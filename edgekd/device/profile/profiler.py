@@ -45,6 +45,7 @@ from edgekd.device.options import (
     ITERATIONS,
     TARGET_DROP,
     WARMUP_S,
+    env_threads_problem,
     options_problem,
     threshold_option_problem,
 )
@@ -250,7 +251,7 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
         raise ConfigError(f"--out must be a directory, and {out} is a file")
     check_writable(out, "--out", directory=True)  # before any measuring: a profile never ends unable to write
     problem = options_problem(**{k: options.get(kw) for k, kw in PROFILE_OPTIONS.items()})
-    problem = problem or threshold_option_problem(fit, target_drop, confidence)
+    problem = problem or env_threads_problem() or threshold_option_problem(fit, target_drop, confidence)
     if problem:
         raise ConfigError(problem)
     for b in bundles:  # fail on a bad bundle before any measuring

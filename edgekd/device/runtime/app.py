@@ -26,7 +26,7 @@ from edgekd.core.certify import describe_thresholds
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import MANIFEST_NAME, Manifest
-from edgekd.device.options import DISPLAYS, options_problem
+from edgekd.device.options import DISPLAYS, env_threads_problem, options_problem
 from edgekd.device.runtime.outputs import (WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, end_outputs,
                                           render)
 from edgekd.device.runtime.pipeline import Pipeline
@@ -54,7 +54,7 @@ class RunOptions:
     def check(self) -> None:
         """The options' own values (the shared rules of :mod:`edgekd.device.options`) and that --output and --jsonl
         can be written: before the bundle loads, so a run never ends unable to write what it recorded."""
-        problem = options_problem(max_frames=self.max_frames, threads=self.threads)
+        problem = options_problem(max_frames=self.max_frames, threads=self.threads) or env_threads_problem()
         if problem:
             raise ConfigError(problem)
         if self.display not in DISPLAYS:
