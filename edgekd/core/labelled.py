@@ -35,6 +35,7 @@ import numpy as np
 
 from edgekd.core.errors import DataError
 from edgekd.core.images import is_image_file, read_image
+from edgekd.core.npz import npz_problem
 from edgekd.core.preprocess import resize_to_spec, to_spec_channels
 from edgekd.core.spec import InputSpec
 
@@ -220,6 +221,9 @@ def npz_paths(source: str | os.PathLike) -> list[str]:
 
 
 def _open_npz(path: str) -> np.lib.npyio.NpzFile:
+    problem = npz_problem(path)  # before inflating anything: a zip bomb would get the process OOM-killed
+    if problem:
+        raise DataError(f"cannot read npz file: {path} ({problem})")
     try:
         z = np.load(path, allow_pickle=False)
     except _NPZ_ERRORS as exc:

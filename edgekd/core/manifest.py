@@ -32,6 +32,7 @@ import numpy as np
 
 from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destination, restore_interrupted
 from edgekd.core.errors import EdgekdError
+from edgekd.core.npz import npz_problem
 from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import VOTE_RULES
@@ -356,6 +357,9 @@ def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where:
     key = (str(path.resolve()), digest or "")
     if digest and _NPZ_CHECKED.get(key):
         return np.zeros((0, spec.height, spec.width, spec.channels), np.uint8), None
+    problem = npz_problem(path)  # before inflating anything: a zip bomb would get the process OOM-killed
+    if problem:
+        raise bad(problem)
     try:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files"):
@@ -385,8 +389,10 @@ def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where:
     return images, labels
 
 
-def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> Manifest:
-    """Check version, keys, types, values, paths and hashes; raise :class:`ManifestError` naming the first fault."""
+def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True, read_data: bool = True) -> Manifest:
+    """Check version, keys, types, values, paths and hashes; raise :class:`ManifestError` naming the first fault.
+    With ``read_data`` false the data archives (``calib.npz``, ``val_sample.npz``) are hashed but not read: a
+    reader that uses neither (``run``) never inflates them."""
     if not isinstance(data, dict):
         raise _fail(root, "must hold a JSON object")
     if data.get("schema_version") != SCHEMA_VERSION:
@@ -437,7 +443,7 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
         _check_file_entry(root, entry, f"files.{key}", verify_hashes)
     _check_graph_shapes(root, data, spec)
     for key, labelled in NPZ_FILES.items():
-        if key in data["files"]:
+        if read_data and key in data["files"]:
             read_bundle_npz(root / data["files"][key]["path"], spec, labelled=labelled, where=f"files.{key}",
                             digest=data["files"][key]["sha256"] if verify_hashes else None)
     return Manifest(data, root)
@@ -475,8 +481,8 @@ def parse_manifest_text(text: str, path: Path) -> Any:
     return data
 
 
-def load_manifest(bundle: str | Path, *, verify_hashes: bool = True) -> Manifest:
-    """Read and validate ``bundle/manifest.json``."""
+def load_manifest(bundle: str | Path, *, verify_hashes: bool = True, read_data: bool = True) -> Manifest:
+    """Read and validate ``bundle/manifest.json`` (``read_data``: see :func:`validate_manifest`)."""
     root = Path(bundle)
     path = root / MANIFEST_NAME
     if not root.is_dir() and not (restore_interrupted(root) and root.is_dir()):  # (a --force killed midway)
@@ -498,7 +504,8 @@ def load_manifest(bundle: str | Path, *, verify_hashes: bool = True) -> Manifest
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    return validate_manifest(parse_manifest_text(text, path), root, verify_hashes=verify_hashes)
+    return validate_manifest(parse_manifest_text(text, path), root, verify_hashes=verify_hashes,
+                             read_data=read_data)
 
 
 def file_entry(root: Path, rel: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Hostile bundle files the manifest's validation must refuse in one line (issue 24): a truncated ONNX graph whose
 sha256 was recomputed (item 7), an input spec whose std is zero in float32 (item 14), a manifest.json that is a link
-to a file outside the bundle (item 14), a ``build`` record that is not an object (item 10). Torch-free: the bundle
-is the committed fixture."""
+to a file outside the bundle (item 14), a ``build`` record that is not an object (item 10), npz archives whose
+arrays declare more memory than there is (zip bombs, item 11). Torch-free: the bundle is the committed fixture."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from edgekd.core.errors import ConfigError
-from edgekd.core.manifest import ManifestError, load_manifest, sha256_file
+from edgekd.core.errors import ConfigError, DataError
+from edgekd.core.labelled import load_labelled
+from edgekd.core.manifest import ManifestError, load_manifest, read_bundle_npz, sha256_file
+from edgekd.core.npz import declared_bytes, npz_problem
 from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
+from tests.helpers import memory_available_now, write_npz_declaring
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bundle-abf6d4b"
 
@@ -81,3 +85,37 @@ def test_a_build_record_that_is_not_an_object_is_refused(bundle, build):
     _edit(bundle, lambda d: d.update(build=build))
     with pytest.raises(ManifestError, match="'build' must be"):
         load_manifest(bundle)
+
+
+def _bomb(path: Path, *, labelled: bool = True) -> Path:
+    """Images (N, 16, 16, 1) uint8 declaring twice the memory available now (and labels to match)."""
+    n = 2 * memory_available_now() // 256 + 1
+    arrays = {"images": ((n, 16, 16, 1), "uint8")}
+    if labelled:
+        arrays["labels"] = ((n,), "int64")
+    return write_npz_declaring(path, arrays)
+
+
+def test_an_npz_declaring_more_than_the_memory_available_is_refused_before_inflating(tmp_path):
+    bomb = _bomb(tmp_path / "bomb.npz")
+    assert declared_bytes(bomb) >= 2 * memory_available_now() and npz_problem(bomb)
+    spec = load_manifest(FIXTURE).spec
+    with pytest.raises(DataError, match="memory available"):
+        load_labelled(bomb, spec, option="--data")
+    with pytest.raises(ManifestError, match="memory available"):
+        read_bundle_npz(bomb, spec, labelled=True)
+
+
+def test_an_honest_npz_is_read(tmp_path):
+    ok = tmp_path / "ok.npz"
+    np.savez_compressed(ok, images=np.zeros((5, 16, 16, 1), np.uint8), labels=np.arange(5))
+    assert declared_bytes(ok) == 5 * 256 + 5 * 8 and npz_problem(ok) is None
+    assert len(load_labelled(ok, load_manifest(FIXTURE).spec, option="--data")[1]) == 5
+
+
+def test_a_bundle_whose_val_sample_is_a_bomb_is_refused_and_run_does_not_read_it(bundle):
+    _bomb(bundle / "val_sample.npz")
+    _edit(bundle, lambda d: d["files"]["val_sample"].update(sha256=sha256_file(bundle / "val_sample.npz")))
+    with pytest.raises(ManifestError, match="memory available"):
+        load_manifest(bundle)
+    assert load_manifest(bundle, read_data=False).num_exits == 3  # hashed, not read (what run asks for)

@@ -4,6 +4,7 @@ a user sees it), with a timeout standing in for a hang. Torch-free: the bundle i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from edgekd.core.manifest import sha256_file
+from tests.helpers import memory_available_now, write_npz_declaring
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"
@@ -62,3 +66,59 @@ def test_a_bad_edgekd_threads_is_one_line_for_profile_and_build(tmp_path, comman
 def test_a_good_edgekd_threads_still_runs(tmp_path, frames):
     r = _edgekd("run", FIXTURE, "--source", frames, "--headless", cwd=tmp_path, env={"EDGEKD_THREADS": " 2 "})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# -- item 11: npz archives that declare more memory than there is --------------------------------------------------
+@pytest.fixture
+def bomb(tmp_path) -> Path:
+    """Images (N, 16, 16, 1) uint8 and labels declaring twice the memory available now: a zip bomb to a reader."""
+    n = 2 * memory_available_now() // 256 + 1
+    return write_npz_declaring(tmp_path / "bomb.npz", {"images": ((n, 16, 16, 1), "uint8"), "labels": ((n,), "int64")})
+
+
+@pytest.mark.parametrize("command", ["profile --data", "build --calib-data"])
+def test_an_npz_declaring_more_than_the_memory_available_is_one_line(tmp_path, bomb, command):
+    args = {"profile --data": ["profile", FIXTURE, "--data", bomb, "--out", tmp_path / "report", "--iterations", "2",
+                               "--warmup", "0"],
+            "build --calib-data": ["build", FIXTURE, "--precision", "int8", "--calib-data", bomb,
+                                   "--out", tmp_path / "built"]}[command]
+    _one_line(_edgekd(*args, cwd=tmp_path), "bomb.npz", "memory available")
+    assert not (tmp_path / "report").exists() and not (tmp_path / "built").exists()
+
+
+def test_run_does_not_read_the_bundles_val_sample(tmp_path, frames, bomb):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(FIXTURE, bundle)
+    shutil.copy(bomb, bundle / "val_sample.npz")  # hash-valid: a damaged copy re-hashed
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["files"]["val_sample"]["sha256"] = sha256_file(bundle / "val_sample.npz")
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    r = _edgekd("run", bundle, "--source", frames, "--headless", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# -- item 12: a FIFO named like an image ----------------------------------------------------------------------------
+@pytest.fixture
+def fifo_tree(tmp_path) -> Path:
+    """A class tree of the fixture's classes with a FIFO named 0/fifo.png among real images."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for c in range(10):
+        (root / str(c)).mkdir(parents=True)
+        cv2.imwrite(str(root / str(c) / "a.png"), rng.integers(0, 256, (16, 16), dtype=np.uint8))
+    os.mkfifo(root / "0" / "fifo.png")
+    return root
+
+
+@pytest.mark.parametrize("command", ["profile --data", "build --calib-data"])
+def test_a_fifo_named_like_an_image_is_never_opened(tmp_path, fifo_tree, command):
+    """np.fromfile blocked for ever opening the pipe; a FIFO is not a regular file and is not read."""
+    args = {"profile --data": ["profile", FIXTURE, "--data", fifo_tree, "--out", tmp_path / "report",
+                               "--iterations", "2", "--warmup", "0"],
+            "build --calib-data": ["build", FIXTURE, "--precision", "int8", "--calib-data", fifo_tree,
+                                   "--out", tmp_path / "built"]}[command]
+    r = _edgekd(*args, cwd=tmp_path, timeout=120)
+    if r.returncode == 2:  # refused in one line naming it, or skipped: never a hang
+        _one_line(r, "fifo.png")
+    else:
+        assert r.returncode == 0, r.stderr[-2000:]

@@ -263,8 +263,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     if precision == "fp16" and target.backend == "onnxruntime":
         console.print("[yellow]note:[/] FP16 runs slower than FP32 on a CPU with ONNX Runtime (measured); "
                       "building it because you asked")
-    with np.load(src.file("val_sample")) as f:
-        val_images, labels = f["images"], f["labels"]
+    val_images, labels = src.val_sample()  # checked, and never inflated past the memory available
     calib_images = (load_images(calib_data, src.spec, max_images=MAX_CALIB_IMAGES, option="--calib-data") if calib_data
                     else _bundle_calib(src))
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
@@ -281,8 +280,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
 
 
 def _bundle_calib(src: Manifest) -> np.ndarray:
-    with np.load(src.file("calib")) as f:
-        return f["images"]
+    return src.calib_images()
 
 
 def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
