@@ -3,7 +3,8 @@
 Folders
     A class-per-folder tree ``ROOT/<class>/**/<image>`` (ImageFolder style) or, unlabelled, any folder of images.
     One listing rule everywhere: recursive (symlinked folders followed, each real folder once), hidden files and
-    folders (leading ``.``) skipped, only :func:`~edgekd.core.images.is_image_file` names, paths sorted as strings.
+    folders (leading ``.``) skipped, only regular files (a FIFO named `x.png` is never opened) with
+    :func:`~edgekd.core.images.is_image_file` names, paths sorted as strings.
     Files are decoded by :func:`~edgekd.core.images.read_image` as stored (gray, BGR or BGRA), then brought from
     OpenCV's BGR order to the spec's channels.
 npz archives
@@ -103,7 +104,11 @@ def _walk_images(folder: str | os.PathLike, seen_dirs: set, seen_files: dict, ow
         if is_dir:
             found += _walk_images(entry.path, seen_dirs, seen_files, owner)
         elif is_image_file(entry.name):
-            file_key = _inode(entry.path)
+            try:
+                regular = entry.is_file()  # follows links; a FIFO or a device named *.png is no image (never opened)
+            except OSError:
+                regular = False
+            file_key = _inode(entry.path) if regular else None
             if file_key is None:
                 continue  # a dangling link or a link loop: no image there
             first = seen_files.get(file_key)
