@@ -124,7 +124,15 @@ def quiet_libraries() -> None:
             pass
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", module=r"edgekd(\.|$)")  # edgekd's own warnings still show
+    warnings.showwarning = _warning_line  # as one line `warning: …`, not Python's two (file:line, then the source)
     logging.getLogger().setLevel(logging.ERROR)
+
+
+def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    """Show a warning as one line ``warning: …`` on stderr (``warnings.showwarning``'s signature)."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
