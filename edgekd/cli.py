@@ -33,6 +33,7 @@ from edgekd.core.atomic import check_writable
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
+from edgekd.core.spec import MAX_INPUT_SIDE
 from edgekd.core.vote import VOTE_RULES
 from edgekd.device import options as dev
 from edgekd.device.options import BACKEND_AUTO, CALIB_CHOICES, COSTS, DISPLAYS, FITS
@@ -416,6 +417,8 @@ def _frame_size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
         fail(f"--frame-size must look like 640x480 (width x height), got {text!r}")
+    if max(int(w), int(h)) > MAX_INPUT_SIDE:  # 100000x100000 would ask for 30 GB per frame
+        fail(f"--frame-size must be at most {MAX_INPUT_SIDE} px a side, got {text!r}")
     return int(w), int(h)
 
 

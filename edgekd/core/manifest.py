@@ -169,11 +169,16 @@ def _check_path(root: Path, rel: Any, where: str) -> Path:
     """A manifest path must be relative and stay inside the bundle directory (no '..', no absolute, no links out)."""
     if not isinstance(rel, str) or not rel:
         raise _fail(root, f"{where}: path must be a non-empty string")
+    if "\0" in rel:
+        raise _fail(root, f"{where}: path {rel!r} holds a NUL byte")
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise _fail(root, f"{where}: path {rel!r} leaves the bundle directory")
-    full = (root / p).resolve()
-    base = root.resolve()
+    try:
+        full = (root / p).resolve()
+        base = root.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        raise _fail(root, f"{where}: path {rel!r} cannot be resolved (a link loop?)") from None
     if full != base and base not in full.parents:  # (Path.is_relative_to needs Python 3.9; JetPack 5.1 has 3.8)
         raise _fail(root, f"{where}: path {rel!r} leaves the bundle directory")
     return full

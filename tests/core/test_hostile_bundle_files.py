@@ -119,3 +119,16 @@ def test_a_bundle_whose_val_sample_is_a_bomb_is_refused_and_run_does_not_read_it
     with pytest.raises(ManifestError, match="memory available"):
         load_manifest(bundle)
     assert load_manifest(bundle, read_data=False).num_exits == 3  # hashed, not read (what run asks for)
+
+
+def test_a_nul_byte_in_a_graph_path_is_refused(bundle):
+    _edit(bundle, lambda d: d["graphs"]["full"].update(path="full\u0000.onnx"))
+    with pytest.raises(ManifestError, match="NUL"):
+        load_manifest(bundle)
+
+
+def test_a_graph_linked_to_itself_is_refused(bundle):
+    (bundle / "full.onnx").unlink()
+    (bundle / "full.onnx").symlink_to("full.onnx")
+    with pytest.raises(ManifestError, match="graphs.full"):
+        load_manifest(bundle)

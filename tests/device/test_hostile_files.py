@@ -122,3 +122,28 @@ def test_a_fifo_named_like_an_image_is_never_opened(tmp_path, fifo_tree, command
         _one_line(r, "fifo.png")
     else:
         assert r.returncode == 0, r.stderr[-2000:]
+
+
+# -- item 10: more tracebacks where one line belongs -------------------------------------------------------------
+def test_a_target_yaml_nested_20000_deep_is_one_line(tmp_path):
+    target = tmp_path / "deep.yaml"
+    target.write_text("a: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    r = _edgekd("build", FIXTURE, "--target", target, "--out", tmp_path / "built", cwd=tmp_path)
+    _one_line(r, "deep.yaml")
+
+
+def test_a_huge_frame_size_is_one_line(tmp_path):
+    r = _edgekd("profile", FIXTURE, "--frame-size", "100000x100000", "--out", tmp_path / "report", cwd=tmp_path)
+    _one_line(r, "--frame-size")
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_non_utf8_nvidia_smi_does_not_break_profile(tmp_path):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    smi = tools / "nvidia-smi"
+    smi.write_bytes(b"#!/bin/sh\nprintf '\\377\\376 GPU \\300\\n'\n")
+    smi.chmod(0o755)
+    r = _edgekd("profile", FIXTURE, "--out", tmp_path / "report", "--iterations", "2", "--warmup", "0",
+                cwd=tmp_path, env={"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
+    assert r.returncode == 0 and (tmp_path / "report" / "report.json").exists(), r.stderr[-2000:]

@@ -112,6 +112,8 @@ def _parse(text: str, source: Path) -> DeviceTarget:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"device target {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # nested thousands deep: no target is
+        raise ConfigError(f"device target {source} is not a device target (YAML nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"device target {source}: must be a mapping of {', '.join(_KEYS)}")
     unknown = sorted(str(k) for k in data if k not in _KEYS)

@@ -87,7 +87,7 @@ def power_mode(binary: str = "nvpmodel") -> tuple[str | None, int | None]:
     if exe is None:
         return None, None
     try:
-        proc = subprocess.run([exe, "-q"], capture_output=True, text=True, timeout=10)
+        proc = subprocess.run([exe, "-q"], capture_output=True, text=True, errors="replace", timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None, None
     return parse_nvpmodel(proc.stdout + "\n" + proc.stderr)
@@ -99,7 +99,7 @@ def gpu_name(jetson: str | None = None, binary: str = "nvidia-smi") -> str | Non
     if exe is not None:
         try:
             proc = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                  text=True, timeout=10)
+                                  text=True, errors="replace", timeout=10)  # a tool's bytes are not ours to trust
         except (OSError, subprocess.SubprocessError):
             proc = None
         if proc is not None and proc.returncode == 0:
