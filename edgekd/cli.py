@@ -29,7 +29,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgekd import quickstart as qs
-from edgekd.core.atomic import check_writable
+from edgekd.core.atomic import check_writable, is_within
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
@@ -281,10 +281,15 @@ def train(
 
     def _run():
         from edgekd.training.config import build_config
+        from edgekd.training.data.sources import NAMED_SOURCES
         from edgekd.training.loop import train as train_run
 
         cfg = build_config(str(config) if config else None, options, set_)
         check_writable(cfg.out, "--out", directory=True)  # before any data is read or any epoch trained
+        data = os.path.expanduser(str(cfg.data)) if cfg.data not in NAMED_SOURCES else None
+        if data and os.path.isdir(data) and (is_within(cfg.out, data) or is_within(data, cfg.out)):
+            fail(f"--out {cfg.out} and --data {cfg.data} overlap: the run would write into the data it reads (and "
+                 "--force replace it); choose another --out")
         return train_run(cfg, console=console)
 
     run_guarded(_run)
@@ -360,6 +365,8 @@ def build(
         from edgekd.device.compiler import build_bundle
 
         if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
+            if cache_dir and os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
+                fail(f"cannot use --cache-dir {cache_dir}: it is a file, not a folder")
             check_writable(cache_dir or None, "--cache-dir", directory=True)
 
         return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,

@@ -353,6 +353,12 @@ def _contains(outer: Path, inner: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` is ``folder`` or lies under it, links followed (``path`` need not exist yet): an output there would
+    be written into an input folder the command reads."""
+    return _contains(Path(folder), _absolute(path))
+
+
 def _cwd() -> Optional[Path]:
     try:
         return Path.cwd()

@@ -112,6 +112,8 @@ class InputSpec:
             raise ConfigError(f"a classifier needs at least 2 classes, got {len(self.class_names)}")
         if len(set(self.class_names)) != len(self.class_names):
             raise ConfigError("class names must be unique")
+        if any(not name.strip() for name in self.class_names):  # a class a log or a folder could not name
+            raise ConfigError("class names must not be empty")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/pickle-safe dict (lists instead of tuples)."""

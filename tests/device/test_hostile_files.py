@@ -147,3 +147,31 @@ def test_a_non_utf8_nvidia_smi_does_not_break_profile(tmp_path):
     r = _edgekd("profile", FIXTURE, "--out", tmp_path / "report", "--iterations", "2", "--warmup", "0",
                 cwd=tmp_path, env={"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"})
     assert r.returncode == 0 and (tmp_path / "report" / "report.json").exists(), r.stderr[-2000:]
+
+
+# -- item 15: silently accepted ------------------------------------------------------------------------------------
+def test_an_explicit_cache_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    r = _edgekd("build", FIXTURE, "--precision", "int8", "--cache-dir", tmp_path / "cache", "--out",
+                tmp_path / "built", cwd=tmp_path)
+    _one_line(r, "--cache-dir")
+    assert not (tmp_path / "built").exists()
+
+
+def test_build_into_a_folder_inside_the_source_bundle_is_refused(tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(FIXTURE, bundle)
+    before = sorted(p.name for p in bundle.iterdir())
+    r = _edgekd("build", bundle, "--precision", "fp32", "--out", bundle / "sub", cwd=tmp_path)
+    _one_line(r, "inside")
+    assert sorted(p.name for p in bundle.iterdir()) == before
+
+
+def test_a_class_named_empty_is_refused(tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(FIXTURE, bundle)
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["class_names"][3] = data["input_spec"]["class_names"][3] = ""
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    r = _edgekd("run", bundle, "--source", FIXTURE / "val_sample.npz", "--headless", cwd=tmp_path)
+    _one_line(r, "class names")
