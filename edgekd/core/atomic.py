@@ -215,6 +215,8 @@ def writable_problem(path: str | os.PathLike, *, directory: bool = False) -> Opt
     path = _absolute(path)
     if os.path.isdir(path) and not directory:
         return f"{path} is a directory; give a file name"
+    if not directory and os.path.isfile(path) and not os.access(path, os.W_OK):
+        return f"{path} is read-only (its permissions or attributes forbid writing it); it is not replaced"
     if os.path.lexists(path) and not os.path.isdir(path) and directory:
         return None  # an existing file where a directory goes: --force rules (check_destination) say why
     base = _nearest_existing(path.parent)

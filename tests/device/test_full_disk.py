@@ -100,3 +100,26 @@ def test_a_file_size_limit_is_one_line_and_keeps_the_old_output(tmp_path, which)
         assert str(path) in line and ".tmp" not in line, line
         assert path.read_bytes() == b'{"old": 1}\n' * 100
         assert _hidden(work) == []
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """An existing log no one may write, root included (chattr +i; skipped where the file system has no such flag)."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"old": 1}\n')
+    r = subprocess.run(["chattr", "+i", str(log)], capture_output=True, text=True)
+    if r.returncode != 0 or os.access(log, os.W_OK):
+        pytest.skip(f"cannot make a file immutable here ({(r.stderr or 'still writable').strip()})")
+    try:
+        yield log
+    finally:
+        subprocess.run(["chattr", "-i", str(log)], capture_output=True)
+
+
+def test_a_read_only_existing_log_is_refused_before_the_run_and_leaves_no_temporary(tmp_path, immutable):
+    _clip(tmp_path / "clip.avi")
+    r = _edgekd("run", FIXTURE, "--source", tmp_path / "clip.avi", "--headless", "--jsonl", immutable, cwd=tmp_path)
+    line = _one_error_line(r)
+    assert "read-only" in line and str(immutable) in line and ".tmp" not in line, line
+    assert immutable.read_text() == '{"old": 1}\n'
+    assert _hidden(tmp_path) == []
