@@ -20,11 +20,13 @@ carry gids (``sweep:k``, ``pareto:k``, ``operating-point:k``, ``exits:k``, ``ful
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -415,6 +417,22 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _missing_glyphs_said_once() -> Iterator[None]:
+    """Characters the font lacks (a bundle named in CJK, an emoji) are drawn as boxes; matplotlib warns once per
+    glyph and per layout pass, which here becomes one warning for the whole drawing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    for w in caught:
+        if w not in missing:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        warnings.warn("the plot's font has no glyph for some characters of the bundle names (drawn as boxes)",
+                      UserWarning, stacklevel=3)
+
+
 def _write_png(data: bytes, path: str | Path) -> Path:
     """Write PNG bytes atomically (temporary sibling, then rename); parents are created."""
     path = Path(path)
@@ -442,7 +460,8 @@ def plot_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     lacks what the plots need, :class:`PlotsUnavailable` without matplotlib.
     """
     trade, exits = report_series(report)
-    pngs = {"tradeoff": figure_png(tradeoff_figure(trade)), "exits": figure_png(exits_figure(exits))}
+    with _missing_glyphs_said_once():
+        pngs = {"tradeoff": figure_png(tradeoff_figure(trade)), "exits": figure_png(exits_figure(exits))}
     out = Path(out_dir)
     return {key: _write_png(data, out / FILES[key]) for key, data in pngs.items()}
 

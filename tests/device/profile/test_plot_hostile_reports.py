@@ -70,3 +70,15 @@ def test_a_sweep_of_more_points_than_a_profile_writes_is_refused(tmp_path):
     report = tmp_path / "report.json"
     report.write_text(json.dumps(data))
     _one_line(_plot(report), "points")
+
+
+def test_glyphs_the_font_lacks_are_one_warning_line(tmp_path):
+    """Issue 24, noise: matplotlib warned twice per missing glyph and layout pass, two lines each."""
+    data = _report()
+    data["bundles"][0]["name"] = data["bundles"][0]["label"] = "模型\U0001F600"
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(data))
+    r = _plot(report)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 0 and len(lines) <= 1, r.stderr[-2000:]
+    assert all(ln.startswith("warning: ") for ln in lines), lines
