@@ -136,6 +136,10 @@ class VideoOutput:
             except OSError as exc:
                 raise _write_problem(self.path, exc) from None
 
+    def close(self) -> None:
+        """Finish and commit this video alone (:func:`end_outputs` ends a run's outputs together)."""
+        end_outputs([self], ok=True)
+
     def discard(self) -> None:
         if self.writer is not None:
             with contextlib.suppress(cv2.error):
@@ -188,6 +192,10 @@ class JsonlOutput:
 
     def discard(self) -> None:
         self.pending.discard()
+
+    def close(self) -> None:
+        """Finish and commit this log alone (:func:`end_outputs` ends a run's outputs together)."""
+        end_outputs([self], ok=True)
 
 
 def end_outputs(outputs: list, ok: bool) -> None:
