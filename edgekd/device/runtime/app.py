@@ -99,6 +99,29 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def _check_not_a_frame(outputs: list, frames: Any) -> None:
+    """No output is one of the image files a folder or glob source reads (compared by inode: an output that does
+    not exist yet is no frame, and a folder of 100,000 frames costs one stat each)."""
+    existing = {}
+    for flag, value in outputs:
+        try:
+            st = os.stat(value)
+        except OSError:
+            continue
+        existing[(st.st_dev, st.st_ino)] = (flag, value)
+    if not existing:
+        return
+    for frame in frames:
+        try:
+            st = os.stat(frame)
+        except OSError:
+            continue
+        hit = existing.get((st.st_dev, st.st_ino))
+        if hit:
+            raise EdgekdError(f"{hit[0]} {hit[1]} is a frame of the --source ({frame}); refusing to overwrite it "
+                              "(write it elsewhere)")
+
+
 def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int, frames: Any = None) -> None:
     """--output and --jsonl may not overwrite what the run reads (the bundle's manifest.json or any file it lists,
     the --source file, every image a folder or glob ``frames`` source lists) or each other: each would be destroyed
@@ -107,8 +130,8 @@ def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int, frame
     read += [(p, f"{p.name} of the bundle") for p in manifest.paths()[1:]]
     if isinstance(source, str) and os.path.isfile(source):
         read.append((Path(source), "the --source"))
-    read += [(Path(p), f"a frame of the --source ({p})") for p in getattr(frames, "paths", ())]
     outputs = [(flag, value) for flag, value in (("--output", opts.output), ("--jsonl", opts.jsonl)) if value]
+    _check_not_a_frame(outputs, getattr(frames, "paths", ()))
     for flag, value in outputs:
         for path, what in read:
             if _same_path(value, path):
