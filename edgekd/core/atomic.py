@@ -215,8 +215,6 @@ def writable_problem(path: str | os.PathLike, *, directory: bool = False) -> Opt
     path = _absolute(path)
     if os.path.isdir(path) and not directory:
         return f"{path} is a directory; give a file name"
-    if not directory and os.path.isfile(path) and not os.access(path, os.W_OK):
-        return f"{path} is read-only (its permissions or attributes forbid writing it); it is not replaced"
     if os.path.lexists(path) and not os.path.isdir(path) and directory:
         return None  # an existing file where a directory goes: --force rules (check_destination) say why
     base = _nearest_existing(path.parent)
@@ -225,6 +223,8 @@ def writable_problem(path: str | os.PathLike, *, directory: bool = False) -> Opt
     problem = _why_not_writable(base)
     if problem is None and directory and os.path.isdir(path) and not os.path.islink(path):
         problem = _why_not_writable(path)  # written into (a run's --out), or emptied when replaced (--force)
+    if problem is None and not directory and os.path.isfile(path) and not os.access(path, os.W_OK):
+        problem = f"{path} is read-only (its permissions or attributes forbid writing it); it is not replaced"
     return problem
 
 
