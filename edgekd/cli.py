@@ -29,11 +29,12 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgekd import quickstart as qs
-from edgekd.core.atomic import check_writable
+from edgekd.core.atomic import check_writable, is_within
 from edgekd.core.certify import FAMILIES
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
+from edgekd.core.spec import MAX_INPUT_SIDE
 from edgekd.core.vote import VOTE_RULES
 from edgekd.device import options as dev
 from edgekd.device.options import BACKEND_AUTO, CALIB_CHOICES, COSTS, DISPLAYS, FITS
@@ -126,7 +127,15 @@ def quiet_libraries() -> None:
             pass
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", module=r"edgekd(\.|$)")  # edgekd's own warnings still show
+    warnings.showwarning = _warning_line  # as one line `warning: …`, not Python's two (file:line, then the source)
     logging.getLogger().setLevel(logging.ERROR)
+
+
+def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    """Show a warning as one line ``warning: …`` on stderr (``warnings.showwarning``'s signature)."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -218,7 +227,7 @@ def run_guarded(fn, *args, **kwargs):
 def check_options(**values: Any) -> None:
     """The shared check of the device options given (:func:`edgekd.device.options.options_problem`): one line and
     exit 2 for the first bad value, before any work."""
-    problem = dev.options_problem(**values)
+    problem = dev.options_problem(**values) or dev.env_threads_problem()
     if problem:
         fail(problem)
 
@@ -295,10 +304,15 @@ def train(
 
     def _run():
         from edgekd.training.config import build_config
+        from edgekd.training.data.sources import NAMED_SOURCES
         from edgekd.training.loop import train as train_run
 
         cfg = build_config(str(config) if config else None, options, set_)
         check_writable(cfg.out, "--out", directory=True)  # before any data is read or any epoch trained
+        data = os.path.expanduser(str(cfg.data)) if cfg.data not in NAMED_SOURCES else None
+        if data and os.path.isdir(data) and (is_within(cfg.out, data) or is_within(data, cfg.out)):
+            fail(f"--out {cfg.out} and --data {cfg.data} overlap: the run would write into the data it reads (and "
+                 "--force replace it); choose another --out")
         return train_run(cfg, console=console)
 
     run_guarded(_run)
@@ -375,6 +389,8 @@ def build(
         from edgekd.device.compiler import build_bundle
 
         if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
+            if cache_dir and os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
+                fail(f"cannot use --cache-dir {cache_dir}: it is a file, not a folder")
             check_writable(cache_dir or None, "--cache-dir", directory=True)
         if isinstance(dev.engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
             check_writable(engine_cache, "--engine-cache", directory=True)
@@ -441,6 +457,8 @@ def _frame_size(text: str) -> tuple[int, int]:
     w, sep, h = text.lower().partition("x")
     if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
         fail(f"--frame-size must look like 640x480 (width x height), got {text!r}")
+    if max(int(w), int(h)) > MAX_INPUT_SIDE:  # 100000x100000 would ask for 30 GB per frame
+        fail(f"--frame-size must be at most {MAX_INPUT_SIDE} px a side, got {text!r}")
     return int(w), int(h)
 
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -30,16 +32,28 @@ def quickstart(out: Path, *, epochs: int = EPOCHS, image_size: int = IMAGE_SIZE,
                console: Console | None = None) -> dict:
     """Train teacher then student into ``out/teacher`` and ``out/student``; return both ``TrainResult``s.
 
-    The training wing (torch) is imported here, not at module level, so the CLI can quote this module's defaults
-    without loading torch.
+    The training wing (torch) is imported when the steps run, not at module level, so the CLI can quote this
+    module's defaults without loading torch. A quickstart that fails leaves no empty ``out`` it created.
     """
-    from edgekd.training.config import TrainConfig
-    from edgekd.training.loop import train
-
     console = console or Console()
     out = Path(out)
     if (out / "student" / "last.pt").exists() and not force:
         raise ConfigError(f"{out} already holds a quickstart; pass --force to run it again")
+    created = not os.path.lexists(out)
+    try:
+        return _quickstart(out, epochs=epochs, image_size=image_size, console=console)
+    except BaseException:
+        if created:  # a refused or failed quickstart leaves no empty --out behind (rmdir: only when empty)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _quickstart(out: Path, *, epochs: int, image_size: int, console: Console) -> dict:
+    """The four steps of :func:`quickstart` into ``out``."""
+    from edgekd.training.config import TrainConfig
+    from edgekd.training.loop import train
+
     common = dict(data="digits", image_size=image_size, epochs=epochs, batch_size=64, lr=0.05, force=True)
     console.rule("[bold]1/4 teacher[/]: resnet20, cross-entropy")
     teacher = train(TrainConfig(model=TEACHER_MODEL, method="ce", out=str(out / "teacher"), export=False,

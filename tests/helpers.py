@@ -195,3 +195,27 @@ def _report_faults(total: int, chosen: list[int]) -> None:
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
         with open(report, "a") as f:
             f.write(f"{test} {total} {len(chosen)}\n")
+
+
+def memory_available_now() -> int:
+    """MemAvailable of /proc/meminfo in bytes (read here, independently of edgekd's own reader)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no MemAvailable in /proc/meminfo")
+
+
+def write_npz_declaring(path: Path, arrays: dict) -> Path:
+    """An npz whose members only *declare* arrays (name → (shape, dtype)): a valid .npy header and a few bytes of
+    data, what a zip bomb looks like to a reader that trusts the header. Reading it whole fails late, or allocates
+    what the header says."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, (shape, dtype) in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                       "fortran_order": False, "shape": tuple(shape)})
+            zf.writestr(f"{name}.npy", buf.getvalue() + bytes(64))
+    return path

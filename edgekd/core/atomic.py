@@ -165,14 +165,20 @@ def _create_temp_file(path: Path, keep_suffix: str = "") -> Path:
         return tmp
 
 
-def _commit_file(tmp: Path, path: Path) -> None:
-    """fsync ``tmp`` and rename it onto ``path`` (two durable steps), then fsync the directory."""
+def _sync_file(tmp: Path) -> None:
+    """fsync ``tmp`` (one durable step)."""
     durable_step("fsync", tmp)
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _commit_file(tmp: Path, path: Path, *, synced: bool = False) -> None:
+    """fsync ``tmp`` (unless ``synced``) and rename it onto ``path`` (durable steps), then fsync the directory."""
+    if not synced:
+        _sync_file(tmp)
     durable_step("rename", path)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
@@ -217,6 +223,8 @@ def writable_problem(path: str | os.PathLike, *, directory: bool = False) -> Opt
     problem = _why_not_writable(base)
     if problem is None and directory and os.path.isdir(path) and not os.path.islink(path):
         problem = _why_not_writable(path)  # written into (a run's --out), or emptied when replaced (--force)
+    if problem is None and not directory and os.path.isfile(path) and not os.access(path, os.W_OK):
+        problem = f"{path} is read-only (its permissions or attributes forbid writing it); it is not replaced"
     return problem
 
 
@@ -273,8 +281,11 @@ class PendingFile:
     :meth:`commit`: until then ``path`` keeps whatever it held, and a kill leaves it so.
 
     ``keep_suffix`` keeps ``path``'s extension at the end of the temporary name, for writers (OpenCV's) that choose
-    the container by it. :meth:`open` gives a text or binary file object on the temporary; :meth:`commit` and
-    :meth:`discard` close it."""
+    the container by it. :meth:`open` gives a text or binary file object on the temporary. :meth:`sync` closes it
+    and makes it durable, so that several pending files can all be made durable before any is renamed;
+    :meth:`commit` (which syncs first when needed) and :meth:`discard` end it. After a failed write the owner
+    discards, never commits: a cut file must not replace a whole one. Whatever fails in :meth:`sync` or
+    :meth:`commit` removes the temporary before it is raised (a full disk stays no fuller than it was)."""
 
     def __init__(self, path: str | os.PathLike, *, keep_suffix: bool = False):
         self.path = Path(path)
@@ -286,6 +297,7 @@ class PendingFile:
         self.tmp = _create_temp_file(self.path, self.path.suffix if keep_suffix else "")
         self.file: Optional[IO] = None
         self.done = False
+        self.synced = False
 
     def open(self, mode: str = "w") -> IO:
         self.file = open(self.tmp, mode)
@@ -293,24 +305,38 @@ class PendingFile:
 
     def _close(self) -> None:
         if self.file is not None and not self.file.closed:
-            self.file.close()
+            self.file.close()  # flushes what is buffered: a full disk can fail here
+
+    def sync(self) -> None:
+        """Close the file and fsync the temporary (once); on failure the temporary is removed and the error raised."""
+        if self.done or self.synced:
+            return
+        try:
+            self._close()
+            _sync_file(self.tmp)
+        except BaseException:
+            self.discard()
+            raise
+        self.synced = True
 
     def commit(self) -> None:
         """Put the temporary file under its final name (once; later calls do nothing)."""
         if self.done:
             return
-        self._close()
+        self.sync()
         try:
-            _commit_file(self.tmp, self.path)
+            _commit_file(self.tmp, self.path, synced=True)
         except BaseException:
             self.discard()
             raise
         self.done = True
 
     def discard(self) -> None:
-        """Remove the temporary file; ``path`` stays as it was."""
-        self._close()
+        """Remove the temporary file; ``path`` stays as it was. Never raises for the file's own write errors (a
+        close that fails to flush onto a full disk): the temporary goes regardless."""
         self.done = True
+        with contextlib.suppress(OSError):
+            self._close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
 
@@ -327,6 +353,12 @@ def _contains(outer: Path, inner: Path) -> bool:
     """``inner`` is ``outer`` or lies under it (both resolved: links followed)."""
     outer, inner = outer.resolve(), inner.resolve()
     return inner == outer or outer in inner.parents
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` is ``folder`` or lies under it, links followed (``path`` need not exist yet): an output there would
+    be written into an input folder the command reads."""
+    return _contains(Path(folder), _absolute(path))
 
 
 def _cwd() -> Optional[Path]:

@@ -7,6 +7,7 @@ Training data folders, ``--calib-data``, ``--data`` for profile and ``edgekd run
 from __future__ import annotations
 
 import os
+import stat
 
 import cv2
 import numpy as np
@@ -22,11 +23,21 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
+def _read_regular_file(path: str | os.PathLike) -> np.ndarray:
+    """The bytes of the regular file at ``path``. Opened without blocking and checked before a byte is read: a FIFO
+    (or a device) named like an image would block for ever or never end; it is :class:`DataError` instead."""
+    fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"cannot read image: {path} (not a regular file)")
+        return np.frombuffer(f.read(), dtype=np.uint8)
+
+
 def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     """Decode one file with OpenCV (gray, BGR or BGRA as stored with the default ``flags``), as uint8: 16-bit
     images are scaled down. Works for non-ASCII paths. Any failure → :class:`DataError` naming the file."""
     try:
-        buf = np.fromfile(os.fspath(path), dtype=np.uint8)
+        buf = _read_regular_file(path)
         image = cv2.imdecode(buf, flags) if buf.size else None
     except (OSError, cv2.error, ValueError) as exc:
         raise DataError(f"cannot read image: {path} ({type(exc).__name__})") from None

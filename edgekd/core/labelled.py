@@ -3,7 +3,8 @@
 Folders
     A class-per-folder tree ``ROOT/<class>/**/<image>`` (ImageFolder style) or, unlabelled, any folder of images.
     One listing rule everywhere: recursive (symlinked folders followed, each real folder once), hidden files and
-    folders (leading ``.``) skipped, only :func:`~edgekd.core.images.is_image_file` names, paths sorted as strings.
+    folders (leading ``.``) skipped, only regular files (a FIFO named `x.png` is never opened) with
+    :func:`~edgekd.core.images.is_image_file` names, paths sorted as strings.
     Files are decoded by :func:`~edgekd.core.images.read_image` as stored (gray, BGR or BGRA), then brought from
     OpenCV's BGR order to the spec's channels.
 npz archives
@@ -35,6 +36,7 @@ import numpy as np
 
 from edgekd.core.errors import DataError
 from edgekd.core.images import is_image_file, read_image
+from edgekd.core.npz import npz_problem
 from edgekd.core.preprocess import resize_to_spec, to_spec_channels
 from edgekd.core.spec import InputSpec
 
@@ -102,7 +104,11 @@ def _walk_images(folder: str | os.PathLike, seen_dirs: set, seen_files: dict, ow
         if is_dir:
             found += _walk_images(entry.path, seen_dirs, seen_files, owner)
         elif is_image_file(entry.name):
-            file_key = _inode(entry.path)
+            try:
+                regular = entry.is_file()  # follows links; a FIFO or a device named *.png is no image (never opened)
+            except OSError:
+                regular = False
+            file_key = _inode(entry.path) if regular else None
             if file_key is None:
                 continue  # a dangling link or a link loop: no image there
             first = seen_files.get(file_key)
@@ -220,6 +226,9 @@ def npz_paths(source: str | os.PathLike) -> list[str]:
 
 
 def _open_npz(path: str) -> np.lib.npyio.NpzFile:
+    problem = npz_problem(path)  # before inflating anything: a zip bomb would get the process OOM-killed
+    if problem:
+        raise DataError(f"cannot read npz file: {path} ({problem})")
     try:
         z = np.load(path, allow_pickle=False)
     except _NPZ_ERRORS as exc:

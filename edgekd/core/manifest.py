@@ -32,6 +32,7 @@ import numpy as np
 
 from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destination, restore_interrupted
 from edgekd.core.errors import EdgekdError
+from edgekd.core.npz import npz_problem
 from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import FULL_ANSWERS, VOTE_RULES
@@ -174,11 +175,16 @@ def _check_path(root: Path, rel: Any, where: str) -> Path:
     """A manifest path must be relative and stay inside the bundle directory (no '..', no absolute, no links out)."""
     if not isinstance(rel, str) or not rel:
         raise _fail(root, f"{where}: path must be a non-empty string")
+    if "\0" in rel:
+        raise _fail(root, f"{where}: path {rel!r} holds a NUL byte")
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise _fail(root, f"{where}: path {rel!r} leaves the bundle directory")
-    full = (root / p).resolve()
-    base = root.resolve()
+    try:
+        full = (root / p).resolve()
+        base = root.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        raise _fail(root, f"{where}: path {rel!r} cannot be resolved (a link loop?)") from None
     if full != base and base not in full.parents:  # (Path.is_relative_to needs Python 3.9; JetPack 5.1 has 3.8)
         raise _fail(root, f"{where}: path {rel!r} leaves the bundle directory")
     return full
@@ -362,6 +368,9 @@ def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where:
     key = (str(path.resolve()), digest or "")
     if digest and _NPZ_CHECKED.get(key):
         return np.zeros((0, spec.height, spec.width, spec.channels), np.uint8), None
+    problem = npz_problem(path)  # before inflating anything: a zip bomb would get the process OOM-killed
+    if problem:
+        raise bad(problem)
     try:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files"):
@@ -391,8 +400,10 @@ def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where:
     return images, labels
 
 
-def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> Manifest:
-    """Check version, keys, types, values, paths and hashes; raise :class:`ManifestError` naming the first fault."""
+def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True, read_data: bool = True) -> Manifest:
+    """Check version, keys, types, values, paths and hashes; raise :class:`ManifestError` naming the first fault.
+    With ``read_data`` false the data archives (``calib.npz``, ``val_sample.npz``) are hashed but not read: a
+    reader that uses neither (``run``) never inflates them."""
     if not isinstance(data, dict):
         raise _fail(root, "must hold a JSON object")
     if data.get("schema_version") != SCHEMA_VERSION:
@@ -404,6 +415,8 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
             raise _fail(root, f"{key!r} must be {getattr(typ, '__name__', typ)}, got {type(data[key]).__name__}")
     if data["kind"] != KIND:
         raise _fail(root, f"kind must be {KIND!r}")
+    if data.get("build") is not None and not isinstance(data["build"], dict):  # build and run read keys of it
+        raise _fail(root, f"'build' must be an object, got {type(data['build']).__name__}")
     try:
         spec = InputSpec.from_dict(data["input_spec"])
     except EdgekdError as exc:
@@ -443,7 +456,7 @@ def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True) -> M
         _check_file_entry(root, entry, f"files.{key}", verify_hashes)
     _check_graph_shapes(root, data, spec)
     for key, labelled in NPZ_FILES.items():
-        if key in data["files"]:
+        if read_data and key in data["files"]:
             read_bundle_npz(root / data["files"][key]["path"], spec, labelled=labelled, where=f"files.{key}",
                             digest=data["files"][key]["sha256"] if verify_hashes else None)
     return Manifest(data, root)
@@ -481,14 +494,19 @@ def parse_manifest_text(text: str, path: Path) -> Any:
     return data
 
 
-def load_manifest(bundle: str | Path, *, verify_hashes: bool = True) -> Manifest:
-    """Read and validate ``bundle/manifest.json``."""
+def load_manifest(bundle: str | Path, *, verify_hashes: bool = True, read_data: bool = True) -> Manifest:
+    """Read and validate ``bundle/manifest.json`` (``read_data``: see :func:`validate_manifest`)."""
     root = Path(bundle)
     path = root / MANIFEST_NAME
     if not root.is_dir() and not (restore_interrupted(root) and root.is_dir()):  # (a --force killed midway)
         raise ManifestError(f"bundle not found: {root}")
     if not path.is_file():
         raise ManifestError(f"{root} is not an edgekd bundle (no {MANIFEST_NAME})")
+    if path.is_symlink():  # the graphs may not leave the bundle (_check_path); neither may the file that lists them
+        target, base = path.resolve(), root.resolve()
+        if base not in target.parents:
+            raise ManifestError(f"{path}: a link to {target}, outside the bundle; a bundle's manifest.json must lie "
+                                "in it")
     try:
         if path.stat().st_size > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{path}: {path.stat().st_size} bytes, larger than any manifest")
@@ -499,7 +517,8 @@ def load_manifest(bundle: str | Path, *, verify_hashes: bool = True) -> Manifest
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    return validate_manifest(parse_manifest_text(text, path), root, verify_hashes=verify_hashes)
+    return validate_manifest(parse_manifest_text(text, path), root, verify_hashes=verify_hashes,
+                             read_data=read_data)
 
 
 def file_entry(root: Path, rel: str) -> dict[str, Any]:

@@ -50,27 +50,26 @@ def _varint(buf, pos: int, end: int) -> Tuple[int, int]:
 
 
 def _fields(buf, pos: int, end: int):
-    """Yield (field number, wire type, value start, value end) of the message in ``buf[pos:end]``."""
+    """Yield (field number, wire type, value start, value end) of the message in ``buf[pos:end]``; a field that
+    would run past ``end`` (a cut file: its hash may still match if it was recomputed) is a format error before
+    anyone reads it."""
     while pos < end:
         key, pos = _varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            _, nxt = _varint(buf, pos, end)
-            yield number, wire, pos, nxt
+            nxt = _varint(buf, pos, end)[1]
         elif wire == 1:
             nxt = pos + 8
-            yield number, wire, pos, nxt
         elif wire == 2:
             length, pos = _varint(buf, pos, end)
             nxt = pos + length
-            yield number, wire, pos, nxt
         elif wire == 5:
             nxt = pos + 4
-            yield number, wire, pos, nxt
         else:
             raise OnnxFormatError(f"unsupported wire type {wire}")
         if nxt > end:
             raise OnnxFormatError("field runs past the end of its message")
+        yield number, wire, pos, nxt
         pos = nxt
 
 

@@ -18,6 +18,8 @@ COLOR_ORDERS = ("rgb", "gray")
 #: The largest input side edgekd accepts (pixels). Classifiers for edge devices take 32-512 px; a spec of 10^9 px
 #: (a tampered manifest) would otherwise ask for gigabytes per frame before any graph could refuse it.
 MAX_INPUT_SIDE = 8192
+#: The smallest std a spec may hold: a channel less varied than this is constant (training gives it std 1.0).
+MIN_STD = 1e-6
 
 
 def _is_real(x: Any) -> bool:
@@ -93,8 +95,9 @@ class InputSpec:
             raise ConfigError(f"input channels must be 1 or 3, got {self.channels}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError(f"mean/std need {self.channels} values, got {len(self.mean)}/{len(self.std)}")
-        if any(not math.isfinite(s) or s <= 0 for s in self.std):
-            raise ConfigError(f"std values must be positive, got {self.std}")
+        if any(not math.isfinite(s) or s < MIN_STD for s in self.std):  # (1e-300 is 0 in float32: NaN everywhere)
+            raise ConfigError(f"std values must be finite and at least {MIN_STD} (pixels are on the [0, 1] scale; "
+                              f"less is zero in float32 or divides to infinity), got {self.std}")
         if any(not math.isfinite(m) for m in self.mean):
             raise ConfigError(f"mean values must be finite, got {self.mean}")
         if not isinstance(self.resize, str) or self.resize not in RESIZE_POLICIES:
@@ -109,6 +112,8 @@ class InputSpec:
             raise ConfigError(f"a classifier needs at least 2 classes, got {len(self.class_names)}")
         if len(set(self.class_names)) != len(self.class_names):
             raise ConfigError("class names must be unique")
+        if any(not name.strip() for name in self.class_names):  # a class a log or a folder could not name
+            raise ConfigError("class names must not be empty")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/pickle-safe dict (lists instead of tuples)."""

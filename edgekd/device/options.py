@@ -8,8 +8,12 @@ contract and live in the core (:mod:`edgekd.core.manifest`, :mod:`edgekd.core.vo
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
+
+from edgekd.core.errors import ConfigError
 
 # -- edgekd build ----------------------------------------------------------------------------------------------
 #: Activation-range calibrators (ONNX Runtime's), see :mod:`edgekd.device.compiler.calibration`.
@@ -127,6 +131,31 @@ def option_problem(flag: str, value: Any) -> Optional[str]:
         return None
     means = f" ({b.means})" if b.means else ""
     return f"{flag} must be {_range_words(b)}{means}, got {value!r}"
+
+
+#: The environment variable that sizes ONNX Runtime's thread pool when --threads is not given (the target's
+#: ``threads`` for build); read only through :func:`env_threads`, under --threads' own bound.
+THREADS_ENV = "EDGEKD_THREADS"
+
+
+def env_threads_problem() -> Optional[str]:
+    """What is wrong with ``$EDGEKD_THREADS`` (a whole number within --threads' bound), or None (also when unset
+    or empty). Checked by every device command before any work: 100000 threads would hang the machine."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    value: Any = int(raw) if re.fullmatch(r"[+-]?[0-9]{1,12}", raw) else raw
+    problem = option_problem("--threads", value)
+    return problem and problem.replace("--threads", THREADS_ENV, 1)
+
+
+def env_threads() -> Optional[int]:
+    """``$EDGEKD_THREADS`` as a thread count, None when unset; a bad value raises :class:`ConfigError`."""
+    problem = env_threads_problem()
+    if problem:
+        raise ConfigError(problem)
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    return int(raw) if raw else None
 
 
 def options_problem(**values: Any) -> Optional[str]:

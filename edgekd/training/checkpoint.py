@@ -12,6 +12,8 @@ A checkpoint holds only tensors and plain Python values, so it loads without unp
 
 from __future__ import annotations
 
+import io
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise ValueError(f"checkpoint payload lacks {missing}")
-    atomic_write(path, lambda f: torch.save(payload, f))
+    buffer = io.BytesIO()  # serialized first: torch's own writer turns a failed write (a full disk) into a
+    torch.save(payload, buffer)  # RuntimeError ("unexpected pos"); written here, it is the OSError naming the file
+    try:
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+        raise
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

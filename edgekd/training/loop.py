@@ -205,6 +205,11 @@ def load_teacher(cfg: TrainConfig, objective: Objective, data: LoadedData) -> to
         if ckpt["input_spec"]["channels"] != spec.channels:
             raise ConfigError(f"teacher {path} takes {ckpt['input_spec']['channels']}-channel input, "
                               f"the data has {spec.channels}")
+        size = (ckpt["input_spec"]["height"], ckpt["input_spec"]["width"])
+        if size != (spec.height, spec.width):  # it would run, on images unlike any it learnt from
+            raise ConfigError(f"teacher {path} was trained on {size[0]}x{size[1]} images, this run feeds "
+                              f"{spec.height}x{spec.width}; pass --image-size {size[0]} or train a teacher at "
+                              "this size")
         return freeze(model_from_checkpoint(ckpt))
     if not cfg.teacher_weights:
         raise ConfigError(f"teacher {cfg.teacher!r} would be untrained: pass an edgekd checkpoint as --teacher, "

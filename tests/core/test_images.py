@@ -38,3 +38,29 @@ def test_unreadable_files_are_data_errors(tmp_path):
     for name in ("bad.jpg", "empty.png", "missing.png"):
         with pytest.raises(DataError, match="cannot read image"):
             read_image(tmp_path / name)
+
+
+def test_a_fifo_named_like_an_image_is_refused_and_never_listed(tmp_path):
+    """Issue 24, item 12: np.fromfile blocked for ever opening a FIFO named *.png (no writer ever comes)."""
+    import os
+    import threading
+
+    from edgekd.core.errors import DataError
+    from edgekd.core.images import read_image
+    from edgekd.core.labelled import list_images
+
+    fifo = tmp_path / "x.png"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def read() -> None:
+        try:
+            read_image(fifo)
+        except DataError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome and "not a regular file" in outcome[0], "read_image blocked on a FIFO"
+    assert list_images(tmp_path) == []

@@ -23,6 +23,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import statistics
 import time
@@ -34,6 +35,7 @@ import numpy as np
 from rich.console import Console
 
 from edgekd import __version__
+from edgekd.core.atomic import is_within
 from edgekd.core.certify import Certificate, early_exit_thresholds, manifest_record
 from edgekd.core.errors import EdgekdError
 from edgekd.core.labelled import load_images
@@ -272,11 +274,13 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                 raise BuildError(no_dla)
     out = Path(out) if out else default_out(bundle, precision, target.backend)
     check_bundle_destination(out, force=force, inputs=[bundle, calib_data])  # --force replaces only a bundle
+    for folder, what in ((bundle, "the bundle it builds from"), (calib_data, "the --calib-data folder")):
+        if folder is not None and os.path.isdir(folder) and is_within(out, folder):
+            raise BuildError(f"refusing to write --out {out} inside {folder}, {what}; choose another --out")
     if precision == "fp16" and target.backend == "onnxruntime":
         console.print("[yellow]note:[/] FP16 runs slower than FP32 on a CPU with ONNX Runtime (measured); "
                       "building it because you asked")
-    with np.load(src.file("val_sample")) as f:
-        val_images, labels = f["images"], f["labels"]
+    val_images, labels = src.val_sample()  # checked, and never inflated past the memory available
     calib_images = (load_images(calib_data, src.spec, max_images=MAX_CALIB_IMAGES, option="--calib-data") if calib_data
                     else _bundle_calib(src))
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
@@ -293,8 +297,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
 
 
 def _bundle_calib(src: Manifest) -> np.ndarray:
-    with np.load(src.file("calib")) as f:
-        return f["images"]
+    return src.calib_images()
 
 
 def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,

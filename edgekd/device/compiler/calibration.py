@@ -184,8 +184,16 @@ def compute_ranges(onnx_path: str | Path, batches: list[dict[str, np.ndarray]], 
         raise EdgekdError(f"calibration of {onnx_path} gave {e} (non-finite calibration data?)") from e
 
 
+def ranges_digest(ranges: Ranges) -> str:
+    """sha256 of ``ranges`` as the cache stores them (names sorted, floats as JSON writes them): an entry whose
+    ranges no longer match the digest written with them was edited or damaged, and is recalibrated."""
+    canonical = json.dumps({str(k): [float(lo), float(hi)] for k, (lo, hi) in ranges.items()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class CalibrationCache:
-    """A directory of ``<key>.json`` files, each holding the ranges of one (model, method, data) triple."""
+    """A directory of ``<key>.json`` files, each holding the ranges of one (model, method, data) triple and their
+    digest (:func:`ranges_digest`): an entry is reused only when its ranges match it."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -210,10 +218,15 @@ class CalibrationCache:
             doc = json.loads(path.read_text())
             if doc.get("version") != CACHE_VERSION or doc.get("key") != key:
                 return None
-            return check_ranges({str(k): tuple(v) for k, v in doc["ranges"].items()})
+            ranges = check_ranges({str(k): tuple(v) for k, v in doc["ranges"].items()})
         except (OSError, ValueError, TypeError, AttributeError, KeyError, RecursionError, EdgekdError) as e:
             warnings.warn(f"ignoring unreadable calibration cache entry {path}: {e}", RuntimeWarning, stacklevel=2)
             return None
+        if doc.get("ranges_sha256") != ranges_digest(ranges):
+            warnings.warn(f"calibration cache entry {path} does not match its digest (edited, damaged or written "
+                          "before digests): recalibrating", RuntimeWarning, stacklevel=2)
+            return None
+        return ranges
 
     def save(self, key: str, ranges: Ranges, meta: dict) -> Path | None:
         """Write the entry atomically (a reader never sees half a file); returns its path. The cache only saves
@@ -222,7 +235,7 @@ class CalibrationCache:
         path = self.path(key)
         valid = check_ranges(ranges)
         doc = {"version": CACHE_VERSION, "key": key, "meta": dict(meta),
-               "ranges": {name: [lo, hi] for name, (lo, hi) in valid.items()}}
+               "ranges": {name: [lo, hi] for name, (lo, hi) in valid.items()}, "ranges_sha256": ranges_digest(valid)}
         try:
             atomic_write_json(path, doc)
         except (OSError, EdgekdError) as e:

@@ -25,6 +25,7 @@ import yaml
 
 from edgekd.core.errors import ConfigError
 from edgekd.core.manifest import PRECISIONS, RUNNER_BACKENDS
+from edgekd.device.options import OPTION_BOUNDS, option_problem
 
 _KEYS = ("name", "description", "backend", "precisions", "default_precision", "workspace_mib", "dla_cores",
          "batch", "threads")
@@ -111,6 +112,8 @@ def _parse(text: str, source: Path) -> DeviceTarget:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"device target {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # nested thousands deep: no target is
+        raise ConfigError(f"device target {source} is not a device target (YAML nested too deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"device target {source}: must be a mapping of {', '.join(_KEYS)}")
     unknown = sorted(str(k) for k in data if k not in _KEYS)
@@ -152,6 +155,8 @@ def _parse(text: str, source: Path) -> DeviceTarget:
     threads = data["threads"]
     if threads is not None:
         threads = _int(data, "threads", fail, minimum=1)
+        if option_problem("--threads", threads):  # the one bound of a thread count (--threads, EDGEKD_THREADS)
+            fail("threads", f"must be at most {OPTION_BOUNDS['--threads'].high:g}, got {threads}")
 
     return DeviceTarget(name=data["name"].strip(), description=" ".join(data["description"].split()),
                          backend=data["backend"], precisions=tuple(precisions),

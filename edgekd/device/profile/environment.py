@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgekd.device.options import env_threads
+
 JETSON_CLOCKS_ADVICE = "run `sudo jetson_clocks` to lock clocks before profiling"
 
 _CV_DISTS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
@@ -35,16 +37,9 @@ def cpu_model(root: str | Path = "/") -> str:
 
 
 def ort_threads() -> int:
-    """Threads ONNX Runtime will be given: ``EDGEKD_THREADS`` when set to a positive integer, else all cores."""
-    raw = os.environ.get("EDGEKD_THREADS", "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value > 0:
-            return value
-    return os.cpu_count() or 1
+    """Threads ONNX Runtime will be given: ``EDGEKD_THREADS`` (:func:`edgekd.device.options.env_threads`, which
+    refuses a bad value in one line), else all cores."""
+    return env_threads() or os.cpu_count() or 1
 
 
 def _version(dists: tuple[str, ...], module: str | None = None) -> str | None:
@@ -130,7 +125,7 @@ def power_mode(binary: str = "nvpmodel") -> tuple[str | None, int | None]:
     if exe is None:
         return None, None
     try:
-        proc = subprocess.run([exe, "-q"], capture_output=True, text=True, timeout=10)
+        proc = subprocess.run([exe, "-q"], capture_output=True, text=True, errors="replace", timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None, None
     return parse_nvpmodel(proc.stdout + "\n" + proc.stderr)
@@ -142,7 +137,7 @@ def gpu_name(jetson: str | None = None, binary: str = "nvidia-smi") -> str | Non
     if exe is not None:
         try:
             proc = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                  text=True, timeout=10)
+                                  text=True, errors="replace", timeout=10)  # a tool's bytes are not ours to trust
         except (OSError, subprocess.SubprocessError):
             proc = None
         if proc is not None and proc.returncode == 0:

@@ -20,11 +20,13 @@ carry gids (``sweep:k``, ``pareto:k``, ``operating-point:k``, ``exits:k``, ``ful
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -45,6 +47,10 @@ DPI = 110  # FIGSIZE x DPI = 1100 x 660 px
 FILES = {"tradeoff": "tradeoff.png", "exits": "exits.png"}  # what plot_report writes, by report["files"] key
 INSTALL = "pip install 'edgekd[plots]'"
 _MAX_NAME = 34  # longer bundle names are shortened in legends
+#: The most a report may hold: a profile of the most bundles one report takes writes well under a megabyte (a sweep
+#: of about 30 points per bundle); anything far larger is not a report, and drawing it took minutes.
+MAX_REPORT_BYTES = 16 << 20
+MAX_SWEEP_POINTS = 10_000
 
 
 class PlotsUnavailable(EdgekdError):
@@ -69,7 +75,7 @@ def _number(v: Any, what: str) -> float:
         raise ValueError(f"{what} is {v!r}; a finite number is needed")
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{what} is {v!r}; a finite number is needed") from None
     if not math.isfinite(f):
         raise ValueError(f"{what} is {f}; a finite number is needed")
@@ -103,6 +109,9 @@ def _tradeoff_data(series: list[dict]) -> list[dict]:
         sweep = s.get("sweep")
         if not isinstance(sweep, (list, tuple)) or not sweep:
             raise ValueError(f"{tag}: 'sweep' must be a non-empty list of points")
+        if len(sweep) > MAX_SWEEP_POINTS:
+            raise ValueError(f"{tag}: {len(sweep)} sweep points, more than a profile writes (at most "
+                             f"{MAX_SWEEP_POINTS} are drawn)")
         pts = [_xy(p, f"{tag} sweep[{j}]") for j, p in enumerate(sweep)]
         pareto = list(s.get("pareto") or [])
         for j in pareto:
@@ -408,6 +417,22 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _missing_glyphs_said_once() -> Iterator[None]:
+    """Characters the font lacks (a bundle named in CJK, an emoji) are drawn as boxes; matplotlib warns once per
+    glyph and per layout pass, which here becomes one warning for the whole drawing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    for w in caught:
+        if w not in missing:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        warnings.warn("the plot's font has no glyph for some characters of the bundle names (drawn as boxes)",
+                      UserWarning, stacklevel=3)
+
+
 def _write_png(data: bytes, path: str | Path) -> Path:
     """Write PNG bytes atomically (temporary sibling, then rename); parents are created."""
     path = Path(path)
@@ -435,9 +460,17 @@ def plot_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     lacks what the plots need, :class:`PlotsUnavailable` without matplotlib.
     """
     trade, exits = report_series(report)
-    pngs = {"tradeoff": figure_png(tradeoff_figure(trade)), "exits": figure_png(exits_figure(exits))}
+    with _missing_glyphs_said_once():
+        pngs = {"tradeoff": figure_png(tradeoff_figure(trade)), "exits": figure_png(exits_figure(exits))}
     out = Path(out_dir)
     return {key: _write_png(data, out / FILES[key]) for key, data in pngs.items()}
+
+
+def _report_int(text: str) -> int:
+    """An integer of a report: a few digits, never the 400 that no float holds (json reads any length)."""
+    if len(text.lstrip("-")) > 30:
+        raise ValueError(f"the number {text[:20]}… has {len(text)} digits; no report holds such a number")
+    return int(text)
 
 
 def plot_report_file(report_json: str | Path, out_dir: str | Path | None = None) -> dict[str, Path]:
@@ -451,9 +484,15 @@ def plot_report_file(report_json: str | Path, out_dir: str | Path | None = None)
     if not path.is_file():
         raise DataError(f"{path}: no such file (give the report.json that `edgekd profile` wrote)")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not a readable JSON file: {exc}") from None
+        size = path.stat().st_size
+        if size > MAX_REPORT_BYTES:
+            raise DataError(f"{path}: {size} bytes, larger than any report `edgekd profile` writes "
+                            f"(at most {MAX_REPORT_BYTES >> 20} MiB are read)")
+        report = json.loads(path.read_text(encoding="utf-8"), parse_int=_report_int)
+    except RecursionError:
+        raise DataError(f"{path} is not an edgekd profile report (JSON nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise DataError(f"{path} is not a readable JSON file: {' '.join(str(exc).split())[:200]}") from None
     try:
         out = path.parent if out_dir is None else Path(out_dir)
         if out.exists() and not out.is_dir():

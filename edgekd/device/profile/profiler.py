@@ -13,6 +13,8 @@ sample and stores them and their certificate in the bundle's manifest (atomicall
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd import __version__
-from edgekd.core.atomic import atomic_write_json, atomic_write_text, check_writable, make_parents
+from edgekd.core.atomic import DestinationLock, atomic_write_json, atomic_write_text, check_writable, make_parents
 from edgekd.core.certify import (
     FAMILIES,
     Certificate,
@@ -33,7 +35,7 @@ from edgekd.core.certify import (
 )
 from edgekd.core.errors import ConfigError
 from edgekd.core.labelled import has_labels, load_images, load_labelled
-from edgekd.core.manifest import MANIFEST_NAME, Manifest, load_manifest, write_manifest
+from edgekd.core.manifest import MANIFEST_NAME, Manifest, load_manifest, validate_manifest, write_manifest
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.options import (
@@ -44,6 +46,7 @@ from edgekd.device.options import (
     ITERATIONS,
     TARGET_DROP,
     WARMUP_S,
+    env_threads_problem,
     options_problem,
     threshold_option_problem,
 )
@@ -161,21 +164,14 @@ def full_answer_name(m: Manifest) -> str:
     return f"exit{m.num_exits - 1}" if m.full_answer == "deepest" else f"vote:{m.vote_rule}"
 
 
-def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, confidence: float = CONFIDENCE,
-                     fit: str = FITS[0], data: str | Path | None = None, limit: int | None = None,
-                     threads: int | None = None, family: str = FAMILIES[0]) -> tuple[Certificate, dict[str, Any]]:
-    """New early-exit thresholds on ``data`` or the validation sample, as build chooses them (against the full
-    answer, costs in MACs): certified to lose at most ``target_drop`` points with probability ``confidence``, or
-    with ``fit="point"`` the old point estimate. Unlabelled ``data`` (a folder of images without class folders,
-    e.g. what ``edgekd run --record-frames`` wrote, or an npz of images alone) is certified label-free: against the
-    bundle's full answer, every disagreement counting as a loss (:data:`edgekd.core.certify.DISAGREEMENT`). Stores the thresholds and the whole record
-    (``build.thresholds``, see :func:`edgekd.core.certify.manifest_record`) in the manifest, atomically; every other
-    field stays as it was. Returns the certificate and the data used."""
-    problem = threshold_option_problem(fit, target_drop, confidence)
-    if problem:
-        raise ConfigError(problem)
-    m = load_manifest(path)
-    check_writable(m.root / MANIFEST_NAME, "--write-thresholds into")  # before the work, not after it
+def _certified_manifest(m: Manifest, *, target_drop: float, confidence: float, fit: str,
+                        data: str | Path | None, limit: int | None, threads: int | None,
+                        family: str) -> tuple[Certificate, dict[str, Any], dict[str, Any]]:
+    """The certificate, the data used and the manifest ``m`` would become with new thresholds (validated, not
+    written): every field but ``thresholds`` and ``build.thresholds`` as it was. Unlabelled ``data`` (a folder of
+    images without class folders, e.g. what ``edgekd run --record-frames`` wrote, or an npz of images alone) is
+    certified label-free: against the bundle's full answer, every disagreement a loss
+    (:data:`edgekd.core.certify.DISAGREEMENT`)."""
     if data is not None and not has_labels(data, "--data"):  # the site's own frames: the disagreement loss
         if fit != FITS[0]:
             raise ConfigError(f"--fit {fit} needs labels; {data} holds unlabelled images (certify them with the "
@@ -194,7 +190,50 @@ def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, conf
     new = dict(m.data)
     new["thresholds"] = cert.thresholds
     new["build"] = {**(m.data.get("build") or {}), "thresholds": manifest_record(cert, "macs", used)}
-    write_manifest(m.root, new)
+    validate_manifest(new, m.root)
+    return cert, source, new
+
+
+def write_thresholds_of(paths: list[str | Path], *, target_drop: float = TARGET_DROP,
+                        confidence: float = CONFIDENCE, fit: str = FITS[0], data: str | Path | None = None,
+                        limit: int | None = None, threads: int | None = None,
+                        family: str = FAMILIES[0]) -> list[tuple[str | Path, Certificate, dict[str, Any]]]:
+    """New early-exit thresholds for every bundle of ``paths``, all or none: each bundle is locked (the lock
+    ``build`` takes on its --out, so a concurrent build or --write-thresholds of it fails at once instead of the
+    last writer silently winning), checked and certified before any manifest is written. Returns (path,
+    certificate, data used) per bundle, in order; a bundle named twice is certified once."""
+    problem = threshold_option_problem(fit, target_drop, confidence)
+    if problem:
+        raise ConfigError(problem)
+    unique: dict[str, str | Path] = {}
+    for path in paths:
+        unique.setdefault(os.path.realpath(os.fspath(path)), path)
+    with ExitStack() as locks:
+        plans = []
+        for path in unique.values():
+            root = load_manifest(path).root
+            check_writable(root / MANIFEST_NAME, "--write-thresholds into")  # before the work, not after it
+            locks.enter_context(DestinationLock(path))
+            m = load_manifest(path)  # again, under the lock: what is certified is what is rewritten
+            plans.append((path, m, *_certified_manifest(m, target_drop=target_drop, confidence=confidence,
+                                                        fit=fit, data=data, limit=limit, threads=threads,
+                                                        family=family)))
+        for _path, m, _cert, _source, new in plans:
+            write_manifest(m.root, new)
+    return [(path, cert, source) for path, _m, cert, source, _new in plans]
+
+
+def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, confidence: float = CONFIDENCE,
+                     fit: str = FITS[0], data: str | Path | None = None, limit: int | None = None,
+                     threads: int | None = None, family: str = FAMILIES[0]) -> tuple[Certificate, dict[str, Any]]:
+    """New early-exit thresholds on ``data`` or the validation sample, as build chooses them (against the full
+    graph's best full answer, costs in MACs): certified to lose at most ``target_drop`` points with probability
+    ``confidence``, or with ``fit="point"`` the old point estimate. Stores the thresholds and the whole record
+    (``build.thresholds``, see :func:`edgekd.core.certify.manifest_record`) in the manifest, atomically, under the
+    bundle's lock (:func:`write_thresholds_of`); every other field stays as it was. Returns the certificate and the
+    data used."""
+    [(_path, cert, source)] = write_thresholds_of([path], target_drop=target_drop, confidence=confidence, fit=fit,
+                                                  data=data, limit=limit, threads=threads, family=family)
     return cert, source
 
 
@@ -234,16 +273,16 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
         raise ConfigError(f"--out must be a directory, and {out} is a file")
     check_writable(out, "--out", directory=True)  # before any measuring: a profile never ends unable to write
     problem = options_problem(**{k: options.get(kw) for k, kw in PROFILE_OPTIONS.items()})
-    problem = problem or threshold_option_problem(fit, target_drop, confidence)
+    problem = problem or env_threads_problem() or threshold_option_problem(fit, target_drop, confidence)
     if problem:
         raise ConfigError(problem)
     for b in bundles:  # fail on a bad bundle before any measuring
         load_manifest(b)
-    if write:
-        for b in bundles:
-            cert, source = write_thresholds(b, target_drop=target_drop, confidence=confidence, fit=fit,
-                                            data=options.get("data"), limit=options.get("limit"),
-                                            threads=options.get("threads"), family=family)
+    if write:  # all or none: every bundle is certified before any manifest is written
+        written = write_thresholds_of(bundles, target_drop=target_drop, confidence=confidence, fit=fit,
+                                      data=options.get("data"), limit=options.get("limit"),
+                                      threads=options.get("threads"), family=family)
+        for b, cert, source in written:
             console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in cert.thresholds)} on "
                           f"{source['source']} ({source['n']} images); {cert.summary()}",
                           markup=False, highlight=False, soft_wrap=True)

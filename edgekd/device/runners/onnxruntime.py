@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekd.core.errors import EdgekdError
+from edgekd.device.options import env_threads
 from edgekd.device.runners.base import Runner
 
 _GLOBAL_POOL: dict[str, int] = {}
@@ -32,7 +33,7 @@ def ensure_global_thread_pool(threads: int | None = None) -> int:
     rather than spin against the busy one, which is what the shared pool is for.
     """
     if not _GLOBAL_POOL and not _PER_SESSION:
-        n = threads or int(os.environ.get("EDGEKD_THREADS", "0")) or os.cpu_count() or 1
+        n = threads or env_threads() or os.cpu_count() or 1  # a bad $EDGEKD_THREADS: one line
         if hasattr(ort, "set_global_thread_pool_sizes"):
             ort.set_global_thread_pool_sizes(n, 1)
             _GLOBAL_POOL["intra"] = n

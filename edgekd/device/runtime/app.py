@@ -26,8 +26,9 @@ from edgekd.core.certify import describe_thresholds, stored_certificate
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import MANIFEST_NAME, Manifest
-from edgekd.device.options import DISPLAYS, options_problem
-from edgekd.device.runtime.outputs import WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, render
+from edgekd.device.options import DISPLAYS, env_threads_problem, options_problem
+from edgekd.device.runtime.outputs import (WINDOW, JsonlOutput, RunStats, VideoOutput, display_available, end_outputs,
+                                          render)
 from edgekd.device.runtime.pipeline import Pipeline
 from edgekd.device.runtime.drift import DriftMonitor
 from edgekd.device.runtime.record import FrameRecorder
@@ -60,7 +61,7 @@ class RunOptions:
     def check(self) -> None:
         """The options' own values (the shared rules of :mod:`edgekd.device.options`) and that --output and --jsonl
         can be written: before the bundle loads, so a run never ends unable to write what it recorded."""
-        problem = options_problem(max_frames=self.max_frames, threads=self.threads)
+        problem = options_problem(max_frames=self.max_frames, threads=self.threads) or env_threads_problem()
         if problem:
             raise ConfigError(problem)
         if self.display not in DISPLAYS:
@@ -128,14 +129,39 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int) -> None:
+def _check_not_a_frame(outputs: list, frames: Any) -> None:
+    """No output is one of the image files a folder or glob source reads (compared by inode: an output that does
+    not exist yet is no frame, and a folder of 100,000 frames costs one stat each)."""
+    existing = {}
+    for flag, value in outputs:
+        try:
+            st = os.stat(value)
+        except OSError:
+            continue
+        existing[(st.st_dev, st.st_ino)] = (flag, value)
+    if not existing:
+        return
+    for frame in frames:
+        try:
+            st = os.stat(frame)
+        except OSError:
+            continue
+        hit = existing.get((st.st_dev, st.st_ino))
+        if hit:
+            raise EdgekdError(f"{hit[0]} {hit[1]} is a frame of the --source ({frame}); refusing to overwrite it "
+                              "(write it elsewhere)")
+
+
+def check_outputs(opts: RunOptions, manifest: Manifest, source: str | int, frames: Any = None) -> None:
     """--output and --jsonl may not overwrite what the run reads (the bundle's manifest.json or any file it lists,
-    the --source file) or each other: each would be destroyed before or while it is read."""
+    the --source file, every image a folder or glob ``frames`` source lists) or each other: each would be destroyed
+    before or while it is read."""
     read = [(manifest.root / MANIFEST_NAME, "the bundle's manifest")]
     read += [(p, f"{p.name} of the bundle") for p in manifest.paths()[1:]]
     if isinstance(source, str) and os.path.isfile(source):
         read.append((Path(source), "the --source"))
     outputs = [(flag, value) for flag, value in (("--output", opts.output), ("--jsonl", opts.jsonl)) if value]
+    _check_not_a_frame(outputs, getattr(frames, "paths", ()))
     for flag, value in outputs:
         for path, what in read:
             if _same_path(value, path):
@@ -157,11 +183,16 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         check_outputs(opts, pipeline.manifest, source)
         frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect,
                                                  backoff=opts.reconnect_backoff))
-        if opts.output:
-            video = NetworkVideoOutput(opts.output) if is_network_output(opts.output) else VideoOutput(opts.output)
-        else:
-            video = None
+        check_outputs(opts, pipeline.manifest, source, frames)  # the images a folder or glob lists, now known
+        network = is_network_output(opts.output)
+        video = VideoOutput(opts.output) if opts.output and not network else None
         log = JsonlOutput(opts.jsonl) if opts.jsonl else None
+        outputs = [out for out in (video, log) if out is not None]
+        # committed together only when the run ends well; any error (a write's own included) discards them all
+        stack.push(lambda kind, _exc, _tb: end_outputs(outputs, ok=kind is None))
+        if network:  # a stream, not a file: nothing to commit, only to close
+            video = NetworkVideoOutput(opts.output)
+            stack.callback(video.close)
         drift = drift_monitor(pipeline)
         cert = stored_certificate((pipeline.manifest.data.get("build") or {}).get("thresholds"))
         certificate = None if cert is None else {"epsilon": cert.epsilon, "delta": cert.delta, "n": cert.n,
@@ -174,9 +205,6 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
             if server.warning:
                 console.print(f"[yellow]warning:[/] {server.warning}")
         recorder = FrameRecorder(opts.record_frames, opts.record_every) if opts.record_frames else None
-        for out in (video, log):
-            if out is not None:
-                stack.callback(out.close)
         if window:
             stack.callback(cv2.destroyAllWindows)
         stats = RunStats(pipeline.manifest.num_exits)

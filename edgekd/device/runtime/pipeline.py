@@ -271,9 +271,10 @@ class Pipeline:
     def from_bundle(cls, path: str | Path, *, mode: str = "early-exit", threshold: float | None = None,
                     exit: int | None = None, vote: str | None = None, smoothing: float | None = None,
                     backend_options: dict | None = None) -> Pipeline:
-        """Open the bundle at ``path`` (its manifest only) and the runners ``mode`` needs."""
-        return cls(load_manifest(path), mode=mode, threshold=threshold, exit=exit, vote=vote, smoothing=smoothing,
-                   backend_options=backend_options)
+        """Open the bundle at ``path`` (its manifest only: the data archives are hashed, never read) and the runners
+        ``mode`` needs."""
+        return cls(load_manifest(path, read_data=False), mode=mode, threshold=threshold, exit=exit, vote=vote,
+                   smoothing=smoothing, backend_options=backend_options)
 
     # lifecycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from edgekd.core.errors import ConfigError
-from edgekd.core.spec import RESIZE_POLICIES
+from edgekd.core.spec import MIN_STD, RESIZE_POLICIES
 from edgekd.training.data.transforms import is_small
 
 CROP_RATIO = 0.875  # ImageNet-style centre crop for large inputs
@@ -77,7 +77,7 @@ class ChannelStats:
         mean = (self.hist * values).sum(axis=1) / n
         var = (self.hist * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / n
         std = np.sqrt(var)
-        std = np.where(std < 1e-6, 1.0, std)
+        std = np.where(std < MIN_STD, 1.0, std)
         return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy
 import onnxruntime
+import pytest
 
+from edgekd.core.errors import ConfigError
 from edgekd.device.profile.environment import JETSON_CLOCKS_ADVICE, describe_environment, parse_nvpmodel
 
 
@@ -44,7 +46,10 @@ def test_this_machine(monkeypatch):
 def test_threads_from_env(monkeypatch):
     monkeypatch.setenv("EDGEKD_THREADS", "3")
     assert describe_environment("onnxruntime")["threads"] == 3
-    monkeypatch.setenv("EDGEKD_THREADS", "junk")
+    monkeypatch.setenv("EDGEKD_THREADS", "junk")  # one parser (device/options.env_threads): refused, not ignored
+    with pytest.raises(ConfigError, match="EDGEKD_THREADS"):
+        describe_environment("onnxruntime")
+    monkeypatch.setenv("EDGEKD_THREADS", "")
     assert describe_environment("onnxruntime")["threads"] == os.cpu_count()
 
 

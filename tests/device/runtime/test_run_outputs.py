@@ -80,6 +80,18 @@ def test_an_output_may_not_overwrite_what_the_run_reads(bundle, images, tmp_path
     assert victim.read_bytes() == before
 
 
+@pytest.mark.parametrize("flag", ["--jsonl", "--output"])
+@pytest.mark.parametrize("kind", ["folder", "glob"])
+def test_an_output_may_not_overwrite_a_frame_of_a_folder_or_glob_source(bundle, images, flag, kind):
+    """Issue 24, item 3: only the --source path itself was guarded; a frame under a folder (or matched by a glob)
+    was overwritten by the log."""
+    victim = images / "03.png"
+    before = victim.read_bytes()
+    r = _run(bundle, "--source", images if kind == "folder" else images / "*.png", flag, victim)
+    assert r.exit_code == 2 and "refusing to overwrite" in r.output and "Traceback" not in r.output, r.output
+    assert victim.read_bytes() == before
+
+
 def test_output_and_jsonl_may_not_be_the_same_file(bundle, images, tmp_path):
     r = _run(bundle, "--source", images, "--jsonl", tmp_path / "x.mp4", "--output", tmp_path / "x.mp4")
     assert r.exit_code == 2 and "same file" in r.output
