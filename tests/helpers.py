@@ -219,3 +219,24 @@ def write_npz_declaring(path: Path, arrays: dict) -> Path:
                                                        "fortran_order": False, "shape": tuple(shape)})
             zf.writestr(f"{name}.npy", buf.getvalue() + bytes(64))
     return path
+
+
+def mount_tmpfs(mnt: Path, size: str) -> None:
+    """Mount a tmpfs of ``size`` (e.g. ``200k``) at the existing folder ``mnt``, or skip the calling test with the
+    reason (it needs root with CAP_SYS_ADMIN). Pair with :func:`unmount`."""
+    import subprocess
+
+    import pytest
+
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or 'not permitted').strip()}): this test needs root "
+                    f"with CAP_SYS_ADMIN")
+
+
+def unmount(mnt: Path) -> None:
+    """Lazily unmount what :func:`mount_tmpfs` mounted (never fails: the test's result is what matters)."""
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from edgekd.device.compiler.tensorrt import MIN_TENSORRT  # the oldest TensorRT edgekd supports (JetPack 5.1)
 from edgekd.device.profile import environment
-from edgekd.device.profile.environment import l4t_core_package, l4t_release, parse_nv_tegra_release
+from edgekd.device.profile.environment import l4t_release, parse_nv_tegra_release
 
 SCHEMA = 1
 PROBE_TIMEOUT_S = 120.0

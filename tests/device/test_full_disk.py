@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.helpers import mount_tmpfs, unmount
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"
 
@@ -47,17 +49,14 @@ def small_disk(tmp_path):
     """A 200 KiB tmpfs: (mount, work dir holding the clip)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or 'not permitted').strip()}): these tests need root "
-                    f"with CAP_SYS_ADMIN")
+    mount_tmpfs(mnt, "200k")
     try:
         work = tmp_path / "work"
         work.mkdir()
         _clip(work / "clip.avi")
         yield mnt, work
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        unmount(mnt)
 
 
 def _run(work: Path, *outputs, preexec=None) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from edgekd.core.manifest import load_manifest
+from tests.helpers import mount_tmpfs, unmount
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"
@@ -37,10 +38,7 @@ def mounted(tmp_path):
     """A tmpfs holding the fixture bundle and a short clip, remounted read-only; yields (mount, work dir)."""
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or 'not permitted').strip()}): these tests need root "
-                    f"with CAP_SYS_ADMIN")
+    mount_tmpfs(mnt, "64m")
     try:
         shutil.copytree(str(FIXTURE), str(mnt / "bundle"))
         writer = cv2.VideoWriter(str(mnt / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (64, 48))
@@ -52,7 +50,7 @@ def mounted(tmp_path):
         work.mkdir()
         yield mnt, work
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        unmount(mnt)
 
 
 def test_a_bundle_on_a_read_only_file_system_runs_profiles_and_builds_elsewhere(mounted):

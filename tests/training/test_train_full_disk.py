@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,17 +24,13 @@ def mount_tmpfs(tmp_path):
     def mount(size: str) -> Path:
         mnt = tmp_path / f"disk{size}"
         mnt.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
-                           text=True)
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or 'not permitted').strip()}): this test needs root "
-                        f"with CAP_SYS_ADMIN")
+        helpers.mount_tmpfs(mnt, size)
         mounted.append(mnt)
         return mnt
 
     yield mount
     for mnt in mounted:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        helpers.unmount(mnt)
 
 
 @pytest.mark.parametrize("size", ["128k", "400k"])  # full at the first checkpoint / at best.pt or the export

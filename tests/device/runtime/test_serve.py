@@ -88,9 +88,9 @@ def test_page_stream_stats_and_metrics():
         assert status == 200 and stats["fps"] == 100.0 and stats["certificate"]["n"] == 1000
         status, body = _get(server.url + "metrics")
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-        frames = families["edgekd_frames"].samples[0].value
+        n_frames = families["edgekd_frames"].samples[0].value
         per_exit = {s.labels["exit"]: s.value for s in families["edgekd_exit_frames"].samples}
-        assert frames > 0 and sum(per_exit.values()) == pytest.approx(frames, abs=3)  # the feeder keeps going
+        assert n_frames > 0 and sum(per_exit.values()) == pytest.approx(n_frames, abs=3)  # the feeder keeps going
         buckets = [s for s in families["edgekd_latency_seconds"].samples if s.name.endswith("_bucket")]
         assert buckets[-1].labels["le"] == "+Inf"
         assert families["edgekd_certificate_epsilon"].samples[0].value == 0.5
