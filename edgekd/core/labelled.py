@@ -416,7 +416,8 @@ def has_labels(source: str | os.PathLike, option: str = "data") -> bool:
     --record-frames`` writes) or an archive of images alone does not."""
     if _source_kind(source, option, "a directory of images") == "folder":
         try:
-            return any(entry.is_dir() for entry in os.scandir(source))
+            with os.scandir(source) as entries:
+                return any(entry.is_dir() for entry in entries)
         except OSError as exc:
             raise DataError(_one_line(f"cannot read {option} {source}: {exc}")) from None
     paths = npz_paths(source)

@@ -69,9 +69,8 @@ def _val_sample(m: Manifest) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _labelled(m: Manifest, data: str | Path | None, limit: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The images accuracy is measured on: ``data`` when it is labelled, else the bundle's validation sample (also
-    when ``data`` holds unlabelled frames, which only ``--write-thresholds`` uses)."""
-    if data is not None and has_labels(data, "--data"):
+    """The images accuracy is measured on: ``data`` when given, else the bundle's validation sample."""
+    if data is not None:
         return load_labelled(data, m.spec, limit=limit, option="--data")
     images, labels = _val_sample(m)
     if limit is not None and limit < len(labels):
@@ -286,6 +285,9 @@ def profile(bundles: list[str | Path], out: str | Path, *, console: Console | No
             console.print(f"{b}: thresholds set to {' / '.join(f'{t:.3g}' for t in cert.thresholds)} on "
                           f"{source['source']} ({source['n']} images); {cert.summary()}",
                           markup=False, highlight=False, soft_wrap=True)
+    if write and options.get("data") is not None and not has_labels(options["data"], "--data"):
+        options = {**options, "data": None}  # unlabelled frames certified the thresholds; accuracy needs labels
+        console.print("accuracy is measured on each bundle's validation sample: --data holds unlabelled frames")
     results = []
     with console.status("profiling") as status:
         for b in bundles:

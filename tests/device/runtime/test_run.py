@@ -93,7 +93,10 @@ def test_full_vote_on_image_folder_equals_full_graph_vote(built, frames, tmp_pat
     with make_runner("onnxruntime", m.full_graph()) as runner:
         out = runner.infer({"image": x})
     probs = np.stack([softmax(out[f"logits{i}"]) for i in range(m.num_exits)])
-    expected = vote(probs, m.vote_rule, np.asarray(m.vote_weights) if m.vote_weights else None)
+    if m.full_answer == "deepest":  # what export's paired test chose for the tiny model: either is checked
+        expected = probs[-1].argmax(axis=1)
+    else:
+        expected = vote(probs, m.vote_rule, np.asarray(m.vote_weights) if m.vote_weights else None)
     assert [r["label"] for r in _records(jsonl)] == expected.tolist()
 
 
