@@ -17,7 +17,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
    lose at most ``target_drop`` points with probability ``confidence`` (:func:`edgekd.core.certify.certify_thresholds`),
    or with ``fit="point"`` the old minimum-cost point estimate (not certified); the whole record goes under the
    manifest's ``build.thresholds`` and its one-line summary is printed;
-6. for ONNX Runtime, the one-call early-exit graph: the built segment graphs joined by ``If`` nodes
+6. for ONNX Runtime (FP32 and INT8), the one-call early-exit graph: the built segment graphs joined by ``If`` nodes
    (:mod:`edgekd.device.compiler.early_exit_graph`, ``graphs.early_exit``);
 7. write the manifest; then time early exit at the new thresholds against the full graph on this device, one
    frame at a time (:func:`edgekd.device.profile.payoff.measure_payoff`: the one-call graph, the chain, and
@@ -325,9 +325,9 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
                                         vote_weights=src.vote_weights)
     log(f"thresholds: {certificate.summary()}")
     one_call = None
-    if run_backend == "onnxruntime":
-        from edgekd.device.compiler.early_exit_graph import write_early_exit_graph
+    from edgekd.device.compiler.early_exit_graph import ONE_CALL_PRECISIONS, write_early_exit_graph
 
+    if run_backend == "onnxruntime" and plan.precision in ONE_CALL_PRECISIONS:
         one_call = write_early_exit_graph([graphs[f"segment{i}"] for i in range(n)],
                                           tmp / f"early_exit.{plan.precision}.onnx")
     for name in ("val_sample", "calib"):

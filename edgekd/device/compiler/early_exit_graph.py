@@ -2,8 +2,8 @@
 
 Chaining segments costs one runtime call per segment, plus a host round trip for every exit's answer; at batch 1
 that overhead made early exit slower than the full graph even when most frames left at exit 0. Here the segments
-(already in their precision: FP32, FP16 with float32 IO, or Q/DQ INT8, each calibrated on its own) are assembled
-unchanged into one graph::
+(already in their precision: FP32 or Q/DQ INT8, each calibrated on its own; see :data:`ONE_CALL_PRECISIONS`) are
+assembled unchanged into one graph::
 
     segment 0 → if conf0 >= thresholds[0]: (logits0, 0, conf0)
                 else: segment 1 → if conf1 >= thresholds[1]: (logits1, 1, conf1)
@@ -40,6 +40,10 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import EARLY_EXIT_INPUTS, EARLY_EXIT_OUTPUTS, segment_input_name, segment_output_names
 from edgekd.device.compiler.quantize import load_model, save_model_atomic
 
+#: Precisions whose one-call graph decides bit for bit as the chain does (tested). Not FP16 on ONNX Runtime's CPU:
+#: the Casts around its float16 nodes make the confidences depend on the batch and on how the graph is cut (measured
+#: on the tiny student: up to 2e-7 apart), and FP16 is slower than FP32 there anyway; it early-exits on the chain.
+ONE_CALL_PRECISIONS = ("fp32", "int8")
 _LOGITS, _EXIT, _CONF = EARLY_EXIT_OUTPUTS
 _IMAGE, _THRESHOLDS = EARLY_EXIT_INPUTS
 #: ONNX opset that has ``GreaterOrEqual`` (12); older segment graphs decide with ``Greater or Equal``.
