@@ -18,13 +18,17 @@ Decisions: a segment's ``conf{i}`` is the graph's own float32 max of its ``Softm
 Softmax, :mod:`edgekd.device.compiler.quantize`); the host's numpy softmax may differ from it in the last bit. So
 the chain (:mod:`edgekd.device.chain`) decides on the same ``conf{i}`` outputs, and build fits and certifies on
 them: every decision, at build and at run, one graph call or a chain, is made on one set of numbers. A threshold
-enters the graph as the smallest float32 at or above it (:func:`edgekd.device.chain.float32_thresholds`), which for a float32 confidence
-decides ``conf >= t`` exactly as the float64 comparison of the chain and of the certification does.
+enters the graph as the smallest float32 at or above it (:func:`edgekd.device.chain.float32_thresholds`), which
+for a float32 confidence decides ``conf >= t`` exactly as the float64 comparison of the chain and of the
+certification does.
 
 Inside the segments nothing changes: every node, initializer and shape annotation keeps its value, names are
 prefixed ``s{i}.`` so the segments cannot collide (the tensors between segments keep theirs: ``feat{i}``,
 ``logits{i}``, ``conf{i}``). Segment ``i`` lives in the ``else`` branch of exit ``i - 1``'s ``If`` and reads
-``feat{i-1}`` from the outer scope. Torch-free: the ``onnx`` package only.
+``feat{i-1}`` from the outer scope; nodes are put in topological order (ONNX Runtime's quantizer leaves Q/DQ nodes
+out of it). ONNX Runtime optimizes ``If`` branches as it does a top-level graph: the INT8 segments keep every
+QLinearConv/QGemm fusion they have alone (measured in tests/device/compiler/test_early_exit_graph.py). Torch-free:
+the ``onnx`` package only.
 """
 
 from __future__ import annotations
