@@ -324,12 +324,7 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
                                         delta=round(1.0 - plan.confidence, 12), fit=plan.fit,
                                         vote_weights=src.vote_weights)
     log(f"thresholds: {certificate.summary()}")
-    one_call = None
-    from edgekd.device.compiler.early_exit_graph import ONE_CALL_PRECISIONS, write_early_exit_graph
-
-    if run_backend == "onnxruntime" and plan.precision in ONE_CALL_PRECISIONS:
-        one_call = write_early_exit_graph([graphs[f"segment{i}"] for i in range(n)],
-                                          tmp / f"early_exit.{plan.precision}.onnx")
+    one_call = _one_call_graph(tmp, plan, graphs) if run_backend == "onnxruntime" else None
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
     data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate, latency, one_call))
@@ -340,6 +335,17 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
     log(payoff_line(data["build"]["early_exit"]))
     write_manifest(tmp, data)
     return data
+
+
+def _one_call_graph(tmp: Path, plan: BuildPlan, graphs: dict[str, Path]) -> Path | None:
+    """Step 6: the built segment graphs joined into the one-call early-exit graph, for the precisions whose one-call
+    graph decides as the chain does (:data:`~edgekd.device.compiler.early_exit_graph.ONE_CALL_PRECISIONS`)."""
+    from edgekd.device.compiler.early_exit_graph import ONE_CALL_PRECISIONS, write_early_exit_graph
+
+    if plan.precision not in ONE_CALL_PRECISIONS:
+        return None
+    segments = [graphs[f"segment{i}"] for i in range(plan.source.num_exits)]
+    return write_early_exit_graph(segments, tmp / f"early_exit.{plan.precision}.onnx")
 
 
 def _graphs_for(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,

@@ -48,7 +48,7 @@ import numpy as np
 
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
-from edgekd.core.manifest import Manifest, load_manifest
+from edgekd.core.manifest import EARLY_EXIT_INPUTS, EARLY_EXIT_OUTPUTS, Manifest, load_manifest
 from edgekd.core.vote import VOTE_RULES, softmax, vote_scores
 from edgekd.device.chain import Chain, exit_probs, float32_thresholds, within_range
 from edgekd.device.options import EARLY_EXIT_GRAPHS
@@ -170,7 +170,6 @@ class _EarlyExit(_ChainStep):
         if graph == EARLY_EXIT_GRAPHS[0]:
             graph = preferred_early_exit_graph(manifest, options.get("threads"))
         self.early_exit_graph = graph
-        self._manifest, self._options = manifest, options
         decide = np.asarray(self.thresholds, dtype=np.float64)
         self._one: Runner | None = None
         if graph == "one-call":
@@ -197,10 +196,12 @@ class _EarlyExit(_ChainStep):
                 self._chain.open()
             return super().__call__(x)
         t = time.perf_counter()
-        out = self._one.infer({"image": x, "thresholds": self._graph_thresholds}, ["logits", "exit", "conf"])
+        image, thresholds = EARLY_EXIT_INPUTS
+        logits, exit_, conf = EARLY_EXIT_OUTPUTS
+        out = self._one.infer({image: x, thresholds: self._graph_thresholds}, list(EARLY_EXIT_OUTPUTS))
         t1 = time.perf_counter()
-        probs = exit_probs(out["logits"], out["conf"])  # (1, K): as the chain answers at that exit
-        exits = np.asarray(out["exit"], dtype=np.int64).reshape(-1)
+        probs = exit_probs(out[logits], out[conf])  # (1, K): as the chain answers at that exit
+        exits = np.asarray(out[exit_], dtype=np.int64).reshape(-1)
         return _Batch(probs, probs, exits, (t1 - t) * 1e3, (time.perf_counter() - t1) * 1e3)
 
 

@@ -127,6 +127,7 @@ def test_auto_follows_what_build_measured_on_this_device(built, tmp_path):
     graph when the measurement is from another device or missing, and on the chain when the bundle has no
     one-call graph."""
     from edgekd.device.profile.environment import device_name
+    from edgekd.device.profile.payoff import stored_payoff_line
 
     def copy_with(record) -> Path:
         copy = Path(shutil.copytree(built["int8"], tmp_path / f"c{len(list(tmp_path.iterdir()))}"))
@@ -149,6 +150,11 @@ def test_auto_follows_what_build_measured_on_this_device(built, tmp_path):
                              (None, "one-call"), ({"graph": 3}, "one-call")]:
         with Pipeline.from_bundle(copy_with(record)) as pipe:
             assert pipe.early_exit_graph == expected, record
+            line = stored_payoff_line(pipe.manifest)
+        if record is None or "ms" not in record:
+            assert line.startswith("early exit not measured against the full graph")
+        else:
+            assert ("not this device" in line) == (record["device"] != here)
     without = copy_with(None)
     data = json.loads((without / "manifest.json").read_text())
     del data["graphs"]["early_exit"]
