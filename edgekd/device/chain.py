@@ -242,7 +242,8 @@ class Chain:
     def probs(self, images: np.ndarray, spec: InputSpec, *, batch: int = 64,
               on_segment_input: SegmentHook | None = None) -> np.ndarray:
         """(E, N, K) float32 per-exit probabilities (:func:`exit_probs`: their maxima are the confidences early exit
-        decides on) of the whole chain on (N, H, W, C) uint8 ``images``, normalised in batches of ``batch`` (at most what every segment accepts); ``on_segment_input`` as in :meth:`run`."""
+        decides on) of the whole chain on (N, H, W, C) uint8 ``images``, normalised in batches of ``batch`` (at
+        most what every segment accepts); ``on_segment_input`` as in :meth:`run`."""
         chunks = []
         for x in normalized_batches(images, spec, within_range(batch, self.runners)):
             out = self.run(x, on_segment_input=on_segment_input)
