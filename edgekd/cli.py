@@ -172,6 +172,7 @@ Fit = choices("Fit", FITS)
 Family = choices("Family", FAMILIES)
 Mode = choices("Mode", RUN_MODES)
 Display = choices("Display", DISPLAYS)
+EarlyExitGraph = choices("EarlyExitGraph", dev.EARLY_EXIT_GRAPHS)
 
 
 def fail(message: str) -> None:
@@ -412,6 +413,7 @@ def run(
     source: Optional[str] = typer.Option(None, help="/dev/videoN, csi://N, rtsp://…, a video, an image, a folder or glob."),
     mode: Mode = typer.Option(Mode.early_exit, help="early-exit | full-vote | exit (with --exit K)."),
     threshold: Optional[float] = typer.Option(None, help="One confidence threshold for every exit (default: the manifest's)."),
+    early_exit_graph: Optional[EarlyExitGraph] = typer.Option(None, help="How early exit runs a frame: auto (what build measured faster here; else the one-call graph where the bundle has one) | one-call (segments joined in one graph) | chain (one call per segment)."),
     exit_: Optional[int] = typer.Option(None, "--exit", help="The exit that answers in --mode exit."),
     vote: Optional[Vote] = typer.Option(None, help="Vote rule for full-vote (default: the manifest's)."),
     smoothing: Optional[float] = typer.Option(None, help="Temporal smoothing: EMA weight of the past, 0 < W < 1."),
@@ -436,7 +438,8 @@ def run(
     def _run():
         from edgekd.device.runtime.app import RunOptions, run_stream
 
-        opts = RunOptions(mode=mode.value, threshold=threshold, exit=exit_, vote=_enum_value(vote),
+        opts = RunOptions(mode=mode.value, threshold=threshold, early_exit_graph=_enum_value(early_exit_graph),
+                          exit=exit_, vote=_enum_value(vote),
                           smoothing=smoothing, loop=loop, reconnect=reconnect,
                           display="off" if headless else display.value, output=str(output) if output else None,
                           jsonl=str(jsonl) if jsonl else None, max_frames=max_frames, threads=threads,

@@ -13,7 +13,13 @@ TSKD student of ``scripts/bench_accuracy.py``, picked by validation top-1, never
 * ``int8-ee-heldout``: the same build with thresholds certified again by ``edgekd profile --write-thresholds`` on
   ``--certify`` held-out CIFAR-10 training images (outside the study's pool: no student trained or selected on them,
   and not the test split) — the same budget and confidence, more images, so a tighter certificate;
-* ``int8-ee-point``: an INT8 build with ``--fit point`` (the point-estimate thresholds, not certified).
+* ``int8-ee-point``: an INT8 build with ``--fit point`` (the point-estimate thresholds, not certified);
+* ``int8-ee-chain`` / ``int8-ee-one-call``: ``int8-ee-certified`` with each early-exit graph forced (issue 23: one
+  call of the segments joined by ``If`` nodes against one call per segment; ``int8-ee-certified`` runs what build
+  measured faster);
+* ``int8-ee-all-last`` / ``int8-ee-all-exit0``: the one-call graph with every image sent to the last exit
+  (``--threshold 1.5``: the machinery's cost against ``int8-vote``, target ≤ 1.05×) and answered at exit 0
+  (``--threshold 0``: target within 10 points of exit 0's share of the MACs).
 
 For each: top-1 of the answer (and of the deepest exit where the graph computes it), mean / median / p99 latency at
 batch 1 over all test images (the network and the answer, from the normalised tensor: preprocessing is the same for
@@ -56,13 +62,16 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT / ".." / "shared" / "data"
 STUDY = ROOT / "docs" / "benchmarks" / "accuracy"
 RESULT = ROOT / "docs" / "benchmarks" / "e2e" / "e2e.json"
-VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-heldout", "int8-ee-point")
+VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-heldout", "int8-ee-point",
+            "int8-ee-chain", "int8-ee-one-call", "int8-ee-all-last", "int8-ee-all-exit0")
 CERTIFIED = {"int8-ee-certified": "int8", "int8-ee-heldout": "int8-heldout"}  # certified variant → its bundle
 CERTIFY_IMAGES = 10_000  # held-out training images int8-ee-heldout's thresholds are certified on
 BATCH = 32
 PEAK_SIZES = (512, 1024, 2048)  # the matrix sizes of the peak measurement (M = N = K); the best one counts
 TARGET_EAGER = 10.0  # INT8 early exit vs PyTorch eager, batch-1 mean latency (issue 13)
 TARGET_VOTE = 2.0  # INT8 early exit vs INT8 full vote
+TARGET_ALL_LAST = 1.05  # issue 23: early exit with every image at the last exit vs the full graph, at most
+TARGET_EXIT0_POINTS = 10.0  # issue 23: answering at exit 0, within this many points of its share of the MACs
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
@@ -165,12 +174,12 @@ def torch_variant(checkpoint: Path, macs: int) -> Variant:
                    deep=lambda x: call(x)[0])
 
 
-def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray) -> Variant:
+def pipeline_variant(name: str, bundle: Path, mode: str, reached: np.ndarray, **options: Any) -> Variant:
     from edgekd.core.manifest import load_manifest
     from edgekd.device.runtime.pipeline import Pipeline
 
     manifest = load_manifest(bundle)
-    pipe = Pipeline(manifest, mode=mode)
+    pipe = Pipeline(manifest, mode=mode, **options)
     deepest = None
     if mode == "full-vote":  # the full graph also computes the deepest exit; one extra call per block reads it
         from edgekd.device.runners import make_runner
@@ -361,7 +370,14 @@ def run(args: argparse.Namespace) -> None:
                 pipeline_variant("int8-vote", bundles["int8"], "full-vote", reached),
                 pipeline_variant("int8-ee-certified", bundles["int8"], "early-exit", reached),
                 pipeline_variant("int8-ee-heldout", bundles["int8-heldout"], "early-exit", reached),
-                pipeline_variant("int8-ee-point", bundles["int8-point"], "early-exit", reached)]
+                pipeline_variant("int8-ee-point", bundles["int8-point"], "early-exit", reached),
+                pipeline_variant("int8-ee-chain", bundles["int8"], "early-exit", reached, early_exit_graph="chain"),
+                pipeline_variant("int8-ee-one-call", bundles["int8"], "early-exit", reached,
+                                 early_exit_graph="one-call"),
+                pipeline_variant("int8-ee-all-last", bundles["int8"], "early-exit", reached,
+                                 early_exit_graph="one-call", threshold=1.5),
+                pipeline_variant("int8-ee-all-exit0", bundles["int8"], "early-exit", reached,
+                                 early_exit_graph="one-call", threshold=0.0)]
     console.print("peak matrix-multiply rates …")
     peaks = matmul_peaks(args.work)
     try:
@@ -444,6 +460,16 @@ def report(r: dict[str, Any]) -> str:
                 f"top-1 {ee['top1']:.2f} vs {eager['top1']:.2f} — **{'met' if ok1 else 'not met'}**;",
                 f"- target 2 (≥ {TARGET_VOTE:g}× faster than INT8 full vote within the certified budget): {s2:.2f}×, "
                 f"top-1 {ee['top1']:.2f} vs {vote['top1']:.2f} — **{'met' if ok2 else 'not met'}**."]
+    last, exit0 = rows.get("int8-ee-all-last"), rows.get("int8-ee-all-exit0")
+    if vote and last and exit0:
+        share = r["macs"]["per_exit_reached"][0] / r["macs"]["per_exit_reached"][-1]
+        ratio_last, ratio0 = last["ms_median"] / vote["ms_median"], exit0["ms_median"] / vote["ms_median"]
+        out += ["", "Early-exit machinery (issue 23, batch-1 medians against `int8-vote`, the INT8 full graph):",
+                f"- every image at the last exit: {ratio_last:.3f}× (target ≤ {TARGET_ALL_LAST:g}×) — "
+                f"**{'met' if ratio_last <= TARGET_ALL_LAST else 'not met'}**;",
+                f"- every image at exit 0: {100 * ratio0:.0f}% of the full graph's latency against its "
+                f"{100 * share:.0f}% share of the MACs (target: within {TARGET_EXIT0_POINTS:g} points) — "
+                f"**{'met' if 100 * (ratio0 - share) <= TARGET_EXIT0_POINTS else 'not met'}**."]
     lat = r.get("exit_latency_ms", {}).get("int8")
     if lat and vote:
         out += ["", f"The most early exit could gain over the INT8 full vote on this machine, if every image left at "
@@ -463,7 +489,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    markers = dict(zip(VARIANTS, ("s", "^", "D", "*", "X", "P")))
+    markers = dict(zip(VARIANTS, ("s", "^", "D", "*", "X", "P", "v", "<", ">", "h")))
     for name, v in r["variants"].items():
         ax.scatter(v["ms_mean"], v["top1"], s=90 if name in CERTIFIED else 55, marker=markers.get(name, "o"),
                    color="black", zorder=3, label=name)

@@ -12,7 +12,11 @@ deployed edgekd keep reading each other; in edgekd's code and docs a *stage* is 
 
 Tensor names are fixed: the full graph takes ``image`` (N, C, H, W) and returns ``logits{i}``, ``conf{i}`` for
 every exit plus ``vote`` (the default vote rule's probabilities); segment ``i`` takes ``image`` (i = 0) or
-``feat{i-1}`` and returns ``feat{i}`` (all but the last), ``logits{i}`` and ``conf{i}``.
+``feat{i-1}`` and returns ``feat{i}`` (all but the last), ``logits{i}`` and ``conf{i}``. A bundle built for ONNX
+Runtime may also list ``graphs.early_exit``: the segments joined into one graph that exits early inside the call
+(``edgekd.device.compiler.early_exit_graph``), taking ``image`` (one image) and ``thresholds`` (one per exit) and
+returning ``logits``, ``exit`` and ``conf`` of the exit that answered (:data:`EARLY_EXIT_INPUTS`,
+:data:`EARLY_EXIT_OUTPUTS`). Bundles without it run early exit on the segment chain.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ MAX_MACS = 2 ** 53
 MAX_DIM = 1 << 20
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is kilobytes; anything this large is not one
 MAX_JSON_DEPTH = 32  # a manifest nests 5 levels; deeper JSON is refused before anything walks it
+#: The one-call early-exit graph's inputs and outputs (``graphs.early_exit``, optional).
+EARLY_EXIT_INPUTS = ("image", "thresholds")
+EARLY_EXIT_OUTPUTS = ("logits", "exit", "conf")
 #: The data files of a bundle read as arrays: key → (labelled, what the file holds).
 NPZ_FILES = {"val_sample": True, "calib": False}
 
@@ -144,6 +151,11 @@ class Manifest:
         """Segment ``i``'s graph or engine (listed under ``graphs.stages``, see the module docstring)."""
         return self.root / self.data["graphs"]["stages"][i]["path"]
 
+    def early_exit_graph(self) -> Optional[Path]:
+        """The one-call early-exit graph (``graphs.early_exit``), or None: the bundle exits early on the chain."""
+        entry = self.data["graphs"].get("early_exit")
+        return self.root / entry["path"] if entry else None
+
     def file(self, key: str) -> Path:
         if key not in self.data["files"]:
             raise ManifestError(f"{self.root}: the bundle has no {key!r} file")
@@ -162,7 +174,8 @@ class Manifest:
     def paths(self) -> List[Path]:
         """Every file of the bundle edgekd reads: manifest.json, the graphs, what they load, the data files."""
         graphs = self.data["graphs"]
-        entries = [graphs["full"], *graphs["stages"], *self.data["files"].values()]
+        entries = [graphs["full"], *graphs["stages"], *([graphs["early_exit"]] if "early_exit" in graphs else []),
+                   *self.data["files"].values()]
         rels = [e["path"] for e in entries] + [x["path"] for e in entries for x in e.get("external_data", [])]
         return [self.root / MANIFEST_NAME] + [self.root / r for r in dict.fromkeys(rels)]
 
@@ -243,6 +256,8 @@ def _check_graphs(root: Path, graphs: dict[str, Any], n_exits: int, verify_hashe
         raise _fail(root, f"graphs.stages must list one segment graph per exit ({n_exits})")
     for i, entry in enumerate(segments):
         _check_file_entry(root, entry, f"graphs.stages[{i}]", verify_hashes)
+    if "early_exit" in graphs:
+        _check_file_entry(root, graphs["early_exit"], "graphs.early_exit", verify_hashes)
 
 
 def _is_number(x: Any) -> bool:
@@ -304,6 +319,11 @@ def _expected_io(data: Dict[str, Any], spec: InputSpec) -> Dict[str, Tuple[Dict[
         feed = image if i == 0 else [None, *exits[i - 1]["feat_shape"]]
         outputs = heads(i) if i == n - 1 else {f"feat{i}": [None, *exits[i]["feat_shape"]], **heads(i)}
         out[f"graphs.stages[{i}]"] = ({segment_input_name(i): feed}, outputs)
+    if "early_exit" in data["graphs"]:
+        one_image, thresholds = EARLY_EXIT_INPUTS
+        logits, exit_, conf = EARLY_EXIT_OUTPUTS
+        out["graphs.early_exit"] = ({one_image: [1, *image[1:]], thresholds: [n]},
+                                    {logits: [1, k], exit_: [1], conf: [1]})
     return out
 
 
@@ -314,6 +334,8 @@ def _check_graph_shapes(root: Path, data: Dict[str, Any], spec: InputSpec) -> No
     checked by their runner when loaded."""
     graphs = data["graphs"]
     entries = {"graphs.full": graphs["full"], **{f"graphs.stages[{i}]": e for i, e in enumerate(graphs["stages"])}}
+    if "early_exit" in graphs:
+        entries["graphs.early_exit"] = graphs["early_exit"]
     n = len(data["exits"])
     for where, (inputs, outputs) in _expected_io(data, spec).items():
         rel = entries[where]["path"]

@@ -45,6 +45,10 @@ MAX_CALIB_IMAGES = 1024  # --calib-data reads at most this many images
 
 # -- edgekd run ------------------------------------------------------------------------------------------------
 DISPLAYS = ("auto", "on", "off")
+#: How early exit runs one frame: ``auto`` (what build measured faster on this device; the one-call graph where
+#: nothing was measured here), ``one-call`` (the bundle's early-exit graph, ONNX Runtime builds), ``chain`` (one
+#: call per segment). Batches, TensorRT and ``--mode exit`` always chain.
+EARLY_EXIT_GRAPHS = ("auto", "one-call", "chain")
 
 # -- edgekd profile --------------------------------------------------------------------------------------------
 ITERATIONS = 200  # timed calls per graph
@@ -52,6 +56,10 @@ WARMUP_S = 0.2  # warm-up seconds per graph
 BATCH = 8  # the larger batch of the throughput figures (batch 1 is always measured)
 FRAME_SIZE = (640, 480)  # (width, height) of a typical USB/CSI camera stream, for the per-frame timing
 REPORTS_DIR = "profiles"  # where `edgekd profile` writes its reports by default (the repository's profiles/)
+#: Whether early exit pays (build and profile): batch-1 frames of the validation images through early exit and
+#: the full graph, interleaved, this many images per round and this many timed rounds (medians of the rounds).
+PAYOFF_IMAGES = 64
+PAYOFF_ROUNDS = 9
 
 
 # -- checks shared by build and profile --------------------------------------------------------------------

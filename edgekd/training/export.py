@@ -351,7 +351,7 @@ def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.nda
     x_rand = torch.randn((8, *x_val.shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()  # (8, C, H, W)
     report: dict[str, Any] = {"segments_vs_full": 0.0, "tolerance": float(tol)}
     chain_diffs = []
-    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", stages, conf=True) as chain:
+    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", stages) as chain:
         for key, x in (("val", x_val), ("random", x_rand)):
             got = _run_batched(lambda b: full_runner.infer({"image": b}, names), x, names)
             report[key] = _compare(_run_torch(graph, x), got, n_exits)

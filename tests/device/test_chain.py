@@ -118,21 +118,57 @@ def test_every_segment_is_asked_only_for_what_its_caller_needs(bundles, fetched)
     x = np.stack([normalize(img, m.spec) for img in _val(m)[0][:8]])  # (8, C, H, W)
     with Chain.from_manifest(m) as chain:
         out = chain.run(x)
-        assert set(out) == {"feat0", "logits0", "feat1", "logits1", "logits2"}
+        assert set(out) == {"feat0", "logits0", "conf0", "feat1", "logits1", "conf1", "logits2", "conf2"}
         chain.run(x, last=1)
-        chain.early_exit(x, [1.5, 1.5, 0.0])  # nobody exits early: every segment runs
+        chain.run(x, last=2, every_exit=False)  # what --mode exit fetches
+        chain.early_exit(x, [0.999999, 0.999999, 0.0])  # reachable thresholds: every exit's answer comes back
+        chain.early_exit(x, [1.5, np.inf, 0.0])  # thresholds nothing reaches: those exits only pass feat on
     assert _by_segment(m, fetched) == [
-        (0, ("feat0", "logits0")), (1, ("feat1", "logits1")), (2, ("logits2",)),  # run
-        (0, ("feat0", "logits0")), (1, ("logits1",)),  # run up to exit 1: no feat1, nobody needs it
-        (0, ("feat0", "logits0")), (1, ("feat1", "logits1")), (2, ("logits2",)),  # early exit
+        (0, ("feat0", "logits0", "conf0")), (1, ("feat1", "logits1", "conf1")), (2, ("logits2", "conf2")),  # run
+        (0, ("feat0", "logits0", "conf0")), (1, ("logits1", "conf1")),  # up to exit 1: no feat1, nobody needs it
+        (0, ("feat0",)), (1, ("feat1",)), (2, ("logits2", "conf2")),  # only the last exit answers
+        (0, ("feat0", "logits0", "conf0")), (1, ("feat1", "logits1", "conf1")), (2, ("logits2", "conf2")),
+        (0, ("feat0",)), (1, ("feat1",)), (2, ("logits2", "conf2")),
     ]
-    fetched.clear()
-    with Chain.from_manifest(m, conf=True) as chain:  # what export's parity check compares
-        out = chain.run(x)
-    assert _by_segment(m, fetched) == [(0, ("feat0", "logits0", "conf0")), (1, ("feat1", "logits1", "conf1")),
-                                       (2, ("logits2", "conf2"))]
-    for i in range(n):
+    for i in range(n):  # the graph's confidence is its softmax maximum, up to rounding
         np.testing.assert_allclose(out[f"conf{i}"], softmax(out[f"logits{i}"]).max(axis=1), atol=1e-5)
+
+
+def test_the_chains_probabilities_peak_exactly_at_the_graphs_confidence(bundles):
+    """Every decision is made on ``conf{i}``: the probabilities build certifies on have it as their maximum, bit
+    for bit, and keep the host softmax's argmax; the batch does not change a confidence (build decides at 64,
+    run at 1)."""
+    m = bundles["int8"]
+    images, _ = _val(m)
+    with Chain.from_manifest(m) as chain:
+        probs = chain.probs(images, m.spec, batch=64)  # (E, N, K)
+        one = chain.probs(images[:50], m.spec, batch=1)
+        x = next(normalized_batches(images, m.spec, batch=len(images)))
+        out = chain.run(x)
+    assert np.array_equal(one, probs[:, :50])
+    for i in range(m.num_exits):
+        assert np.array_equal(probs[i].max(axis=1), out[f"conf{i}"])
+        assert np.array_equal(probs[i].argmax(axis=1), softmax(out[f"logits{i}"]).argmax(axis=1))
+        np.testing.assert_allclose(probs[i], softmax(out[f"logits{i}"]), atol=1e-6)
+
+
+def test_exit_probs_keeps_the_argmax_where_the_confidence_rounds_below_a_near_tie():
+    logits = np.log(np.array([[0.5, 0.5 - 1e-8, 0.0 + 1e-9], [0.1, 0.2, 0.7]], dtype=np.float32))
+    conf = np.array([np.nextafter(np.float32(0.5), np.float32(0)), 0.7], dtype=np.float32)  # an ulp below
+    p = chain_module.exit_probs(logits, conf)
+    assert np.array_equal(p.max(axis=1), conf) and list(p.argmax(axis=1)) == [0, 2]
+    assert (p[0, 1] < conf[0]) and p.dtype == np.float32
+
+
+@pytest.mark.parametrize("t", [0.95, 0.1, 1 / 3, 0.7000000000000001, 1.01, float(np.float32(0.95)), 0.0, np.inf,
+                               3.5e38])
+def test_float32_thresholds_decide_every_float32_confidence_as_float64_does(t):
+    got = chain_module.float32_thresholds([t])[0]
+    assert got.dtype == np.float32
+    near = np.float32(min(t, 1.0)) if np.isfinite(t) else np.float32(1.0)
+    conf = np.array([np.nextafter(near, np.float32(-1)), near, np.nextafter(near, np.float32(2)), got,
+                     np.nextafter(got, np.float32(-1))], dtype=np.float32)
+    assert np.array_equal(conf >= got, conf.astype(np.float64) >= t)
 
 
 def test_profile_times_exactly_what_run_fetches(bundles, fetched):
@@ -141,16 +177,21 @@ def test_profile_times_exactly_what_run_fetches(bundles, fetched):
     from edgekd.device.runtime.pipeline import Pipeline
 
     m = bundles["int8"]
-    frame = _val(m)[0][0]
+    images = _val(m)[0]
+    with Chain.from_manifest(m) as chain:
+        conf = chain.probs(images[:20], m.spec).max(axis=2)[:-1]  # (E - 1, 20) confidences of the shallow exits
+    j = int(np.argmin(conf.max(axis=0)))  # a frame no shallow exit is sure of
+    reachable = float(np.nextafter(conf[:, j].max(), 2.0))  # a threshold it misses by an ulp: every exit answers
+    assert reachable <= 1.0
+    early = [{"threshold": reachable, "early_exit_graph": "chain"}, {"threshold": 1.5, "early_exit_graph": "chain"}]
     run_fetches = set()
-    for mode, extra in [("early-exit", {"threshold": 1.5})] + [("exit", {"exit": k}) for k in range(m.num_exits)]:
+    for mode, extra in [("early-exit", e) for e in early] + [("exit", {"exit": k}) for k in range(m.num_exits)]:
         with Pipeline(m, mode=mode, **extra) as pipe:
-            pipe(frame)
+            assert pipe(images[j]).exit == (m.num_exits - 1 if mode == "early-exit" else extra["exit"])
         run_fetches |= set(_by_segment(m, fetched))
         fetched.clear()
     segment_latencies(m, warmup_s=0.0, iterations=1)
     assert set(_by_segment(m, fetched)) == run_fetches
-    assert not any(name.startswith("conf") for _, outputs in run_fetches for name in outputs)
 
 
 def test_segment_input_hook_sees_every_segments_feed(bundles):

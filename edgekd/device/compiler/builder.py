@@ -17,7 +17,12 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
    lose at most ``target_drop`` points with probability ``confidence`` (:func:`edgekd.core.certify.certify_thresholds`),
    or with ``fit="point"`` the old minimum-cost point estimate (not certified); the whole record goes under the
    manifest's ``build.thresholds`` and its one-line summary is printed;
-6. write the manifest.
+6. for ONNX Runtime (FP32 and INT8), the one-call early-exit graph: the built segment graphs joined by ``If`` nodes
+   (:mod:`edgekd.device.compiler.early_exit_graph`, ``graphs.early_exit``);
+7. write the manifest; then time early exit at the new thresholds against the full graph on this device, one
+   frame at a time (:func:`edgekd.device.profile.payoff.measure_payoff`: the one-call graph, the chain, and
+   ``--mode full-vote``), print "early exit saves X% of the latency here" or "costs Y% more here; use --mode
+   full-vote", and keep the figure, the faster early-exit graph and the device under ``build.early_exit``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from edgekd.core.certify import Certificate, early_exit_thresholds, manifest_rec
 from edgekd.core.errors import EdgekdError
 from edgekd.core.labelled import load_images
 from edgekd.core.manifest import (
+    EARLY_EXIT_INPUTS,
+    EARLY_EXIT_OUTPUTS,
     Manifest,
     bundle_directory,
     check_bundle_destination,
@@ -332,11 +339,28 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
                                         delta=round(1.0 - plan.confidence, 12), fit=plan.fit,
                                         vote_weights=src.vote_weights)
     log(f"thresholds: {certificate.summary()}")
+    one_call = _one_call_graph(tmp, plan, graphs) if run_backend == "onnxruntime" else None
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate, latency))
+    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate, latency, one_call))
+    manifest = write_manifest(tmp, data)
+    from edgekd.device.profile.payoff import measure_payoff, payoff_line
+
+    data["build"]["early_exit"] = measure_payoff(manifest, val_images, runner_options=run_opts)
+    log(payoff_line(data["build"]["early_exit"]))
     write_manifest(tmp, data)
     return data
+
+
+def _one_call_graph(tmp: Path, plan: BuildPlan, graphs: dict[str, Path]) -> Path | None:
+    """Step 6: the built segment graphs joined into the one-call early-exit graph, for the precisions whose one-call
+    graph decides as the chain does (:data:`~edgekd.device.compiler.early_exit_graph.ONE_CALL_PRECISIONS`)."""
+    from edgekd.device.compiler.early_exit_graph import ONE_CALL_PRECISIONS, write_early_exit_graph
+
+    if plan.precision not in ONE_CALL_PRECISIONS:
+        return None
+    segments = [graphs[f"segment{i}"] for i in range(plan.source.num_exits)]
+    return write_early_exit_graph(segments, tmp / f"early_exit.{plan.precision}.onnx")
 
 
 def _graphs_for(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
@@ -555,6 +579,7 @@ class Built:
     verification: dict[str, Any]  # :func:`edgekd.device.compiler.verify.compare` against FP32
     certificate: Certificate  # the early-exit thresholds and what backs them (certified or a point estimate)
     segment_latency_ms: list[float]  # quick median batch-1 latency per segment
+    early_exit: Path | None = None  # the one-call early-exit graph (ONNX Runtime builds)
 
 
 def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
@@ -575,6 +600,8 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
             "full": _graph_entry(tmp, run_paths["full"], ["image"], full_output_names(n)),
             "stages": [_graph_entry(tmp, run_paths[f"segment{i}"], [segment_input_name(i)], segment_output_names(i, n))
                        for i in range(n)],
+            **({"early_exit": _graph_entry(tmp, built.early_exit, list(EARLY_EXIT_INPUTS), list(EARLY_EXIT_OUTPUTS))}
+               if built.early_exit is not None else {}),
         },
         "files": files,
         "thresholds": cert.thresholds,

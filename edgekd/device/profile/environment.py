@@ -159,6 +159,18 @@ def clocks_locked(root: str | Path = "/") -> bool | None:
         return None
 
 
+def device_name(backend: str, threads: int | None = None, root: str | Path = "/") -> str:
+    """This machine as the label of a latency figure (``build.early_exit.device``): the board (a Jetson's model, else
+    the CPU's), its cores, the runner backend and its version, and for ONNX Runtime the threads it runs with
+    (``threads``, else :func:`ort_threads`). A figure measured under another label says nothing about this one."""
+    board = jetson_model(root) or cpu_model(root)
+    if backend == "tensorrt":
+        version = _version(("tensorrt", "tensorrt-cu12", "tensorrt-cu11"), "tensorrt")
+        return f"{board}; {gpu_name(jetson_model(root)) or 'GPU'}; tensorrt {version}"
+    version = _version(("onnxruntime", "onnxruntime-gpu"), "onnxruntime")
+    return f"{board}; {os.cpu_count() or 1} cores; onnxruntime {version}; {threads or ort_threads()} threads"
+
+
 def describe_environment(backend: str, root: str | Path = "/") -> dict:
     jetson = jetson_model(root)
     mode_name, mode_id = power_mode() if jetson else (None, None)

@@ -9,7 +9,7 @@ for exactly the outputs ``edgekd run`` asks for. Torch-free (device side).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -105,6 +105,24 @@ def _timed_loop(fn: Callable[[], Any], samples: list[float], iterations: int | N
                 break
 
 
+def interleaved(fns: Mapping[str, Callable[[], Any]], *, rounds: int, warmup_rounds: int = 1) -> dict[str, list[float]]:
+    """Milliseconds of every callable in each of ``rounds`` timed rounds (after ``warmup_rounds`` untimed ones); each
+    round calls every callable once, in an order rotated from round to round, so what drifts on a shared machine
+    (other load, clocks, heat) falls on all of them alike. Compare them by their medians."""
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
+    names = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup_rounds + rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[name]()
+            if r >= warmup_rounds:
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
 def _segment_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
     return tuple(manifest.spec.shape) if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])
 
@@ -153,12 +171,13 @@ def segment_latencies(manifest: Manifest, *, batch: int = 1, runner_options: dic
     INA3221), else ``"not available"``. ``measure_kw`` go to :func:`measure`.
 
     Each segment is asked for what ``edgekd run`` asks it for (:meth:`Chain.outputs
-    <edgekd.device.chain.Chain.outputs>`), never ``conf{i}``: in ``exit{i}`` segment j returns ``logits{j}`` and,
-    for j < i, the ``feat{j}`` the next segment needs, exactly as ``edgekd run --mode exit --exit i`` does (in
-    ``early-exit`` mode a frame answered at an exit i before the last has also produced ``feat{i}``; on ONNX Runtime
-    that is one feature-map copy more, on TensorRT it stays on the GPU and costs nothing); ``segment{i}`` returns
-    what segment i returns in the whole chain (``feat{i}`` unless it is the last, and ``logits{i}``; on TensorRT the
-    feature map stays on the GPU, as in ``edgekd run``). ``full`` returns every output of the full graph.
+    <edgekd.device.chain.Chain.outputs>`): in ``exit{i}`` segment j < i returns only the ``feat{j}`` the next
+    segment needs and segment i its ``logits{i}`` and ``conf{i}``, exactly as ``edgekd run --mode exit --exit i``
+    does (in ``early-exit`` mode a frame answered at an exit i before the last has also produced ``feat{i}``; on
+    ONNX Runtime that is one feature-map copy more, on TensorRT it stays on the GPU and costs nothing);
+    ``segment{i}`` returns what segment i returns in a chained early exit (``feat{i}`` unless it is the last,
+    ``logits{i}`` and ``conf{i}``; on TensorRT the feature map stays on the GPU, as in ``edgekd run``). ``full``
+    returns every output of the full graph.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -188,7 +207,7 @@ def _time_graphs(manifest: Manifest, chain: Chain, full: Runner, batch: int, ask
     for i in range(n):
         def up_to_exit(b: int, last: int = i) -> Callable[[], Any]:
             x = zeros[b][0]
-            return lambda: chain.run(x, last=last)
+            return lambda: chain.run(x, last=last, every_exit=False)
 
         entry = _entry(up_to_exit, batches, rails, **measure_kw)
         entry["segment_median_sum_ms"] = float(sum(result[f"segment{j}"]["latency"]["median"]

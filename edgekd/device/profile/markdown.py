@@ -55,8 +55,13 @@ def _certificates(bundles: list[dict[str, Any]]) -> list[str]:
              "confidence bound; saving: the share of the full cost early exit saves there. `point` thresholds are a "
              "point estimate, not certified.", ""]
     lines += _table(["bundle"] + CERTIFICATE_COLUMNS, rows, text_columns=2)
-    return lines + [f"- {display_name(b)}: {b.get('certificate_line', 'thresholds not certified')}"
-                    for b in bundles] + [""]
+    lines += [f"- {display_name(b)}: {b.get('certificate_line', 'thresholds not certified')}" for b in bundles]
+    payoff = [f"- {display_name(b)}: {b['early_exit_line']}" for b in bundles if b.get("early_exit_line")]
+    if payoff:
+        lines += ["", "Whether early exit pays on this device: the validation images one frame at a time through "
+                  "early exit at these thresholds and through the full graph, interleaved (medians of the rounds).",
+                  "", *payoff]
+    return lines + [""]
 
 
 def _environment(env: dict[str, Any]) -> list[str]:

@@ -3,7 +3,9 @@
 For each bundle: the environment; accuracy per exit and per vote rule on labelled data (the bundle's validation
 sample, or ``--data``); latency per stage, per exit (chained) and of the full graph at batch 1 and a larger batch;
 per-frame timing of the runtime pipeline split into pre / network / post; the early-exit sweep with the manifest's
-operating point and the Pareto front; energy per inference where Jetson power rails exist; the certificate of the
+operating point and the Pareto front; whether early exit at the manifest's thresholds pays here, against the full
+graph (:mod:`edgekd.device.profile.payoff`: "early exit saves X% of the latency here" or "costs Y% more here; use
+--mode full-vote"); energy per inference where Jetson power rails exist; the certificate of the
 manifest's thresholds (``build.thresholds``). Written to ``--out``: ``report.json`` (schema in docs/PROFILE.md),
 ``report.md``, ``tradeoff.png`` and ``exits.png``, and terminal tables. ``--write-thresholds`` certifies new
 thresholds as build does (or, with ``--fit point``, fits the old point estimate) on ``--data`` or the validation
@@ -55,6 +57,7 @@ from edgekd.device.profile.environment import describe_environment
 from edgekd.device.profile.frames import frame_timings
 from edgekd.device.profile.latency import segment_latencies
 from edgekd.device.profile.markdown import CERTIFICATE_COLUMNS, certificate_cells, display_name, report_markdown
+from edgekd.device.profile.payoff import measure_payoff, payoff_line
 from edgekd.device.profile.plots import INSTALL, PALETTE, matplotlib_available, plot_report
 from edgekd.device.profile.sweep import DEFAULT_TARGET_DROPS, accuracy_table, full_accuracy, pareto_front, sweep
 
@@ -143,6 +146,7 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
     if threads:
         environment["threads"] = threads
     certificate, certificate_line = certificate_of(m)
+    payoff = measure_payoff(m, images, runner_options=options)
     return {
         "name": Path(path).name, "path": str(path), "precision": m.precision, "backend": m.runner_backend,
         "num_exits": m.num_exits, "macs": macs, "thresholds": list(m.thresholds), "vote_rule": m.vote_rule,
@@ -155,6 +159,7 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
         "operating_point": next(p for p in points if p["operating_point"]),
         "energy": _energy_summary(latency, frames, m.num_exits, rails),
         "certificate": certificate, "certificate_line": certificate_line,
+        "early_exit": payoff, "early_exit_line": payoff_line(payoff),
     }
 
 
@@ -377,6 +382,9 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     for b in bundles:
         console.print(f"{b['label']}: {b.get('certificate_line', 'thresholds not certified')}", markup=False,
                       highlight=False, soft_wrap=True)
+    for b in bundles:
+        if b.get("early_exit_line"):
+            console.print(f"{b['label']}: {b['early_exit_line']}", markup=False, highlight=False, soft_wrap=True)
     for b in bundles:
         unstable = [k for k, v in b["latency"].items() if isinstance(v, dict) and v["latency"]["unstable"]]
         if unstable:

@@ -42,6 +42,7 @@ EARLY_EXIT = RUN_MODES[0]  # the one mode that decides on thresholds
 class RunOptions:
     mode: str = "early-exit"
     threshold: float | None = None
+    early_exit_graph: str | None = None  # auto | one-call | chain (:data:`edgekd.device.options.EARLY_EXIT_GRAPHS`)
     exit: int | None = None
     vote: str | None = None
     smoothing: float | None = None
@@ -179,7 +180,8 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         pipeline = stack.enter_context(Pipeline.from_bundle(bundle, mode=opts.mode, threshold=opts.threshold,
                                                             exit=opts.exit, vote=opts.vote,
                                                             smoothing=opts.smoothing,
-                                                            backend_options=_backend_options(opts)))
+                                                            backend_options=_backend_options(opts),
+                                                            early_exit_graph=opts.early_exit_graph))
         check_outputs(opts, pipeline.manifest, source)
         frames = stack.enter_context(open_source(source, loop=opts.loop, reconnect=opts.reconnect,
                                                  backoff=opts.reconnect_backoff))
@@ -252,7 +254,7 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
         except KeyboardInterrupt:
             console.print("interrupted: stopping cleanly")
         summary = {**stats.summary(), "source": dict(frames.stats), "mode": pipeline.mode,
-                   "thresholds": _thresholds_line(pipeline)}
+                   "thresholds": _thresholds_line(pipeline), "early_exit": _payoff_line(pipeline, opts)}
         if recorder is not None:
             summary["recorded"] = recorder.summary()
         if drift is not None:
@@ -269,6 +271,16 @@ def _thresholds_line(pipeline: Pipeline) -> str | None:
         return None
     record = (pipeline.manifest.data.get("build") or {}).get("thresholds")
     return describe_thresholds(record, pipeline.thresholds)
+
+
+def _payoff_line(pipeline: Pipeline, opts: RunOptions) -> str | None:
+    """Whether early exit pays on this device (build's measurement, ``build.early_exit``) and which graph ran one
+    frame; None in the modes that do not exit early."""
+    if pipeline.mode != EARLY_EXIT:
+        return None
+    from edgekd.device.profile.payoff import stored_payoff_line
+
+    return f"{pipeline.early_exit_graph} graph; {stored_payoff_line(pipeline.manifest, opts.threads)}"
 
 
 def print_summary(console: Console, summary: dict, name: str) -> None:
@@ -289,6 +301,8 @@ def print_summary(console: Console, summary: dict, name: str) -> None:
                       f"{src.get('dropped', 0)} / {src.get('reopened', 0)} / {src.get('failed_reads', 0)}")
     if summary.get("thresholds"):
         table.add_row("thresholds", Text(summary["thresholds"], justify="left"))
+    if summary.get("early_exit"):
+        table.add_row("early exit", Text(summary["early_exit"], justify="left"))
     if summary.get("recorded"):
         table.add_row("recorded", Text(summary["recorded"], justify="left"))
     drift = summary.get("drift")

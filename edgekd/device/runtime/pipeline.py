@@ -2,10 +2,14 @@
 
 Three modes:
 
-* ``early-exit`` (default): run stage 0 on the image; if the exit's confidence (max softmax probability) reaches
-  its threshold, answer there, otherwise feed ``feat{i}`` to stage ``i + 1``; the last exit always answers.
+* ``early-exit`` (default): run segment 0 on the image; if the exit's confidence (max softmax probability) reaches
+  its threshold, answer there, otherwise feed ``feat{i}`` to segment ``i + 1``; the last exit always answers.
   Thresholds come from the manifest (fitted by ``edgekd build``) or one ``threshold`` for every exit: 0 answers
-  everything at exit 0, anything above 1 answers everything at the last exit. Only the stage graphs are opened.
+  everything at exit 0, anything above 1 answers everything at the last exit. One frame at a time runs in one call
+  of the bundle's early-exit graph (``graphs.early_exit``, ONNX Runtime builds: the segments joined by ``If``
+  nodes, the thresholds one of its inputs) when build measured it faster than the chain on this device, or measured
+  nothing here (``early_exit_graph="auto"``; ``"one-call"`` or ``"chain"`` choose); batches, TensorRT bundles and
+  bundles without that graph chain the segment graphs, one call each.
 * ``full-vote``: one call of the full graph and the ensemble vote of all exits. The rule is the manifest's unless
   ``vote`` overrides it. When it equals the rule the graph computes (``vote.in_graph``: soft, or weighted with the
   manifest weights) the graph's ``vote`` output is the answer; otherwise (hard, or another rule) the vote is
@@ -13,11 +17,10 @@ Three modes:
   prediction is the last exit's index and ``mode`` is ``"full-vote"``.
 * ``exit`` with ``exit=K``: run stages 0..K and answer from exit K (anytime inference at a fixed budget).
 
-Confidence is computed on the host from ``softmax(logits{i})`` in float32 — exactly the numbers ``edgekd build``
-fitted the thresholds on (both chain the segments with :class:`edgekd.device.chain.Chain`) — rather than read from
-``conf{i}``, which is the same value up to rounding (and quantization, in int8 graphs), so a frame whose confidence
-sits exactly on a threshold is decided as the build decided it. Each mode is one small step class (``_STEPS``) that
-checks its own option and runs its own network step.
+Early exit decides on the graph's own confidence ``conf{i}`` — exactly the numbers ``edgekd build`` fitted and
+certified the thresholds on, in the chain and in the one-call graph alike (see :mod:`edgekd.device.chain`) — so a
+frame whose confidence sits exactly on a threshold is decided as the build decided it. Each mode is one small step
+class (``_STEPS``) that checks its own option and runs its own network step.
 
 Temporal smoothing (``smoothing=W``, 0 < W < 1): an exponential moving average of the answer's probability vector
 over consecutive frames, ``p ← W·p_prev + (1 − W)·p_new`` (like jetson-inference's temporal smoothing of
@@ -45,9 +48,10 @@ import numpy as np
 
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
-from edgekd.core.manifest import Manifest, load_manifest
+from edgekd.core.manifest import EARLY_EXIT_INPUTS, EARLY_EXIT_OUTPUTS, Manifest, load_manifest
 from edgekd.core.vote import VOTE_RULES, softmax, vote_scores
-from edgekd.device.chain import Chain, within_range
+from edgekd.device.chain import Chain, exit_probs, float32_thresholds, within_range
+from edgekd.device.options import EARLY_EXIT_GRAPHS
 from edgekd.device.runners import Runner, make_runner
 from edgekd.device.runtime.preprocess import Preprocessor
 
@@ -87,6 +91,7 @@ class _Step:
 
     option: str  # the Pipeline option only this mode accepts
     exit: int | None = None
+    early_exit_graph: str | None = None  # "one-call" or "chain": how one frame runs, where the mode chains
     vote_rule: str | None = None
     vote_in_graph: bool = False
     runners: list[Runner]
@@ -125,19 +130,79 @@ class _ChainStep(_Step):
         return _Batch(out.probs, out.probs, out.exits, out.network_ms, total_ms - out.network_ms)
 
 
+def preferred_early_exit_graph(manifest: Manifest, threads: int | None = None) -> str:
+    """What ``auto`` runs one frame on: ``chain`` for a bundle without a one-call graph; else what build measured
+    faster (``build.early_exit.graph``) when it measured on this device (same label,
+    :func:`edgekd.device.profile.environment.device_name`), else the one-call graph: one runtime call in place of
+    one per segment, which is what made the chain slower than the full graph."""
+    if manifest.early_exit_graph() is None:
+        return "chain"
+    record = (manifest.data.get("build") or {}).get("early_exit")
+    if isinstance(record, dict) and record.get("graph") in EARLY_EXIT_GRAPHS[1:]:
+        from edgekd.device.profile.environment import device_name
+
+        if record.get("device") == device_name(manifest.runner_backend, threads):
+            return str(record["graph"])
+    return "one-call"
+
+
 class _EarlyExit(_ChainStep):
-    """``early-exit``: every segment, the manifest's thresholds or ``threshold`` for every exit."""
+    """``early-exit``: every segment, the manifest's thresholds or ``threshold`` for every exit; one frame in one call
+    of the one-call graph when chosen (:func:`preferred_early_exit_graph`), the chain otherwise and for batches (it is
+    opened on the first batch of more than one frame)."""
 
     option = "threshold"
 
-    def __init__(self, manifest: Manifest, threshold: float | None, options: dict[str, Any]) -> None:
+    def __init__(self, manifest: Manifest, threshold: float | None, options: dict[str, Any],
+                 graph: str = EARLY_EXIT_GRAPHS[0]) -> None:
         super().__init__(manifest)
         if threshold is not None:
             if not _is_number(threshold) or not math.isfinite(threshold) or threshold < 0:
                 raise EdgekdError(f"threshold must be a finite number >= 0 (above 1: never exit early), "
                                   f"got {threshold!r}")
             self.thresholds = [float(threshold)] * manifest.num_exits
-        self._open(manifest, manifest.num_exits - 1, np.asarray(self.thresholds, dtype=np.float64), options)
+        if graph not in EARLY_EXIT_GRAPHS:
+            raise EdgekdError(f"early_exit_graph must be one of {', '.join(EARLY_EXIT_GRAPHS)}, got {graph!r}")
+        path = manifest.early_exit_graph()
+        if graph == "one-call" and path is None:
+            raise EdgekdError(f"{manifest.root} has no one-call early-exit graph (TensorRT bundles and bundles built "
+                              "before edgekd wrote one chain the segments); rebuild it or use the chain")
+        if graph == EARLY_EXIT_GRAPHS[0]:
+            graph = preferred_early_exit_graph(manifest, options.get("threads"))
+        self.early_exit_graph = graph
+        decide = np.asarray(self.thresholds, dtype=np.float64)
+        self._one: Runner | None = None
+        if graph == "one-call":
+            self._decide = decide
+            self._graph_thresholds = float32_thresholds(decide)  # (E,) the graph's input: it compares in float32
+            self._one = make_runner(manifest.runner_backend, path, **options).activate()
+            self._chain = Chain.from_manifest(manifest, **options)  # opened for the first batch of several frames
+        else:
+            self._open(manifest, manifest.num_exits - 1, decide, options)
+
+    @property
+    def runners(self) -> list[Runner]:
+        return ([self._one] if self._one is not None else []) + self._chain.runners
+
+    def close(self) -> None:
+        if self._one is not None:
+            self._one.deactivate()
+            self._one = None
+        self._chain.close()
+
+    def __call__(self, x: np.ndarray) -> _Batch:
+        if self._one is None or len(x) != 1:
+            if self._one is not None and not self._chain.runners:
+                self._chain.open()
+            return super().__call__(x)
+        t = time.perf_counter()
+        image, thresholds = EARLY_EXIT_INPUTS
+        logits, exit_, conf = EARLY_EXIT_OUTPUTS
+        out = self._one.infer({image: x, thresholds: self._graph_thresholds}, list(EARLY_EXIT_OUTPUTS))
+        t1 = time.perf_counter()
+        probs = exit_probs(out[logits], out[conf])  # (1, K): as the chain answers at that exit
+        exits = np.asarray(out[exit_], dtype=np.int64).reshape(-1)
+        return _Batch(probs, probs, exits, (t1 - t) * 1e3, (time.perf_counter() - t1) * 1e3)
 
 
 class _Exit(_ChainStep):
@@ -223,7 +288,7 @@ class Pipeline:
 
     def __init__(self, manifest: Manifest, *, mode: str = "early-exit", threshold: float | None = None,
                  exit: int | None = None, vote: str | None = None, smoothing: float | None = None,
-                 backend_options: dict | None = None):
+                 backend_options: dict | None = None, early_exit_graph: str | None = None):
         if mode not in _STEPS:
             raise EdgekdError(f"unknown mode {mode!r}; choose one of {', '.join(RUN_MODES)}")
         given = {"threshold": threshold, "exit": exit, "vote": vote}
@@ -244,8 +309,11 @@ class Pipeline:
         self._prepare_pre = Preprocessor(self.spec)  # used by prepare(), e.g. on a reader thread
         self._ema_scores: np.ndarray | None = None
         self._ema_probs: np.ndarray | None = None
+        if early_exit_graph is not None and mode != RUN_MODES[0]:
+            raise EdgekdError(f"early_exit_graph applies to mode {RUN_MODES[0]} only, not {mode}")
         step = _STEPS[mode]
-        self._step = step(manifest, given[step.option], dict(backend_options or {}))
+        graph = {"graph": early_exit_graph} if early_exit_graph is not None else {}
+        self._step = step(manifest, given[step.option], dict(backend_options or {}), **graph)
 
     @property
     def runners(self) -> list[Runner]:
@@ -260,6 +328,11 @@ class Pipeline:
         return self._step.exit
 
     @property
+    def early_exit_graph(self) -> str | None:
+        """How early exit runs one frame: ``one-call`` or ``chain`` (None in the other modes)."""
+        return self._step.early_exit_graph
+
+    @property
     def vote_rule(self) -> str | None:
         return self._step.vote_rule
 
@@ -270,11 +343,11 @@ class Pipeline:
     @classmethod
     def from_bundle(cls, path: str | Path, *, mode: str = "early-exit", threshold: float | None = None,
                     exit: int | None = None, vote: str | None = None, smoothing: float | None = None,
-                    backend_options: dict | None = None) -> Pipeline:
+                    backend_options: dict | None = None, early_exit_graph: str | None = None) -> Pipeline:
         """Open the bundle at ``path`` (its manifest only: the data archives are hashed, never read) and the runners
         ``mode`` needs."""
         return cls(load_manifest(path, read_data=False), mode=mode, threshold=threshold, exit=exit, vote=vote,
-                   smoothing=smoothing, backend_options=backend_options)
+                   smoothing=smoothing, backend_options=backend_options, early_exit_graph=early_exit_graph)
 
     # lifecycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:

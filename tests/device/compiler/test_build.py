@@ -121,6 +121,39 @@ def test_a_larger_budget_certifies_early_exit_and_says_so(certified):
     assert f"certified: early exit within 5 points of {name} with 80% confidence (400 images" in output
 
 
+def test_build_measures_whether_early_exit_pays_here_and_says_so(certified):
+    """Build times early exit at the certified thresholds against the full graph on this device, prints the verdict
+    and keeps the figure with the device (the value is a timing: only its form and consistency are tested)."""
+    from edgekd.device.profile.environment import device_name
+    from edgekd.device.profile.payoff import payoff_line
+
+    out, result = certified
+    m = load_manifest(out)
+    record = m.data["build"]["early_exit"]
+    assert record["device"] == device_name("onnxruntime") and record["batch"] == 1
+    assert record["thresholds"] == m.thresholds and record["images"] == 64 and record["rounds"] >= 1
+    assert set(record["ms"]) == {"one-call", "chain", "full-vote"} and all(v > 0 for v in record["ms"].values())
+    assert record["graph"] == min(("one-call", "chain"), key=lambda g: record["ms"][g])
+    assert record["saving"] == pytest.approx(1 - record["ms"][record["graph"]] / record["ms"]["full-vote"])
+    assert sum(record["exit_fraction"]) == pytest.approx(1.0) and record["exit_fraction"][-1] < 1.0
+    line = payoff_line(record)
+    assert line.startswith("early exit saves " if record["saving"] > 0 else "early exit costs ")
+    assert line.endswith("; use --mode full-vote") == (record["saving"] <= 0)
+    assert " ".join(line.split()) in " ".join(result.output.split())
+
+
+def test_the_payoff_line_says_saves_or_costs_and_what_to_use():
+    from edgekd.device.profile.payoff import payoff_line
+
+    record = {"ms": {"one-call": 0.6, "chain": 0.9, "full-vote": 1.0}, "graph": "one-call", "saving": 0.4}
+    assert payoff_line(record).startswith("early exit saves 40% of the latency here (0.600 ms per frame on the "
+                                          "one-call graph against 1.000 ms for the full graph")
+    record = {"ms": {"chain": 1.25, "full-vote": 1.0}, "graph": "chain", "saving": -0.25}
+    line = payoff_line(record)
+    assert line.startswith("early exit costs 25% more here (1.250 ms per frame on the chain graph")
+    assert line.endswith("; use --mode full-vote")
+
+
 def test_run_shows_the_certificate_line(certified, tiny_bundle, tmp_path):
     """`edgekd run` ends with the line of the certificate behind the thresholds it used; --threshold, or a bundle
     without a certificate, says "thresholds not certified"."""
@@ -146,6 +179,11 @@ def test_run_shows_the_certificate_line(certified, tiny_bundle, tmp_path):
     summary, text = run(out)
     assert summary["thresholds"].startswith("certified: early exit within 5 points of " + line["reference"])
     assert summary["thresholds"] in text
+    from edgekd.device.profile.payoff import payoff_line
+
+    record = load_manifest(out).data["build"]["early_exit"]  # and whether early exit pays here, from build
+    assert summary["early_exit"] == f"{record['graph']} graph; {payoff_line(record)}"
+    assert summary["early_exit"] in text
     summary, text = run(out, threshold=0.5)
     assert summary["thresholds"].startswith("thresholds not certified (the thresholds in use are not those")
     assert "thresholds not certified" in text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgekd.core.manifest import load_manifest
-from edgekd.device.profile.latency import LatencyStats, measure, segment_latencies, summarize
+from edgekd.device.profile.latency import LatencyStats, interleaved, measure, segment_latencies, summarize
 
 ORDER = ("min", "median", "p90", "p95", "p99", "max")
 
@@ -104,6 +104,19 @@ def test_measure_honours_duration():
     assert 2 <= s.n <= 21  # 0.1 s of 5 ms calls, never more
     with pytest.raises(ValueError):
         measure(fn, iterations=None, duration_s=None)
+
+
+def test_interleaved_times_every_callable_once_per_round_in_a_rotating_order():
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    samples = interleaved(fns, rounds=4, warmup_rounds=1)
+    assert calls[:3] == ["a", "b", "c"]  # the untimed round
+    assert calls[3:] == ["b", "c", "a", "c", "a", "b", "a", "b", "c", "b", "c", "a"]  # order rotates
+    assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    slow = interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.01)}, rounds=3)
+    assert min(slow["slow"]) >= 10.0 > max(slow["fast"])  # milliseconds of each call
+    with pytest.raises(ValueError):
+        interleaved(fns, rounds=0)
 
 
 def test_stage_latencies_on_built_bundle(built):

@@ -44,6 +44,7 @@ def report_dir(bundles, tmp_path_factory):
                                       "--frame-size", "64x48"])
     assert result.exit_code == 0, result.output
     assert "Per exit" in result.output and "early" in result.output and "network" in result.output
+    assert " ".join(result.output.split()).count(": early exit ") == 2  # the verdict of each bundle
     return out
 
 
@@ -68,6 +69,19 @@ def test_report_has_every_bundle_exit_and_field(report):
         assert b["energy"] == "not available"  # no power rails on this machine: reported, never guessed
         assert b["environment"]["cpu"] and b["environment"]["backend"] == "onnxruntime"
         assert b["data"] == {"source": "val_sample", "path": b["data"]["path"], "n": 400}
+
+
+def test_profile_says_whether_early_exit_pays_here(report, report_dir):
+    """Each bundle's report says whether early exit at its thresholds beats the full graph on this device: the
+    record build keeps (device, medians, the faster graph) and its line, in report.json and report.md."""
+    from edgekd.device.profile.payoff import payoff_line
+
+    md = (report_dir / "report.md").read_text()
+    for b in report["bundles"]:
+        rec = b["early_exit"]
+        assert set(rec["ms"]) == {"one-call", "chain", "full-vote"} and rec["thresholds"] == b["thresholds"]
+        assert rec["graph"] in ("one-call", "chain") and rec["batch"] == 1
+        assert b["early_exit_line"] == payoff_line(rec) and b["early_exit_line"] in md
 
 
 def test_per_frame_split_into_pre_network_post(report):

@@ -167,13 +167,18 @@ class RecordingCuda(cuda.CudaRuntime):
         return [e for e in self.log if e[0] == kind]
 
 
-SAMPLE = (3, 2, 2)  # every segment's input and feat: (N, 3, 2, 2); logits: (N, 3)
+SAMPLE = (3, 2, 2)  # every segment's input and feat: (N, 3, 2, 2); logits: (N, 3); conf: (N,)
 
 
 def segment_reference(x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """What a fake segment engine computes: feat = 0.5 x + 1, logits = per-channel sums of feat times scale."""
     feat = 0.5 * x + 1.0  # (N, 3, 2, 2)
     return feat, feat.reshape(len(x), 3, -1).sum(axis=2) * scale  # (N, 3)
+
+
+def _shape(name: str, batch: int) -> tuple[int, ...]:
+    """A fake engine's tensor shapes, as an exported segment graph declares them."""
+    return (batch, 3) if name.startswith("logits") else (batch,) if name.startswith("conf") else (batch, *SAMPLE)
 
 
 class FakeTrt:
@@ -232,8 +237,7 @@ class FakeEngine:
         return "FLOAT"
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        batch = self.spec.get("fixed", -1)
-        return (batch, 3) if name.startswith("logits") else (batch, *SAMPLE)
+        return _shape(name, self.spec.get("fixed", -1))
 
     def get_tensor_profile_shape(self, name: str, profile: int) -> list[tuple[int, ...]]:
         # TensorRT answers for inputs only (samples/python/common_runtime.py: for an output it returns a Dims with
@@ -267,8 +271,7 @@ class FakeContext:
         source = self.engine.spec["input"]
         assert source in self.shapes, "output shapes are only known once every input shape is set"
         batch = self.shapes[source][0]
-        return self.shapes[source] if name == source else self.engine.get_tensor_shape(name)[1:] and (
-            (batch, 3) if name.startswith("logits") else (batch, *SAMPLE))
+        return self.shapes[source] if name == source else _shape(name, batch)
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
         assert ptr % 256 == 0, "TensorRT needs at least 256-byte-aligned tensor addresses"
@@ -285,8 +288,10 @@ class FakeContext:
         source = self.engine.spec["input"]
         shape = self.shapes[source]
         feat, logits = segment_reference(standin.read(self.addresses[source], shape), self.engine.spec["scale"])
+        conf = softmax(logits.astype(np.float32)).max(axis=1)  # the segment graph's Softmax + ReduceMax
         for name in self.engine.spec["outputs"]:
-            standin.write(self.addresses[name], logits if name.startswith("logits") else feat)
+            standin.write(self.addresses[name], logits if name.startswith("logits") else
+                          conf if name.startswith("conf") else feat)
         self.executed.append({"shape": shape, "addresses": dict(self.addresses), "stream": stream_handle})
         standin.log.append(("execute", source, shape[0], stream_handle))
         return True
@@ -303,11 +308,12 @@ def standin(monkeypatch) -> RecordingCuda:
 
 def fake_engines(folder: Path, n: int = 3, batch: tuple[int, int, int] | None = (1, 2, 8),
                  fixed: int | None = None) -> list[Path]:
-    """``n`` chained fake segment engines (segment{i}.engine): image → feat0, logits0 → ... → logits{n-1}."""
+    """``n`` chained fake segment engines (segment{i}.engine): image → feat0, logits0, conf0 → ... → logits{n-1},
+    conf{n-1}."""
     paths = []
     for i in range(n):
         spec: dict[str, Any] = {"input": "image" if i == 0 else f"feat{i - 1}",
-                                "outputs": ([f"feat{i}"] if i < n - 1 else []) + [f"logits{i}"],
+                                "outputs": ([f"feat{i}"] if i < n - 1 else []) + [f"logits{i}", f"conf{i}"],
                                 "batch": list(batch) if batch else None, "scale": 1.0 + i}
         if fixed is not None:
             spec["fixed"] = fixed
@@ -347,21 +353,24 @@ def test_batch_range_comes_from_the_optimization_profile(standin, tmp_path):
 
 
 def test_early_exit_at_batch_1_copies_no_feature_map_to_the_host(standin, tmp_path):
-    """A live camera frame: the image goes up once, each segment's logits come down, feat stays on the device."""
+    """A live camera frame: the image goes up once, each segment that may answer sends its logits and confidence
+    down, feat stays on the device; a segment whose threshold nothing reaches sends nothing down (issue 23)."""
     x = np.random.default_rng(0).normal(size=(1, *SAMPLE)).astype(np.float32)  # (1, 3, 2, 2)
     want = chain_reference(x)
     with Chain("tensorrt", fake_engines(tmp_path)) as chain:
         names = buffer_names(chain)
-        for thresholds, answer in (([1.5, 0.0, 0.0], 1), ([1.5, 1.5, 0.0], 2), ([0.0, 0.0, 0.0], 0)):
+        for thresholds, answer, answering in (([1.5, 0.0, 0.0], 1, [1]), ([1.5, 1.5, 0.0], 2, [2]),
+                                              ([0.0, 0.0, 0.0], 0, [0]), ([0.99, 0.0, 0.0], 1, [0, 1])):
             standin.log.clear()
             out = chain.early_exit(x, thresholds)
             assert out.exits.tolist() == [answer]
             np.testing.assert_allclose(out.probs, want[answer], rtol=1e-6)
             down = [names[e[1]] for e in standin.entries("dtoh")]
-            assert down == [f"segment{i}:logits{i}" for i in range(answer + 1)]  # logits only, never feat
+            assert down == [f"segment{i}:{t}{i}" for i in answering for t in ("logits", "conf")]  # never feat
             assert [names[e[1]] for e in standin.entries("htod")] == ["segment0:image"]
             assert not standin.entries("dtod")
-            assert len(standin.entries("sync")) == answer + 1  # one per segment: the chain decides on the host
+            # a sync where something comes down (the chain decides on the host) or went up (the image)
+            assert len(standin.entries("sync")) == len(set([0] + answering))
         # segment i + 1 read feat{i} straight from segment i's output buffer, on the one shared stream
         contexts = [r._context for r in chain.runners]
         for i in (1, 2):
@@ -385,7 +394,8 @@ def test_a_partial_batch_copies_only_what_it_must(standin, tmp_path):
         np.testing.assert_allclose(out.probs[[1, 3]], chain_reference(x[[1, 3]])[1], rtol=1e-6)
         down = [(names[e[1]], e[2]) for e in standin.entries("dtoh")]
         row = int(np.prod(SAMPLE)) * 4
-        assert down == [("segment0:logits0", 4 * 12), ("segment0:feat0", 4 * row), ("segment1:logits1", 2 * 12)]
+        assert down == [("segment0:logits0", 4 * 12), ("segment0:conf0", 4 * 4), ("segment0:feat0", 4 * row),
+                        ("segment1:logits1", 2 * 12), ("segment1:conf1", 2 * 4)]
         up = [(names[e[1]], e[2]) for e in standin.entries("htod")]
         assert up == [("segment0:image", 4 * row), ("segment1:feat0", 2 * row)]
 
@@ -404,7 +414,7 @@ def test_a_short_batch_is_padded_to_the_profile_min(standin, tmp_path):
         assert [(names[e[1]], e[2]) for e in standin.entries("htod")] == [("segment0:image", 2 * row)]
         assert [e[2] for e in standin.log if e[0] == "execute"] == [2, 2, 2]  # every engine ran its fixed batch
         assert [(names[e[1]], e[2]) for e in standin.entries("dtoh")] == \
-            [(f"segment{i}:logits{i}", 2 * 12) for i in range(3)]  # padded rows come down and are dropped
+            [(f"segment2:{t}2", 2 * size) for t, size in (("logits", 12), ("conf", 4))]  # padded rows: dropped
         single = chain.runners[0].infer({"image": x})
         assert single["logits0"].shape == (1, 3) and single["feat0"].shape == (1, *SAMPLE)
         np.testing.assert_allclose(single["logits0"], segment_reference(x, 1.0)[1], rtol=1e-6)
@@ -463,7 +473,7 @@ def test_runners_on_different_streams_copy_on_the_device(standin, tmp_path):
         assert first._stream is not second._stream
         out = first.infer({"image": x}, keep_on_device=["feat0"])
         standin.log.clear()
-        got = second.infer({"feat0": out["feat0"]})
+        got = second.infer({"feat0": out["feat0"]}, ["logits1"])
         assert [e[0] for e in standin.log if e[0] in ("htod", "dtoh", "dtod")] == ["dtod", "dtoh"]
         assert standin.entries("dtod")[0][4] == first._stream.handle  # on the producer's stream, then synced
         np.testing.assert_allclose(got["logits1"], segment_reference(segment_reference(x, 1.0)[0], 2.0)[1],
@@ -480,7 +490,7 @@ def test_closing_synchronises_before_freeing_and_destroys_the_shared_stream_once
     kinds = [e[0] for e in standin.log]
     assert kinds.count("stream_destroy") == 1 and kinds[-1] == "stream_destroy"
     assert kinds.index("sync") < kinds.index("free")  # TensorRT: no freeing before the stream is synchronised
-    assert len(standin.entries("free")) == 3 + 3 + 2 and not standin.mem  # every buffer of the 3 engines
+    assert len(standin.entries("free")) == 4 + 4 + 3 and not standin.mem  # every buffer of the 3 engines
     with chain:  # a closed chain opens again, with a fresh stream
         assert chain.runners[0]._stream.handle == chain.runners[2]._stream.handle
 

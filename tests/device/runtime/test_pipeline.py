@@ -71,15 +71,18 @@ def run_all(pipe: Pipeline, frames: list[np.ndarray]) -> list[Prediction]:
     return [pipe(f) for f in frames]
 
 
+@pytest.mark.parametrize("graph", ["one-call", "chain"])
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
-def test_early_exit_equals_simulation_on_the_stage_chain(built, precision):
+def test_early_exit_equals_simulation_on_the_stage_chain(built, precision, graph):
     bundle = built[precision]
     m = load_manifest(bundle)
     images, labels = val(bundle)
-    with Pipeline.from_bundle(bundle) as pipe:
-        assert pipe.mode == "early-exit" and pipe.thresholds == m.thresholds
-        assert len(pipe.runners) == m.num_exits  # stage graphs only
-        assert [r.path for r in pipe.runners] == [m.segment_graph(i) for i in range(m.num_exits)]
+    with Pipeline.from_bundle(bundle, early_exit_graph=graph) as pipe:
+        assert pipe.mode == "early-exit" and pipe.thresholds == m.thresholds and pipe.early_exit_graph == graph
+        if graph == "chain":  # segment graphs only
+            assert [r.path for r in pipe.runners] == [m.segment_graph(i) for i in range(m.num_exits)]
+        else:  # one graph for single frames; the chain opens only for a batch
+            assert [r.path for r in pipe.runners] == [m.early_exit_graph()]
         preds = run_all(pipe, frames_of(images))
     probs = chain_probs(bundle)
     sim = simulate(probs, m.thresholds, labels=labels)
@@ -104,13 +107,66 @@ def test_early_exit_equals_simulation_on_the_stage_chain(built, precision):
 def test_predict_batch_early_exits_per_sample_like_single_frames(built):
     bundle = built["int8"]
     images, _ = val(bundle)
-    with Pipeline.from_bundle(bundle) as pipe:
-        single = run_all(pipe, frames_of(images[:128]))
+    with Pipeline.from_bundle(bundle, early_exit_graph="one-call") as pipe:
+        single = run_all(pipe, frames_of(images[:128]))  # one call of the early-exit graph each
+        assert len(pipe.runners) == 1
         x = np.stack([pipe.preprocess(img)[0].copy() for img in images[:128]])
-        batch = pipe.predict_batch(x)
+        batch = pipe.predict_batch(x)  # the chain, opened for it
+        assert len(pipe.runners) == 1 + m_exits(bundle)
     assert [(p.exit, p.label) for p in batch] == [(p.exit, p.label) for p in single]
     for a, b in zip(batch, single):
-        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+        assert np.array_equal(a.probs, b.probs)  # the same numbers: same logits, same confidence
+
+
+def m_exits(bundle: Path) -> int:
+    return load_manifest(bundle).num_exits
+
+
+def test_auto_follows_what_build_measured_on_this_device(built, tmp_path):
+    """``auto`` runs one frame on the graph build measured faster here (``build.early_exit``), on the one-call
+    graph when the measurement is from another device or missing, and on the chain when the bundle has no
+    one-call graph."""
+    from edgekd.device.profile.environment import device_name
+    from edgekd.device.profile.payoff import stored_payoff_line
+
+    def copy_with(record) -> Path:
+        copy = Path(shutil.copytree(built["int8"], tmp_path / f"c{len(list(tmp_path.iterdir()))}"))
+        data = json.loads((copy / "manifest.json").read_text())
+        data["build"].pop("early_exit", None)
+        if record is not None:
+            data["build"]["early_exit"] = record
+        (copy / "manifest.json").write_text(json.dumps(data))
+        return copy
+
+    m = load_manifest(built["int8"])
+    recorded = m.data["build"]["early_exit"]
+    assert recorded["device"] == device_name("onnxruntime") and recorded["graph"] in ("one-call", "chain")
+    with Pipeline.from_bundle(built["int8"]) as pipe:
+        assert pipe.early_exit_graph == recorded["graph"]
+    here = device_name("onnxruntime")
+    for record, expected in [({**recorded, "graph": "chain", "device": here}, "chain"),
+                             ({**recorded, "graph": "one-call", "device": here}, "one-call"),
+                             ({**recorded, "graph": "chain", "device": "another board"}, "one-call"),
+                             (None, "one-call"), ({"graph": 3}, "one-call")]:
+        with Pipeline.from_bundle(copy_with(record)) as pipe:
+            assert pipe.early_exit_graph == expected, record
+            line = stored_payoff_line(pipe.manifest)
+        if record is None or "ms" not in record:
+            assert line.startswith("early exit not measured against the full graph")
+        else:
+            assert ("not this device" in line) == (record["device"] != here)
+    without = copy_with(None)
+    data = json.loads((without / "manifest.json").read_text())
+    del data["graphs"]["early_exit"]
+    (without / "manifest.json").write_text(json.dumps(data))
+    with Pipeline.from_bundle(without) as pipe:
+        assert pipe.early_exit_graph == "chain"
+    with Pipeline.from_bundle(without, mode="exit", exit=1) as pipe:
+        assert pipe.early_exit_graph is None
+    with pytest.raises(EdgekdError, match="early_exit_graph applies to mode early-exit only"):
+        Pipeline.from_bundle(built["int8"], mode="full-vote", early_exit_graph="chain")
+    with pytest.raises(EdgekdError, match="early_exit_graph must be one of"):
+        Pipeline.from_bundle(built["int8"], early_exit_graph="fast")
 
 
 def test_threshold_zero_answers_at_exit_zero_and_above_one_at_the_last(built):
