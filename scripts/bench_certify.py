@@ -16,6 +16,7 @@ committed in ``docs/results/certify/``).
 
     .venv/bin/python scripts/bench_certify.py --work runs/certify            # ~10 min on 2 cores, most of it training
     .venv/bin/python scripts/bench_certify.py --work runs/certify --fixture tests/fixtures/cifar10-resnet20-chain.npz
+    .venv/bin/python scripts/bench_certify.py --families tests/fixtures/cifar10-resnet20-chain.npz --epsilons 1,2
 """
 
 from __future__ import annotations
@@ -159,6 +160,38 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def families(pool_path: Path, splits: int, n_cal: int, epsilons: list[float], delta: float) -> str:
+    """Issue 23: the certified families and losses side by side on one pool — one global threshold or a learned
+    path of per-exit thresholds, with labels or label-free (disagreement with the deepest exit) — each judged on the
+    held-out part of ``splits`` random splits: mean MAC saving, mean test drop against the deepest exit, violation
+    rate (test drop above ε), and the oracle's saving. A Markdown table."""
+    from edgekd.core.certify import early_exit_thresholds
+    from edgekd.core.early_exit import simulate
+
+    with np.load(pool_path) as f:
+        chain, labels, macs = f["chain"].astype(np.float32), f["labels"].astype(np.int64), f["macs"].astype(float)
+    rows = ["| ε | family | loss | saving | test drop | violations | oracle saving |", "|---:|---|---|---:|---:|---:|---:|"]
+    for eps in epsilons:
+        rng = np.random.default_rng(0)
+        found: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for _ in range(splits):
+            perm = rng.permutation(labels.size)
+            cal, test = perm[:n_cal], perm[n_cal:]
+            ref = 100 * np.mean(chain[-1, test].argmax(1) == labels[test])
+            for family in ("global", "path"):
+                for loss, lab in (("labelled", labels[cal]), ("disagreement", None)):
+                    cert = early_exit_thresholds(chain[:, cal], chain[:, cal], lab, macs, epsilon=eps, delta=delta,
+                                                 family=family, reference=f"exit{len(macs) - 1}")
+                    res = simulate(chain[:, test], cert.thresholds, macs, labels[test])
+                    found.setdefault((family, loss), []).append(
+                        (1 - res.mean_cost / macs[-1], ref - res.accuracy, cert.oracle_saving))
+        for (family, loss), v in found.items():
+            a = np.asarray(v)
+            rows.append(f"| {eps:g} | {family} | {loss} | {100 * a[:, 0].mean():.1f}% | {a[:, 1].mean():.2f} | "
+                        f"{np.mean(a[:, 1] > eps):.2f} | {100 * a[:, 2].mean():.1f}% |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "certify")
@@ -170,7 +203,13 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "certify",
                     help="one small JSON per (calibration size, ε), committed; a finished one is not rerun")
     ap.add_argument("--fixture", type=Path, help="also write a 4,000-image float16 sample of the pool here")
+    ap.add_argument("--families", type=Path, metavar="POOL",
+                    help="only compare the certified families and losses on this pool (e.g. the fixture) and exit")
     args = ap.parse_args()
+    if args.families:
+        print(families(args.families, min(args.splits, 20), 2000, [float(e) for e in args.epsilons.split(",")],
+                       args.delta))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     data = subset(args.work)
     pool_path = pool(args.work, student(args.work, data, args.epochs), data)
