@@ -198,3 +198,15 @@ def test_a_whole_run_served_over_a_video_file(built, video, tmp_path):
     assert {"edgekd_frames", "edgekd_exit_frames", "edgekd_latency_seconds", "edgekd_dropped_frames"} <= names
     first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     assert "drift" in first
+
+
+def test_run_on_a_port_in_use_is_one_line_and_exit_2(built, video):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["run", str(built), "--source", str(video), "--headless",
+                                          "--serve", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2 and "port is in use" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["run", str(built), "--source", str(video), "--serve", "nope"])
+    assert result.exit_code == 2 and "--serve takes" in result.output
