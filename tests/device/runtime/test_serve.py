@@ -38,7 +38,7 @@ def _mjpeg_frames(url: str, count: int, timeout: float = 20.0) -> list[np.ndarra
         assert r.headers["Content-Type"].startswith("multipart/x-mixed-replace")
         while len(out) < count:
             buf += r.read1(65536)
-            while True:
+            while len(out) < count:  # one read can hold several frames
                 start, end = buf.find(b"\xff\xd8"), buf.find(b"\xff\xd9")
                 if start < 0 or end < start:
                     break
