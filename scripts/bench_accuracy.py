@@ -40,6 +40,7 @@ every epoch, so a resumed run ends with the weights an uninterrupted one would h
     .venv/bin/python scripts/bench_accuracy.py --plan                  # the runs in order, done or not
     .venv/bin/python scripts/bench_accuracy.py --report                # Markdown tables from the JSONs
     .venv/bin/python scripts/bench_accuracy.py --only 'n5k-*-s0'       # a subset of the runs (fnmatch pattern)
+    .venv/bin/python scripts/bench_accuracy.py --carry                 # before a session ends: commit carry/
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ SHARED = ROOT / ".." / "shared" / "data"
 #: work tree survives a fresh checkout of the repository on the same machine).
 CACHE = Path(os.environ.get("EDGEKD_STUDY_CACHE") or ROOT / "runs" / "study")
 RESULTS = ROOT / "docs" / "benchmarks" / "accuracy"
+#: In-progress checkpoints carried between sessions in git (a session's machine may not be kept, and the teacher
+#: alone outlasts a session): ``--carry`` copies each unfinished run's ``last.pt``, ``best.pt`` and ``metrics.jsonl``
+#: here; a run whose cache folder has no ``last.pt`` starts from its carried ones. Removed when the run finishes.
+CARRY = RESULTS / "carry"
 
 TEACHER = {"model": "resnet32", "epochs": 15, "batch_size": 128, "lr": 0.1, "val_fraction": 0.02}
 REGIME = {"name": "n5k", "per_class": 600, "val_fraction": 1 / 6}  # 6,000-image pool → ≈5,000 train / 1,000 val
@@ -343,6 +348,15 @@ def train_run(run: Run, console) -> dict[str, Any]:
 
     settings = resolve_data(run.settings)
     base = dict(settings, out=str(run.out), export=False, device="cpu", workers=0)
+    carried = CARRY / run.name
+    if (carried / "last.pt").exists() and not (run.out / "last.pt").exists():  # where an earlier session stopped
+        import shutil
+
+        run.out.mkdir(parents=True, exist_ok=True)
+        for name in ("last.pt", "best.pt", "metrics.jsonl"):
+            if (carried / name).exists():
+                shutil.copy2(carried / name, run.out / name)
+        console.print(f"{run.name}: resuming from the carried {carried.relative_to(ROOT)}")
     start = time.perf_counter()
     result = None
     if (run.out / "last.pt").exists():
@@ -423,6 +437,33 @@ def needs_rebuild(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> boo
     return str(run.out / "best.pt") in wanted or keep(run) or (needs_evaluation(run) and not eval_path(run).exists())
 
 
+def drop_carried(run: Run) -> None:
+    """A finished run needs its carried checkpoint no more."""
+    import shutil
+
+    shutil.rmtree(CARRY / run.name, ignore_errors=True)
+
+
+def carry(runs: list[Run]) -> list[Path]:
+    """Copy the ``last.pt`` of every run that has started and not run all its epochs into :data:`CARRY`, to be
+    committed; returns the copies."""
+    import shutil
+
+    from edgekd.training.config import TrainConfig, phase_plan
+
+    copied = []
+    for run in runs:
+        last = run.out / "last.pt"
+        total = sum(p.epochs for p in phase_plan(TrainConfig(**run.settings)))
+        if last.exists() and len(epoch_records(run.out)) < total:
+            for name in ("last.pt", "best.pt", "metrics.jsonl"):  # best.pt: the best epoch may be an earlier one
+                target = CARRY / run.name / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run.out / name, target)
+                copied.append(target)
+    return copied
+
+
 def rebuild(run: Run, console) -> None:
     """Train a finished run again with the same settings and seed (the loop is deterministic on one machine) and
     record the outcome beside the first one, under ``rebuilt/``, so the two can be compared."""
@@ -430,6 +471,7 @@ def rebuild(run: Run, console) -> None:
                   f"gone; training it again with the same settings")
     record = train_run(run, console)
     write_json(RESULTS / "rebuilt" / f"{run.name}.json", {**record, "kind": f"{run.kind}-rebuild"})
+    drop_carried(run)
     first = json.loads(run.result.read_text())
     what = "test" if record["test"] else "val"
     console.print(f"== {run.name} rebuilt: {what} deepest {record[what]['exits'][-1]:.2f} "
@@ -479,6 +521,7 @@ def drive(select: Callable[[], list[Run]], keep: Callable[[Run], bool] = lambda 
         console.print(f"\n== {datetime.now().isoformat(timespec='seconds')} {run.name}")
         record = train_run(run, console)
         write_json(run.result, record)
+        drop_carried(run)
         deep = record["test"]["exits"][-1] if record["test"] else record["val"]["exits"][-1]
         console.print(f"== {run.name} done: {'test' if record['test'] else 'val'} exits {deep:.2f} (deepest), "
                       f"train {record['train_s']:.0f} s")
@@ -827,6 +870,8 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="print the Markdown report of the finished runs and exit")
     ap.add_argument("--only", help="train only the runs whose names match this fnmatch pattern (the teacher too)")
     ap.add_argument("--no-search", action="store_true", help="stop after the main grid")
+    ap.add_argument("--carry", action="store_true",
+                    help=f"copy every unfinished run's last.pt into {CARRY.relative_to(ROOT)} (to commit) and exit")
     ap.add_argument("--checkpoints", metavar="PATTERN",
                     help="also train again the finished runs matching this fnmatch pattern whose checkpoint is gone")
     args = ap.parse_args()
@@ -850,6 +895,10 @@ def main() -> None:
         return
     if args.report:
         sys.stdout.write(report())
+        return
+    if args.carry:
+        for path in carry(plan()):
+            print(f"carried {path.relative_to(ROOT)}")
         return
     drive(select, keep=lambda run: bool(args.checkpoints) and fnmatch.fnmatch(run.name, args.checkpoints))
 
