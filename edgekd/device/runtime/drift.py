@@ -23,7 +23,8 @@ ADVICE = ("record frames and certify again: `edgekd run BUNDLE --source … --re
 
 
 def binomial_two_sided(k: int, n: int, p: float) -> float:
-    """Two-sided exact binomial p-value of ``k`` successes in ``n`` at rate ``p`` (twice the smaller tail, at most 1)."""
+    """Two-sided exact binomial p-value of ``k`` successes in ``n`` at rate ``p`` (twice the smaller tail, at most
+    1)."""
     if n == 0:
         return 1.0
     low = binomial_cdf(k, n, p)

@@ -262,7 +262,8 @@ class LiveServer:
     def _snapshot(self) -> Tuple[_Counters, Dict[str, Any]]:
         with self._lock:
             c = _Counters(len(self._counters.exits))
-            c.frames, c.exits, c.buckets = self._counters.frames, list(self._counters.exits), list(self._counters.buckets)
+            c.frames, c.exits = self._counters.frames, list(self._counters.exits)
+            c.buckets = list(self._counters.buckets)
             c.latency_sum_s = self._counters.latency_sum_s
             return c, dict(self._status)
 
@@ -365,7 +366,8 @@ def gstreamer_pipeline(url: str) -> str:
     if parsed.scheme == "rtp":
         if not parsed.hostname or not parsed.port:
             raise ConfigError(f"--output {url}: rtp:// needs HOST:PORT")
-        return head + f"rtph264pay config-interval=1 pt=96 ! udpsink host={parsed.hostname} port={parsed.port} sync=false"
+        return head + (f"rtph264pay config-interval=1 pt=96 ! udpsink host={parsed.hostname} port={parsed.port} "
+                       "sync=false")
     return head + f"rtspclientsink location={url}"
 
 
