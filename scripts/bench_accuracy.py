@@ -427,11 +427,21 @@ def single_driver() -> object:
     return handle
 
 
+def trained(run: Run) -> bool:
+    """Whether the run's checkpoint on this machine has run all its epochs: a ``best.pt`` alone may belong to a
+    training resumed from :data:`CARRY` and stopped half-way, which must never teach or initialise another run."""
+    from edgekd.training.config import TrainConfig, phase_plan
+
+    total = sum(p.epochs for p in phase_plan(TrainConfig(**run.settings)))
+    return (run.out / "best.pt").exists() and len(epoch_records(run.out)) >= total
+
+
 def needs_rebuild(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> bool:
     """Whether a finished run must be trained again for its checkpoint: its result JSON exists (in git) but its
-    ``best.pt`` does not (checkpoints live on one machine), and a run still to train needs it as its teacher, or
-    ``keep(run)`` asks for its checkpoint (a later step reads the model, e.g. certification)."""
-    if not run.result.exists() or (run.out / "best.pt").exists():
+    checkpoint here is missing or unfinished (checkpoints live on one machine; see :func:`trained`), and a run
+    still to train needs it as its teacher or ``--init``, or ``keep(run)`` asks for its checkpoint (a later step
+    reads the model, e.g. certification)."""
+    if not run.result.exists() or trained(run):
         return False
     wanted = {r.settings.get(k) for r in runs if not r.result.exists() for k in ("teacher", "init")}
     return str(run.out / "best.pt") in wanted or keep(run) or (needs_evaluation(run) and not eval_path(run).exists())
@@ -499,7 +509,7 @@ def drive(select: Callable[[], list[Run]], keep: Callable[[Run], bool] = lambda 
             rebuild(again[0], console)
             continue
         pending = [r for r in runs if needs_evaluation(r) and r.result.exists() and not eval_path(r).exists()
-                   and (r.out / "best.pt").exists()]
+                   and trained(r)]
         if pending:
             console.print(f"== {datetime.now().isoformat(timespec='seconds')} evaluating the exits of {pending[0].name}")
             write_json(eval_path(pending[0]), evaluate_exits(pending[0]))
