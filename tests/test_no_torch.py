@@ -31,5 +31,5 @@ def test_core_device_and_cli_start_with_torch_unimportable():
     imported = proc.stdout.split()[2:]
     # the walk really covered both sides, down to the backends that load TensorRT only when activated
     for module in ("edgekd.core.manifest", "edgekd.device.runtime.pipeline", "edgekd.device.compiler.builder",
-                   "edgekd.device.profile.profiler", "edgekd.device.runners.tensorrt"):
+                   "edgekd.device.profile.profiler", "edgekd.device.tensorrt.runner"):
         assert module in imported, imported

@@ -1,27 +1,29 @@
 """The one thin CUDA layer of the TensorRT path: device facts, device memory, copies and streams.
 
-Why a layer of our own: pip resolves ``cuda-python`` to the newest release, and cuda-python 13 needs a CUDA 13
-driver (>= 580), while JetPack 6.x ships CUDA 12 drivers and JetPack 5.1 CUDA 11.4; every call then fails with
-``cudaErrorInsufficientDriver``. The CUDA runtime library installed with the system (``libcudart.so``, next to
-the driver it was released with) always matches, so this module talks to it first through :mod:`ctypes`, as
-NVIDIA's Polygraphy does (``tools/Polygraphy/polygraphy/cuda/cuda.py`` in NVIDIA/TensorRT), and falls back to the
-Python bindings: ``cuda-python`` (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6), then ``pycuda``.
-``EDGEKD_CUDA_BINDING=ctypes|cuda-python|pycuda`` picks one. The first binding that loads *and* sees a GPU wins;
-when none does, the error of the most preferred one is raised as :class:`CudaError`, with the real CUDA error
-name and message and the driver and runtime versions::
+Why a layer of our own, on ctypes only: pip resolves ``cuda-python`` to the newest release, and cuda-python 13
+needs a CUDA 13 driver (>= 580), while JetPack 6.x ships CUDA 12 drivers and JetPack 5.1 CUDA 11.4; every call then
+fails with ``cudaErrorInsufficientDriver``. The CUDA runtime library installed with the system (``libcudart.so``,
+next to the driver it was released with) always matches, so this module talks to it through :mod:`ctypes` only, as
+NVIDIA's Polygraphy does (``tools/Polygraphy/polygraphy/cuda/cuda.py`` in NVIDIA/TensorRT). Every supported JetPack
+installs it with its CUDA toolkit (JetPack 5.1: CUDA 11.4, 6.0: 12.2, 6.1/6.2: 12.6, under
+``/usr/local/cuda-X.Y/targets/aarch64-linux/lib``; NVIDIA's "Simplifying CUDA Upgrades for NVIDIA Jetson Users":
+installing JetPack installs the BSP with the CUDA driver and the CUDA toolkit by default), and a desktop has it from
+the CUDA toolkit or NVIDIA's ``nvidia-cuda-runtime`` wheels, so no Python binding (cuda-python, pycuda) is used.
+The first libcudart that loads *and* sees a GPU wins; when none does, the error of the first one is raised as
+:class:`CudaError`, with the real CUDA error name and message and the driver and runtime versions::
 
     cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version (driver 11.4,
-    runtime 12.6; cudaGetDeviceCount through cuda-python)
+    runtime 12.6; cudaGetDeviceCount through ctypes (/usr/local/cuda/lib64/libcudart.so.12))
 
-What edgekd needs, and nothing more: :func:`runtime` (the selected binding: device count, driver and runtime
-versions, device name and compute capability, ``malloc``/``free``, asynchronous host↔device and device→device
-copies), :class:`Stream` (a stream shared by reference count: the TensorRT runners of one chain enqueue on one
-stream), :class:`DeviceArray` (an array left in device memory, copied to the host only when someone asks) and
-:func:`status` (what :func:`~edgekd.device.compiler.tensorrt.tensorrt_available` and ``edgekd doctor`` report).
+What edgekd needs, and nothing more: :func:`runtime` (device count, driver and runtime versions, device name and
+compute capability, ``malloc``/``free``, asynchronous host↔device and device→device copies), :class:`Stream` (a
+stream shared by reference count: the TensorRT runners of one chain enqueue on one stream), :class:`DeviceArray`
+(an array left in device memory, copied to the host only when someone asks) and :func:`status` (what
+:func:`~edgekd.device.tensorrt.loader.tensorrt_available` and ``edgekd doctor`` report).
 
-Importing this module loads nothing: ctypes is the standard library, and cuda-python / pycuda are imported inside
-the functions that select them. On a machine without CUDA, :func:`status` says "no CUDA runtime found (looked in
-…)"; nothing crashes. Python 3.8 syntax (JetPack 5.1).
+Importing this module loads nothing: ctypes is the standard library, and libcudart is loaded on the first
+:func:`runtime`. On a machine without CUDA, :func:`status` says "no CUDA runtime found (looked in …)"; nothing
+crashes. Python 3.8 syntax (JetPack 5.1).
 """
 
 from __future__ import annotations
@@ -40,10 +42,6 @@ import numpy as np
 
 from edgekd.core.errors import EdgekdError
 
-#: The bindings, most preferred first (``EDGEKD_CUDA_BINDING`` names one of them).
-BINDINGS = ("ctypes", "cuda-python", "pycuda")
-BINDING_ENV = "EDGEKD_CUDA_BINDING"
-
 # cudaMemcpyKind (driver_types.h): the values Polygraphy's MemcpyKind uses too.
 MEMCPY_HOST_TO_DEVICE = 1
 MEMCPY_DEVICE_TO_HOST = 2
@@ -55,7 +53,7 @@ _ATTR_CC_MINOR = 76
 # 4 KiB buffer holds any release's layout and only the name is read from it.
 _PROP_BUFFER = 4096
 
-# cudaError_t names for the few codes edgekd explains itself, used when a binding cannot name a code (pycuda).
+# cudaError_t names for the few codes edgekd explains itself, used when the library cannot name a code itself.
 _ERROR_NAMES = {
     1: ("cudaErrorInvalidValue", "invalid argument"),
     2: ("cudaErrorMemoryAllocation", "out of memory"),
@@ -84,7 +82,7 @@ class CudaError(EdgekdError):
     ``call`` (the CUDA function), ``code`` (the ``cudaError_t`` value, None when no call was made), ``name`` and
     ``message`` (``cudaGetErrorName`` / ``cudaGetErrorString``), ``driver`` and ``runtime`` (the version numbers
     ``cudaDriverGetVersion`` / ``cudaRuntimeGetVersion`` gave, None when unknown) and ``binding`` (``ctypes`` with
-    the library path, ``cuda-python`` or ``pycuda``).
+    the library path).
     """
 
     def __init__(self, message: str, *, call: str = "", code: int | None = None, name: str = "",
@@ -109,14 +107,10 @@ class CudaError(EdgekdError):
 
 
 def _insufficient_driver_hint(binding: str, driver: int | None, runtime_version: int | None) -> str:
-    """What to do when a binding's CUDA runtime is newer than the driver (the usual first-contact failure), or
-    when there is no driver at all (``cudaDriverGetVersion`` reports 0)."""
+    """What to do when a libcudart is newer than the driver (the usual first-contact failure), or when there is no
+    driver at all (``cudaDriverGetVersion`` reports 0)."""
     if driver == 0:
         return "no NVIDIA driver is loaded on this machine (cudaDriverGetVersion reports none)"
-    if binding == "cuda-python":
-        return ("cuda-python must not be newer than the driver's CUDA: on JetPack 6 (CUDA 12) pip install "
-                "'cuda-python>=12,<13', on JetPack 5.1 (CUDA 11.4) uninstall it; edgekd then uses the system "
-                "libcudart")
     if runtime_version:
         return (f"this libcudart is CUDA {format_version(runtime_version)}, newer than the driver: put the CUDA "
                 "that came with the driver (JetPack's /usr/local/cuda) first on LD_LIBRARY_PATH")
@@ -174,10 +168,11 @@ def find_cudart(dirs: Sequence[str] | None = None, *, use_loader: bool = True) -
     return found
 
 
-# -- the bindings -------------------------------------------------------------------------------------------------
+# -- the runtime --------------------------------------------------------------------------------------------------
 class CudaRuntime:
-    """What edgekd asks of CUDA, whichever binding answers. Pointers are ints; streams are the binding's own
-    objects (:class:`Stream` wraps them). Every failure raises :class:`CudaError`."""
+    """What edgekd asks of CUDA (:class:`CtypesRuntime` answers; tests put stand-ins in its place). Pointers are
+    ints; streams are the runtime's own handles (:class:`Stream` wraps them). Every failure raises
+    :class:`CudaError`."""
 
     binding = ""
     source = ""  # the library path or module that answers
@@ -370,187 +365,24 @@ class CtypesRuntime(CudaRuntime):
         self._check("cudaStreamDestroy", self._fn("cudaStreamDestroy")(stream))
 
 
-class CudaPythonRuntime(CudaRuntime):
-    """NVIDIA's cuda-python runtime bindings: every call returns ``(cudaError_t, *values)``."""
-
-    binding = "cuda-python"
-
-    def __init__(self, rt: Any = None) -> None:
-        if rt is None:
-            # cuda.bindings.runtime from cuda-python 12.6 (and 11.8.6) on, cuda.cudart before; ImportError: absent
-            try:
-                from cuda.bindings import runtime as rt
-            except ImportError:
-                from cuda import cudart as rt
-        self._rt = rt
-        self.source = getattr(rt, "__name__", "cuda-python")
-
-    def _call(self, call: str, *args: Any) -> Any:
-        result = getattr(self._rt, call)(*args)
-        err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-        if int(err) != 0:
-            raise self.error(call, err)
-        return values[0] if len(values) == 1 else (values or None)
-
-    def error(self, call: str, err: Any) -> CudaError:
-        code = int(err)
-        known = _ERROR_NAMES.get(code, (getattr(err, "name", f"cudaError {code}"), "unknown CUDA error"))
-        texts = []
-        for fn, fallback in (("cudaGetErrorName", known[0]), ("cudaGetErrorString", known[1])):
-            try:
-                raw = getattr(self._rt, fn)(err)[1]
-                texts.append(raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw))
-            except Exception:  # fall back to edgekd's own names rather than lose the error
-                texts.append(fallback)
-        driver, runtime = self.versions()
-        hint = _insufficient_driver_hint(self.binding, driver, runtime) if code == _INSUFFICIENT_DRIVER else ""
-        return CudaError(texts[1], call=call, code=code, name=texts[0], driver=driver, runtime=runtime,
-                         binding=self.describe(), hint=hint)
-
-    def device_count(self) -> int:
-        return int(self._call("cudaGetDeviceCount"))
-
-    def driver_version(self) -> int:
-        return int(self._call("cudaDriverGetVersion"))
-
-    def runtime_version(self) -> int:
-        return int(self._call("cudaRuntimeGetVersion"))
-
-    def device_name(self, device: int = 0) -> str:
-        name = self._call("cudaGetDeviceProperties", device).name
-        return name.split(b"\0")[0].decode(errors="replace") if isinstance(name, bytes) else str(name)
-
-    def compute_capability(self, device: int = 0) -> tuple[int, int]:
-        props = self._call("cudaGetDeviceProperties", device)
-        return int(props.major), int(props.minor)
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self._call("cudaMalloc", max(1, int(nbytes))))
-
-    def free(self, ptr: int) -> None:
-        self._call("cudaFree", ptr)
-
-    def _memcpy(self, dst: int, src: int, nbytes: int, kind: str, stream: Any) -> None:
-        self._call("cudaMemcpyAsync", dst, src, int(nbytes), getattr(self._rt.cudaMemcpyKind, kind), stream)
-
-    def htod_async(self, dst: int, host: np.ndarray, stream: Any) -> None:
-        self._memcpy(dst, host.ctypes.data, host.nbytes, "cudaMemcpyHostToDevice", stream)
-
-    def dtoh_async(self, host: np.ndarray, src: int, stream: Any) -> None:
-        self._memcpy(host.ctypes.data, src, host.nbytes, "cudaMemcpyDeviceToHost", stream)
-
-    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
-        self._memcpy(dst, src, nbytes, "cudaMemcpyDeviceToDevice", stream)
-
-    def stream_create(self) -> Any:
-        return self._call("cudaStreamCreate")
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream)
-
-    def stream_synchronize(self, stream: Any) -> None:
-        self._call("cudaStreamSynchronize", stream)
-
-    def stream_destroy(self, stream: Any) -> None:
-        self._call("cudaStreamDestroy", stream)
-
-
-class PycudaRuntime(CudaRuntime):
-    """pycuda (the driver API; ``pycuda.autoinit`` makes a context current, as TensorRT's older samples did)."""
-
-    binding = "pycuda"
-
-    def __init__(self) -> None:
-        import pycuda.autoinit  # noqa: F401  (imported for its effect: a context on device 0, made current)
-        import pycuda.driver as drv
-
-        self._drv = drv
-        self._allocs: dict[int, Any] = {}  # pointer → pycuda DeviceAllocation (freed through it)
-        self.source = "pycuda " + getattr(sys.modules.get("pycuda"), "VERSION_TEXT", "")
-
-    def _guard(self, call: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except self._drv.Error as exc:
-            driver, runtime = self.versions()
-            raise CudaError(str(exc), call=call, code=-1, name=type(exc).__name__, driver=driver,
-                            runtime=runtime, binding=self.describe()) from None
-
-    def device_count(self) -> int:
-        return int(self._guard("cuDeviceGetCount", self._drv.Device.count))
-
-    def driver_version(self) -> int:
-        return int(self._drv.get_driver_version())
-
-    def runtime_version(self) -> int:
-        major, minor = self._drv.get_version()[:2]  # the CUDA pycuda was built against
-        return major * 1000 + minor * 10
-
-    def device_name(self, device: int = 0) -> str:
-        return str(self._guard("cuDeviceGetName", lambda: self._drv.Device(device).name()))
-
-    def compute_capability(self, device: int = 0) -> tuple[int, int]:
-        major, minor = self._guard("cuDeviceComputeCapability", lambda: self._drv.Device(device).compute_capability())
-        return int(major), int(minor)
-
-    def malloc(self, nbytes: int) -> int:
-        alloc = self._guard("cuMemAlloc", self._drv.mem_alloc, max(1, int(nbytes)))
-        self._allocs[int(alloc)] = alloc
-        return int(alloc)
-
-    def free(self, ptr: int) -> None:
-        alloc = self._allocs.pop(ptr, None)
-        if alloc is not None:
-            self._guard("cuMemFree", alloc.free)
-
-    def htod_async(self, dst: int, host: np.ndarray, stream: Any) -> None:
-        self._guard("cuMemcpyHtoDAsync", self._drv.memcpy_htod_async, dst, host, stream)
-
-    def dtoh_async(self, host: np.ndarray, src: int, stream: Any) -> None:
-        self._guard("cuMemcpyDtoHAsync", self._drv.memcpy_dtoh_async, host, src, stream)
-
-    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
-        self._guard("cuMemcpyDtoDAsync", self._drv.memcpy_dtod_async, dst, src, int(nbytes), stream)
-
-    def stream_create(self) -> Any:
-        return self._guard("cuStreamCreate", self._drv.Stream)
-
-    def stream_handle(self, stream: Any) -> int:
-        return int(stream.handle)
-
-    def stream_synchronize(self, stream: Any) -> None:
-        self._guard("cuStreamSynchronize", stream.synchronize)
-
-    def stream_destroy(self, stream: Any) -> None:
-        pass  # pycuda destroys a stream when its object is collected
-
-
 # -- selection ----------------------------------------------------------------------------------------------------
 Loader = Tuple[str, Callable[[], CudaRuntime]]  # (binding name, loader); a loader raises ImportError/OSError if absent
 
 
 def default_loaders(environ: Mapping[str, str] | None = None) -> tuple[list[Loader], list[str]]:
-    """The loaders to try, in order (every libcudart candidate through ctypes, then cuda-python, then pycuda;
-    only the binding ``EDGEKD_CUDA_BINDING`` names when it is set), and the folders searched for libcudart."""
+    """The loaders to try, in order (every libcudart candidate, through ctypes), and the folders searched."""
     env = os.environ if environ is None else environ
     dirs = cudart_search_dirs(env)
     loaders: list[Loader] = [("ctypes", (lambda p=path: CtypesRuntime(p))) for path in find_cudart(dirs)]
-    loaders += [("cuda-python", CudaPythonRuntime), ("pycuda", PycudaRuntime)]
-    wanted = env.get(BINDING_ENV, "").strip().lower()
-    if wanted:
-        if wanted not in BINDINGS:
-            raise CudaError(f"{BINDING_ENV}={wanted!r}: choose one of {', '.join(BINDINGS)}")
-        loaders = [loader for loader in loaders if loader[0] == wanted]
     return loaders, dirs
 
 
 def select_runtime(loaders: Sequence[Loader], searched: Sequence[str] = ()) -> CudaRuntime:
     """The first of ``loaders`` that loads and sees at least one GPU.
 
-    A loader that raises ImportError or OSError is skipped (that binding is not installed, or that library does
-    not load). When none works, raises the :class:`CudaError` of the most preferred binding that loaded (the
-    system libcudart's, when there is one), naming what else was tried; when nothing loaded at all, "no CUDA
-    runtime found (looked in …)".
+    A loader that raises ImportError or OSError is skipped (that library does not load). When none works, raises
+    the :class:`CudaError` of the first one that loaded, naming what else was tried; when nothing loaded at all,
+    "no CUDA runtime found (looked in …)".
     """
     errors: list[CudaError] = []
     absent: list[str] = []
@@ -614,7 +446,7 @@ def reset() -> None:
 
 @dataclass
 class CudaStatus:
-    """What :func:`status` found. ``ok``: a binding sees a GPU. ``found``: some CUDA runtime loaded (False: none
+    """What :func:`status` found. ``ok``: a libcudart sees a GPU. ``found``: some CUDA runtime loaded (False: none
     on this machine, the plain "no CUDA" case). ``detail``: one line for people (the error when not ok)."""
 
     ok: bool
@@ -766,6 +598,6 @@ class DeviceArray:
         return f"DeviceArray(shape={self.shape}, dtype={self.dtype}, {where})"
 
 
-__all__ = ["BINDINGS", "BINDING_ENV", "CtypesRuntime", "CudaError", "CudaPythonRuntime", "CudaRuntime", "CudaStatus",
-           "DeviceArray", "PycudaRuntime", "Stream", "cudart_search_dirs", "default_loaders", "find_cudart",
+__all__ = ["CtypesRuntime", "CudaError", "CudaRuntime", "CudaStatus", "DeviceArray", "Stream", "cudart_search_dirs",
+           "default_loaders", "find_cudart",
            "format_version", "reset", "runtime", "select_runtime", "status"]

@@ -1,8 +1,8 @@
 """``edgekd doctor``: what this machine can do for edgekd, and why not.
 
 One call, :func:`diagnose`, returns a plain JSON-ready dict: the Jetson model and its JetPack / L4T release, the
-Python in use, TensorRT (version, where it was imported from, whether it can build here, DLA cores), the CUDA
-binding and whether it talks to the driver, OpenCV (and whether it has GStreamer, which ``csi://`` needs), ONNX
+Python in use, TensorRT (version, where it was imported from, whether it can build here, DLA cores), the
+libcudart edgekd's CUDA layer loads and whether it talks to the driver, OpenCV (and whether it has GStreamer, which ``csi://`` needs), ONNX
 Runtime and its providers, power mode, clocks and power rails, and the device target that fits (``edgekd
 targets``), plus a list of problems, each with the reason and what to do. :func:`doctor_table` renders it as one
 rich table; ``edgekd doctor --json`` prints the dict so a Jetson owner can send it back.
@@ -10,10 +10,10 @@ rich table; ``edgekd doctor --json`` prints the dict so a Jetson owner can send 
 Every probe is guarded: a missing file, tool or library is reported ("not found" and why), never raised.
 
 TensorRT and CUDA are never loaded into this process. They are probed in a child process of the same Python
-(:func:`probe_gpu`) that asks the modules owning them, :func:`edgekd.device.compiler.tensorrt.tensorrt_available`
-and :func:`edgekd.device.cuda.status`, because a broken TensorRT / CUDA install can abort or hang the interpreter
-on import, on loading libcudart or on creating a builder, and the doctor must still answer. The child is started
-only when there is something to ask (:func:`_wants_probe`).
+(:func:`probe_gpu` runs ``python -m edgekd.device.gpu_probe``) that asks the modules owning them,
+:func:`edgekd.device.tensorrt.loader.tensorrt_available` and :func:`edgekd.device.cuda.status`, because a broken
+TensorRT / CUDA install can abort or hang the interpreter on import, on loading libcudart or on creating a builder,
+and the doctor must still answer. The child is started only when there is something to ask (:func:`_wants_probe`).
 
 This module keeps to Python 3.8 syntax: JetPack 5.1, the last JetPack for Xavier NX and AGX Xavier, has 3.8.
 """
@@ -33,9 +33,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from edgekd.device.compiler.tensorrt import MIN_TENSORRT  # the oldest TensorRT edgekd supports (JetPack 5.1)
 from edgekd.device.profile import environment
-from edgekd.device.profile.environment import l4t_release, parse_nv_tegra_release
+from edgekd.device.machine import l4t_release, parse_nv_tegra_release
+from edgekd.device.tensorrt.versions import MIN_TENSORRT  # the oldest TensorRT edgekd supports (JetPack 5.1)
 
 SCHEMA = 1
 PROBE_TIMEOUT_S = 120.0
@@ -205,71 +205,8 @@ def suggest_target(model: Optional[str]) -> Tuple[Optional[str], str]:
 
 
 # -- TensorRT and CUDA (in a child process) ----------------------------------------------------------------------
-# The child goes through edgekd.device.compiler.tensorrt, the module that owns the TensorRT / CUDA imports:
-# tensorrt_available() imports tensorrt and asks the CUDA binding for devices; the TensorRT module object is then
-# read from sys.modules. It prints one JSON object.
-_PROBE = r"""
-import importlib, importlib.metadata, json, sys
-
-def err(exc):
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return type(exc).__name__ + (": " + lines[0] if lines else "")
-
-out = {}
-try:
-    from edgekd.device.compiler import tensorrt as ctrt
-except Exception as exc:
-    print(json.dumps({"fatal": "edgekd.device.compiler.tensorrt: " + err(exc)}))
-    sys.exit(0)
-try:
-    ok, why = ctrt.tensorrt_available()
-    out["trt_usable"], out["trt_reason"] = bool(ok), (None if ok else str(why))
-except Exception as exc:
-    out["trt_usable"], out["trt_reason"] = False, err(exc)
-trt = sys.modules.get("tensorrt")
-if trt is None and not out["trt_usable"]:
-    # tensorrt_available() says "not installed" for any ImportError; the real one (e.g. a missing libnvinfer) helps
-    try:
-        trt = importlib.import_module("tensorrt")
-    except Exception as exc:
-        out["trt_import_error"] = err(exc)
-if trt is not None:
-    out["trt_version"] = str(getattr(trt, "__version__", "unknown"))
-    out["trt_location"] = str(getattr(trt, "__file__", "") or "")
-    if out["trt_usable"]:
-        try:
-            builder = ctrt.create_builder(trt, ctrt.tensorrt_logger(trt, lambda text: None))  # the one logger
-            out["dla_cores"] = int(builder.num_DLA_cores)
-            for key in ("platform_has_fast_fp16", "platform_has_fast_int8"):
-                if hasattr(builder, key):
-                    out[key] = bool(getattr(builder, key))
-        except Exception as exc:
-            out["builder_error"] = err(exc)
-
-# CUDA: edgekd's own CUDA layer (system libcudart through ctypes, else cuda-python, else pycuda), the one the
-# TensorRT runner and tensorrt_available() use; status() never raises.
-try:
-    from edgekd.device import cuda as ecuda
-    state = ecuda.status()
-    out["cuda_ok"], out["cuda_found"], out["cuda_detail"] = bool(state.ok), bool(state.found), str(state.detail)
-    out["cuda_binding"] = state.binding + (" (" + state.source + ")" if state.source else "")
-    out["cuda_driver"], out["cuda_runtime"], out["cuda_devices"] = state.driver, state.runtime, state.devices
-    out["gpu"] = state.device_name or None
-    if state.compute_capability:
-        out["sm"] = "%d.%d" % tuple(state.compute_capability)
-    if state.binding.startswith("cuda-python"):
-        package = sys.modules.get("cuda.bindings") or sys.modules.get("cuda")
-        out["cuda_binding_version"] = getattr(package, "__version__", None)
-        for dist in () if out["cuda_binding_version"] else ("cuda-bindings", "cuda-python"):
-            try:
-                out["cuda_binding_version"] = importlib.metadata.version(dist)
-                break
-            except Exception:
-                pass
-except Exception as exc:
-    out["cuda_error"] = "edgekd.device.cuda: " + err(exc)
-print(json.dumps(out))
-"""
+#: The module the child runs (``python -m``): it asks the modules that own the TensorRT and CUDA imports.
+PROBE_MODULE = "edgekd.device.gpu_probe"
 
 
 def _probe_env() -> Dict[str, str]:
@@ -283,10 +220,10 @@ def _probe_env() -> Dict[str, str]:
 
 
 def probe_gpu(python: Optional[str] = None, timeout: float = PROBE_TIMEOUT_S) -> Dict[str, Any]:
-    """Ask a child process of ``python`` (default: this one) what TensorRT and the CUDA binding say (see the module
+    """Ask a child process of ``python`` (default: this one) what TensorRT and the CUDA layer say (see the module
     docstring for why a child). Returns the child's facts, or ``{"probe_error": why}``; never raises."""
     try:
-        proc = subprocess.run([python or sys.executable, "-c", _PROBE], capture_output=True, text=True,
+        proc = subprocess.run([python or sys.executable, "-m", PROBE_MODULE], capture_output=True, text=True,
                               timeout=timeout, env=_probe_env())
     except subprocess.TimeoutExpired:
         return {"probe_error": f"the TensorRT/CUDA probe did not answer within {timeout:g} s "
@@ -297,7 +234,7 @@ def probe_gpu(python: Optional[str] = None, timeout: float = PROBE_TIMEOUT_S) ->
         how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")
         tail = _first_line((proc.stderr or "").strip().splitlines()[-1] if (proc.stderr or "").strip() else "")
-        return {"probe_error": f"the TensorRT/CUDA probe {how} (importing tensorrt or the CUDA binding crashes "
+        return {"probe_error": f"the TensorRT/CUDA probe {how} (importing tensorrt or loading libcudart crashes "
                                f"this Python){': ' + tail if tail else ''}"}
     for line in reversed((proc.stdout or "").splitlines()):
         line = line.strip()
@@ -320,9 +257,9 @@ def _cuda_version(number: Optional[int]) -> Optional[str]:
 
 
 def _wants_probe() -> bool:
-    """Is there anything for the child to ask? A ``tensorrt``, ``cuda`` or ``pycuda`` this Python can find, or a
-    ``libcudart`` that :mod:`edgekd.device.cuda` would load (a file search: nothing is loaded here)."""
-    if any(_find_spec(name) is not None for name in ("tensorrt", "cuda", "pycuda")):
+    """Is there anything for the child to ask? A ``tensorrt`` this Python can find, or a ``libcudart`` that
+    :mod:`edgekd.device.cuda` would load (a file search: nothing is loaded here)."""
+    if _find_spec("tensorrt") is not None:
         return True
     try:
         from edgekd.device.cuda import find_cudart
@@ -403,13 +340,13 @@ def _cuda_section(probe: Dict[str, Any]) -> Dict[str, Any]:
     """What :func:`edgekd.device.cuda.status` said in the probe: the binding in use, versions, the GPU, and the
     real CUDA error when it cannot talk to the driver."""
     section: Dict[str, Any] = {
-        "binding": probe.get("cuda_binding") or None, "binding_version": probe.get("cuda_binding_version"),
+        "binding": probe.get("cuda_binding") or None,
         "driver": _cuda_version(probe.get("cuda_driver")), "runtime": _cuda_version(probe.get("cuda_runtime")),
         "devices": probe.get("cuda_devices"), "gpu": probe.get("gpu"), "sm": probe.get("sm"),
         "talks_to_driver": probe.get("cuda_ok") if probe.get("cuda_found") else None, "reason": None,
     }
     if not probe:
-        section["reason"] = ("no CUDA runtime found (no libcudart, cuda-python or pycuda for this Python); the "
+        section["reason"] = ("no CUDA runtime found (no libcudart for edgekd's CUDA layer); the "
                              "TensorRT runner needs one")
     elif "probe_error" in probe:
         section["reason"] = probe["probe_error"]
@@ -509,11 +446,6 @@ def _problems(report: Dict[str, Any]) -> List[str]:
     elif on_jetson and trt["found"] and trt["source"] == "pip":
         problems.append(f"tensorrt comes from pip ({trt['location']}); on a Jetson use JetPack's "
                         "(python3-libnvinfer): pip uninstall tensorrt")
-    binding_major = _version_tuple(cuda["binding_version"])[:1] if (cuda["binding"] or "").startswith("cuda-py") \
-        else ()
-    if on_jetson and ships and binding_major and _version_tuple(ships["cuda"])[:1] < binding_major:
-        problems.append(f"cuda-python {cuda['binding_version']} is for CUDA {binding_major[0]}, newer than JetPack "
-                        f"{ships['jetpack']}'s CUDA {ships['cuda']}: pip install 'cuda-python<{binding_major[0]}'")
     if on_jetson and cuda["reason"] and cuda["reason"] not in (trt["reason"] or ""):
         problems.append(f"CUDA: {cuda['reason']}")
     if cv["error"]:
@@ -605,7 +537,7 @@ def report_rows(report: Dict[str, Any]) -> List[Tuple[str, str, str]]:
     fast = ", ".join(k for k in ("fp16", "int8") if trt.get(f"fast_{k}"))
     rows.append(("DLA cores", _or(dla, "unknown"), f"fast: {fast}" if fast else
                  ("asked of a TensorRT builder" if dla else "needs a usable TensorRT")))
-    binding = f"{cuda['binding']} {cuda['binding_version'] or ''}".strip() if cuda["binding"] else NOT_FOUND
+    binding = cuda["binding"] or NOT_FOUND
     reason = _first_sentence(cuda["reason"]) if cuda["reason"] else ""
     rows.append(("CUDA binding", binding, reason or ("talks to the driver" if cuda["talks_to_driver"] else "")))
     rows.append(("CUDA driver / runtime", f"{_or(cuda['driver'], '?')} / {_or(cuda['runtime'], '?')}"

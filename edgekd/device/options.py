@@ -175,17 +175,19 @@ def options_problem(**values: Any) -> Optional[str]:
     return None
 
 
-def dla_core_problem(dla_core: Optional[int], backend: str, dla_cores: int, target: str) -> Optional[str]:
-    """``--dla-core`` on a target that has no such core (or runs ONNX Runtime, which has no DLA): refused rather than
-    ignored, since the build would silently run on the GPU or CPU."""
+def dla_core_problem(dla_core: Optional[int], backend: str, dla_cores: int, where: str) -> Optional[str]:
+    """The one DLA rule: ``--dla-core`` on a target or device (``where``: ``"target orin-nano"``, ``"this device"``)
+    that has no such core, or on ONNX Runtime (no DLA), is refused in one line rather than ignored, since the build
+    or the run would silently use the GPU or CPU. ``edgekd build`` asks it of the target, the TensorRT builder of the
+    device's builder, the TensorRT runner of the device's runtime (``num_DLA_cores``)."""
     problem = option_problem("--dla-core", dla_core)
     if problem or dla_core is None:
         return problem
     if backend != "tensorrt":
-        return f"--dla-core runs on TensorRT only; target {target} builds for {backend} (drop --dla-core)"
+        return f"--dla-core runs on TensorRT only; {where} builds for {backend} (drop --dla-core)"
     if dla_core >= dla_cores:
         has = f"DLA cores 0..{dla_cores - 1}" if dla_cores else "no DLA core"
-        return f"--dla-core {dla_core}: target {target} has {has}"
+        return f"--dla-core {dla_core}: {where} has {has}"
     return None
 
 

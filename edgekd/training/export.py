@@ -154,14 +154,14 @@ def make_portable(model: Any, opset: int) -> Any:
     * Graphs built in a newer opset than ``opset`` (the dynamo exporter builds opset 18) are brought down to it: Reduce
       axes move from the constant input (opset 18) back to the attribute (opset <= 17), which TensorRT 8.5/8.6 read
       -- their parsers ignore the axes input of ReduceMean/ReduceMax and reduce every dimension (see
-      :mod:`edgekd.device.compiler.trt_compat`). Any other op whose definition changed between the two opsets is a
+      :mod:`edgekd.device.tensorrt.parser_rules`). Any other op whose definition changed between the two opsets is a
       ValueError (the caller then tries the next exporter): nothing is converted blindly.
     * The IR version becomes the lowest one that carries the opset (opset 17: IR 8, as ONNX 1.12 wrote it).
 
     Raises ValueError for what it cannot rewrite faithfully (axes computed at run time, an empty-axes no-op)."""
     import onnx
 
-    from edgekd.device.compiler.trt_compat import AXES_INPUT_SINCE, default_opset
+    from edgekd.device.tensorrt.parser_rules import AXES_INPUT_SINCE, default_opset
 
     current = default_opset(model)
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -218,14 +218,15 @@ def _verify_graph(path: Path, input_name: str, output_names: list[str], opset: i
     TensorRT 8.5's opset range -- nothing its parser misreads; or ValueError."""
     import onnx
 
-    from edgekd.device.compiler.trt_compat import MAX_OPSET, OLDEST_TENSORRT, default_opset, graph_problems
+    from edgekd.device.tensorrt.parser_rules import MAX_OPSET, default_opset, graph_problems
+    from edgekd.device.tensorrt.versions import MIN_TENSORRT
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     if default_opset(model) != opset:
         raise ValueError(f"the graph has opset {default_opset(model)}, not the {opset} asked for")
-    if opset <= MAX_OPSET[OLDEST_TENSORRT[0]]:
-        problems = graph_problems(model, OLDEST_TENSORRT)
+    if opset <= MAX_OPSET[MIN_TENSORRT[0]]:
+        problems = graph_problems(model, MIN_TENSORRT)
         if problems:
             raise ValueError(problems[0])
     inputs = [i.name for i in model.graph.input]

@@ -1,8 +1,8 @@
 """edgekd.device.cuda, the CUDA layer of the TensorRT path, on a machine without a GPU.
 
-What runs here: the libcudart search on a fake directory tree, the error text, the binding selection order (with
-fake loaders), that importing the layer loads nothing heavy, the ``trt`` extra's cuda-python pin against the
-JetPack table, and real ctypes calls into a STAND-IN shared library compiled here with ``cc``. The stand-in exports
+What runs here: the libcudart search on a fake directory tree, the error text, the selection order among libcudart
+candidates (with fake loaders), that importing the layer loads nothing heavy, that the ``trt`` extra installs no
+Python CUDA binding (the layer is ctypes only), and real ctypes calls into a STAND-IN shared library compiled here with ``cc``. The stand-in exports
 five CUDA runtime function names and answers like a CUDA 12.6 runtime on a CUDA 11.4 driver; it is not CUDA, and
 nothing here shows that a real GPU works. Where this machine has a real libcudart (it may, without a driver or
 GPU), one test checks that the layer reports its real error instead of crashing.
@@ -112,18 +112,20 @@ def test_cuda_error_names_the_real_error_and_the_versions():
     assert (err.code, err.driver, err.runtime) == (35, 11040, 12060)
     assert "\n" not in str(err)
     hinted = CudaError("x", code=35, name="cudaErrorInsufficientDriver", driver=12020, runtime=13000,
-                       hint="pip install 'cuda-python>=12,<13'")
-    assert str(hinted).endswith("(driver 12.2, runtime 13.0). Pip install 'cuda-python>=12,<13'")
+                       hint="put JetPack's /usr/local/cuda first on LD_LIBRARY_PATH")
+    assert str(hinted).endswith("(driver 12.2, runtime 13.0). Put JetPack's /usr/local/cuda first on LD_LIBRARY_PATH")
     assert str(CudaError("no CUDA runtime found (looked in /usr/local/cuda/lib64)")) == \
         "no CUDA runtime found (looked in /usr/local/cuda/lib64)"
 
 
 # -- selection order ----------------------------------------------------------------------------------------------
 class FakeRuntime(CudaRuntime):
-    """A binding that answers ``devices`` or fails with ``code`` (no CUDA involved)."""
+    """A libcudart candidate ``source`` that answers ``devices`` or fails with ``code`` (no CUDA involved)."""
 
-    def __init__(self, binding: str, devices: int = 1, code: int | None = None) -> None:
-        self.binding, self.source, self.devices, self.code = binding, f"fake {binding}", devices, code
+    binding = "ctypes"
+
+    def __init__(self, source: str, devices: int = 1, code: int | None = None) -> None:
+        self.source, self.devices, self.code = f"fake {source}", devices, code
 
     def device_count(self) -> int:
         if self.code is not None:
@@ -144,7 +146,7 @@ def _absent(kind: type) -> object:
     return load
 
 
-def test_the_first_binding_that_sees_a_gpu_wins():
+def test_the_first_libcudart_that_sees_a_gpu_wins():
     calls: list[str] = []
 
     def loader(name: str, **kw: object):
@@ -153,53 +155,46 @@ def test_the_first_binding_that_sees_a_gpu_wins():
             return FakeRuntime(name, **kw)  # type: ignore[arg-type]
         return load
 
-    rt = select_runtime([("ctypes", loader("ctypes")), ("cuda-python", loader("cuda-python"))])
-    assert rt.binding == "ctypes" and calls == ["ctypes"]  # later bindings are not even imported
+    rt = select_runtime([("ctypes", loader("cuda-12.6")), ("ctypes", loader("cuda-11.4"))])
+    assert rt.source == "fake cuda-12.6" and calls == ["cuda-12.6"]  # later candidates are not even loaded
     calls.clear()
-    rt = select_runtime([("ctypes", _absent(OSError)), ("cuda-python", _absent(ImportError)),
-                         ("pycuda", loader("pycuda"))])
-    assert rt.binding == "pycuda"
-    # a binding that loads but cannot talk to the driver gives way to the next one
-    rt = select_runtime([("ctypes", loader("ctypes", code=35)), ("cuda-python", loader("cuda-python"))])
-    assert rt.binding == "cuda-python"
+    rt = select_runtime([("ctypes", _absent(OSError)), ("ctypes", loader("cuda-11.4"))])
+    assert rt.source == "fake cuda-11.4"
+    # a libcudart that loads but cannot talk to the driver gives way to the next one
+    rt = select_runtime([("ctypes", loader("cuda-13.0", code=35)), ("ctypes", loader("cuda-12.6"))])
+    assert rt.source == "fake cuda-12.6"
 
 
-def test_when_nothing_works_the_preferred_bindings_error_is_raised():
-    loaders = [("ctypes", lambda: FakeRuntime("ctypes", code=35)), ("cuda-python", _absent(ImportError)),
-               ("pycuda", lambda: FakeRuntime("pycuda", devices=0))]
+def test_when_nothing_works_the_first_candidates_error_is_raised():
+    loaders = [("ctypes", lambda: FakeRuntime("cuda-13.0", code=35)), ("ctypes", _absent(OSError)),
+               ("ctypes", lambda: FakeRuntime("cuda-12.6", devices=0))]
     with pytest.raises(CudaError) as info:
         select_runtime(loaders)
     err = info.value
-    assert err.code == 35 and err.binding == "ctypes (fake ctypes)"
+    assert err.code == 35 and err.binding == "ctypes (fake cuda-13.0)"
     assert str(err).startswith("cudaError35: failure 35 (driver 11.4, runtime 12.6")
-    assert str(err).endswith(". Also tried pycuda (fake pycuda): no CUDA GPU visible")
+    assert str(err).endswith(". Also tried ctypes (fake cuda-12.6): no CUDA GPU visible")
 
 
 def test_no_gpu_and_no_runtime_are_clean_statuses(tmp_path):
     with pytest.raises(CudaError, match="no CUDA GPU visible: cudaGetDeviceCount reports 0 devices"):
-        select_runtime([("ctypes", lambda: FakeRuntime("ctypes", devices=0))])
+        select_runtime([("ctypes", lambda: FakeRuntime("cuda-12.6", devices=0))])
     with pytest.raises(CudaError) as info:
-        select_runtime([("cuda-python", _absent(ImportError)), ("pycuda", _absent(ImportError))],
-                       [str(tmp_path), "/nonexistent/lib64"])
+        select_runtime([("ctypes", _absent(OSError))], [str(tmp_path), "/nonexistent/lib64"])
     assert str(info.value).startswith(f"no CUDA runtime found (looked in {tmp_path} for libcudart.so*")
-    assert "cuda-python: not installed" in str(info.value)
+    assert "ctypes: not installed" in str(info.value)
     assert info.value.code is None and not info.value.binding  # status() reads this as "found: False"
 
 
-def test_default_loaders_order_and_the_binding_variable(jetpack_tree, monkeypatch):
+def test_default_loaders_are_every_libcudart_through_ctypes(jetpack_tree, monkeypatch):
     fake_dirs = [str(jetpack_tree / "usr/local/cuda/lib64"), str(jetpack_tree / "usr/lib/aarch64-linux-gnu")]
     monkeypatch.setattr(cuda, "cudart_search_dirs", lambda environ=None, root="": fake_dirs)
     loaders, dirs = cuda.default_loaders({})
     names = [name for name, _ in loaders]
-    # every libcudart candidate through ctypes (the two fake files, plus whatever the loader knows), then the
-    # Python bindings, cuda-python before pycuda
+    # every libcudart candidate through ctypes (the two fake files, plus whatever the loader knows); no Python binding
     assert dirs == fake_dirs
-    assert names[-2:] == ["cuda-python", "pycuda"] and names[:-2] == ["ctypes"] * (len(names) - 2)
-    assert len(names) >= 4
-    loaders, _ = cuda.default_loaders({cuda.BINDING_ENV: "pycuda"})
-    assert [name for name, _ in loaders] == ["pycuda"]
-    with pytest.raises(CudaError, match="choose one of ctypes, cuda-python, pycuda"):
-        cuda.default_loaders({cuda.BINDING_ENV: "cupy"})
+    assert names == ["ctypes"] * len(names) and len(names) >= 2
+    assert not hasattr(cuda, "BINDING_ENV")  # EDGEKD_CUDA_BINDING is gone: there is nothing left to choose
 
 
 def test_status_never_raises(monkeypatch):
@@ -239,9 +234,8 @@ class _Named(FakeRuntime):
 
 def test_importing_the_layer_loads_nothing_heavy():
     assert_no_heavy_imports("import edgekd.device.cuda as c\nc.cudart_search_dirs()\nc.find_cudart()")
-    # with the ctypes binding forced, even asking for the status imports no Python binding
-    assert_no_heavy_imports(f"import os\nos.environ[{cuda.BINDING_ENV!r}] = 'ctypes'\n"
-                            "import edgekd.device.cuda as c\nc.status()")
+    # asking for the status imports no Python binding (cuda-python, pycuda): the layer is ctypes only
+    assert_no_heavy_imports("import edgekd.device.cuda as c\nc.status()")
 
 
 # -- real ctypes calls into a stand-in library (NOT CUDA) ---------------------------------------------------------
@@ -306,7 +300,7 @@ def test_discovery_through_ld_library_path_reaches_the_stand_in(standin):
     what tensorrt_available() would report comes from the same status."""
     code = ("import edgekd.device.cuda as c\ns = c.status()\n"
             "print(s.ok, s.found, s.driver, s.runtime)\nprint(s.detail)\n")
-    env = dict(os.environ, LD_LIBRARY_PATH=str(standin["bad"].parent), **{cuda.BINDING_ENV: "ctypes"})
+    env = dict(os.environ, LD_LIBRARY_PATH=str(standin["bad"].parent))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -323,7 +317,7 @@ def test_a_real_libcudart_here_is_reported_not_crashed():
     if not cuda.find_cudart():
         pytest.skip("no libcudart on this machine")
     code = "import edgekd.device.cuda as c\ns = c.status()\nprint(s.ok, s.found)\nprint(s.detail)\n"
-    env = dict(os.environ, **{cuda.BINDING_ENV: "ctypes"})
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -331,19 +325,7 @@ def test_a_real_libcudart_here_is_reported_not_crashed():
     assert ok.startswith("True") or detail.startswith(("cudaError", "no CUDA GPU visible")), detail
 
 
-# -- the trt extra's cuda-python pin --------------------------------------------------------------------------------
-# (what, Python, machine, CUDA major of the driver): cuda-python's major must not exceed the driver's CUDA major
-# (cuda-python 13 needs a CUDA 13 driver, >= 580), so every version the extra admits on a row must be <= it.
-JETPACK_CUDA = [
-    ("JetPack 6.1/6.2 (TensorRT 10.3, CUDA 12.6)", "3.10", "aarch64", 12),
-    ("JetPack 6.0 (TensorRT 8.6, CUDA 12.2)", "3.10", "aarch64", 12),
-    ("JetPack 5.1 (TensorRT 8.5, CUDA 11.4)", "3.8", "aarch64", 11),
-    ("desktop TensorRT 10.x, CUDA 12 driver", "3.10", "x86_64", 12),
-    ("desktop TensorRT 10.x, CUDA 12 driver, Python 3.12", "3.12", "x86_64", 12),
-]
-CUDA_PYTHON_RELEASES = ["11.5.0", "11.8.2", "11.8.7", "12.0.0", "12.2.1", "12.6.2", "12.9.10", "13.0.0", "13.4.4"]
-
-
+# -- the trt extra ------------------------------------------------------------------------------------------------
 def _trt_extra() -> list[str]:
     """The ``trt`` extra of pyproject.toml (tomllib from Python 3.11, else tomli, else skip)."""
     for name in ("tomllib", "tomli"):  # by name: the device wing's tests also run on Python 3.8
@@ -356,22 +338,12 @@ def _trt_extra() -> list[str]:
     pytest.skip("no TOML reader here (tomllib is Python 3.11+; pip install tomli)")
 
 
-@pytest.mark.parametrize("what, python, machine, cuda_major", JETPACK_CUDA)
-def test_trt_extra_never_admits_a_cuda_python_newer_than_the_driver(what, python, machine, cuda_major):
+def test_the_trt_extra_installs_no_python_cuda_binding():
+    """pip resolves cuda-python to the newest release, which can need a newer driver than JetPack's (cuda-python 13
+    needs a CUDA 13 driver); edgekd's CUDA layer is ctypes on the system libcudart, so the extra installs none."""
     requirements = pytest.importorskip("packaging.requirements")
-    environment = {"python_version": python, "python_full_version": python + ".0", "platform_machine": machine,
-                   "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": "trt"}
-    pins = [requirements.Requirement(line) for line in _trt_extra()]
-    pins = [r for r in pins if r.name in ("cuda-python", "cuda-bindings")
-            and (r.marker is None or r.marker.evaluate(environment))]
-    admitted = [v for v in CUDA_PYTHON_RELEASES if all(r.specifier.contains(v, prereleases=False) for r in pins)]
-    if not pins:
-        assert cuda_major < 12, f"{what}: the trt extra installs no CUDA binding"  # only JetPack 5.1 goes without
-        return
-    too_new = [v for v in admitted if int(v.split(".")[0]) > cuda_major]
-    assert not too_new, f"{what}: the trt extra admits cuda-python {too_new}, newer than the driver's CUDA {cuda_major}"
-    assert any(v.startswith(f"{cuda_major}.") for v in admitted), f"{what}: no cuda-python {cuda_major}.x admitted"
+    names = {requirements.Requirement(line).name for line in _trt_extra()}
+    assert not names & {"cuda-python", "cuda-bindings", "pycuda"}, names
 
 
 # -- what the engine builder reports ------------------------------------------------------------------------------
@@ -380,31 +352,31 @@ def test_tensorrt_available_reports_the_real_cuda_error(monkeypatch):
     versions, not "no CUDA GPU visible"."""
     import types
 
-    from edgekd.device.compiler import tensorrt as ctrt
+    from edgekd.device.tensorrt import loader
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
     error = CudaError("CUDA driver version is insufficient for CUDA runtime version", call="cudaGetDeviceCount",
                       code=35, name="cudaErrorInsufficientDriver", driver=11040, runtime=12060,
-                      binding="cuda-python (cuda.bindings.runtime)")
+                      binding="ctypes (/usr/local/cuda/lib64/libcudart.so.12)")
     monkeypatch.setattr(cuda, "status", lambda: cuda.CudaStatus(False, True, str(error), error=error))
-    ok, why = ctrt.tensorrt_available()
+    ok, why = loader.tensorrt_available()
     assert not ok and why.startswith("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA "
                                      "runtime version (driver 11.4, runtime 12.6")
-    assert ctrt._cuda_device_count() == 0
     monkeypatch.setattr(cuda, "status", lambda: cuda.CudaStatus(True, True, "1 GPU(s)", devices=1))
-    assert ctrt.tensorrt_available() == (True, "10.3.0") and ctrt._cuda_device_count() == 1
+    assert loader.tensorrt_available() == (True, "10.3.0")
     monkeypatch.setattr(cuda, "status", lambda: cuda.CudaStatus(False, False, "no CUDA runtime found (looked in x)"))
-    assert ctrt._cuda_device_count() is None
+    ok, why = loader.tensorrt_available()
+    assert not ok and why == "no CUDA runtime for edgekd's CUDA layer: no CUDA runtime found (looked in x)"
 
 
-def test_the_builder_names_the_gpu_through_the_layer(monkeypatch):
-    from edgekd.device.compiler import tensorrt as ctrt
+def test_the_machine_facts_name_the_gpu_through_the_layer(monkeypatch):
+    from edgekd.device import machine
 
     monkeypatch.setattr(cuda, "runtime", lambda: _Named())
-    assert ctrt._gpu_name() == "Orin" and ctrt.gpu_sm() == "sm87"
+    assert machine.cuda_gpu_name() == "Orin" and machine.gpu_sm() == "sm87"
 
     def no_cuda() -> CudaRuntime:
         raise CudaError("no CUDA runtime found (looked in nowhere)")
 
     monkeypatch.setattr(cuda, "runtime", no_cuda)
-    assert ctrt._cuda_runtime() is None and ctrt._gpu_name() == "" and ctrt.gpu_sm() == ""
+    assert machine.cuda_gpu_name() == "" and machine.gpu_sm() == ""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,17 +60,54 @@ def tools(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def no_gpu_modules(monkeypatch):
-    """This Python finds no tensorrt, cuda, pycuda or libcudart (whatever is installed here): no probe runs."""
+    """This Python finds no tensorrt or libcudart (whatever is installed here): no probe runs."""
     real = doctor._find_spec
-    monkeypatch.setattr(doctor, "_find_spec", lambda name: None if name in ("tensorrt", "cuda", "pycuda")
+    monkeypatch.setattr(doctor, "_find_spec", lambda name: None if name == "tensorrt"
                         else real(name))
     monkeypatch.setattr(doctor, "_wants_probe", lambda: False)
 
 
+STANDIN_CUDART = """
+/* A STAND-IN for libcudart, for tests only (not CUDA): the CUDA runtime names edgekd's ctypes layer calls for
+   status(), with CUDA's C signatures, answering like one "Orin" GPU (sm 8.7) on a CUDA 12.6 driver; built with
+   -DCOUNT_STATUS=35 -DRUNTIME=13000, like a CUDA 13.0 runtime on that driver. */
+#include <string.h>
+#ifndef COUNT_STATUS
+#define COUNT_STATUS 0
+#endif
+#ifndef RUNTIME
+#define RUNTIME 12060
+#endif
+int cudaGetDeviceCount(int *count) { *count = COUNT_STATUS ? 0 : 1; return COUNT_STATUS; }
+int cudaDriverGetVersion(int *v) { *v = 12060; return 0; }
+int cudaRuntimeGetVersion(int *v) { *v = RUNTIME; return 0; }
+int cudaDeviceGetAttribute(int *value, int attr, int device) { *value = attr == 75 ? 8 : 7; return 0; }
+int cudaGetDeviceProperties_v2(void *prop, int device) { strcpy((char *)prop, "Orin"); return 0; }
+const char *cudaGetErrorName(int e) { return e == 35 ? "cudaErrorInsufficientDriver" : "cudaErrorUnknown"; }
+const char *cudaGetErrorString(int e) {
+    return e == 35 ? "CUDA driver version is insufficient for CUDA runtime version" : "unknown error";
+}
+"""
+
+
+def standin_cudart(folder: Path, *flags: str) -> Path:
+    """Compile :data:`STANDIN_CUDART` to ``folder/libcudart.so.12`` (a skip when there is no C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) to build the stand-in libcudart")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "standin.c").write_text(STANDIN_CUDART)
+    lib = folder / "libcudart.so.12"
+    subprocess.run([cc, "-shared", "-fPIC", *flags, "-o", str(lib), str(folder / "standin.c")], check=True)
+    return lib
+
+
 @pytest.fixture
-def fake_binding(monkeypatch):
-    """edgekd's CUDA layer asks cuda-python only (the fake one below), not this machine's libcudart."""
-    monkeypatch.setenv("EDGEKD_CUDA_BINDING", "cuda-python")
+def fake_cudart(tmp_path, monkeypatch):
+    """edgekd's CUDA layer finds the stand-in libcudart first (LD_LIBRARY_PATH, inherited by the probe)."""
+    lib = standin_cudart(tmp_path / "cudart")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(lib.parent))
+    return lib
 
 
 # -- parsing -----------------------------------------------------------------------------------------------------
@@ -251,36 +290,14 @@ class Builder:
     def __init__(self, logger):
         pass
 """
-FAKE_CUDART = """class _Props:
-    name = b"Orin\\x00\\x00"
-    major, minor = 8, 7
-def cudaGetDeviceCount():
-    return {count_status}, 1
-def cudaDriverGetVersion():
-    return 0, 12060
-def cudaRuntimeGetVersion():
-    return 0, {runtime}
-def cudaGetDeviceProperties(device):
-    return 0, _Props()
-def cudaGetErrorName(status):
-    return 0, b"cudaErrorInsufficientDriver"
-def cudaGetErrorString(status):
-    return 0, b"CUDA driver version is insufficient for CUDA runtime version"
-"""
-
-
-def fake_gpu_modules(site: Path, *, trt_version: str = "10.3.0", dla: int = 2, trt_body: str | None = None,
-                     binding_version: str = "12.6.2", runtime: int = 12060, count_status: int = 0) -> Path:
-    """Fake ``tensorrt`` and ``cuda.bindings.runtime`` packages under ``site`` (not NVIDIA's: a few attributes)."""
+def fake_gpu_modules(site: Path, *, trt_version: str = "10.3.0", dla: int = 2, trt_body: str | None = None) -> Path:
+    """A fake ``tensorrt`` package under ``site`` (not NVIDIA's: a few attributes)."""
     write_text(site / "tensorrt/__init__.py", trt_body if trt_body is not None
                else FAKE_TRT.format(version=trt_version, dla=dla))
-    write_text(site / "cuda/__init__.py", "")
-    write_text(site / "cuda/bindings/__init__.py", f'__version__ = "{binding_version}"\n')
-    write_text(site / "cuda/bindings/runtime.py", FAKE_CUDART.format(count_status=count_status, runtime=runtime))
     return site
 
 
-def test_probe_with_a_usable_tensorrt_and_gpu(tmp_path, tools, fake_binding, monkeypatch):
+def test_probe_with_a_usable_tensorrt_and_gpu(tmp_path, tools, fake_cudart, monkeypatch):
     site = fake_gpu_modules(tmp_path / "usr/lib/python3/dist-packages")
     monkeypatch.syspath_prepend(str(site))
     root = fake_jetson(tmp_path / "root", "NVIDIA Jetson AGX Orin Developer Kit", R36_4, locked=True)
@@ -289,16 +306,16 @@ def test_probe_with_a_usable_tensorrt_and_gpu(tmp_path, tools, fake_binding, mon
     assert trt["found"] and trt["usable"] and trt["reason"] is None
     assert trt["version"] == "10.3.0" and trt["source"] == "apt" and trt["location"].startswith(str(site))
     assert (trt["dla_cores"], trt["fast_fp16"], trt["fast_int8"]) == (2, True, True)
-    assert cuda["binding"] == "cuda-python (cuda.bindings.runtime)" and cuda["binding_version"] == "12.6.2"
+    assert cuda["binding"] == f"ctypes ({fake_cudart})"
     assert (cuda["driver"], cuda["runtime"], cuda["devices"]) == ("12.6", "12.6", 1)
     assert (cuda["gpu"], cuda["sm"], cuda["talks_to_driver"], cuda["reason"]) == ("Orin", "8.7", True, None)
     assert report["target"]["name"] == "agx-orin" and report["target"]["note"] is None
-    assert not [p for p in report["problems"] if p.startswith(("TensorRT", "CUDA", "cuda-python", "tensorrt"))]
+    assert not [p for p in report["problems"] if p.startswith(("TensorRT", "CUDA", "tensorrt"))]
     rows = dict((check, (value, notes)) for check, value, notes in doctor.report_rows(report))
     assert rows["DLA cores"][0] == "2" and rows["GPU"][0] == "Orin (SM 8.7)"
 
 
-def test_probe_a_pip_tensorrt_that_shadows_jetpacks(tmp_path, tools, fake_binding, monkeypatch):
+def test_probe_a_pip_tensorrt_that_shadows_jetpacks(tmp_path, tools, fake_cudart, monkeypatch):
     site = fake_gpu_modules(tmp_path / "venv/lib/python3.10/site-packages", trt_version="8.6.1", dla=0)
     monkeypatch.syspath_prepend(str(site))
     report = diagnose(fake_jetson(tmp_path / "root", ORIN_NANO, R36_4))
@@ -307,21 +324,32 @@ def test_probe_a_pip_tensorrt_that_shadows_jetpacks(tmp_path, tools, fake_bindin
     assert any("pip uninstall tensorrt" in p for p in report["problems"])
 
 
-def test_probe_a_cuda_python_newer_than_the_driver(tmp_path, tools, fake_binding, monkeypatch):
-    """cuda-python 13 on JetPack 6's CUDA 12.6 driver: the real CUDA error, and what to pin."""
-    site = fake_gpu_modules(tmp_path / "site", binding_version="13.0.1", runtime=13000, count_status=35)
-    monkeypatch.syspath_prepend(str(site))
+def test_probe_a_libcudart_newer_than_the_driver(tmp_path, tools, monkeypatch):
+    """A CUDA 13.0 libcudart first on LD_LIBRARY_PATH on JetPack 6's CUDA 12.6 driver: the real CUDA error, and
+    the hint to put the driver's own CUDA first."""
+    lib = standin_cudart(tmp_path / "cudart13", "-DCOUNT_STATUS=35", "-DRUNTIME=13000")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(lib.parent))
+    monkeypatch.syspath_prepend(str(fake_gpu_modules(tmp_path / "site")))
     report = diagnose(fake_jetson(tmp_path / "root", ORIN_NANO, R36_4))
     cuda, trt = report["cuda"], report["tensorrt"]
     assert cuda["talks_to_driver"] is False and (cuda["driver"], cuda["runtime"]) == ("12.6", "13.0")
     assert "cudaErrorInsufficientDriver" in cuda["reason"] and "cudaErrorInsufficientDriver" in trt["reason"]
-    assert not trt["usable"]
-    assert any("cuda-python 13.0.1" in p and "'cuda-python<13'" in p for p in report["problems"])
+    assert "LD_LIBRARY_PATH" in cuda["reason"] and not trt["usable"]
+    assert any(p.startswith("TensorRT: cudaErrorInsufficientDriver") for p in report["problems"])
     rows = dict((check, (value, notes)) for check, value, notes in doctor.report_rows(report))
     assert rows["CUDA binding"][1].startswith("cudaErrorInsufficientDriver")
 
 
-def test_probe_reports_the_real_import_error(tmp_path, tools, fake_binding, monkeypatch):
+def test_the_probe_is_a_module_run_with_python_m(tmp_path):
+    """``python -m edgekd.device.gpu_probe`` prints one JSON object, whatever this machine has."""
+    proc = subprocess.run([sys.executable, "-m", doctor.PROBE_MODULE], capture_output=True, text=True,
+                          env=doctor._probe_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(facts, dict) and "trt_usable" in facts and "fatal" not in facts
+
+
+def test_probe_reports_the_real_import_error(tmp_path, tools, fake_cudart, monkeypatch):
     body = "raise ImportError('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n"
     monkeypatch.syspath_prepend(str(fake_gpu_modules(tmp_path / "site", trt_body=body)))
     report = diagnose(fake_jetson(tmp_path / "root", ORIN_NANO, R36_4))
@@ -329,7 +357,7 @@ def test_probe_reports_the_real_import_error(tmp_path, tools, fake_binding, monk
     assert "libnvinfer.so.10" in report["tensorrt"]["reason"]
 
 
-def test_probe_that_crashes_is_reported(tmp_path, tools, fake_binding, monkeypatch):
+def test_probe_that_crashes_is_reported(tmp_path, tools, fake_cudart, monkeypatch):
     """A TensorRT whose import kills the interpreter (as a broken native install can): the doctor still answers."""
     monkeypatch.syspath_prepend(str(fake_gpu_modules(tmp_path / "site", trt_body="import os\nos.abort()\n")))
     report = diagnose(fake_jetson(tmp_path / "root", ORIN_NANO, R36_4))

@@ -1,6 +1,6 @@
 """API surface only — nothing is built or run; these are not TensorRT runs.
 
-Every TensorRT name edgekd uses in ``edgekd/device/compiler/tensorrt.py`` and ``edgekd/device/runners/tensorrt.py``
+Every TensorRT name edgekd uses in ``edgekd/device/tensorrt/`` (the only package that imports ``tensorrt``)
 (classes, enums and their members, methods, properties and whether they can be set, keyword names and argument
 counts against the pybind11 signatures, overridden interface methods) is checked against NVIDIA's real Python
 bindings of TensorRT 8.6.1 (JetPack 6.0) and 10.3.0 (JetPack 6.1/6.2), imported in a child process against stub
@@ -12,7 +12,7 @@ The differences between the versions that edgekd's version branches exist for ar
 (``FACTS``). TensorRT 8.5 (JetPack 5.1) and 11 have no wheel here: their names were compared by hand with
 NVIDIA/TensorRT's ``release/8.5`` and ``release/11.0`` pybind11 sources (8.5 has every name edgekd uses; 11.0 lacks
 exactly :data:`TRT11_REMOVED_USED`), and the strongly typed path edgekd takes on 11 is tested with fake modules in
-``tests/device/compiler/test_tensorrt_build.py``.
+``tests/device/tensorrt/test_build_engine.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tests.trt_bindings import (
     why_unusable,
 )
 
-SOURCES = [REPO / "edgekd/device/compiler/tensorrt.py", REPO / "edgekd/device/runners/tensorrt.py"]
+SOURCES = sorted((REPO / "edgekd/device/tensorrt").glob("*.py"))
 VERSIONS = ("8.6.1", "10.3.0")
 
 #: Names the walk must have seen, so it cannot pass by checking nothing.
@@ -46,6 +46,8 @@ MUST_SEE = {
     "ILogger.log (override)", "LayerInformationFormat.JSON", "MemoryPoolType.WORKSPACE",
     "NetworkDefinitionCreationFlag.EXPLICIT_BATCH", "OnnxParser.parse_from_file", "ProfilingVerbosity.DETAILED",
     "Runtime.DLA_core (set)", "TensorIOMode.INPUT", "nptype",
+    # the one DLA rule asks the device: the builder (build) and the runtime (runner) say how many DLA cores it has
+    "Builder.num_DLA_cores", "Runtime.num_DLA_cores",
     # issue 21: the one logger (ILogger subclass), the two constructors behind create_builder/create_runtime, and
     # the calibrator that DLA int8 uses on 8.5-10.x (so it must exist in 10.3, not only in 8.6)
     "ILogger.Severity", "ILogger.__init__", "Builder", "Runtime", "IBuilderConfig.int8_calibrator (set)",

@@ -191,7 +191,7 @@ def _opset18_reductions(axes_from_input: bool = False) -> onnx.ModelProto:
 
 
 def test_make_portable_brings_opset_18_reductions_to_what_tensorrt_8_reads(tmp_path):
-    from edgekd.device.compiler.trt_compat import graph_problems
+    from edgekd.device.tensorrt.parser_rules import graph_problems
 
     before = _opset18_reductions()
     assert graph_problems(before, (8, 5))  # ReduceMean/ReduceMax axes inputs: TensorRT 8.x reduces every axis

@@ -128,7 +128,7 @@ def resolve_target(name: str | None, backend: str):
             raise BuildError(f"target {target.name} is for {target.backend}, not {backend}")
         return target
     if backend == BACKEND_AUTO:
-        from edgekd.device.compiler.tensorrt import tensorrt_available
+        from edgekd.device.tensorrt.loader import tensorrt_available
 
         backend = "tensorrt" if tensorrt_available()[0] else "onnxruntime"
     if backend == "tensorrt":
@@ -239,7 +239,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps.
 
     ``engine_cache`` (TensorRT): the engine cache folder, or off/none/0 for none; None: ``$EDGEKD_ENGINE_CACHE``,
-    else the per-user cache (:func:`edgekd.device.compiler.tensorrt.default_engine_cache`)."""
+    else the per-user cache (:func:`edgekd.device.tensorrt.engine_cache.default_engine_cache`)."""
     console = console or Console()
     bundle = Path(bundle)
     src = load_manifest(bundle)
@@ -248,7 +248,8 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     target = resolve_target(target, backend)
     precision = precision or target.default_precision
     target.check_precision(precision)
-    problem = dla_core_problem(dla_core, target.backend, target.dla_cores, target.name)  # refused, never ignored
+    # refused, never ignored: the one DLA rule, also applied by the TensorRT builder and runner
+    problem = dla_core_problem(dla_core, target.backend, target.dla_cores, f"target {target.name}")
     if problem:
         raise BuildError(problem)
     if calib_method not in CALIB_CHOICES:
@@ -263,18 +264,18 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
     if problem:
         raise BuildError(problem)
     if target.backend == "tensorrt":
-        from edgekd.device.compiler.tensorrt import tensorrt_available
+        from edgekd.device.tensorrt.loader import tensorrt_available
 
         ok, why = tensorrt_available()
         if not ok:
             raise BuildError(f"cannot build for {target.name} with TensorRT here: {why}")
-        from edgekd.device.compiler.trt_compat import check_bundle_graphs
+        from edgekd.device.tensorrt.parser_rules import check_bundle_graphs
 
         misread = check_bundle_graphs(_source_paths(src).values(), why)  # e.g. opset 18 Reduce axes on TensorRT 8.x
         if misread:
             raise BuildError(misread)
         if dla_core is not None:
-            from edgekd.device.compiler.tensorrt import dla_problem
+            from edgekd.device.tensorrt.versions import dla_problem
 
             no_dla = dla_problem(why)  # TensorRT 11.0-11.3: no DLA
             if no_dla:
@@ -522,27 +523,23 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     """TensorRT engines for every graph (untested here: needs TensorRT and an NVIDIA GPU).
 
     Explicit quantization (the Q/DQ graphs) everywhere except on a DLA core with TensorRT 8.5-10.x (the DLA takes
-    implicit quantization only, see :func:`edgekd.device.compiler.tensorrt.use_implicit_calibrator`): there the FP32
+    implicit quantization only, see :func:`edgekd.device.tensorrt.versions.use_implicit_calibrator`): there the FP32
     graphs are built with the entropy calibrator, fed with the same calibration images (and, for stage graphs, the
     activations the FP32 stages produce). Engines come from (and go to) the per-user
     engine cache, with the timing cache next to them; each engine's sidecar records what the build found (GPU
     fallback on a DLA core, the engine's layers), which :func:`_manifest` copies under ``build.engines``.
     """
-    from edgekd.device.compiler.tensorrt import (
-        build_engine,
-        calibration_digest,
-        parse_version,
-        tensorrt_available,
-        tensorrt_version_problem,
-        use_implicit_calibrator,
-    )
+    from edgekd.device.tensorrt.build import build_engine
+    from edgekd.device.tensorrt.engine_cache import calibration_digest
+    from edgekd.device.tensorrt.loader import tensorrt_available
+    from edgekd.device.tensorrt.versions import parse_version, tensorrt_version_problem, use_implicit_calibrator
 
     src, target, precision, dla_core = plan.source, plan.target, plan.precision, plan.dla_core
     version = tensorrt_available()[1]
     problem = tensorrt_version_problem(version)
     if problem:
         raise BuildError(problem)
-    on_dla = dla_core is not None and target.dla_cores > 0
+    on_dla = dla_core is not None  # a target without that DLA core was refused by build_bundle
     implicit = precision == "int8" and use_implicit_calibrator(parse_version(version)[0], on_dla)
     engine_cache = engine_cache_choice(plan.engine_cache)
     if implicit and float_nodes:
@@ -615,7 +612,7 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
         },
     })
     if engines:  # per engine: device, batch, origin (built or from the engine cache), DLA GPU fallback, layers
-        from edgekd.device.compiler.tensorrt import engine_record
+        from edgekd.device.tensorrt.engine_cache import engine_record
 
         data["build"]["engines"] = {key: engine_record(tmp / path.name) for key, path in engines.items()}
     data["versions"] = {**src.data["versions"], "build_edgekd": __version__, "build_onnx": onnx.__version__,

@@ -1,4 +1,7 @@
-"""What a profile ran on: CPU, cores, threads, library versions, and Jetson power mode / clock state."""
+"""What a profile ran on: CPU, cores, threads, library versions, and Jetson power mode / clock state.
+
+The machine's facts (Jetson model, CPU, GPU) come from :mod:`edgekd.device.machine`, the one module that reads
+them for ``edgekd doctor``, profiles and engine names."""
 
 from __future__ import annotations
 
@@ -12,28 +15,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from edgekd.device.machine import read_text, cpu_model, gpu_name, jetson_model
 from edgekd.device.options import env_threads
 
 JETSON_CLOCKS_ADVICE = "run `sudo jetson_clocks` to lock clocks before profiling"
 
 _CV_DISTS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return None
-
-
-def cpu_model(root: str | Path = "/") -> str:
-    text = _read_text(Path(root) / "proc/cpuinfo")
-    if text:
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "model name" and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def ort_threads() -> int:
@@ -54,52 +41,6 @@ def _version(dists: tuple[str, ...], module: str | None = None) -> str | None:
         except Exception:  # noqa: BLE001 - a broken install is reported as absent
             return None
     return None
-
-
-def parse_nv_tegra_release(text: str) -> str | None:
-    """``# R36 (release), REVISION: 4.0, GCID: …`` → ``"36.4.0"``; ``None`` when the line is not there."""
-    match = re.search(r"R(\d+)\s*\(\w+\)\s*,\s*REVISION:\s*([0-9][0-9.]*)", text or "")
-    if not match:
-        return None
-    revision = match.group(2).strip(".")
-    if revision.count(".") == 0:
-        revision += ".0"
-    return f"{match.group(1)}.{revision}"
-
-
-def l4t_release(root: str | Path = "/") -> str | None:
-    """The L4T (Jetson Linux) release: ``etc/nv_tegra_release`` under ``root``, else the installed
-    ``nvidia-l4t-core`` package (a container built from NVIDIA's l4t images may lack the file but has the package);
-    None elsewhere. ``edgekd doctor`` reports it and the TensorRT engine cache key includes it."""
-    text = _read_text(Path(root) / "etc/nv_tegra_release")
-    found = parse_nv_tegra_release(text) if text else None
-    return found or l4t_core_package()
-
-
-def l4t_core_package() -> str | None:
-    """The installed ``nvidia-l4t-core`` version (dpkg-query) as an L4T release: ``36.4.0-20240912212859`` →
-    ``"36.4.0"``; None when dpkg-query or the package is not there."""
-    exe = shutil.which("dpkg-query")
-    if exe is None:
-        return None
-    try:
-        proc = subprocess.run([exe, "-W", "-f=${Version}", "nvidia-l4t-core"], capture_output=True, text=True,
-                              timeout=10)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    match = re.match(r"\s*(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", proc.stdout or "") if proc.returncode == 0 else None
-    if not match:
-        return None
-    version = match.group(1)
-    return version if version.count(".") == 2 else version + ".0"
-
-
-def jetson_model(root: str | Path = "/") -> str | None:
-    text = _read_text(Path(root) / "proc/device-tree/model")
-    if not text:
-        return None
-    model = text.replace("\x00", "").strip()
-    return model if "jetson" in model.lower() or "nvidia" in model.lower() else None
 
 
 def parse_nvpmodel(output: str) -> tuple[str | None, int | None]:
@@ -131,26 +72,10 @@ def power_mode(binary: str = "nvpmodel") -> tuple[str | None, int | None]:
     return parse_nvpmodel(proc.stdout + "\n" + proc.stderr)
 
 
-def gpu_name(jetson: str | None = None, binary: str = "nvidia-smi") -> str | None:
-    """The first GPU's name from ``nvidia-smi``; on a Jetson without it, the board's integrated GPU; else None."""
-    exe = shutil.which(binary)
-    if exe is not None:
-        try:
-            proc = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                                  text=True, errors="replace", timeout=10)  # a tool's bytes are not ours to trust
-        except (OSError, subprocess.SubprocessError):
-            proc = None
-        if proc is not None and proc.returncode == 0:
-            name = next((line.strip() for line in proc.stdout.splitlines() if line.strip()), "")
-            if name:
-                return name
-    return f"{jetson} (integrated GPU)" if jetson else None
-
-
 def clocks_locked(root: str | Path = "/") -> bool | None:
     """``True`` when cpu0's scaling_min_freq equals scaling_max_freq, ``None`` when unknown."""
     base = Path(root) / "sys/devices/system/cpu/cpu0/cpufreq"
-    lo, hi = _read_text(base / "scaling_min_freq"), _read_text(base / "scaling_max_freq")
+    lo, hi = read_text(base / "scaling_min_freq"), read_text(base / "scaling_max_freq")
     if lo is None or hi is None:
         return None
     try:

@@ -16,7 +16,7 @@ from edgekd.device.runners.base import Runner
 #: Where each of :data:`~edgekd.core.manifest.RUNNER_BACKENDS` is implemented (module, class), imported on demand.
 IMPLEMENTATIONS = {
     "onnxruntime": ("edgekd.device.runners.onnxruntime", "OnnxRuntimeRunner"),
-    "tensorrt": ("edgekd.device.runners.tensorrt", "TensorRTRunner"),
+    "tensorrt": ("edgekd.device.tensorrt.runner", "TensorRTRunner"),
 }
 
 

@@ -5,7 +5,7 @@ chain path (shared stream, feature maps left on the device, logits to the host, 
 ``batch_range``) against two STAND-INS, neither of them TensorRT or CUDA: :class:`RecordingCuda` replaces the CUDA
 layer (device memory is bytearrays here, copies move bytes and are logged: it checks which copies the runner
 issues) and :class:`FakeTrt` / :class:`FakeEngine` / :class:`FakeContext` follow TensorRT's name-based API and
-assert the rules the runner must keep (cited in :mod:`edgekd.device.runners.tensorrt`). They show what the runner
+assert the rules the runner must keep (cited in :mod:`edgekd.device.tensorrt.runner`). They show what the runner
 asks for, not that TensorRT or a GPU does it. Running a real engine is marked ``tensorrt`` and skips, with the
 reason :func:`tensorrt_available` gives, wherever TensorRT, an NVIDIA GPU or a CUDA runtime is missing (as on CI).
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.vote import softmax
 from edgekd.device import cuda
 from edgekd.device.chain import Chain
-from edgekd.device.compiler.tensorrt import build_engine, tensorrt_available
+from edgekd.device.tensorrt.build import build_engine
 from edgekd.device.runners import make_runner
-from edgekd.device.runners import tensorrt as trt_runner
-from edgekd.device.runners.tensorrt import TensorRTRunner, _sidecar_dla_core
+from edgekd.device.tensorrt import runner as trt_runner
+from edgekd.device.tensorrt.loader import tensorrt_available
+from edgekd.device.tensorrt.runner import TensorRTRunner, _sidecar_dla_core
 from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
 
 
@@ -76,6 +79,33 @@ def test_dla_core_default_comes_from_the_sidecar(tmp_path):
     assert _sidecar_dla_core(engine) is None
 
 
+def test_the_runner_applies_the_builds_version_gate(tmp_path, monkeypatch):
+    """An engine is not loaded with a TensorRT the build refuses: the same one line (versions.check_tensorrt), before
+    any TensorRT object is made. The ``tensorrt`` here is a FAKE carrying only a version."""
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.4.3.1"))
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"fake")
+    runner = make_runner("tensorrt", engine)
+    with pytest.raises(EdgekdError, match=r"^TensorRT 8.4.3.1 is not supported: edgekd builds and runs engines with "
+                                          r"TensorRT 8.5 to 11.x") as err:
+        runner.activate()
+    assert "\n" not in str(err.value) and not runner.is_active
+
+
+def test_a_dla_engine_on_a_device_without_that_dla_core_is_refused(standin, tmp_path):
+    """The one DLA rule at run time: the sidecar's DLA core on a runtime with no DLA cores (the fake says 0) is one
+    line, as at build time; it is never run on the GPU instead."""
+    engine = fake_engines(tmp_path, n=1)[0]
+    (tmp_path / "segment0.engine.json").write_text(json.dumps({"dla_core": 0}))
+    runner = make_runner("tensorrt", engine)
+    with pytest.raises(EdgekdError, match=r"^segment0.engine: --dla-core 0: this device has no DLA core$"):
+        runner.activate()
+    assert not runner.is_active
+    standin.dla_cores = 2
+    with make_runner("tensorrt", engine) as runner:
+        assert runner._runtime.DLA_core == 0
+
+
 def test_importing_the_runner_does_not_import_tensorrt_or_cuda():
     assert_no_heavy_imports("from edgekd.device.runners import make_runner\nmake_runner('tensorrt', 'x.engine')")
 
@@ -93,6 +123,7 @@ class RecordingCuda(cuda.CudaRuntime):
         self.log: list[tuple[Any, ...]] = []
         self._next_ptr, self._next_stream = 0x10000, 1
         self.streams: dict[int, str] = {}
+        self.dla_cores = 0  # what FakeTrt's runtime reports as num_DLA_cores (kept here: one FakeTrt per activation)
 
     def device_count(self) -> int:
         return 1
@@ -186,7 +217,7 @@ class FakeTrt:
 
     __version__ = "10.3.0-fake"
 
-    class ILogger:  # what edgekd's one logger (compiler.tensorrt.tensorrt_logger) subclasses
+    class ILogger:  # what edgekd's one logger (tensorrt.loader.tensorrt_logger) subclasses
         class Severity:
             INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
@@ -208,6 +239,7 @@ class FakeTrt:
 
         class _Runtime:
             DLA_core = -1
+            num_DLA_cores = standin.dla_cores  # IRuntime.num_DLA_cores: the DLA cores this device has
 
             def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
                 return FakeEngine(json.loads(data), standin)

@@ -1,7 +1,7 @@
 """Graphs every TensorRT ONNX parser edgekd targets reads as ONNX means them (issue 10, defect 3).
 
 The rule table below was read in NVIDIA's parser sources (github.com/onnx/onnx-tensorrt, release branches); it is
-kept here, apart from :mod:`edgekd.device.compiler.trt_compat`, so the module is checked against the facts rather
+kept here, apart from :mod:`edgekd.device.tensorrt.parser_rules`, so the module is checked against the facts rather
 than against itself. No TensorRT is needed: these are properties of the ONNX graphs.
 """
 
@@ -19,8 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import load_manifest
 from edgekd.device.compiler import builder
-from edgekd.device.compiler import tensorrt as trt_build
-from edgekd.device.compiler.trt_compat import check_bundle_graphs, graph_problems, parse_trt_version
+from edgekd.device.tensorrt import loader
+from edgekd.device.tensorrt.parser_rules import check_bundle_graphs, graph_problems
+from edgekd.device.tensorrt.versions import parse_version
 from edgekd.device.runners.onnxruntime import create_session
 from tests.helpers import gpu_target
 
@@ -85,10 +86,10 @@ def _cases():
 
 @pytest.mark.parametrize("parser", PARSERS, ids=[p.release for p in PARSERS])
 @pytest.mark.parametrize("op, opset, axes_as_input", list(_cases()))
-def test_trt_compat_agrees_with_the_rule_table(parser, op, opset, axes_as_input):
+def test_parser_rules_agree_with_the_rule_table(parser, op, opset, axes_as_input):
     model = _reduce_model(op, opset, axes_as_input)
     expected = accepted(parser, model)
-    found = graph_problems(model, parse_trt_version(parser.release))
+    found = graph_problems(model, parse_version(parser.release))
     assert bool(found) == bool(expected), (parser.source, expected, found)
 
 
@@ -125,7 +126,7 @@ def assert_every_parser_reads(paths: list[Path]) -> None:
         assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, path.name
         for parser in PARSERS:
             assert accepted(parser, model) == [], (path.name, parser.release)
-            assert graph_problems(model, parse_trt_version(parser.release)) == [], (path.name, parser.release)
+            assert graph_problems(model, parse_version(parser.release)) == [], (path.name, parser.release)
     for parser in PARSERS:
         assert check_bundle_graphs(paths, parser.release + ".0") is None
 
@@ -154,7 +155,7 @@ def _graphs_of_a_tensorrt_build(bundle: Path, precision: str, version: str, tmp_
             shutil.copyfile(path, kept / f"{key}.onnx")
         raise _StopBeforeEngines
 
-    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, version))
+    monkeypatch.setattr(loader, "tensorrt_available", lambda: (True, version))
     monkeypatch.setattr(builder, "resolve_target", lambda name, backend: gpu_target(tmp_path))
     monkeypatch.setattr(builder, "_engines_for", engines)
     with pytest.raises(_StopBeforeEngines):
@@ -213,7 +214,7 @@ def test_old_opset_18_bundle_is_refused_for_tensorrt_8_before_any_work(tmp_path,
     def no_work(*args, **kwargs):
         raise AssertionError("the build started working before refusing the bundle")
 
-    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, version))
+    monkeypatch.setattr(loader, "tensorrt_available", lambda: (True, version))
     monkeypatch.setattr(builder, "resolve_target", lambda name, backend: gpu_target(tmp_path))
     monkeypatch.setattr(builder, "full_probs", no_work)
     monkeypatch.setattr(builder, "_bundle_calib", no_work)
@@ -236,5 +237,5 @@ def test_old_opset_18_bundle_still_builds_for_tensorrt_10(tmp_path, monkeypatch)
 
 def test_versions_it_cannot_judge_are_not_refused():
     paths = _graphs(OLD)
-    assert parse_trt_version("8.6.2.3") == (8, 6) and parse_trt_version("unknown") is None
+    assert parse_version("8.6.2.3") == (8, 6) and parse_version("unknown") == (0, 0)
     assert check_bundle_graphs(paths, "unknown") is None

@@ -1,9 +1,11 @@
-"""TensorRT backend: runs a serialized engine (from :mod:`edgekd.device.compiler.tensorrt`) on the GPU or a DLA core.
+"""TensorRT backend: runs a serialized engine (from :mod:`edgekd.device.tensorrt.build`) on the GPU or a DLA core.
 
-Needs TensorRT >= 8.5 (the name-based tensor API: ``set_input_shape`` / ``set_tensor_address`` /
+Needs a TensorRT the build's version gate admits (8.5 to 11.x, :func:`~edgekd.device.tensorrt.loader.import_tensorrt`
+applies it here too; 8.5 brought the name-based tensor API: ``set_input_shape`` / ``set_tensor_address`` /
 ``execute_async_v3``) and a CUDA runtime for device memory, through :mod:`edgekd.device.cuda` (the system's
-libcudart by ctypes, else cuda-python, else pycuda). TensorRT is imported when a runner is activated, never when
-this module is imported, so it loads on any machine.
+libcudart by ctypes). A DLA engine on a device without that DLA core is refused in one line, by the rule the build
+applies (:func:`edgekd.device.options.dla_core_problem`). TensorRT is imported when a runner is activated, never
+when this module is imported, so it loads on any machine.
 
 In a chain (:class:`edgekd.device.chain.Chain`) the segment runners share one CUDA stream (``activate(follows=)``),
 and a ``feat{i}`` output asked for with ``keep_on_device`` comes back as a :class:`~edgekd.device.cuda.DeviceArray`
@@ -13,7 +15,7 @@ copied to the host, with one stream synchronisation per call.
 
 Rules of TensorRT's runtime API this module follows (NVIDIA/TensorRT ``include/NvInferRuntime.h``, the Python
 docstrings in ``python/docstrings/infer/pyCoreDoc.h`` and ``samples/python/common_runtime.py``; each is checked
-by a CPU test in ``tests/device/runners/test_tensorrt.py`` against a fake engine):
+by a CPU test in ``tests/device/tensorrt/test_runner.py`` against a fake engine):
 
 * every input shape is set with ``set_input_shape`` (False when outside the optimization profile) before output
   shapes are read from the context;
@@ -39,15 +41,9 @@ import numpy as np
 
 from edgekd.core.errors import EdgekdError
 from edgekd.device import cuda
+from edgekd.device.options import dla_core_problem
 from edgekd.device.runners.base import Runner
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise EdgekdError("tensorrt is not installed (it ships with JetPack; on x86 `pip install tensorrt`)") from None
-    return trt
+from edgekd.device.tensorrt.loader import create_runtime, import_tensorrt, tensorrt_logger
 
 
 def _sidecar_dla_core(path: Any) -> int | None:
@@ -98,19 +94,18 @@ class TensorRTRunner(Runner):
         return cuda.Stream(rt)
 
     def _load(self, trt: Any) -> None:
-        from edgekd.device.compiler.tensorrt import create_runtime, tensorrt_logger
-
         self._logger = tensorrt_logger(trt)  # the process's one logger, shared with the builder
         self._runtime = create_runtime(trt, self._logger)
         dla_core = self.options.get("dla_core", _sidecar_dla_core(self.path))
         if dla_core is not None:
+            problem = dla_core_problem(int(dla_core), "tensorrt", int(self._runtime.num_DLA_cores), "this device")
+            if problem:
+                raise EdgekdError(f"{self.path.name}: {problem}")
             self._runtime.DLA_core = int(dla_core)
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise EdgekdError(f"tensorrt {trt.__version__} cannot load {self.path.name}: engines only load on the "
                               "TensorRT version and GPU that built them; rebuild it here")
-        if not hasattr(engine, "num_io_tensors"):
-            raise EdgekdError(f"TensorRT {trt.__version__} is too old: edgekd's runner needs TensorRT >= 8.5")
         self._engine = engine
         self._context = engine.create_execution_context()
         if self._context is None:

@@ -14,6 +14,7 @@ NVIDIA's parser sources (github.com/onnx/onnx-tensorrt, the parser each TensorRT
   an axes input, reduces *every* dimension, batch and channels included. From 10.0-GA (``onnxOpImporters.cpp`` line
   4303 on, ``importerUtils.cpp`` line 1297) every Reduce importer passes the input on; it must be an initializer.
 
+The oldest release edgekd supports is :data:`~edgekd.device.tensorrt.versions.MIN_TENSORRT` (8.5, JetPack 5.1):
 edgekd's exporter writes opset 17 graphs (axes as attributes, pooling as GlobalAveragePool) that every supported
 parser reads; bundles exported before it (opset 18) still run on ONNX Runtime, and :func:`check_bundle_graphs` lets
 the builder refuse them, in one line, for a TensorRT release that would misread them.
@@ -21,11 +22,12 @@ the builder refuse them, in one line, for a TensorRT release that would misread 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
+
+from edgekd.device.tensorrt.versions import parse_version
 
 #: Reduce op -> the first opset in which its ``axes`` is an input (before it: an attribute).
 AXES_INPUT_SINCE = {
@@ -39,16 +41,6 @@ AXES_INPUT_READ_BY_TRT8 = frozenset({"ReduceSum", "ReduceLogSum"})
 AXES_INPUT_READ_FROM_MAJOR = 10
 #: Highest opset a TensorRT major documents for its parser (8.5/8.6: 17; 10.0/10.1: 20).
 MAX_OPSET = {8: 17, 10: 20}
-#: The oldest TensorRT release edgekd targets (JetPack 5.1): exported graphs must be read right by its parser.
-OLDEST_TENSORRT = (8, 5)
-
-
-def parse_trt_version(text: str) -> tuple[int, int] | None:
-    """``"8.6.2.3"`` -> ``(8, 6)``; None when ``text`` does not start with ``major.minor``."""
-    found = re.match(r"\s*(\d+)\.(\d+)", str(text))
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
-
 def default_opset(model: onnx.ModelProto) -> int:
     """The version of the default ONNX domain the graph imports (0 if none)."""
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -83,8 +75,8 @@ def check_bundle_graphs(paths: Iterable[Path], trt_version: str) -> str | None:
 
     Called by ``build_bundle`` for the TensorRT backend before any work: a bundle exported with opset 18 (edgekd
     before the opset 17 export) would build on TensorRT 8.x into engines whose pooling and confidences are wrong."""
-    trt = parse_trt_version(trt_version)
-    if trt is None:
+    trt = parse_version(trt_version)
+    if trt == (0, 0):  # not a version: nothing to judge
         return None
     for path in paths:
         problems = graph_problems(onnx.load(str(path), load_external_data=False), trt)

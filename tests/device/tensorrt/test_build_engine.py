@@ -22,36 +22,40 @@ import pytest
 
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.core.manifest import sha256_file
-from edgekd.device.compiler import tensorrt as trt_build
+from edgekd.device import cuda, machine
 from edgekd.device.compiler.targets import load_target
-from edgekd.device.compiler.tensorrt import (
-    DLA_BATCH,
+from edgekd.device.machine import detect_device, sanitize_device
+from edgekd.device.tensorrt import build as trt_build
+from edgekd.device.tensorrt import engine_cache, loader, versions
+from edgekd.device.tensorrt.build import build_engine, parse_engine_information
+from edgekd.device.tensorrt.engine_cache import (
     ENGINE_CACHE_ENV,
-    build_engine,
-    build_settings,
     cached_engine_path,
     calibration_digest,
-    check_tensorrt,
     default_engine_cache,
-    detect_device,
     engine_cache_key,
     engine_is_fresh,
     engine_meta,
     engine_name,
     engine_record,
     engine_source,
+    read_sidecar,
+    sidecar_path,
+    timing_cache_path,
+    write_engine_sidecar,
+)
+from edgekd.device.tensorrt.loader import tensorrt_available
+from edgekd.device.tensorrt.settings import (
+    DLA_BATCH,
+    build_settings,
     graph_facts,
-    parse_engine_information,
     precision_problem,
     profile_batches,
-    read_sidecar,
-    sanitize_device,
-    sidecar_path,
-    tensorrt_available,
+)
+from edgekd.device.tensorrt.versions import (
+    check_tensorrt,
     tensorrt_version_problem,
-    timing_cache_path,
     use_implicit_calibrator,
-    write_engine_sidecar,
 )
 from tests.helpers import assert_no_heavy_imports, gpu_target, tiny_onnx
 
@@ -89,13 +93,12 @@ def test_sanitize_device():
     assert sanitize_device(sanitize_device("NVIDIA H100 80GB HBM3")) == "h100-80gb-hbm3"  # idempotent
 
 
-def test_detect_device_reads_the_jetson_device_tree(tmp_path, monkeypatch):
-    model = tmp_path / "model"
+def test_detect_device_reads_the_jetson_device_tree(tmp_path):
+    model = tmp_path / "proc/device-tree/model"
+    model.parent.mkdir(parents=True)
     model.write_bytes(b"NVIDIA Jetson Xavier NX Developer Kit\x00")
-    monkeypatch.setattr(trt_build, "DEVICE_TREE_MODEL", model)
-    assert detect_device() == "jetson-xavier-nx-developer-kit"
-    monkeypatch.setattr(trt_build, "DEVICE_TREE_MODEL", tmp_path / "absent")
-    assert detect_device()  # the GPU name, or "unknown-gpu" on a machine without one
+    assert detect_device(tmp_path) == "jetson-xavier-nx-developer-kit"
+    assert detect_device(tmp_path / "absent")  # the GPU name, or "unknown-gpu" on a machine without one
 
 
 @pytest.mark.parametrize("major, dla, expected", [
@@ -186,8 +189,8 @@ def test_tensorrt_available_reports_a_reason():
 
 
 def test_importing_the_modules_does_not_import_tensorrt():
-    assert_no_heavy_imports("import edgekd.device.compiler.tensorrt, edgekd.device.compiler.targets, "
-                            "edgekd.device.runners.tensorrt")
+    assert_no_heavy_imports("import edgekd.device.tensorrt.build, edgekd.device.compiler.targets, "
+                            "edgekd.device.tensorrt.runner, edgekd.device.tensorrt.parser_rules")
 
 
 # -- checks made before TensorRT is needed -----------------------------------------------------------------------
@@ -208,12 +211,20 @@ def test_build_rejects_an_onnxruntime_profile(tmp_path):
 def test_build_rejects_bad_dla_requests(tmp_path):
     onnx_path = tiny_onnx(tmp_path / "full.onnx")
     nx = load_target("xavier-nx")
-    with pytest.raises(ConfigError, match="DLA cores 0..1, not 2"):
+    with pytest.raises(ConfigError, match=r"^--dla-core 2: target xavier-nx has DLA cores 0\.\.1$"):
         build_engine(onnx_path, tmp_path, precision="fp16", target=nx, input_name="image",
                      input_shape_chw=(3, 16, 16), dla_core=2)
     with pytest.raises(ConfigError, match="DLA runs fp16 or int8 only"):
         build_engine(onnx_path, tmp_path, precision="fp32", target=nx, input_name="image",
                      input_shape_chw=(3, 16, 16), dla_core=0)
+
+
+def test_a_dla_core_on_a_target_without_one_is_refused_in_one_line(tmp_path):
+    """The one DLA rule (edgekd.device.options.dla_core_problem): refused, never built on the GPU instead."""
+    with pytest.raises(ConfigError, match=r"^--dla-core 0: target orin-nano has no DLA core$"):
+        build_engine(tiny_onnx(tmp_path / "full.onnx"), tmp_path, precision="fp16", target=load_target("orin-nano"),
+                     input_name="image", input_shape_chw=(3, 16, 16), dla_core=0)
+    assert not list(tmp_path.glob("*.engine"))
 
 
 def test_build_without_tensorrt_says_why(tmp_path):
@@ -256,7 +267,7 @@ def test_unsupported_tensorrt_versions_are_refused_in_one_line(version):
 
 
 def test_build_engine_refuses_an_unsupported_tensorrt_before_touching_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "12.0.0"))
+    monkeypatch.setattr(loader, "tensorrt_available", lambda: (True, "12.0.0"))
     monkeypatch.setitem(sys.modules, "tensorrt", VersionOnlyTensorRT("12.0.0"))
     with pytest.raises(EdgekdError, match=r"^TensorRT 12\.0\.0 is not supported: .*8\.5 to 11\.x"):
         build_engine(tiny_onnx(tmp_path / "full.onnx"), tmp_path / "out", precision="fp16",
@@ -578,14 +589,14 @@ def test_link_or_copy(tmp_path, monkeypatch):
     src = tmp_path / "cache" / "a.engine"
     src.parent.mkdir()
     src.write_bytes(b"plan")
-    how = trt_build._link_or_copy(src, tmp_path / "out" / "b.engine")
+    how = engine_cache._link_or_copy(src, tmp_path / "out" / "b.engine")
     assert how == "hard-linked" and os.path.samefile(src, tmp_path / "out" / "b.engine")
 
     def no_links(*args):
         raise OSError("cross-device link")
 
     monkeypatch.setattr(os, "link", no_links)
-    assert trt_build._link_or_copy(src, tmp_path / "out" / "c.engine") == "copied"
+    assert engine_cache._link_or_copy(src, tmp_path / "out" / "c.engine") == "copied"
     assert (tmp_path / "out" / "c.engine").read_bytes() == b"plan"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.engine", "c.engine"]  # no temporaries
 
@@ -605,10 +616,10 @@ def test_engine_record_for_the_manifest(tmp_path):
 def test_build_engine_takes_a_fresh_cached_engine_and_never_a_stale_one(tmp_path, monkeypatch):
     """The reuse path of build_engine itself, on a CPU: the fake ``tensorrt`` carries only a version, so reaching
     TensorRT's builder (a rebuild) is an AttributeError, and a reuse provably creates no TensorRT object."""
-    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "10.3.0"))
+    monkeypatch.setattr(loader, "tensorrt_available", lambda: (True, "10.3.0"))
     monkeypatch.setitem(sys.modules, "tensorrt", VersionOnlyTensorRT("10.3.0"))
-    monkeypatch.setattr(trt_build, "detect_device", lambda: "jetson-orin-nano-developer-kit")
-    monkeypatch.setattr(trt_build, "gpu_sm", lambda: "sm87")
+    monkeypatch.setattr(machine, "detect_device", lambda: "jetson-orin-nano-developer-kit")
+    monkeypatch.setattr(machine, "gpu_sm", lambda: "sm87")
     onnx_path, target, cache = tiny_onnx(tmp_path / "full.onnx"), load_target("orin-nano"), tmp_path / "cache"
     meta = engine_meta(onnx_sha256=sha256_file(onnx_path), precision="fp16", trt_version="10.3.0",
                        device="jetson-orin-nano-developer-kit", sm="sm87", dla_core=None, input_name="image",
@@ -641,7 +652,7 @@ def test_build_engine_takes_a_fresh_cached_engine_and_never_a_stale_one(tmp_path
     assert not (tmp_path / "bundle2").exists()
     put_engine(cached, meta, b"an engine built earlier", info)  # fresh again, but for TensorRT 10.3.0 only
     monkeypatch.setitem(sys.modules, "tensorrt", VersionOnlyTensorRT("10.3.1"))
-    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "10.3.1"))
+    monkeypatch.setattr(loader, "tensorrt_available", lambda: (True, "10.3.1"))
     with pytest.raises(AttributeError, match="ILogger"):  # another version: another key, nothing to reuse
         build_engine(onnx_path, tmp_path / "bundle3", **kwargs, log=lambda m: None)
 
@@ -757,8 +768,6 @@ def test_dla_engine_has_one_static_batch_and_records_gpu_fallback(tmp_path, trt_
 def test_tensorrt_available_names_a_missing_native_library(tmp_path, monkeypatch):
     """A tensorrt package whose native library is missing is not reported as "not installed": the reason names
     what failed (here a stand-in package whose import raises ImportError for libnvinfer, as the real one does)."""
-    from edgekd.device.compiler.tensorrt import tensorrt_available
-
     pkg = tmp_path / "tensorrt"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("raise ImportError('libnvinfer.so.10: cannot open shared object file', "
@@ -773,7 +782,7 @@ def test_tensorrt_available_names_a_missing_native_library(tmp_path, monkeypatch
 @pytest.mark.parametrize("version, refused", [("8.5.2.2", False), ("8.6.2", False), ("10.3.0.30", False),
                                               ("11.0.0", True), ("11.3.9", True), ("11.4.0", False), ("12.0", False)])
 def test_dla_is_refused_on_the_tensorrt_11_releases_without_it(version, refused):
-    problem = trt_build.dla_problem(version)
+    problem = versions.dla_problem(version)
     assert (problem is not None) is refused
     if refused:
         assert version in problem and "\n" not in problem and "--dla-core" in problem
@@ -783,11 +792,11 @@ def test_dla_is_refused_on_the_tensorrt_11_releases_without_it(version, refused)
     ("10.3.0", "int8", True, False), ("11.4.0", "int8", True, True), ("11.4.0", "fp16", True, False),
     ("11.4.0", "int8", False, False)])
 def test_dla_int8_on_tensorrt_11_4_is_labelled_unverified(version, precision, dla, unverified):
-    assert trt_build.dla_int8_unverified(version, precision, dla) is unverified
+    assert versions.dla_int8_unverified(version, precision, dla) is unverified
 
 
 def test_a_dla_build_on_tensorrt_11_0_is_one_line_before_any_work(monkeypatch, tmp_path):
-    monkeypatch.setattr(trt_build, "tensorrt_available", lambda: (True, "11.1.0"))
+    monkeypatch.setattr(loader, "tensorrt_available", lambda: (True, "11.1.0"))
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.1.0"))
     with pytest.raises(EdgekdError, match=r"TensorRT 11.1.0 cannot build for a DLA core") as err:
         build_engine(tiny_onnx(tmp_path / "full.onnx"), tmp_path / "out", precision="fp16",
@@ -810,7 +819,7 @@ class _NullFactories:
 
 
 def test_tensorrt_that_cannot_start_is_one_line_naming_the_causes():
-    for create, what in ((trt_build.create_builder, "builder"), (trt_build.create_runtime, "runtime")):
+    for create, what in ((loader.create_builder, "builder"), (loader.create_runtime, "runtime")):
         with pytest.raises(EdgekdError) as err:
             create(_NullFactories, object())
         text = str(err.value)
@@ -832,17 +841,17 @@ class _ILogger:
 def test_one_tensorrt_logger_per_process():
     fake = types.SimpleNamespace(ILogger=_ILogger)
     seen: list = []
-    first = trt_build.tensorrt_logger(fake, seen.append)
+    first = loader.tensorrt_logger(fake, seen.append)
     first.log(_Severity.ERROR, "[x.cpp::f::1] broke")
     first.log(_Severity.INFO, "chatter")
     assert seen == ["tensorrt: (x.cpp::f::1) broke"] and first.errors == ["(x.cpp::f::1) broke"]
     later: list = []
-    second = trt_build.tensorrt_logger(fake, later.append)
+    second = loader.tensorrt_logger(fake, later.append)
     assert second is first and second.errors == []  # the same object, now logging to the new sink
     second.log(_Severity.WARNING, "w")
     assert later == ["tensorrt: w"] and seen == ["tensorrt: (x.cpp::f::1) broke"]
     other = types.SimpleNamespace(ILogger=type("ILogger", (_ILogger,), {}))  # another tensorrt module (a test's)
-    assert trt_build.tensorrt_logger(other) is not first
+    assert loader.tensorrt_logger(other) is not first
 
 
 def test_the_engine_cache_key_has_the_l4t_release_and_edgekd_version():
@@ -870,7 +879,7 @@ def test_tensorrt_available_needs_a_cuda_runtime(monkeypatch):
     """TensorRT importable but no CUDA runtime for edgekd's CUDA layer: not available (a build would compile every
     engine and fail only at verification)."""
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
-    monkeypatch.setattr(trt_build.cuda, "status",
-                        lambda: trt_build.cuda.CudaStatus(False, False, "no CUDA runtime found (looked in x)"))
+    monkeypatch.setattr(cuda, "status",
+                        lambda: cuda.CudaStatus(False, False, "no CUDA runtime found (looked in x)"))
     ok, why = tensorrt_available()
     assert not ok and why == "no CUDA runtime for edgekd's CUDA layer: no CUDA runtime found (looked in x)"
