@@ -240,3 +240,20 @@ def unmount(mnt: Path) -> None:
     import subprocess
 
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def VersionOnlyTensorRT(version: str):
+    """Not TensorRT: a namespace with nothing but ``__version__``, so the version gate provably reads nothing else."""
+    import types
+
+    return types.SimpleNamespace(__version__=version)
+
+
+def put_engine(path: Path, meta: dict, data: bytes = b"engine bytes", info: dict | None = None) -> Path:
+    """A stand-in engine file (``data``, not an engine) with the sidecar edgekd's builder would write for ``meta``."""
+    from edgekd.device.tensorrt.engine_cache import write_engine_sidecar
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    write_engine_sidecar(path, meta, info)
+    return path

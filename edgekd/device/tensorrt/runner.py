@@ -15,7 +15,7 @@ copied to the host, with one stream synchronisation per call.
 
 Rules of TensorRT's runtime API this module follows (NVIDIA/TensorRT ``include/NvInferRuntime.h``, the Python
 docstrings in ``python/docstrings/infer/pyCoreDoc.h`` and ``samples/python/common_runtime.py``; each is checked
-by a CPU test in ``tests/device/tensorrt/test_runner.py`` against a fake engine):
+by a CPU test in ``tests/device/trt/test_runner.py`` against a fake engine):
 
 * every input shape is set with ``set_input_shape`` (False when outside the optimization profile) before output
   shapes are read from the context;
