@@ -2,9 +2,9 @@
 
 What runs here: the libcudart search on a fake directory tree, the error text, the selection order among libcudart
 candidates (with fake loaders), that importing the layer loads nothing heavy, that the ``trt`` extra installs no
-Python CUDA binding (the layer is ctypes only), and real ctypes calls into a STAND-IN shared library compiled here with ``cc``. The stand-in exports
-five CUDA runtime function names and answers like a CUDA 12.6 runtime on a CUDA 11.4 driver; it is not CUDA, and
-nothing here shows that a real GPU works. Where this machine has a real libcudart (it may, without a driver or
+Python CUDA binding (the layer is ctypes only), and real ctypes calls into a STAND-IN shared library compiled here
+with ``cc``. The stand-in exports five CUDA runtime function names and answers like a CUDA 12.6 runtime on a CUDA
+11.4 driver; it is not CUDA, and nothing here shows that a real GPU works. Where this machine has a real libcudart (it may, without a driver or
 GPU), one test checks that the layer reports its real error instead of crashing.
 """
 
