@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgekd.device.machine import read_text, cpu_model, gpu_name, jetson_model
+from edgekd.device.machine import cpu_model, gpu_name, jetson_model, read_text
 from edgekd.device.options import env_threads
 
 JETSON_CLOCKS_ADVICE = "run `sudo jetson_clocks` to lock clocks before profiling"
