@@ -45,7 +45,6 @@ from edgekd.device.options import dla_core_problem
 from edgekd.device.tensorrt import loader
 from edgekd.device.tensorrt.calibrator import make_calibrator
 from edgekd.device.tensorrt.engine_cache import (
-    _link_or_copy,
     cached_engine_path,
     default_engine_cache,
     engine_cache_key,
@@ -53,6 +52,7 @@ from edgekd.device.tensorrt.engine_cache import (
     engine_meta,
     engine_name,
     engine_source,
+    link_or_copy,
     read_sidecar,
     timing_cache_path,
     write_engine_sidecar,
@@ -253,7 +253,7 @@ def _reuse(plan: _Plan, log: Callable[[str], Any]) -> EngineBuild | None:
         return _reused(engine_path, "bundle", plan.where, plan.settings.batch)
     if source == "cache" and cached is not None:
         try:
-            how = _link_or_copy(cached, engine_path)
+            how = link_or_copy(cached, engine_path)
             info = {**(read_sidecar(cached).get("info") or {}), "origin": "cache"}
             write_engine_sidecar(engine_path, meta, info)
         except OSError as exc:
@@ -364,7 +364,7 @@ def _store(plan: _Plan, serialized: Any, config: tensorrt.IBuilderConfig, info: 
             log(f"timing cache: cannot write {cache_file} ({exc})")
     if plan.cached is not None:
         try:
-            _link_or_copy(plan.engine_path, plan.cached)
+            link_or_copy(plan.engine_path, plan.cached)
             write_engine_sidecar(plan.cached, plan.meta, info)
         except OSError as exc:
             log(f"engine cache: cannot store {plan.cached} ({exc})")

@@ -169,7 +169,7 @@ def calibration_digest(batches: Iterable[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _link_or_copy(src: Path, dest: Path) -> str:
+def link_or_copy(src: Path, dest: Path) -> str:
     """Put ``src`` at ``dest`` atomically: a hard link when the file system allows it, else a copy. Returns which."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
@@ -213,4 +213,4 @@ def engine_record(engine_path: str | Path) -> dict[str, Any]:
 
 __all__ = ["ENGINE_CACHE_ENV", "cached_engine_path", "calibration_digest", "default_engine_cache",
            "engine_cache_key", "engine_is_fresh", "engine_meta", "engine_name", "engine_record", "engine_source",
-           "read_sidecar", "sidecar_path", "timing_cache_path", "write_engine_sidecar"]
+           "link_or_copy", "read_sidecar", "sidecar_path", "timing_cache_path", "write_engine_sidecar"]

@@ -208,14 +208,14 @@ def test_link_or_copy(tmp_path, monkeypatch):
     src = tmp_path / "cache" / "a.engine"
     src.parent.mkdir()
     src.write_bytes(b"plan")
-    how = engine_cache._link_or_copy(src, tmp_path / "out" / "b.engine")
+    how = engine_cache.link_or_copy(src, tmp_path / "out" / "b.engine")
     assert how == "hard-linked" and os.path.samefile(src, tmp_path / "out" / "b.engine")
 
     def no_links(*args):
         raise OSError("cross-device link")
 
     monkeypatch.setattr(os, "link", no_links)
-    assert engine_cache._link_or_copy(src, tmp_path / "out" / "c.engine") == "copied"
+    assert engine_cache.link_or_copy(src, tmp_path / "out" / "c.engine") == "copied"
     assert (tmp_path / "out" / "c.engine").read_bytes() == b"plan"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.engine", "c.engine"]  # no temporaries
 
