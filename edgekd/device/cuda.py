@@ -16,7 +16,8 @@ The first libcudart that loads *and* sees a GPU wins; when none does, the error 
     runtime 12.6; cudaGetDeviceCount through ctypes (/usr/local/cuda/lib64/libcudart.so.12))
 
 What edgekd needs, and nothing more: :func:`runtime` (device count, driver and runtime versions, device name and
-compute capability, ``malloc``/``free``, asynchronous host↔device and device→device copies), :class:`Stream` (a
+compute capability, ``malloc``/``free``, page-locked host
+memory (:class:`PinnedBuffer`), asynchronous host↔device and device→device copies), :class:`Stream` (a
 stream shared by reference count: the TensorRT runners of one chain enqueue on one stream), :class:`DeviceArray`
 (an array left in device memory, copied to the host only when someone asks) and :func:`status` (what
 :func:`~edgekd.device.tensorrt.loader.tensorrt_available` and ``edgekd doctor`` report).
@@ -198,6 +199,15 @@ class CudaRuntime:
     def free(self, ptr: int) -> None:
         raise NotImplementedError
 
+    def host_alloc(self, nbytes: int) -> int:
+        """Page-locked host memory (``cudaMallocHost``): the address of ``nbytes`` bytes. A runtime that has none
+        to give raises :class:`CudaError` (callers then copy through ordinary memory)."""
+        raise CudaError("page-locked host memory is not available here", call="cudaMallocHost",
+                        binding=self.describe())
+
+    def host_free(self, ptr: int) -> None:
+        raise NotImplementedError
+
     def htod_async(self, dst: int, host: np.ndarray, stream: Any) -> None:
         """Copy the C-contiguous ``host`` array to device address ``dst``, enqueued on ``stream``."""
         raise NotImplementedError
@@ -249,6 +259,8 @@ def _signatures() -> dict[str, tuple[Any, ...]]:
         "cudaGetDeviceProperties": (ctypes.c_void_p, ctypes.c_int),
         "cudaMalloc": (c_void_pp, ctypes.c_size_t),
         "cudaFree": (ctypes.c_void_p,),
+        "cudaMallocHost": (c_void_pp, ctypes.c_size_t),
+        "cudaFreeHost": (ctypes.c_void_p,),
         "cudaMemcpyAsync": (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p),
         "cudaStreamCreate": (c_void_pp,),
         "cudaStreamSynchronize": (ctypes.c_void_p,),
@@ -337,6 +349,14 @@ class CtypesRuntime(CudaRuntime):
 
     def free(self, ptr: int) -> None:
         self._check("cudaFree", self._fn("cudaFree")(ptr))
+
+    def host_alloc(self, nbytes: int) -> int:
+        ptr = ctypes.c_void_p()
+        self._check("cudaMallocHost", self._fn("cudaMallocHost")(ctypes.byref(ptr), max(1, int(nbytes))))
+        return int(ptr.value or 0)
+
+    def host_free(self, ptr: int) -> None:
+        self._check("cudaFreeHost", self._fn("cudaFreeHost")(ptr))
 
     def _memcpy(self, dst: int, src: int, nbytes: int, kind: int, stream: Any) -> None:
         self._check("cudaMemcpyAsync", self._fn("cudaMemcpyAsync")(dst, src, int(nbytes), kind, stream))
@@ -530,6 +550,38 @@ class Stream:
 
     def dtod(self, dst: int, src: int, nbytes: int) -> None:
         self.runtime.dtod_async(dst, src, nbytes, self._stream)
+
+
+class PinnedBuffer:
+    """``nbytes`` of page-locked host memory (:meth:`CudaRuntime.host_alloc`), viewed as numpy arrays.
+
+    Why: CUDA copies pageable host memory through a page-locked staging buffer of its own, one chunk at a time and
+    synchronously for the host thread; from page-locked memory ``cudaMemcpyAsync`` is a single DMA that really runs
+    asynchronously on its stream (NVIDIA's CUDA C++ Best Practices Guide, "Pinned Memory"; TensorRT's
+    ``samples/python/common_runtime.py`` allocates its host buffers with ``cudaMallocHost`` for the same reason).
+    A view is valid only until :meth:`free`: whoever reads from one copies what it keeps.
+    """
+
+    def __init__(self, rt: CudaRuntime, nbytes: int) -> None:
+        self.runtime, self.nbytes = rt, max(1, int(nbytes))
+        self.ptr: int | None = rt.host_alloc(self.nbytes)
+        self._bytes: np.ndarray | None = np.ctypeslib.as_array((ctypes.c_ubyte * self.nbytes).from_address(self.ptr))
+
+    def view(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """A C-contiguous ``shape`` array of ``dtype`` over the start of the buffer (no copy)."""
+        if self._bytes is None:
+            raise EdgekdError("page-locked buffer used after it was freed")
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if count > self.nbytes:
+            raise EdgekdError(f"{tuple(shape)} {dtype} needs {count} bytes; the page-locked buffer holds {self.nbytes}")
+        return self._bytes[:count].view(dtype).reshape(tuple(shape))
+
+    def free(self) -> None:
+        """Give the memory back (idempotent); views taken before must not be read any more."""
+        ptr, self.ptr, self._bytes = self.ptr, None, None
+        if ptr is not None:
+            self.runtime.host_free(ptr)
 
 
 class DeviceArray:

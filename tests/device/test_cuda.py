@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekd.core.errors import EdgekdError
@@ -240,7 +241,7 @@ def test_importing_the_layer_loads_nothing_heavy():
 
 # -- real ctypes calls into a stand-in library (NOT CUDA) ---------------------------------------------------------
 STANDIN_C = textwrap.dedent("""
-    /* A STAND-IN for libcudart, for tests only: five CUDA runtime names with CUDA's C signatures, answering like
+    /* A STAND-IN for libcudart, for tests only: seven CUDA runtime names with CUDA's C signatures, answering like
        a CUDA 12.6 runtime on a CUDA 11.4 driver (or, built with -DDEVICES=n, like a working one). Not CUDA. */
     #ifndef DEVICES
     #define DEVICES 0
@@ -251,6 +252,10 @@ STANDIN_C = textwrap.dedent("""
     }
     int cudaDriverGetVersion(int *v) { *v = DEVICES ? 12060 : 11040; return 0; }
     int cudaRuntimeGetVersion(int *v) { *v = 12060; return 0; }
+    /* page-locked host memory: ordinary malloc here; size 0 and absurd sizes fail as cudaErrorMemoryAllocation */
+    void *malloc(unsigned long); void free(void *);
+    int cudaMallocHost(void **p, unsigned long n) { *p = n > (1UL << 40) ? 0 : malloc(n); return *p ? 0 : 2; }
+    int cudaFreeHost(void *p) { free(p); return 0; }
     const char *cudaGetErrorName(int e) {
         return e == 35 ? "cudaErrorInsufficientDriver" : "cudaErrorUnknown";
     }
@@ -293,6 +298,27 @@ def test_ctypes_binding_reports_the_stand_ins_error(standin):
     good = cuda.CtypesRuntime(str(standin["good"]))
     assert good.device_count() == 1
     assert select_runtime([("ctypes", lambda: cuda.CtypesRuntime(str(standin["good"])))]) is not None
+
+
+def test_pinned_buffer_views_page_locked_memory_through_ctypes(standin):
+    """PinnedBuffer over the stand-in's cudaMallocHost (ordinary malloc: this checks the ctypes calls, sizes and
+    views, not page locking): views share the memory, a view larger than the buffer is refused, a failed
+    allocation is a CudaError (the runner then copies through ordinary memory), and a freed buffer gives no views."""
+    rt = cuda.CtypesRuntime(str(standin["good"]))
+    buffer = cuda.PinnedBuffer(rt, 64)
+    a = buffer.view((2, 4), np.float32)  # (2, 4): 32 bytes
+    a[:] = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert a.flags.c_contiguous and a.ctypes.data == buffer.ptr
+    np.testing.assert_array_equal(buffer.view((8,), np.float32), np.arange(8, dtype=np.float32))
+    with pytest.raises(EdgekdError, match="needs 128 bytes; the page-locked buffer holds 64"):
+        buffer.view((4, 8), np.float32)
+    buffer.free()
+    buffer.free()  # idempotent
+    with pytest.raises(EdgekdError, match="after it was freed"):
+        buffer.view((1,), np.float32)
+    with pytest.raises(CudaError) as info:
+        cuda.PinnedBuffer(rt, 1 << 41)
+    assert info.value.call == "cudaMallocHost"
 
 
 def test_discovery_through_ld_library_path_reaches_the_stand_in(standin):

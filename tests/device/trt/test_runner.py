@@ -12,6 +12,8 @@ reason :func:`tensorrt_available` gives, wherever TensorRT, an NVIDIA GPU or a C
 
 from __future__ import annotations
 
+import ctypes
+
 import gc
 import importlib.util
 import json
@@ -124,6 +126,9 @@ class RecordingCuda(cuda.CudaRuntime):
         self._next_ptr, self._next_stream = 0x10000, 1
         self.streams: dict[int, str] = {}
         self.dla_cores = 0  # what FakeTrt's runtime reports as num_DLA_cores (kept here: one FakeTrt per activation)
+        self.pinned: dict[int, Any] = {}  # "page-locked" address → the ctypes buffer behind it (ordinary memory here)
+        self.pinning = True  # False: host_alloc fails, as cudaMallocHost does when page-locked memory runs out
+        self.host_addresses: list[tuple[str, int, int]] = []  # (htod|dtoh, host address, nbytes) of every copy
 
     def device_count(self) -> int:
         return 1
@@ -145,6 +150,22 @@ class RecordingCuda(cuda.CudaRuntime):
         del self.mem[ptr]
         self.log.append(("free", ptr))
 
+    def host_alloc(self, nbytes: int) -> int:
+        if not self.pinning:
+            raise cuda.CudaError("out of memory", call="cudaMallocHost", code=2, name="cudaErrorMemoryAllocation")
+        buffer = (ctypes.c_ubyte * nbytes)()
+        self.pinned[ctypes.addressof(buffer)] = buffer
+        self.log.append(("host_alloc", ctypes.addressof(buffer), nbytes))
+        return ctypes.addressof(buffer)
+
+    def host_free(self, ptr: int) -> None:
+        del self.pinned[ptr]
+        self.log.append(("host_free", ptr))
+
+    def is_pinned(self, address: int, nbytes: int) -> bool:
+        """Whether ``nbytes`` from ``address`` lie inside one page-locked allocation."""
+        return any(p <= address and address + nbytes <= p + len(b) for p, b in self.pinned.items())
+
     def _open(self, stream: Any) -> None:
         assert self.streams.get(stream) == "open", f"stream {stream} is not open"
 
@@ -152,6 +173,7 @@ class RecordingCuda(cuda.CudaRuntime):
         self._open(stream)
         assert host.flags.c_contiguous
         self.mem[dst][:host.nbytes] = host.tobytes()  # raises if the buffer is too small
+        self.host_addresses.append(("htod", host.ctypes.data, host.nbytes))
         assert len(self.mem[dst]) >= host.nbytes
         self.log.append(("htod", dst, host.nbytes, stream))
 
@@ -159,6 +181,7 @@ class RecordingCuda(cuda.CudaRuntime):
         self._open(stream)
         assert host.flags.c_contiguous and len(self.mem[src]) >= host.nbytes
         host.reshape(-1).view(np.uint8)[:] = np.frombuffer(bytes(self.mem[src][:host.nbytes]), dtype=np.uint8)
+        self.host_addresses.append(("dtoh", host.ctypes.data, host.nbytes))
         self.log.append(("dtoh", src, host.nbytes, stream))
 
     def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
@@ -452,6 +475,38 @@ def test_a_short_batch_is_padded_to_the_profile_min(standin, tmp_path):
         np.testing.assert_allclose(single["logits0"], segment_reference(x, 1.0)[1], rtol=1e-6)
         with pytest.raises(EdgekdError, match="outside the 2..2"):
             chain.runners[0].infer({"image": np.zeros((3, *SAMPLE), np.float32)})
+
+
+def test_host_copies_go_through_page_locked_buffers_and_results_are_copies(standin, tmp_path):
+    """Issue 23: every host copy of a runner's own inputs and outputs uses its page-locked staging buffers
+    (cudaMallocHost, allocated once at activation, freed at close); what a call returns is a copy, so the next
+    call, which overwrites those buffers, leaves it as it was."""
+    rng = np.random.default_rng(3)
+    x1, x2 = (rng.normal(size=(2, *SAMPLE)).astype(np.float32) for _ in range(2))
+    with make_runner("tensorrt", fake_engines(tmp_path, n=1)[0]) as runner:
+        assert len(standin.entries("host_alloc")) == len(runner.input_names + runner.output_names) == 3
+        standin.host_addresses.clear()
+        first = runner.infer({"image": x1})
+        copies = list(standin.host_addresses)
+        assert [c[0] for c in copies] == ["htod", "dtoh", "dtoh"]
+        assert all(standin.is_pinned(address, nbytes) for _, address, nbytes in copies)
+        kept = {name: value.copy() for name, value in first.items()}
+        second = runner.infer({"image": x2})
+        for name, value in first.items():
+            np.testing.assert_array_equal(value, kept[name])  # not a view of the reused buffer
+            assert not standin.is_pinned(value.ctypes.data, value.nbytes)
+        np.testing.assert_allclose(second["logits0"], segment_reference(x2, 1.0)[1], rtol=1e-6)
+    assert not standin.pinned and len(standin.entries("host_free")) == 3
+
+
+def test_without_page_locked_memory_the_runner_copies_through_ordinary_memory(standin, tmp_path):
+    x = np.random.default_rng(4).normal(size=(1, *SAMPLE)).astype(np.float32)
+    standin.pinning = False
+    with Chain("tensorrt", fake_engines(tmp_path)) as chain:
+        assert all(not r._pinned for r in chain.runners)
+        out = chain.early_exit(x, [1.5, 1.5, 0.0])
+        np.testing.assert_allclose(out.probs, chain_reference(x)[2], rtol=1e-6)
+        assert standin.host_addresses and not any(standin.is_pinned(a, n) for _, a, n in standin.host_addresses)
 
 
 def test_run_keeps_feat_on_the_device_until_someone_reads_it(standin, tmp_path):
