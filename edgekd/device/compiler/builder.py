@@ -32,7 +32,7 @@ import os
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,17 +47,20 @@ from edgekd.core.labelled import load_images
 from edgekd.core.manifest import (
     EARLY_EXIT_INPUTS,
     EARLY_EXIT_OUTPUTS,
+    MANIFEST_NAME,
     Manifest,
     bundle_directory,
     check_bundle_destination,
     file_entry,
     full_output_names,
+    graph_entry,
     load_manifest,
     segment_input_name,
     segment_output_names,
     sha256_file,
     write_manifest,
 )
+from edgekd.core.manifest_records import BuildRecord, Graphs
 from edgekd.core.spec import InputSpec
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.compiler.mixed import Quantizable, quantize_excluding
@@ -296,10 +299,10 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                      calib_data=str(calib_data) if calib_data else None, engine_cache=engine_cache)
     with bundle_directory(out, force=force, inputs=[bundle, calib_data]) as tmp:
         manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
-    mixed = (manifest["build"]["calibration"] or {}).get("mixed_precision")
+    mixed = ((manifest.build and manifest.build.calibration) or {}).get("mixed_precision")
     if mixed:
         console.print(mixed_summary(mixed), markup=False, highlight=False)
-    console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest['thresholds']}")
+    console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest.thresholds}")
     return load_manifest(out)
 
 
@@ -308,8 +311,8 @@ def _bundle_calib(src: Manifest) -> np.ndarray:
 
 
 def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
-                console: Console) -> dict[str, Any]:
-    """Steps 2-6 of the module docstring into ``tmp``; returns the manifest data written there."""
+                console: Console) -> Manifest:
+    """Steps 2-7 of the module docstring into ``tmp``; returns the manifest written there."""
     def log(message: str) -> None:
         console.print(message, markup=False, highlight=False)
 
@@ -334,7 +337,7 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
     with Chain(run_backend, [run_paths[f"segment{i}"] for i in range(n)], **run_opts) as segments:
         p_chain = segments.probs(val_images, spec)  # (E, N, K)
         latency = _segment_latency_ms(segments, spec)
-    costs = np.cumsum(latency) if plan.cost == "latency" else np.array([e["macs"] for e in src.exits], dtype=float)
+    costs = np.cumsum(latency) if plan.cost == "latency" else np.array([e.macs for e in src.exits], dtype=float)
     certificate = early_exit_thresholds(p_chain, built, labels, costs, epsilon=plan.target_drop,
                                         delta=round(1.0 - plan.confidence, 12), fit=plan.fit,
                                         vote_weights=src.vote_weights)
@@ -342,14 +345,14 @@ def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images
     one_call = _one_call_graph(tmp, plan, graphs) if run_backend == "onnxruntime" else None
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate, latency, one_call))
-    manifest = write_manifest(tmp, data)
+    manifest = write_manifest(tmp, _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate,
+                                                                latency, one_call)))
     from edgekd.device.profile.payoff import measure_payoff, payoff_line
 
-    data["build"]["early_exit"] = measure_payoff(manifest, val_images, runner_options=run_opts)
-    log(payoff_line(data["build"]["early_exit"]))
-    write_manifest(tmp, data)
-    return data
+    payoff = measure_payoff(manifest, val_images, runner_options=run_opts)
+    log(payoff_line(payoff))
+    assert manifest.build is not None
+    return write_manifest(tmp, replace(manifest, build=replace(manifest.build, early_exit=payoff)))
 
 
 def _one_call_graph(tmp: Path, plan: BuildPlan, graphs: dict[str, Path]) -> Path | None:
@@ -554,7 +557,7 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     for key, path in sources.items():
         i = None if key == "full" else int(key[len("segment"):])
         input_name = "image" if i is None else segment_input_name(i)
-        shape = src.spec.shape if i in (None, 0) else tuple(src.exits[i - 1]["feat_shape"])
+        shape = src.spec.shape if i is None else src.segment_input_shape(i)
         batches = [feed[input_name] for feed in feeds[key]] if implicit else None
         built = build_engine(path, tmp, precision=precision, target=target, input_name=input_name,
                              input_shape_chw=shape, dla_core=dla_core, calib_batches=batches,
@@ -563,10 +566,6 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
                              engine_cache=engine_cache, log=log)
         engines[key] = built.path
     return engines
-
-
-def _graph_entry(tmp: Path, path: Path, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    return {**file_entry(tmp, path.name), "inputs": inputs, "outputs": outputs}
 
 
 @dataclass(frozen=True)
@@ -582,7 +581,8 @@ class Built:
     early_exit: Path | None = None  # the one-call early-exit graph (ONNX Runtime builds)
 
 
-def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
+def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> Manifest:
+    """The built bundle's manifest: the exported one's, with what this build made and recorded."""
     import onnx
     import onnxruntime
 
@@ -592,32 +592,26 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
     files = {name: file_entry(tmp, f"{name}.npz") for name in ("val_sample", "calib")}
     if engines:  # keep the ONNX graphs the engines came from
         files.update({f"onnx_{k}": file_entry(tmp, p.name) for k, p in graphs.items()})
-    data = {k: v for k, v in src.data.items()}
-    data.update({
-        "precision": plan.precision,
-        "backend": plan.target.backend,
-        "graphs": {
-            "full": _graph_entry(tmp, run_paths["full"], ["image"], full_output_names(n)),
-            "stages": [_graph_entry(tmp, run_paths[f"segment{i}"], [segment_input_name(i)], segment_output_names(i, n))
-                       for i in range(n)],
-            **({"early_exit": _graph_entry(tmp, built.early_exit, list(EARLY_EXIT_INPUTS), list(EARLY_EXIT_OUTPUTS))}
-               if built.early_exit is not None else {}),
-        },
-        "files": files,
-        "thresholds": cert.thresholds,
-        "build": {
-            "source": {"name": src.data["name"], "manifest_sha256": sha256_file(src.root / "manifest.json")},
-            "target": plan.target.name,
-            "calibration": built.calibration,
-            "verification": {**built.verification, "max_drop_allowed": plan.max_drop},
-            "thresholds": manifest_record(cert, plan.cost, {"source": "val_sample", "n": cert.n}),
-            "segment_latency_ms": built.segment_latency_ms,
-        },
-    })
+    early = built.early_exit
+    record = BuildRecord(
+        source={"name": src.name, "manifest_sha256": sha256_file(src.root / MANIFEST_NAME)},
+        target=plan.target.name,
+        calibration=built.calibration,
+        verification={**built.verification, "max_drop_allowed": plan.max_drop},
+        thresholds=manifest_record(cert, plan.cost, {"source": "val_sample", "n": cert.n}),
+        segment_latency_ms=built.segment_latency_ms,
+    )
     if engines:  # per engine: device, batch, origin (built or from the engine cache), DLA GPU fallback, layers
         from edgekd.device.compiler.tensorrt import engine_record
 
-        data["build"]["engines"] = {key: engine_record(tmp / path.name) for key, path in engines.items()}
-    data["versions"] = {**src.data["versions"], "build_edgekd": __version__, "build_onnx": onnx.__version__,
-                        "build_onnxruntime": onnxruntime.__version__}
-    return data
+        record = replace(record, engines={key: engine_record(tmp / path.name) for key, path in engines.items()})
+    return replace(
+        src, precision=plan.precision, backend=plan.target.backend, root=tmp,
+        graphs=Graphs(
+            graph_entry(tmp, run_paths["full"].name, ["image"], full_output_names(n)),
+            [graph_entry(tmp, run_paths[f"segment{i}"].name, [segment_input_name(i)], segment_output_names(i, n))
+             for i in range(n)],
+            graph_entry(tmp, early.name, EARLY_EXIT_INPUTS, EARLY_EXIT_OUTPUTS) if early is not None else None),
+        files=files, thresholds=list(cert.thresholds), build=record,
+        versions={**src.versions, "build_edgekd": __version__, "build_onnx": onnx.__version__,
+                  "build_onnxruntime": onnxruntime.__version__})
