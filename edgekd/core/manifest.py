@@ -2,7 +2,9 @@
 
 A bundle is a directory holding ONNX graphs (or compiled engines), data files and ``manifest.json``. The runtime
 reads only the manifest: input spec, class names, exits, vote rule, thresholds, precision, backend, and every
-file with its sha256. :func:`load_manifest` validates all of it and refuses paths that leave the bundle.
+file with its sha256. :func:`load_manifest` validates all of it and refuses paths that leave the bundle. In
+memory a manifest is the frozen :class:`Manifest` of the records in :mod:`edgekd.core.manifest_records`, read by
+:meth:`Manifest.from_json` and written by :meth:`Manifest.to_json`.
 
 Two kinds of graph: the *full* graph, and one *segment* graph per exit (segment ``i`` is the part of the network
 from exit ``i - 1`` to exit ``i``, its head included; chaining them reproduces the full graph). The manifest lists

@@ -445,8 +445,8 @@ def _best_vote_rule(val_metrics: dict[str, Any], has_weights: bool) -> str | Non
 
 
 def _vote_record(ckpt: dict[str, Any], n_exits: int) -> VoteRecord:
-    """The vote's rule, weights and ``in_graph``: the bundle's default vote rule is the one with the best validation top-1
-    (ties to soft), not the training ``--vote`` (which only picked ``best.pt``; it stays the rule of a checkpoint
+    """The vote's rule, weights and ``in_graph``: the bundle's default vote rule is the one with the best validation
+    top-1 (ties to soft), not the training ``--vote`` (which only picked ``best.pt``; it stays the rule of a checkpoint
     that records no vote metrics). The hard vote needs logits, so the graph carries the soft one then."""
     val = ckpt["metrics"].get("val", {})
     weights = val.get("vote_weights") if isinstance(val, dict) else None
