@@ -137,7 +137,7 @@ def measure(variant: str, bundle: Path, data: Path, work: Path, results: Path, c
     with np.load(src.file("val_sample")) as f:
         val, labels = f["images"], f["labels"]
     reference = full_probs("onnxruntime", src.full_graph(), val, src.spec, src.num_exits)
-    report = compare(probs_of(val), reference, labels, src.vote_rule, src.vote_weights, max_drop=MAX_DROP)
+    report = compare(probs_of(val), reference, labels, src.vote_rule, src.vote_weights, max_drop=MAX_DROP).to_json()
     mixed = None
     if (graph.parent / "manifest.json").exists():
         cal = (load_manifest(graph.parent).build or BuildRecord()).calibration or {}

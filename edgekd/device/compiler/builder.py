@@ -63,7 +63,7 @@ from edgekd.core.manifest_records import BuildRecord, Graphs
 from edgekd.core.spec import InputSpec
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.compiler.mixed import Quantizable, quantize_excluding
-from edgekd.device.compiler.verify import OVER, VERDICTS, compare, over_rows, print_verification, verdict_line
+from edgekd.device.compiler.verify import OVER, VERDICTS, Verification, compare, print_verification, verdict_line
 from edgekd.device.options import (
     BACKEND_AUTO,
     CACHE_DIR,
@@ -370,9 +370,9 @@ def _build_into(tmp: Path, plan: BuildPlan, data: BuildData, console: Console) -
     built = full_probs(run_backend, run_paths["full"], val_images, spec, n, **run_opts)  # (E, N, K)
     report = compare(built, reference, labels, src.vote_rule, src.vote_weights, max_drop=opts.max_drop)
     print_verification(console, report, plan.precision, opts.max_drop)
-    if report["verdict"] == OVER and not opts.force:
-        worst = ", ".join(f"{r['name']} {r['drop']:+.2f} (interval {r['interval'][0]:+.2f} to {r['interval'][1]:+.2f})"
-                          for r in over_rows(report))
+    if report.verdict == OVER and not opts.force:
+        worst = ", ".join(f"{r.name} {r.drop:+.2f} (interval {r.interval[0]:+.2f} to {r.interval[1]:+.2f})"
+                          for r in report.over_rows())
         raise BuildError(f"{plan.precision} loses more than --max-drop {opts.max_drop:g} points of top-1, "
                          f"confidently: {worst}; nothing was written (tried: {_tried(plan, calibration)}; next: "
                          f"{_next_steps(plan)})")
@@ -421,7 +421,7 @@ def _graphs_for(tmp: Path, plan: BuildPlan, data: BuildData, log) -> tuple[dict[
         if plan.options.mixed_precision == "off":
             return graphs, info
         report = report or _ort_report(plan, graphs["full"], data)
-        if report["verdict"] != OVER:
+        if report.verdict != OVER:
             return graphs, info
         log(f"{verdict_line(report, 'int8', plan.options.max_drop)}: searching for mixed precision")
         info["mixed_precision"] = _mixed(tmp, scratch, plan, graphs, quantizables, data, info, log)
@@ -430,7 +430,7 @@ def _graphs_for(tmp: Path, plan: BuildPlan, data: BuildData, log) -> tuple[dict[
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _ort_report(plan: BuildPlan, full: Path, data: BuildData) -> dict[str, Any]:
+def _ort_report(plan: BuildPlan, full: Path, data: BuildData) -> Verification:
     """The verification of a full Q/DQ graph run on ONNX Runtime (for TensorRT's form: a simulation of it)."""
     src = plan.source
     probs = full_probs("onnxruntime", full, data.val_images, src.spec, src.num_exits, **plan.ort_options)  # (E, N, K)
@@ -452,9 +452,9 @@ def _calibrated_graphs(tmp: Path, scratch: Path, plan: BuildPlan, data: BuildDat
         work.mkdir()
         graphs, info, quantizables = _int8_graphs(plan, method, work, work, data.calib_images, log)
         rep = _ort_report(plan, graphs["full"], data)
-        mean_drop = float(np.mean([r["drop"] for r in rep["rows"]]))
-        log(f"  {method}: {rep['verdict']}, largest drop {rep['max_drop']:+.2f}, mean drop {mean_drop:+.2f}")
-        trials.append(((VERDICTS.index(rep["verdict"]), rep["max_drop"], mean_drop), method, graphs, info,
+        mean_drop = rep.mean_drop
+        log(f"  {method}: {rep.verdict}, largest drop {rep.max_drop:+.2f}, mean drop {mean_drop:+.2f}")
+        trials.append(((VERDICTS.index(rep.verdict), rep.max_drop, mean_drop), method, graphs, info,
                        quantizables, rep))
     _, method, graphs, info, quantizables, rep = min(trials, key=lambda t: t[0])
     log(f"calibration auto: kept {method}")
@@ -462,7 +462,7 @@ def _calibrated_graphs(tmp: Path, scratch: Path, plan: BuildPlan, data: BuildDat
     for key, path in graphs.items():
         final[key] = tmp / path.name
         path.replace(final[key])
-    info = {**info, "auto": {t[1]: {"verdict": t[5]["verdict"], "max_drop": t[0][1], "mean_drop": t[0][2]}
+    info = {**info, "auto": {t[1]: {"verdict": t[5].verdict, "max_drop": t[0][1], "mean_drop": t[0][2]}
                              for t in trials}}
     return final, info, quantizables, rep
 
@@ -501,7 +501,7 @@ def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], q
         latency["mixed"] = latency_ms(graphs["full"], src.spec, **plan.ort_options)
         latency["fp32"] = latency_ms(src.full_graph(), src.spec, **plan.ort_options)
         record["latency_ms"] = {**latency, "batch": 1, "backend": "onnxruntime", "graph": "full"}
-    record["verification"] = {"verdict": result.report["verdict"], "max_drop": result.report["max_drop"]}
+    record["verification"] = {"verdict": result.report.verdict, "max_drop": result.report.max_drop}
     return record
 
 
@@ -610,7 +610,7 @@ class Built:
     graphs: dict[str, Path]  # "full", "segment{i}" → the ONNX graph for the precision
     engines: dict[str, Path]  # the same keys → TensorRT engines ({} for ONNX Runtime); their sidecars say the rest
     calibration: dict[str, Any] | None  # int8 only: method, cache reuse, images, Q/DQ backend
-    verification: dict[str, Any]  # :func:`edgekd.device.compiler.verify.compare` against FP32
+    verification: Verification  # :func:`edgekd.device.compiler.verify.compare` against FP32
     certificate: Certificate  # the early-exit thresholds and what backs them (certified or a point estimate)
     segment_latency_ms: list[float]  # quick median batch-1 latency per segment
     early_exit: Path | None = None  # the one-call early-exit graph (ONNX Runtime builds)
@@ -632,7 +632,7 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> Manifest:
         source={"name": src.name, "manifest_sha256": sha256_file(src.root / MANIFEST_NAME)},
         target=plan.target.name,
         calibration=built.calibration,
-        verification={**built.verification, "max_drop_allowed": plan.options.max_drop},
+        verification={**built.verification.to_json(), "max_drop_allowed": plan.options.max_drop},
         thresholds=manifest_record(cert, plan.options.cost, {"source": "val_sample", "n": cert.n}),
         segment_latency_ms=built.segment_latency_ms,
     )
