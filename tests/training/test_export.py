@@ -499,9 +499,9 @@ def _three_exits(n: int, deep_wrong: int, weights=None):
 ])
 def test_full_vote_answer_is_the_deepest_exit_unless_a_vote_beats_it_beyond_noise(n, deep_wrong, answer, rule):
     probs, labels = _three_exits(n, deep_wrong)
-    entry = ex._choose_answer({"rule": "hard", "weights": [0.2, 0.3, 0.5], "in_graph": "soft"}, probs, labels)
-    assert (entry["answer"], entry["rule"]) == (answer, rule)
-    assert entry["in_graph"] == ("soft" if rule == "hard" else rule)
+    vote = ex._choose_answer(ex.VoteRecord("hard", [0.2, 0.3, 0.5], "soft"), probs, labels)
+    assert (vote.answer, vote.rule) == (answer, rule)
+    assert vote.in_graph == ("soft" if rule == "hard" else rule)
 
 
 def test_the_manifest_records_and_validates_the_full_answer(manifest, tmp_path):
