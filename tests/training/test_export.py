@@ -450,7 +450,8 @@ def test_failure_midway_leaves_nothing_behind(tiny_runs, tiny_bundle, tmp_path, 
     assert seen == [True]
     if existing:  # the old bundle survives a failed --force export
         assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
-        assert (out / "keep.txt").read_text() == "mine" and load_manifest(out).to_json() == load_manifest(tiny_bundle).to_json()
+        assert (out / "keep.txt").read_text() == "mine"
+        assert load_manifest(out).to_json() == load_manifest(tiny_bundle).to_json()
     else:
         assert list(tmp_path.iterdir()) == []
 
