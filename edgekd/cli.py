@@ -381,14 +381,17 @@ def build(
     """Compile a bundle for a precision and backend, verify it against FP32 and certify early-exit thresholds."""
     if target and profile and target != profile:
         fail(f"--profile is the old name of --target; give one of them (got --target {target}, --profile {profile})")
-    check_options(max_drop=max_drop, dla_core=dla_core)
-    problem = dev.threshold_option_problem(_enum_value(fit), target_drop, confidence)
-    if problem:
-        fail(problem)
+    check_options()  # $EDGEKD_THREADS; the build's own options are checked once, by BuildOptions below
 
     def _run():
-        from edgekd.device.compiler import build_bundle
+        from edgekd.device.compiler import BuildOptions, build_bundle
 
+        options = BuildOptions(precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
+                               out=out, calib_data=calib_data, calib_method=_enum_value(calib_method),
+                               max_drop=max_drop, target_drop=target_drop, cost=_enum_value(cost),
+                               confidence=confidence, fit=_enum_value(fit), force=force, cache_dir=cache_dir,
+                               dla_core=dla_core, mixed_precision=_enum_value(mixed_precision),
+                               engine_cache=engine_cache)  # a bad value: one line, before any work
         if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
             if cache_dir and os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
                 fail(f"cannot use --cache-dir {cache_dir}: it is a file, not a folder")
@@ -396,12 +399,7 @@ def build(
         if isinstance(dev.engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
             check_writable(engine_cache, "--engine-cache", directory=True)
 
-        return build_bundle(bundle, precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
-                            out=out, calib_data=calib_data, calib_method=_enum_value(calib_method), max_drop=max_drop,
-                            target_drop=target_drop, cost=_enum_value(cost), confidence=confidence,
-                            fit=_enum_value(fit), force=force, cache_dir=cache_dir, dla_core=dla_core,
-                            mixed_precision=_enum_value(mixed_precision), engine_cache=engine_cache,
-                            console=console)
+        return build_bundle(bundle, options, console=console)
 
     run_guarded(_run)
 

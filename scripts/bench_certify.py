@@ -74,7 +74,7 @@ def pool(work: Path, checkpoint: Path, data: Path) -> Path:
         p_chain = chain.probs(images, m.spec)  # (E, N, K)
     p_full = full_probs(m.runner_backend, m.full_graph(), images, m.spec, m.num_exits)
     np.savez_compressed(out, chain=p_chain.astype(np.float16), full=p_full.astype(np.float16), labels=labels,
-                        macs=np.array([e["macs"] for e in m.exits], dtype=np.float64))
+                        macs=np.array([e.macs for e in m.exits], dtype=np.float64))
     return out
 
 

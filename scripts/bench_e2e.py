@@ -150,10 +150,10 @@ class Variant:
 def _exit_macs(manifest) -> tuple[np.ndarray, np.ndarray, int]:
     """Per exit: the MACs of an image that answers there (segments up to it, its head and the heads before it);
     the deepest exit alone (the plain network); the full graph (every head)."""
-    exits = manifest.data["exits"]
-    heads = np.cumsum([e["head_macs"] for e in exits]) - np.array([e["head_macs"] for e in exits])
-    reached = np.array([e["macs"] for e in exits], dtype=np.int64) + heads  # (E,)
-    return reached, int(exits[-1]["macs"]), int(reached[-1])
+    exits = manifest.exits
+    heads = np.cumsum([e.head_macs for e in exits]) - np.array([e.head_macs for e in exits])
+    reached = np.array([e.macs for e in exits], dtype=np.int64) + heads  # (E,)
+    return reached, int(exits[-1].macs), int(reached[-1])
 
 
 def torch_variant(checkpoint: Path, macs: int) -> Variant:
@@ -398,7 +398,7 @@ def run(args: argparse.Namespace) -> None:
     thresholds = {}
     for key in ("int8", "int8-heldout", "int8-point"):
         m = load_manifest(bundles[key])
-        record = m.data.get("build", {}).get("thresholds")
+        record = m.certificate_record
         cert = stored_certificate(record, m.thresholds)
         thresholds[key] = {"thresholds": m.thresholds, "certificate": cert.to_dict() if cert else None}
     result = {

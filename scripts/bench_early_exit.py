@@ -49,9 +49,9 @@ def main() -> None:
     m = load_manifest(args.bundle)
     images, _ = m.val_sample()
     xs = list(normalized_batches(images[:args.images], m.spec, batch=1))
-    exits = m.data["exits"]
-    heads = np.cumsum([e.get("head_macs", 0) for e in exits]) - np.array([e.get("head_macs", 0) for e in exits])
-    reached = np.array([e["macs"] for e in exits], dtype=np.float64) + heads  # MACs of an answer at each exit
+    exits = m.exits
+    heads = np.cumsum([e.head_macs or 0 for e in exits]) - np.array([e.head_macs or 0 for e in exits])
+    reached = np.array([e.macs for e in exits], dtype=np.float64) + heads  # MACs of an answer at each exit
     graphs = ["one-call", "chain"] if m.early_exit_graph() is not None else ["chain"]
     pipes = {"full-vote": Pipeline(m, mode="full-vote")}
     for graph in graphs:

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 
 from edgekd.core.manifest import load_manifest  # noqa: E402
+from edgekd.core.manifest_records import BuildRecord  # noqa: E402
 from edgekd.core.vote import accuracy, vote  # noqa: E402
 from edgekd.device.chain import full_probs, normalized_batches  # noqa: E402
 from edgekd.device.compiler import build_bundle  # noqa: E402
@@ -136,10 +137,10 @@ def measure(variant: str, bundle: Path, data: Path, work: Path, results: Path, c
     with np.load(src.file("val_sample")) as f:
         val, labels = f["images"], f["labels"]
     reference = full_probs("onnxruntime", src.full_graph(), val, src.spec, src.num_exits)
-    report = compare(probs_of(val), reference, labels, src.vote_rule, src.vote_weights, max_drop=MAX_DROP)
+    report = compare(probs_of(val), reference, labels, src.vote_rule, src.vote_weights, max_drop=MAX_DROP).to_json()
     mixed = None
     if (graph.parent / "manifest.json").exists():
-        cal = (load_manifest(graph.parent).data.get("build") or {}).get("calibration") or {}
+        cal = (load_manifest(graph.parent).build or BuildRecord()).calibration or {}
         mixed = cal.get("mixed_precision")
     result = {
         "variant": variant, "bundle": str(bundle), "graph": str(graph.relative_to(ROOT) if graph.is_relative_to(ROOT)

@@ -2,7 +2,9 @@
 
 A bundle is a directory holding ONNX graphs (or compiled engines), data files and ``manifest.json``. The runtime
 reads only the manifest: input spec, class names, exits, vote rule, thresholds, precision, backend, and every
-file with its sha256. :func:`load_manifest` validates all of it and refuses paths that leave the bundle.
+file with its sha256. :func:`load_manifest` validates all of it and refuses paths that leave the bundle. In
+memory a manifest is the frozen :class:`Manifest` of the records in :mod:`edgekd.core.manifest_records`, read by
+:meth:`Manifest.from_json` and written by :meth:`Manifest.to_json`.
 
 Two kinds of graph: the *full* graph, and one *segment* graph per exit (segment ``i`` is the part of the network
 from exit ``i - 1`` to exit ``i``, its head included; chaining them reproduces the full graph). The manifest lists
@@ -21,6 +23,7 @@ returning ``logits``, ``exit`` and ``conf`` of the exit that answered (:data:`EA
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -28,18 +31,28 @@ import os
 import tokenize
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, ContextManager, Dict, Iterable, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
 from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destination, restore_interrupted
 from edgekd.core.errors import EdgekdError
+from edgekd.core.manifest_records import (
+    BuildRecord,
+    ExitInfo,
+    FileEntry,
+    GraphEntry,
+    Graphs,
+    ManifestError,
+    VoteRecord,
+    finite,
+    short,
+)
 from edgekd.core.npz import npz_problem
 from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
-from edgekd.core.vote import FULL_ANSWERS, VOTE_RULES
 
 SCHEMA_VERSION = 1
 KIND = "edgekd-bundle"
@@ -54,10 +67,6 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "vote": dict, "thresholds": list, "precision": str, "backend": str, "graphs": dict, "files": dict,
     "versions": dict,
 }
-EXIT_KEYS = ("index", "stage", "channels", "reduction", "feat_shape", "macs")
-#: Bounds of a manifest's numbers: MACs stay exact as floats (costs are computed in float64), sizes stay sane.
-MAX_MACS = 2 ** 53
-MAX_DIM = 1 << 20
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest is kilobytes; anything this large is not one
 MAX_JSON_DEPTH = 32  # a manifest nests 5 levels; deeper JSON is refused before anything walks it
 #: The one-call early-exit graph's inputs and outputs (``graphs.early_exit``, optional).
@@ -65,10 +74,6 @@ EARLY_EXIT_INPUTS = ("image", "thresholds")
 EARLY_EXIT_OUTPUTS = ("logits", "exit", "conf")
 #: The data files of a bundle read as arrays: key → (labelled, what the file holds).
 NPZ_FILES = {"val_sample": True, "calib": False}
-
-
-class ManifestError(EdgekdError):
-    """The manifest or a file it names is missing, malformed, or does not match its hash."""
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -94,72 +99,173 @@ def full_output_names(n_exits: int) -> list[str]:
     return [name for i in range(n_exits) for name in (f"logits{i}", f"conf{i}")] + ["vote"]
 
 
-@dataclass
+#: The top-level keys :class:`Manifest` reads besides :data:`REQUIRED` (``build``: a built bundle's; the rest export's).
+OPTIONAL_KEYS = ("build", "parity", "split", "source")
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """A validated manifest and the directory it lives in."""
+    """A validated manifest and the directory it lives in: ``manifest.json``'s records, read by :meth:`from_json`
+    (every check, one-line errors) and written back by :meth:`to_json` (the same JSON). Export makes one; build and
+    ``profile --write-thresholds`` derive theirs from it with :func:`dataclasses.replace`.
 
-    data: dict[str, Any]
+    ``class_names`` is the input spec's; ``schema_version`` and ``kind`` are this module's constants. ``parity``,
+    ``split`` and ``source`` are export's records as it wrote them (None: not recorded); ``extra`` keeps top-level
+    keys this edgekd does not know, written back unchanged."""
+
+    name: str
+    spec: InputSpec
+    exits: List[ExitInfo]
+    vote: VoteRecord
+    thresholds: List[float]  # per exit, the confidence at which it answers; the last one's always answers
+    precision: str
+    backend: str
+    graphs: Graphs
+    files: Dict[str, FileEntry]  # the data files ("calib", "val_sample"; a TensorRT build's "onnx_<graph>")
+    versions: Dict[str, Any]
     root: Path
+    build: Optional[BuildRecord] = None
+    parity: Optional[Dict[str, Any]] = None
+    split: Optional[Dict[str, Any]] = None
+    source: Optional[Dict[str, Any]] = None
+    extra: Dict[str, Any] = field(default_factory=dict, hash=False)
 
-    @property
-    def spec(self) -> InputSpec:
-        return InputSpec.from_dict(self.data["input_spec"])
+    # ------------------------------------------------------------------------------------------- reading, writing
+
+    @classmethod
+    def from_json(cls, data: Any, root: Union[str, Path], *, verify_hashes: bool = True,
+                  read_data: bool = True) -> Manifest:
+        """Check version, keys, types, values, paths and hashes; raise :class:`ManifestError` naming the first fault.
+        With ``read_data`` false the data archives (``calib.npz``, ``val_sample.npz``) are hashed but not read: a
+        reader that uses neither (``run``) never inflates them."""
+        root = Path(root)
+        try:
+            manifest = cls._records(data, root)
+        except ManifestError as exc:  # the records name the field; the path of the manifest goes in front
+            raise _fail(root, str(exc)) from None
+        _check_files(manifest, verify_hashes)
+        _check_graph_shapes(manifest)
+        for key, labelled in NPZ_FILES.items():
+            entry = manifest.files.get(key)
+            if read_data and entry is not None:
+                read_bundle_npz(root / entry.path, manifest.spec, labelled=labelled, where=f"files.{key}",
+                                digest=entry.sha256 if verify_hashes else None)
+        return manifest
+
+    @classmethod
+    def _records(cls, data: Any, root: Path) -> Manifest:
+        """The records of ``data``, each field checked (no file is read); errors without the manifest's path."""
+        if not isinstance(data, dict):
+            raise ManifestError("must hold a JSON object")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ManifestError(f"unknown schema_version {data.get('schema_version')!r} (this edgekd reads "
+                                f"{SCHEMA_VERSION})")
+        for key, typ in REQUIRED.items():
+            if key not in data:
+                raise ManifestError(f"missing key {key!r}")
+            if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+                raise ManifestError(f"{key!r} must be {getattr(typ, '__name__', typ)}, got "
+                                    f"{type(data[key]).__name__}")
+        if data["kind"] != KIND:
+            raise ManifestError(f"kind must be {KIND!r}")
+        build = BuildRecord.from_json(data["build"]) if data.get("build") is not None else None
+        try:
+            spec = InputSpec.from_dict(data["input_spec"])
+        except EdgekdError as exc:
+            raise ManifestError(f"input_spec: {exc}") from None
+        if list(spec.class_names) != data["class_names"]:
+            raise ManifestError("class_names differ from input_spec.class_names")
+        if not data["exits"]:
+            raise ManifestError("exits must not be empty")
+        exits = [ExitInfo.from_json(e, i) for i, e in enumerate(data["exits"])]
+        n = len(exits)
+        th = data["thresholds"]
+        if len(th) != n or not all(finite(t) and t >= 0 for t in th):
+            raise ManifestError(f"thresholds must be {n} finite non-negative numbers")
+        vote = VoteRecord.from_json(data["vote"], n)
+        if data["precision"] not in PRECISIONS:
+            raise ManifestError(f"precision must be one of {PRECISIONS}")
+        if data["backend"] not in BACKENDS:
+            raise ManifestError(f"backend must be one of {BACKENDS}")
+        graphs = Graphs.from_json(data["graphs"], n)
+        files = {key: FileEntry.from_json(entry, f"files.{key}") for key, entry in data["files"].items()}
+        known = (*REQUIRED, *OPTIONAL_KEYS)
+        return cls(name=data["name"], spec=spec, exits=exits, vote=vote, thresholds=[float(t) for t in th],
+                   precision=data["precision"], backend=data["backend"], graphs=graphs, files=files,
+                   versions=copy.deepcopy(data["versions"]), root=root, build=build,
+                   **{key: copy.deepcopy(data.get(key)) for key in ("parity", "split", "source")},
+                   extra={k: copy.deepcopy(v) for k, v in data.items() if k not in known})
+
+    def to_json(self) -> Dict[str, Any]:
+        """``manifest.json``'s JSON: the keys, nesting and value types every edgekd since schema 1 reads."""
+        out: Dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION, "kind": KIND, "name": self.name, "input_spec": self.spec.to_dict(),
+            "class_names": list(self.spec.class_names), "exits": [e.to_json() for e in self.exits],
+            "vote": self.vote.to_json(), "thresholds": [float(t) for t in self.thresholds],
+            "precision": self.precision, "backend": self.backend, "graphs": self.graphs.to_json(),
+            "files": {key: entry.to_json() for key, entry in self.files.items()},
+        }
+        for key in ("parity", "split", "source"):
+            if getattr(self, key) is not None:
+                out[key] = copy.deepcopy(getattr(self, key))
+        out["versions"] = copy.deepcopy(self.versions)
+        if self.build is not None:
+            out["build"] = self.build.to_json()
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+    # ------------------------------------------------------------------------------------------------ reading
 
     @property
     def num_exits(self) -> int:
-        return len(self.data["exits"])
-
-    @property
-    def exits(self) -> list[dict[str, Any]]:
-        return self.data["exits"]
-
-    @property
-    def thresholds(self) -> list[float]:
-        return [float(t) for t in self.data["thresholds"]]
+        return len(self.exits)
 
     @property
     def vote_rule(self) -> str:
-        return self.data["vote"]["rule"]
+        return self.vote.rule
 
     @property
     def full_answer(self) -> str:
         """What ``--mode full-vote`` answers with: ``deepest`` (the deepest exit) or ``vote`` (:attr:`vote_rule`);
         bundles written before export chose it by a paired test answer with the vote."""
-        return self.data["vote"].get("answer", "vote")
+        return self.vote.full_answer
 
     @property
-    def vote_weights(self) -> list[float] | None:
-        return self.data["vote"].get("weights")
-
-    @property
-    def precision(self) -> str:
-        return self.data["precision"]
-
-    @property
-    def backend(self) -> str:
-        return self.data["backend"]
+    def vote_weights(self) -> Optional[List[float]]:
+        return self.vote.weights
 
     @property
     def runner_backend(self) -> str:
         """The runner that executes this bundle's graphs: an exported bundle's plain ONNX runs on ONNX Runtime."""
         return "onnxruntime" if self.backend == "onnx" else self.backend
 
+    @property
+    def certificate_record(self) -> Optional[Dict[str, Any]]:
+        """The record of the thresholds (``build.thresholds``, :func:`edgekd.core.certify.manifest_record`) as
+        stored, or None; :func:`edgekd.core.certify.stored_certificate` reads it (a damaged one: no certificate)."""
+        return self.build.thresholds if self.build is not None else None
+
+    def segment_input_shape(self, i: int) -> Tuple[int, ...]:
+        """(C, H, W) of segment ``i``'s input (:func:`segment_input_name`): the image, or the previous exit's
+        ``feat_shape``."""
+        return tuple(self.spec.shape) if i == 0 else tuple(self.exits[i - 1].feat_shape)
+
     def full_graph(self) -> Path:
-        return self.root / self.data["graphs"]["full"]["path"]
+        return self.root / self.graphs.full.path
 
     def segment_graph(self, i: int) -> Path:
         """Segment ``i``'s graph or engine (listed under ``graphs.stages``, see the module docstring)."""
-        return self.root / self.data["graphs"]["stages"][i]["path"]
+        return self.root / self.graphs.segments[i].path
 
     def early_exit_graph(self) -> Optional[Path]:
         """The one-call early-exit graph (``graphs.early_exit``), or None: the bundle exits early on the chain."""
-        entry = self.data["graphs"].get("early_exit")
-        return self.root / entry["path"] if entry else None
+        entry = self.graphs.early_exit
+        return self.root / entry.path if entry else None
 
     def file(self, key: str) -> Path:
-        if key not in self.data["files"]:
+        if key not in self.files:
             raise ManifestError(f"{self.root}: the bundle has no {key!r} file")
-        return self.root / self.data["files"][key]["path"]
+        return self.root / self.files[key].path
 
     def val_sample(self) -> Tuple[np.ndarray, np.ndarray]:
         """The validation sample: (N, H, W, C) uint8 images and (N,) labels, checked (:func:`read_bundle_npz`)."""
@@ -173,10 +279,8 @@ class Manifest:
 
     def paths(self) -> List[Path]:
         """Every file of the bundle edgekd reads: manifest.json, the graphs, what they load, the data files."""
-        graphs = self.data["graphs"]
-        entries = [graphs["full"], *graphs["stages"], *([graphs["early_exit"]] if "early_exit" in graphs else []),
-                   *self.data["files"].values()]
-        rels = [e["path"] for e in entries] + [x["path"] for e in entries for x in e.get("external_data", [])]
+        entries: List[FileEntry] = [*self.graphs.entries().values(), *self.files.values()]
+        rels = [e.path for e in entries] + [x.path for e in entries for x in e.loads()]
         return [self.root / MANIFEST_NAME] + [self.root / r for r in dict.fromkeys(rels)]
 
 
@@ -203,18 +307,17 @@ def _check_path(root: Path, rel: Any, where: str) -> Path:
     return full
 
 
-def _check_file_entry(root: Path, entry: Any, where: str, verify_hashes: bool) -> None:
-    if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
-        raise _fail(root, f"{where}: needs 'path' and 'sha256'")
-    full = _check_path(root, entry["path"], where)
+def _check_file(root: Path, entry: FileEntry, where: str, verify_hashes: bool) -> None:
+    """The file of ``entry`` lies in the bundle, exists, matches its hash; so do the files its graph loads."""
+    full = _check_path(root, entry.path, where)
     if not full.is_file():
-        raise _fail(root, f"{where}: file {entry['path']} is missing")
+        raise _fail(root, f"{where}: file {entry.path} is missing")
     try:
-        if verify_hashes and sha256_file(full) != entry["sha256"]:
-            raise _fail(root, f"{where}: {entry['path']} does not match its sha256 (corrupted or edited)")
+        if verify_hashes and sha256_file(full) != entry.sha256:
+            raise _fail(root, f"{where}: {entry.path} does not match its sha256 (corrupted or edited)")
         _check_external_data(root, entry, full, where, verify_hashes)
     except OSError as exc:
-        raise _fail(root, f"{where}: cannot read {entry['path']} ({exc.strerror or exc})") from None
+        raise _fail(root, f"{where}: cannot read {entry.path} ({exc.strerror or exc})") from None
 
 
 def _external_paths(rel: str, full: Path) -> List[str]:
@@ -225,87 +328,37 @@ def _external_paths(rel: str, full: Path) -> List[str]:
     return [os.path.normpath(str(parent / loc)).replace(os.sep, "/") for loc in external_data_locations(full)]
 
 
-def _check_external_data(root: Path, entry: dict, full: Path, where: str, verify_hashes: bool) -> None:
+def _check_external_data(root: Path, entry: FileEntry, full: Path, where: str, verify_hashes: bool) -> None:
     """A graph's external-data files are hashed like the graph (``external_data``: path and sha256 each), and with
     ``verify_hashes`` every file the graph loads must be one of them: a weights file nobody hashed is refused."""
-    listed = entry.get("external_data", [])
-    if not isinstance(listed, list):
-        raise _fail(root, f"{where}.external_data must be a list")
+    listed = entry.loads()
     for j, sub in enumerate(listed):
-        _check_file_entry(root, sub, f"{where}.external_data[{j}]", verify_hashes)
+        _check_file(root, sub, f"{where}.external_data[{j}]", verify_hashes)
     if not verify_hashes:
         return
     try:
-        loaded = _external_paths(entry["path"], full)
+        loaded = _external_paths(entry.path, full)
     except OnnxFormatError as exc:
         raise _fail(root, f"{where}: {exc}") from None
-    hashed = {os.path.normpath(sub["path"]).replace(os.sep, "/") for sub in listed}
+    hashed = {os.path.normpath(sub.path).replace(os.sep, "/") for sub in listed}
     for rel in loaded:
         _check_path(root, rel, f"{where}: external data")
         if rel not in hashed:
-            raise _fail(root, f"{where}: {entry['path']} loads {rel}, which the manifest does not hash "
+            raise _fail(root, f"{where}: {entry.path} loads {rel}, which the manifest does not hash "
                               "(re-export or rebuild the bundle)")
 
 
-def _check_graphs(root: Path, graphs: dict[str, Any], n_exits: int, verify_hashes: bool) -> None:
-    if "full" not in graphs or "stages" not in graphs:
-        raise _fail(root, "graphs needs 'full' and 'stages'")
-    _check_file_entry(root, graphs["full"], "graphs.full", verify_hashes)
-    segments = graphs["stages"]  # the segment graphs (schema 1's key)
-    if not isinstance(segments, list) or len(segments) != n_exits:
-        raise _fail(root, f"graphs.stages must list one segment graph per exit ({n_exits})")
-    for i, entry in enumerate(segments):
-        _check_file_entry(root, entry, f"graphs.stages[{i}]", verify_hashes)
-    if "early_exit" in graphs:
-        _check_file_entry(root, graphs["early_exit"], "graphs.early_exit", verify_hashes)
+def _check_files(m: Manifest, verify_hashes: bool) -> None:
+    """Every graph and data file the manifest lists (:func:`_check_file`)."""
+    for where, entry in m.graphs.entries().items():
+        _check_file(m.root, entry, where, verify_hashes)
+    for key, entry in m.files.items():
+        _check_file(m.root, entry, f"files.{key}", verify_hashes)
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _finite(x: Any) -> bool:
-    """A JSON number a float can hold (Python's json reads 10**400 as an int, which no float holds)."""
-    if not _is_number(x):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:
-        return False
-
-
-def _is_count(x: Any, low: int, high: int) -> bool:
-    """An int (not a bool) in ``low..high``."""
-    return isinstance(x, int) and not isinstance(x, bool) and low <= x <= high
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _check_exit(root: Path, i: int, e: Any) -> None:
-    """One entry of ``exits``: its keys, and each value's type and range."""
-    if not isinstance(e, dict) or any(k not in e for k in EXIT_KEYS):
-        raise _fail(root, f"exits[{i}] needs keys {list(EXIT_KEYS)}")
-    if e["index"] != i or not _is_count(e["index"], 0, MAX_DIM):
-        raise _fail(root, f"exits[{i}].index must be {i}, got {_short(e['index'])}")
-    for key in ("macs", "head_macs"):
-        if key in e and not _is_count(e[key], 0, MAX_MACS):
-            raise _fail(root, f"exits[{i}].{key} must be an integer in 0..2^53, got {_short(e[key])}")
-    for key, low in (("stage", 0), ("channels", 1), ("reduction", 1)):
-        if not _is_count(e[key], low, MAX_DIM):
-            raise _fail(root, f"exits[{i}].{key} must be an integer in {low}..{MAX_DIM}, got {_short(e[key])}")
-    shape = e["feat_shape"]
-    if not isinstance(shape, list) or len(shape) != 3 or not all(_is_count(d, 1, MAX_DIM) for d in shape):
-        raise _fail(root, f"exits[{i}].feat_shape must be 3 positive integers (C, H, W), got {_short(shape)}")
-
-
-def _expected_io(data: Dict[str, Any], spec: InputSpec) -> Dict[str, Tuple[Dict[str, list], Dict[str, list]]]:
+def _expected_io(m: Manifest) -> Dict[str, Tuple[Dict[str, list], Dict[str, list]]]:
     """What each graph must declare, by manifest key: ({input: dims}, {output: dims}), the batch dimension None."""
-    exits, k = data["exits"], spec.num_classes
-    n = len(exits)
-    image = [None, spec.channels, spec.height, spec.width]
+    k, n = m.spec.num_classes, m.num_exits
 
     def heads(i: int) -> Dict[str, list]:
         return {f"logits{i}": [None, k], f"conf{i}": [None]}
@@ -314,31 +367,26 @@ def _expected_io(data: Dict[str, Any], spec: InputSpec) -> Dict[str, Tuple[Dict[
     for i in range(n):
         full_out.update(heads(i))
     full_out["vote"] = [None, k]
-    out = {"graphs.full": ({"image": image}, full_out)}
+    out = {"graphs.full": ({"image": [None, *m.spec.shape]}, full_out)}
     for i in range(n):
-        feed = image if i == 0 else [None, *exits[i - 1]["feat_shape"]]
-        outputs = heads(i) if i == n - 1 else {f"feat{i}": [None, *exits[i]["feat_shape"]], **heads(i)}
-        out[f"graphs.stages[{i}]"] = ({segment_input_name(i): feed}, outputs)
-    if "early_exit" in data["graphs"]:
+        outputs = heads(i) if i == n - 1 else {f"feat{i}": [None, *m.exits[i].feat_shape], **heads(i)}
+        out[f"graphs.stages[{i}]"] = ({segment_input_name(i): [None, *m.segment_input_shape(i)]}, outputs)
+    if m.graphs.early_exit is not None:
         one_image, thresholds = EARLY_EXIT_INPUTS
         logits, exit_, conf = EARLY_EXIT_OUTPUTS
-        out["graphs.early_exit"] = ({one_image: [1, *image[1:]], thresholds: [n]},
+        out["graphs.early_exit"] = ({one_image: [1, *m.spec.shape], thresholds: [n]},
                                     {logits: [1, k], exit_: [1], conf: [1]})
     return out
 
 
-def _check_graph_shapes(root: Path, data: Dict[str, Any], spec: InputSpec) -> None:
+def _check_graph_shapes(m: Manifest) -> None:
     """Each ONNX graph declares the tensors the manifest promises, in shapes that agree with it: the input
     spec's channels and size, one ``logits{i}`` of the class count per exit (and no more exits than the manifest
     lists), each exit's ``feat_shape``. Dimensions a graph leaves symbolic are not compared. Compiled engines are
     checked by their runner when loaded."""
-    graphs = data["graphs"]
-    entries = {"graphs.full": graphs["full"], **{f"graphs.stages[{i}]": e for i, e in enumerate(graphs["stages"])}}
-    if "early_exit" in graphs:
-        entries["graphs.early_exit"] = graphs["early_exit"]
-    n = len(data["exits"])
-    for where, (inputs, outputs) in _expected_io(data, spec).items():
-        rel = entries[where]["path"]
+    root, entries, n = m.root, m.graphs.entries(), m.num_exits
+    for where, (inputs, outputs) in _expected_io(m).items():
+        rel = entries[where].path
         if not rel.endswith(".onnx"):
             continue
         try:
@@ -406,7 +454,7 @@ def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where:
     except ManifestError:
         raise
     except NPZ_ERRORS as exc:
-        raise bad(f"not a readable npz archive of plain arrays ({_short(exc, 100)})") from None
+        raise bad(f"not a readable npz archive of plain arrays ({short(exc, 100)})") from None
     want = (spec.height, spec.width, spec.channels)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != want or len(images) == 0:
         raise bad(f"images must be (N, {want[0]}, {want[1]}, {want[2]}) uint8 with N >= 1 (the input spec), got "
@@ -423,65 +471,8 @@ def read_bundle_npz(path: str | Path, spec: InputSpec, *, labelled: bool, where:
 
 
 def validate_manifest(data: Any, root: Path, *, verify_hashes: bool = True, read_data: bool = True) -> Manifest:
-    """Check version, keys, types, values, paths and hashes; raise :class:`ManifestError` naming the first fault.
-    With ``read_data`` false the data archives (``calib.npz``, ``val_sample.npz``) are hashed but not read: a
-    reader that uses neither (``run``) never inflates them."""
-    if not isinstance(data, dict):
-        raise _fail(root, "must hold a JSON object")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise _fail(root, f"unknown schema_version {data.get('schema_version')!r} (this edgekd reads {SCHEMA_VERSION})")
-    for key, typ in REQUIRED.items():
-        if key not in data:
-            raise _fail(root, f"missing key {key!r}")
-        if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
-            raise _fail(root, f"{key!r} must be {getattr(typ, '__name__', typ)}, got {type(data[key]).__name__}")
-    if data["kind"] != KIND:
-        raise _fail(root, f"kind must be {KIND!r}")
-    if data.get("build") is not None and not isinstance(data["build"], dict):  # build and run read keys of it
-        raise _fail(root, f"'build' must be an object, got {type(data['build']).__name__}")
-    try:
-        spec = InputSpec.from_dict(data["input_spec"])
-    except EdgekdError as exc:
-        raise _fail(root, f"input_spec: {exc}") from None
-    if list(spec.class_names) != data["class_names"]:
-        raise _fail(root, "class_names differ from input_spec.class_names")
-    exits = data["exits"]
-    if not exits:
-        raise _fail(root, "exits must not be empty")
-    for i, e in enumerate(exits):
-        _check_exit(root, i, e)
-    n = len(exits)
-    th = data["thresholds"]
-    if len(th) != n or not all(_finite(t) and t >= 0 for t in th):
-        raise _fail(root, f"thresholds must be {n} finite non-negative numbers")
-    vote = data["vote"]
-    if vote.get("rule") not in VOTE_RULES:
-        raise _fail(root, f"vote.rule must be one of {VOTE_RULES}")
-    weights = vote.get("weights")
-    if weights is not None and (not isinstance(weights, list) or len(weights) != n
-                                or not all(_finite(w) and w >= 0 for w in weights)
-                                or not _finite(sum(weights)) or not sum(weights) > 0):
-        raise _fail(root, f"vote.weights must list {n} finite non-negative numbers with a positive sum, got "
-                          f"{_short(weights)}")
-    if vote["rule"] == "weighted" and weights is None:
-        raise _fail(root, "vote.rule is weighted but vote.weights is missing")
-    if vote.get("in_graph") not in (None, *VOTE_RULES):
-        raise _fail(root, f"vote.in_graph must be one of {VOTE_RULES}")
-    if vote.get("answer", "vote") not in FULL_ANSWERS:
-        raise _fail(root, f"vote.answer must be one of {FULL_ANSWERS}")
-    if data["precision"] not in PRECISIONS:
-        raise _fail(root, f"precision must be one of {PRECISIONS}")
-    if data["backend"] not in BACKENDS:
-        raise _fail(root, f"backend must be one of {BACKENDS}")
-    _check_graphs(root, data["graphs"], n, verify_hashes)
-    for key, entry in data["files"].items():
-        _check_file_entry(root, entry, f"files.{key}", verify_hashes)
-    _check_graph_shapes(root, data, spec)
-    for key, labelled in NPZ_FILES.items():
-        if read_data and key in data["files"]:
-            read_bundle_npz(root / data["files"][key]["path"], spec, labelled=labelled, where=f"files.{key}",
-                            digest=data["files"][key]["sha256"] if verify_hashes else None)
-    return Manifest(data, root)
+    """:meth:`Manifest.from_json`: ``data`` (a manifest's JSON) checked against the files under ``root``."""
+    return Manifest.from_json(data, root, verify_hashes=verify_hashes, read_data=read_data)
 
 
 def _no_constant(name: str) -> Any:
@@ -512,7 +503,7 @@ def parse_manifest_text(text: str, path: Path) -> Any:
     except RecursionError:
         raise ManifestError(f"{path}: not a manifest (JSON nested too deeply)") from None
     except ValueError as exc:  # json.JSONDecodeError is one
-        raise ManifestError(f"{path}: not valid JSON for a manifest ({_short(exc, 120)})") from None
+        raise ManifestError(f"{path}: not valid JSON for a manifest ({short(exc, 120)})") from None
     return data
 
 
@@ -543,25 +534,30 @@ def load_manifest(bundle: str | Path, *, verify_hashes: bool = True, read_data: 
                              read_data=read_data)
 
 
-def file_entry(root: Path, rel: str) -> dict[str, Any]:
-    """``{"path": rel, "sha256": …}`` for a file already written under ``root``; an ONNX graph that keeps weights
-    in external files also gets ``external_data``: the same for each of them."""
-    entry: dict[str, Any] = {"path": rel, "sha256": sha256_file(root / rel)}
+def file_entry(root: Path, rel: str) -> FileEntry:
+    """The entry of ``rel``, a file already written under ``root``: its sha256; an ONNX graph that keeps weights in
+    external files also gets ``external_data``: the same for each of them."""
     loaded = _external_paths(rel, root / rel)
     for x in loaded:
         if not (root / x).is_file():
             raise ManifestError(f"{root / rel} loads {x}, which is not in {root}")
-    if loaded:
-        entry["external_data"] = [file_entry(root, x) for x in loaded]
-    return entry
+    return FileEntry(rel, sha256_file(root / rel), [file_entry(root, x) for x in loaded] if loaded else None)
 
 
-def write_manifest(root: str | Path, data: dict[str, Any]) -> Manifest:
-    """Validate ``data`` against the files in ``root`` and write ``manifest.json`` atomically."""
+def graph_entry(root: Path, rel: str, inputs: Iterable[str], outputs: Iterable[str]) -> GraphEntry:
+    """:func:`file_entry` of a graph or engine under ``root``, with the tensor names it takes and returns."""
+    entry = file_entry(root, rel)
+    return GraphEntry(entry.path, entry.sha256, entry.external_data, inputs=list(inputs), outputs=list(outputs))
+
+
+def write_manifest(root: str | Path, manifest: Union[Manifest, Dict[str, Any]]) -> Manifest:
+    """Validate ``manifest`` (the record, or its JSON) against the files in ``root`` and write ``manifest.json``
+    atomically; returns the manifest as read back from that JSON, rooted at ``root``."""
     root = Path(root)
-    manifest = validate_manifest(data, root)
+    data = manifest.to_json() if isinstance(manifest, Manifest) else manifest
+    checked = Manifest.from_json(data, root)
     atomic_write_json(root / MANIFEST_NAME, data)
-    return manifest
+    return checked
 
 
 def looks_like_bundle(path: str | Path) -> bool:

@@ -16,6 +16,7 @@ import json
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +27,18 @@ from torch import Tensor, nn
 from edgekd import __version__
 from edgekd.core.errors import CheckpointError, ConfigError, DataError, EdgekdError
 from edgekd.core.manifest import (
-    KIND,
-    SCHEMA_VERSION,
     Manifest,
     bundle_directory,
     check_bundle_destination,
     file_entry,
     full_output_names,
+    graph_entry,
     segment_input_name,
     segment_output_names,
     sha256_file,
     write_manifest,
 )
+from edgekd.core.manifest_records import ExitInfo, Graphs, VoteRecord
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import ANSWER_CONFIDENCE, VOTE_RULES, full_answer, softmax
@@ -444,9 +445,9 @@ def _best_vote_rule(val_metrics: dict[str, Any], has_weights: bool) -> str | Non
     return max(rules, key=lambda r: float(scores[r])) if rules else None  # max keeps the first of equals
 
 
-def _vote_entry(ckpt: dict[str, Any], n_exits: int) -> dict[str, Any]:
-    """``{"rule", "weights", "in_graph"}``: the bundle's default vote rule is the one with the best validation top-1
-    (ties to soft), not the training ``--vote`` (which only picked ``best.pt``; it stays the rule of a checkpoint
+def _vote_record(ckpt: dict[str, Any], n_exits: int) -> VoteRecord:
+    """The vote's rule, weights and ``in_graph``: the bundle's default vote rule is the one with the best validation
+    top-1 (ties to soft), not the training ``--vote`` (which only picked ``best.pt``; it stays the rule of a checkpoint
     that records no vote metrics). The hard vote needs logits, so the graph carries the soft one then."""
     val = ckpt["metrics"].get("val", {})
     weights = val.get("vote_weights") if isinstance(val, dict) else None
@@ -459,7 +460,7 @@ def _vote_entry(ckpt: dict[str, Any], n_exits: int) -> dict[str, Any]:
             raise CheckpointError(f"the checkpoint's vote weights {weights} do not fit {n_exits} exits")
     elif rule == "weighted":
         raise CheckpointError("the checkpoint's vote rule is 'weighted' but it records no vote weights")
-    return {"rule": rule, "weights": weights, "in_graph": "soft" if rule == "hard" else rule}
+    return VoteRecord(rule, weights, "soft" if rule == "hard" else rule)
 
 
 def _val_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -469,52 +470,44 @@ def _val_probs(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return np.stack([np.concatenate(parts) for parts in zip(*chunks)])
 
 
-def _choose_answer(vote: dict[str, Any], probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def _choose_answer(vote: VoteRecord, probs: np.ndarray, labels: np.ndarray) -> VoteRecord:
     """``vote`` with ``answer``: what ``--mode full-vote`` answers, chosen by the paired test of
     :func:`edgekd.core.vote.full_answer` on the bundle's validation sample — the deepest exit unless a vote rule
     beats it beyond noise (then that rule becomes ``rule``, computed in the graph unless it is the hard vote)."""
-    chosen = full_answer(probs, labels, vote["weights"])
+    chosen = full_answer(probs, labels, vote.weights)
     if chosen.answer == "deepest":
-        return {**vote, "answer": "deepest"}
+        return replace(vote, answer="deepest")
     rule = chosen.name.split(":", 1)[1]
-    return {**vote, "rule": rule, "in_graph": "soft" if rule == "hard" else rule, "answer": "vote"}
+    return replace(vote, rule=rule, in_graph="soft" if rule == "hard" else rule, answer="vote")
 
 
-def _graph_entry(root: Path, rel: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    return {**file_entry(root, rel), "inputs": inputs, "outputs": outputs}
-
-
-def _manifest_data(root: Path, ckpt: dict[str, Any], checkpoint: Path, name: str, vote: dict[str, Any],
-                   parity: dict[str, Any], n_val: int, n_calib: int, exporter: str) -> dict[str, Any]:
+def _manifest(root: Path, ckpt: dict[str, Any], checkpoint: Path, name: str, vote: VoteRecord,
+              parity: dict[str, Any], n_val: int, n_calib: int, exporter: str) -> Manifest:
+    """The exported bundle's manifest, for the files written under ``root``."""
     import onnx
     import onnxruntime
 
     n = len(ckpt["exit_info"])
     split = ckpt["split"]
-    return _plain({
-        "schema_version": SCHEMA_VERSION, "kind": KIND, "name": name,
-        "input_spec": ckpt["input_spec"], "class_names": list(ckpt["class_names"]),
-        "exits": ckpt["exit_info"],
-        "vote": vote,
-        "thresholds": [DEFAULT_THRESHOLD] * (n - 1) + [0.0],
-        "precision": "fp32", "backend": "onnx",
-        "graphs": {
-            "full": _graph_entry(root, "full.onnx", ["image"], full_output_names(n)),
-            "stages": [_graph_entry(root, f"segment{i}.onnx", [segment_input_name(i)], segment_output_names(i, n))
-                       for i in range(n)],
-        },
-        "files": {"calib": file_entry(root, "calib.npz"), "val_sample": file_entry(root, "val_sample.npz")},
-        "parity": parity,
-        "split": {"seed": split["seed"], "fraction": split["fraction"], "sha256": split["sha256"],
-                  "n_val_sample": n_val, "n_calib": n_calib},
-        "source": {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
-                   "model": ckpt["model"], "method": {"name": ckpt["method"].get("name"),
-                                                      "hparams": ckpt["method"].get("hparams", {})},
-                   "metrics": ckpt["metrics"].get("val", {}), "data": ckpt.get("data")},
-        "versions": {"torch": str(torch.__version__), "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__, "edgekd": __version__,
-                     "opset": _graph_opset(root / "full.onnx"), "exporter": exporter},
-    })
+    return Manifest(
+        name=name, spec=spec_from_checkpoint(ckpt),
+        exits=[ExitInfo.from_json(_plain(e), i) for i, e in enumerate(ckpt["exit_info"])],
+        vote=vote, thresholds=[DEFAULT_THRESHOLD] * (n - 1) + [0.0], precision="fp32", backend="onnx",
+        graphs=Graphs(graph_entry(root, "full.onnx", ["image"], full_output_names(n)),
+                      [graph_entry(root, f"segment{i}.onnx", [segment_input_name(i)], segment_output_names(i, n))
+                       for i in range(n)]),
+        files={"calib": file_entry(root, "calib.npz"), "val_sample": file_entry(root, "val_sample.npz")},
+        parity=_plain(parity),
+        split=_plain({"seed": split["seed"], "fraction": split["fraction"], "sha256": split["sha256"],
+                      "n_val_sample": n_val, "n_calib": n_calib}),
+        source=_plain({"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+                       "model": ckpt["model"], "method": {"name": ckpt["method"].get("name"),
+                                                          "hparams": ckpt["method"].get("hparams", {})},
+                       "metrics": ckpt["metrics"].get("val", {}), "data": ckpt.get("data")}),
+        versions=_plain({"torch": str(torch.__version__), "onnx": onnx.__version__,
+                         "onnxruntime": onnxruntime.__version__, "edgekd": __version__,
+                         "opset": _graph_opset(root / "full.onnx"), "exporter": exporter}),
+        root=root)
 
 
 # ---------------------------------------------------------------------------------------------- entry point
@@ -544,7 +537,7 @@ def _write_graphs(root: Path, full_graph: FullGraph, spec: InputSpec, opset: int
 def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     from rich.table import Table
 
-    parity = manifest.data["parity"]
+    parity = manifest.parity or {}
     table = Table(title=f"bundle {out}", show_lines=False)
     for col in ("file", "size"):
         table.add_column(col)
@@ -555,10 +548,10 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     console.print(f"parity vs PyTorch (ONNX Runtime CPU): max |Δ| per exit [{diffs}], top-1 agreement "
                   f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['segments_vs_full']:.2g} "
                   f"(tolerance {parity['tolerance']:g} × max(1, max |logits|))")
-    scores = manifest.data["source"]["metrics"].get("vote") or {}
+    scores = (manifest.source or {}).get("metrics", {}).get("vote") or {}
     shown = ", ".join(f"{r} {scores[r]:.2f}" for r in VOTE_RULES if isinstance(scores.get(r), (int, float)))
     console.print(f"default vote rule: {manifest.vote_rule}" + (f" (validation top-1 %: {shown})" if shown else "")
-                  + f"; validation sample: {manifest.data['split']['n_val_sample']} labelled images")
+                  + f"; validation sample: {(manifest.split or {}).get('n_val_sample')} labelled images")
     answer = (f"exit {manifest.num_exits - 1} (no vote rule beat it beyond the {ANSWER_CONFIDENCE:.0%} paired "
               "interval on the validation sample)" if manifest.full_answer == "deepest" else
               f"the {manifest.vote_rule} vote (better than the deepest exit beyond the {ANSWER_CONFIDENCE:.0%} paired "
@@ -575,7 +568,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     thresholds) and profile: ``val_size`` of them, or by default the whole validation split up to
     ``EXPORT_VAL_BYTES`` (20 MiB) of uint8 pixels and at least ``EXPORT_VAL_MIN`` (500) images
     (:func:`edgekd.training.config.export_val_size`: 32x32 RGB about 6,800 images, 224x224 RGB 500). The manifest's
-    default vote rule is the one with the best validation top-1 (ties to soft), see :func:`_vote_entry`.
+    default vote rule is the one with the best validation top-1 (ties to soft), see :func:`_vote_record`.
     ``out`` appears complete or not at all; an existing ``out`` is only replaced with ``force``, and only when it is
     an edgekd bundle that does not hold the checkpoint (:func:`edgekd.core.manifest.bundle_directory`).
     """
@@ -585,10 +578,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     check_bundle_destination(out, force=force, inputs=[checkpoint])  # before the work; again when it is done
     ckpt, model = _load_model(checkpoint)
     spec = spec_from_checkpoint(ckpt)
-    vote = _vote_entry(ckpt, model.num_exits)
+    vote = _vote_record(ckpt, model.num_exits)
     val, labels, calib = _sample_data(ckpt, val_size, calib_size)
     vote = _choose_answer(vote, _val_probs(model, _normalized(val, spec)), labels)
-    weights = vote["weights"] if vote["in_graph"] == "weighted" else [1.0] * model.num_exits
+    weights = vote.weights if vote.in_graph == "weighted" else [1.0] * model.num_exits
     full_graph = FullGraph(model, weights).eval()
     with bundle_directory(out, force=force, inputs=[checkpoint]) as tmp:
         np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
@@ -596,11 +589,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
         exporter = _write_graphs(tmp, full_graph, spec, opset)
         stages = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
         parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
-        data = _manifest_data(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
-                              len(val), len(calib), exporter)
-        json.dumps(data, allow_nan=False)  # fail here, not on the device, if anything is not plain JSON
-        write_manifest(tmp, data)
-    manifest = Manifest(data, out)
+        manifest = _manifest(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
+                             len(val), len(calib), exporter)
+        json.dumps(manifest.to_json(), allow_nan=False)  # fail here, not on the device, if anything is not JSON
+        write_manifest(tmp, manifest)
+    manifest = replace(manifest, root=out)
     if console is not None:
         _summary(console, out, manifest)
     return manifest

@@ -432,7 +432,7 @@ class Run:
         split = data.split
         return {
             "model": model.build_args,
-            "exit_info": [e.to_dict() for e in model.exit_info],
+            "exit_info": [e.to_json() for e in model.exit_info],
             "input_spec": data.spec.to_dict(),
             "class_names": list(data.spec.class_names),
             "method": {"name": objective.name, "hparams": objective.hparams(), "vote": self.cfg.vote},
@@ -631,7 +631,7 @@ def bundle_is_current(bundle: Path, checkpoint: Path) -> bool:
         manifest = load_manifest(bundle)
     except ManifestError:
         return False
-    return (manifest.data.get("source") or {}).get("checkpoint_sha256") == sha256_file(checkpoint)
+    return (manifest.source or {}).get("checkpoint_sha256") == sha256_file(checkpoint)
 
 
 def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], val: dict[str, Any], rule: str) -> str:
@@ -684,4 +684,4 @@ def _finish(run: Run, trained: Trained) -> TrainResult:
 
             export_bundle(best_path, bundle, force=True, console=run.console)
     return TrainResult(run.out, best_path, last_path, epochs_run, val or {}, test,
-                       [e.to_dict() for e in model.exit_info])
+                       [e.to_json() for e in model.exit_info])

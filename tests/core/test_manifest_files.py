@@ -35,7 +35,7 @@ def external(tmp_path) -> Path:
     onnx.save_model(model, str(root / "full.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="full.onnx.data", size_threshold=0)
     data = json.loads((root / "manifest.json").read_text())
-    data["graphs"]["full"] = {**data["graphs"]["full"], **file_entry(root, "full.onnx")}
+    data["graphs"]["full"] = {**data["graphs"]["full"], **file_entry(root, "full.onnx").to_json()}
     write_manifest(root, data)
     return root
 

@@ -213,7 +213,7 @@ def test_segment_input_hook_sees_every_segments_feed(bundles):
                 np.testing.assert_array_equal(feed["image"], x)  # (B, C, H, W) normalised as the runtime does
             else:
                 assert list(feed) == [f"feat{i - 1}"]
-                assert feed[f"feat{i - 1}"].shape == (len(x), *m.exits[i - 1]["feat_shape"])
+                assert feed[f"feat{i - 1}"].shape == (len(x), *m.exits[i - 1].feat_shape)
                 np.testing.assert_array_equal(feed[f"feat{i - 1}"], expected[b][f"feat{i - 1}"])
 
 

@@ -73,7 +73,7 @@ def _chain(manifest, x: np.ndarray) -> list[np.ndarray]:
 
 
 def test_parity_is_recorded_and_within_tolerance(manifest):
-    parity = manifest.data["parity"]
+    parity = manifest.parity
     n = manifest.num_exits
     assert parity["tolerance"] == 1e-3
     for key in ("val", "random"):
@@ -83,7 +83,7 @@ def test_parity_is_recorded_and_within_tolerance(manifest):
             assert diff <= parity["tolerance"] * scale
         assert parity[key]["vote_max_abs_diff"] <= parity["tolerance"]
     assert min(parity["val"]["top1_agreement"]) >= 99.9
-    assert parity["val"]["n"] == manifest.data["split"]["n_val_sample"]
+    assert parity["val"]["n"] == manifest.split["n_val_sample"]
     assert 0.0 <= parity["segments_vs_full"] <= parity["tolerance"]
 
 
@@ -91,7 +91,7 @@ def test_graph_names_shapes_and_ops_follow_the_contract(manifest):
     n, spec = manifest.num_exits, manifest.spec
     graphs = [(manifest.full_graph(), ["image"], full_output_names(n), spec.shape)]
     graphs += [(manifest.segment_graph(i), [segment_input_name(i)], segment_output_names(i, n),
-                spec.shape if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])) for i in range(n)]
+                spec.shape if i == 0 else tuple(manifest.exits[i - 1].feat_shape)) for i in range(n)]
     for path, inputs, outputs, shape in graphs:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
@@ -101,8 +101,8 @@ def test_graph_names_shapes_and_ops_follow_the_contract(manifest):
         assert dims[0].dim_param and tuple(d.dim_value for d in dims[1:]) == tuple(shape), path.name
         assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}, path.name  # standard ops only
         assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert manifest.data["graphs"]["full"]["outputs"] == full_output_names(n)
-    assert [g["inputs"] for g in manifest.data["graphs"]["stages"]] == [[segment_input_name(i)] for i in range(n)]
+    assert manifest.graphs.full.outputs == full_output_names(n)
+    assert [g.inputs for g in manifest.graphs.segments] == [[segment_input_name(i)] for i in range(n)]
 
 
 @pytest.mark.parametrize("batch", [1, 7])
@@ -113,9 +113,9 @@ def test_full_graph_has_a_dynamic_batch_and_the_declared_conf_and_vote(manifest,
     for i in range(n):
         assert out[f"logits{i}"].shape == (batch, k) and out[f"conf{i}"].shape == (batch,)
         np.testing.assert_allclose(out[f"conf{i}"], probs[i].max(axis=1), atol=1e-5)
-    vote = manifest.data["vote"]
-    assert vote["in_graph"] == ("soft" if vote["rule"] == "hard" else vote["rule"])
-    expected = vote_scores(probs, vote["in_graph"], vote["weights"])
+    vote = manifest.vote
+    assert vote.in_graph == ("soft" if vote.rule == "hard" else vote.rule)
+    expected = vote_scores(probs, vote.in_graph, vote.weights)
     np.testing.assert_allclose(out["vote"], expected, atol=1e-5)
 
 
@@ -239,7 +239,7 @@ def test_weighted_vote_in_the_torch_wrapper(model):
 
 
 def test_manifest_contents(manifest, ckpt, tiny_runs):
-    d = manifest.data
+    d = json.loads((manifest.root / "manifest.json").read_text())  # the file, as every edgekd reads it
     n = manifest.num_exits
     assert (d["precision"], d["backend"], d["name"]) == ("fp32", "onnx", "bundle")
     assert d["exits"] == ckpt["exit_info"] and d["input_spec"] == ckpt["input_spec"]
@@ -281,10 +281,10 @@ def _ckpt(scores, weights=(0.2, 0.3, 0.5), trained_on="soft"):
     (None, None, "hard", "hard"),  # an older checkpoint without vote metrics: its training rule
 ])
 def test_default_vote_rule_is_the_best_on_validation(scores, weights, trained_on, rule):
-    entry = ex._vote_entry(_ckpt(scores, weights, trained_on), 3)
-    assert entry["rule"] == rule
-    assert entry["weights"] == (None if weights is None else pytest.approx(list(weights)))
-    assert entry["in_graph"] == ("soft" if rule == "hard" else rule)
+    vote = ex._vote_record(_ckpt(scores, weights, trained_on), 3)
+    assert vote.rule == rule
+    assert vote.weights == (None if weights is None else pytest.approx(list(weights)))
+    assert vote.in_graph == ("soft" if rule == "hard" else rule)
 
 
 def test_val_sample_size_is_the_split_up_to_a_byte_budget_with_a_floor():
@@ -315,7 +315,7 @@ def test_default_export_carries_the_validation_split_up_to_the_cap(tiny_runs, ck
     m = ex.export_bundle(tiny_runs["student"].best, tmp_path / "b", calib_size=16, console=Console(file=buf, width=200))
     with np.load(m.file("val_sample")) as f:
         images, labels = f["images"], f["labels"]
-    assert m.data["split"]["n_val_sample"] == len(labels) == 60
+    assert m.split["n_val_sample"] == len(labels) == 60
     np.testing.assert_array_equal(labels, data.val.labels[:60])
     np.testing.assert_array_equal(images, np.stack([data.val.raw(i) for i in range(60)]))
     text = buf.getvalue()
@@ -418,14 +418,14 @@ def test_force_replaces_an_existing_bundle_with_the_fallback_exporter(tiny_runs,
     with pytest.warns(UserWarning, match="simulated dynamo failure; used the torchscript exporter"):
         m = ex.export_bundle(tiny_runs["student"].best, out, val_size=40, calib_size=16, force=True, name="tiny",
                              console=Console(file=buf, width=120))
-    assert not (out / "old.txt").exists() and m.data["name"] == "tiny"
+    assert not (out / "old.txt").exists() and m.name == "tiny"
     m = load_manifest(out)
-    assert m.data["versions"]["exporter"] == "torchscript" and m.data["split"]["n_val_sample"] == 40
+    assert m.versions["exporter"] == "torchscript" and m.split["n_val_sample"] == 40
     for path in [m.full_graph(), *(m.segment_graph(i) for i in range(m.num_exits))]:  # the fallback is portable too
         graph = onnx.load(str(path))
         assert graph.opset_import[0].version == 17, path.name
         assert not [n for n in graph.graph.node if n.op_type.startswith("Reduce") and len(n.input) > 1], path.name
-    assert max(m.data["parity"]["val"]["max_abs_diff"]) <= 1e-3
+    assert max(m.parity["val"]["max_abs_diff"]) <= 1e-3
     assert [o.name for o in onnx.load(str(m.full_graph())).graph.output] == full_output_names(m.num_exits)
     assert "full.onnx" in buf.getvalue() and "parity" in buf.getvalue()
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary or old directories left
@@ -450,7 +450,8 @@ def test_failure_midway_leaves_nothing_behind(tiny_runs, tiny_bundle, tmp_path, 
     assert seen == [True]
     if existing:  # the old bundle survives a failed --force export
         assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
-        assert (out / "keep.txt").read_text() == "mine" and load_manifest(out).data == load_manifest(tiny_bundle).data
+        assert (out / "keep.txt").read_text() == "mine"
+        assert load_manifest(out).to_json() == load_manifest(tiny_bundle).to_json()
     else:
         assert list(tmp_path.iterdir()) == []
 
@@ -499,9 +500,9 @@ def _three_exits(n: int, deep_wrong: int, weights=None):
 ])
 def test_full_vote_answer_is_the_deepest_exit_unless_a_vote_beats_it_beyond_noise(n, deep_wrong, answer, rule):
     probs, labels = _three_exits(n, deep_wrong)
-    entry = ex._choose_answer({"rule": "hard", "weights": [0.2, 0.3, 0.5], "in_graph": "soft"}, probs, labels)
-    assert (entry["answer"], entry["rule"]) == (answer, rule)
-    assert entry["in_graph"] == ("soft" if rule == "hard" else rule)
+    vote = ex._choose_answer(ex.VoteRecord("hard", [0.2, 0.3, 0.5], "soft"), probs, labels)
+    assert (vote.answer, vote.rule) == (answer, rule)
+    assert vote.in_graph == ("soft" if rule == "hard" else rule)
 
 
 def test_the_manifest_records_and_validates_the_full_answer(manifest, tmp_path):

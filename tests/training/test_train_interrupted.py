@@ -87,7 +87,7 @@ def test_resume_of_a_finished_run_exports_the_bundle_a_kill_lost(tmp_path, torch
     with pytest.warns(UserWarning, match="torchscript"):
         train(TrainConfig(resume=True, **cfg))
     assert bundle_is_current(out / "bundle", out / "best.pt")
-    assert load_manifest(out / "bundle").data["source"]["checkpoint_sha256"] == sha256_file(out / "best.pt")
+    assert load_manifest(out / "bundle").source["checkpoint_sha256"] == sha256_file(out / "best.pt")
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "bundle", "last.pt", "metrics.jsonl", "summary.json"]
     calls = []
     monkeypatch.setattr(ex, "export_bundle", lambda *a, **k: calls.append(a))
@@ -258,9 +258,9 @@ def test_sigkill_at_every_step_of_export_force_keeps_a_whole_bundle(checkpoint, 
         shutil.copytree(tmp_path / "old", out)
         r = child(out, {FAULT_KILL_AT: str(n)})
         assert r.returncode == -signal.SIGKILL, (n, steps[n - 1], r.stderr[-2000:])
-        name = load_manifest(out).data["name"]  # whole, old or new (a reader restores an interrupted swap)
+        name = load_manifest(out).name  # whole, old or new (a reader restores an interrupted swap)
         assert name in ("old", "bundle"), (n, steps[n - 1])
         again = CliRunner().invoke(app, args(out))
         assert again.exit_code == 0, (n, steps[n - 1], again.output[-3000:])
-        assert load_manifest(out).data["name"] == "bundle"
+        assert load_manifest(out).name == "bundle"
         assert _hidden(out.parent) == [] and _hidden(out) == [], (n, steps[n - 1])

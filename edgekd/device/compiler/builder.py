@@ -27,12 +27,11 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,21 +46,24 @@ from edgekd.core.labelled import load_images
 from edgekd.core.manifest import (
     EARLY_EXIT_INPUTS,
     EARLY_EXIT_OUTPUTS,
+    MANIFEST_NAME,
     Manifest,
     bundle_directory,
     check_bundle_destination,
     file_entry,
     full_output_names,
+    graph_entry,
     load_manifest,
     segment_input_name,
     segment_output_names,
     sha256_file,
     write_manifest,
 )
+from edgekd.core.manifest_records import BuildRecord, Graphs
 from edgekd.core.spec import InputSpec
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.compiler.mixed import Quantizable, quantize_excluding
-from edgekd.device.compiler.verify import OVER, VERDICTS, compare, over_rows, print_verification, verdict_line
+from edgekd.device.compiler.verify import OVER, VERDICTS, Verification, compare, print_verification, verdict_line
 from edgekd.device.options import (
     BACKEND_AUTO,
     CACHE_DIR,
@@ -77,6 +79,7 @@ from edgekd.device.options import (
     TARGET_DROP,
     dla_core_problem,
     engine_cache_choice,
+    options_problem,
     threshold_option_problem,
 )
 
@@ -90,29 +93,73 @@ class BuildError(EdgekdError):
 
 
 @dataclass(frozen=True)
+class BuildOptions:
+    """Every option of a build as given (``edgekd build``'s flags, :func:`build_bundle`'s keywords), checked once,
+    here, on construction: a bad value is a one-line :class:`BuildError` before any work. What needs the device
+    target (the precision it supports, the DLA cores it has, TensorRT here) is checked by :func:`plan_build`."""
+
+    precision: str | None = None  # None: the target's default
+    backend: str = BACKEND_AUTO
+    target: str | None = None  # a device target's name or YAML file; None: the backend's default
+    out: str | Path | None = None  # None: next to the bundle (:func:`default_out`)
+    calib_data: str | Path | None = None  # --calib-data, when given (else the bundle's calibration images)
+    calib_method: str = CALIB_METHODS[0]
+    max_drop: float = MAX_DROP
+    target_drop: float = TARGET_DROP  # ε, points of top-1 early exit may lose against the full answer
+    cost: str = COSTS[0]  # what thresholds minimise: "macs" or "latency"
+    confidence: float = CONFIDENCE  # 1 − δ: the probability that certified thresholds keep ``target_drop``
+    fit: str = FITS[0]  # "certified" or "point" (the old minimum-cost point estimate, not certified)
+    force: bool = False
+    cache_dir: str | None = CACHE_DIR
+    dla_core: int | None = None
+    mixed_precision: str = MIXED_PRECISION[0]  # "auto": the most sensitive nodes stay in float when int8 is over
+    engine_cache: str | None = None  # --engine-cache: a folder, or off; None: $EDGEKD_ENGINE_CACHE or the user's
+
+    def __post_init__(self) -> None:
+        problem = options_problem(max_drop=self.max_drop, dla_core=self.dla_core)
+        if not problem and self.calib_method not in CALIB_CHOICES:
+            problem = f"--calib-method must be one of {', '.join(CALIB_CHOICES)}"
+        if not problem and self.cost not in COSTS:
+            problem = "--cost must be macs or latency"
+        if not problem and self.mixed_precision not in MIXED_PRECISION:
+            problem = (f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got "
+                       f"{self.mixed_precision!r}")
+        problem = problem or threshold_option_problem(self.fit, self.target_drop, self.confidence)
+        if problem:
+            raise BuildError(problem)
+
+
+@dataclass(frozen=True)
 class BuildPlan:
-    """What the user asked for, checked: the exported bundle, the device target and every build option."""
+    """What the user asked for, checked: the exported bundle, the device target, the precision and every option."""
 
     source: Manifest  # the exported bundle
     target: DeviceTarget
-    precision: str
-    calib_method: str
-    max_drop: float
-    target_drop: float  # ε, points of top-1 early exit may lose against the full answer
-    cost: str  # what thresholds minimise: "macs" or "latency"
-    confidence: float  # 1 − δ: the probability that certified thresholds keep ``target_drop``
-    fit: str  # "certified" or "point" (the old minimum-cost point estimate, not certified)
-    force: bool
-    cache_dir: str | None
-    dla_core: int | None
-    mixed: str = MIXED_PRECISION[0]  # "auto": leave the most sensitive nodes in float when int8 is over budget
-    calib_data: str | None = None  # --calib-data, when given (else the bundle's calibration images)
-    engine_cache: str | None = None  # --engine-cache: a folder, or off; None: $EDGEKD_ENGINE_CACHE or the user's
+    precision: str  # the option, or the target's default
+    out: Path
+    options: BuildOptions
 
     @property
     def ort_options(self) -> dict[str, Any]:
         """Options of the ONNX Runtime runners (reference, verification of graphs)."""
         return {"threads": self.target.threads} if self.target.threads else {}
+
+    @property
+    def qdq_backend(self) -> str:
+        """The backend whose Q/DQ form an int8 graph takes (:mod:`edgekd.device.compiler.quantize`)."""
+        return "tensorrt" if self.target.backend == "tensorrt" else "onnxruntime"
+
+
+@dataclass(frozen=True)
+class BuildData:
+    """The images a build works on, read once: calibration images (M, H, W, C) uint8, the validation sample
+    (N, H, W, C) uint8 with its labels (N,), and the exported FP32 full graph's probabilities on it (E, N, K), the
+    reference every verification compares with (None until computed)."""
+
+    calib_images: np.ndarray
+    val_images: np.ndarray
+    labels: np.ndarray
+    reference: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -162,16 +209,17 @@ def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, lis
     return feeds
 
 
-def _int8_graphs(src: Manifest, work: Path, scratch: Path, calib_images: np.ndarray, method: str, qdq_backend: str,
-                 cache_dir: str | None, log,
-                 ort_options: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any], dict[str, Quantizable]]:
-    """Q/DQ graphs of every graph for one calibration method, into ``work``; the pre-processed models and their
-    ranges stay in ``scratch`` (:class:`Quantizable`), for mixed precision to quantize again. For ONNX Runtime the
-    weight range (7 or 8 bits) is measured on this machine first (:func:`weight_range_choice`)."""
+def _int8_graphs(plan: BuildPlan, method: str, work: Path, scratch: Path, calib_images: np.ndarray,
+                 log) -> tuple[dict[str, Path], dict[str, Any], dict[str, Quantizable]]:
+    """Q/DQ graphs of every graph for one calibration method, in the plan's Q/DQ form, into ``work``; the
+    pre-processed models and their ranges stay in ``scratch`` (:class:`Quantizable`), for mixed precision to quantize
+    again. For ONNX Runtime the weight range (7 or 8 bits) is measured on this machine first
+    (:func:`weight_range_choice`)."""
     from edgekd.device.compiler.calibration import CalibrationCache, calibrate
     from edgekd.device.compiler.mixed import weight_range_choice
     from edgekd.device.compiler.quantize import preprocess_for_quantization
 
+    src, qdq_backend, cache_dir = plan.source, plan.qdq_backend, plan.options.cache_dir
     cache = CalibrationCache(cache_dir) if cache_dir else None
     feeds = _calibration_feeds(src, calib_images)
     reused, quantizables = {}, {}
@@ -185,7 +233,7 @@ def _int8_graphs(src: Manifest, work: Path, scratch: Path, calib_images: np.ndar
     weights = {"reduce_range": False, "how": "TensorRT's form: symmetric 8-bit weights"}
     if qdq_backend == "onnxruntime":
         weights = weight_range_choice(quantizables["full"], calib_images, src.spec, src.num_exits, scratch,
-                                      **ort_options)
+                                      **plan.ort_options)
         log(f"weights: {'7' if weights['reduce_range'] else '8'}-bit (KL from fp32 on the calibration images: "
             f"7-bit {weights['kl_7bit']:.4f}, 8-bit {weights['kl_8bit']:.4f})")
     quantizables = {k: Quantizable(k, q.pre, q.ranges, weights["reduce_range"]) for k, q in quantizables.items()}
@@ -229,38 +277,19 @@ def _segment_latency_ms(chain: Chain, spec: InputSpec, runs: int = 30) -> list[f
 # ----------------------------------------------------------------------------------------------- the build
 
 
-def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: str = BACKEND_AUTO,
-                 target: str | None = None, out: str | Path | None = None, calib_data: str | Path | None = None,
-                 calib_method: str = CALIB_METHODS[0], max_drop: float = MAX_DROP, target_drop: float = TARGET_DROP,
-                 cost: str = COSTS[0], confidence: float = CONFIDENCE, fit: str = FITS[0], force: bool = False,
-                 cache_dir: str | None = CACHE_DIR, dla_core: int | None = None,
-                 mixed_precision: str = MIXED_PRECISION[0], engine_cache: str | None = None,
-                 console: Console | None = None) -> Manifest:
-    """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps.
-
-    ``engine_cache`` (TensorRT): the engine cache folder, or off/none/0 for none; None: ``$EDGEKD_ENGINE_CACHE``,
-    else the per-user cache (:func:`edgekd.device.tensorrt.engine_cache.default_engine_cache`)."""
-    console = console or Console()
+def plan_build(bundle: str | Path, options: BuildOptions) -> BuildPlan:
+    """Step 1 of the module docstring: the exported bundle, the device target and the precision, each checked against
+    ``options`` (checked themselves when made) and the destination, before any work."""
     bundle = Path(bundle)
     src = load_manifest(bundle)
     if src.backend != "onnx":
         raise BuildError(f"{bundle} is already built ({src.backend}, {src.precision}); build from the exported bundle")
-    target = resolve_target(target, backend)
-    precision = precision or target.default_precision
+    target = resolve_target(options.target, options.backend)
+    precision = options.precision or target.default_precision
     target.check_precision(precision)
+    dla_core = options.dla_core
     # refused, never ignored: the one DLA rule, also applied by the TensorRT builder and runner
     problem = dla_core_problem(dla_core, target.backend, target.dla_cores, f"target {target.name}")
-    if problem:
-        raise BuildError(problem)
-    if calib_method not in CALIB_CHOICES:
-        raise BuildError(f"--calib-method must be one of {', '.join(CALIB_CHOICES)}")
-    if cost not in COSTS:
-        raise BuildError("--cost must be macs or latency")
-    if not (math.isfinite(max_drop) and 0.0 <= max_drop <= 100.0):
-        raise BuildError(f"--max-drop must be between 0 and 100 points of top-1, got {max_drop:g}")
-    if mixed_precision not in MIXED_PRECISION:
-        raise BuildError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}")
-    problem = threshold_option_problem(fit, target_drop, confidence)
     if problem:
         raise BuildError(problem)
     if target.backend == "tensorrt":
@@ -280,27 +309,42 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
             no_dla = dla_problem(why)  # TensorRT 11.0-11.3: no DLA
             if no_dla:
                 raise BuildError(no_dla)
-    out = Path(out) if out else default_out(bundle, precision, target.backend)
-    check_bundle_destination(out, force=force, inputs=[bundle, calib_data])  # --force replaces only a bundle
+    calib_data = options.calib_data
+    out = Path(options.out) if options.out else default_out(bundle, precision, target.backend)
+    check_bundle_destination(out, force=options.force, inputs=[bundle, calib_data])  # --force replaces only a bundle
     for folder, what in ((bundle, "the bundle it builds from"), (calib_data, "the --calib-data folder")):
         if folder is not None and os.path.isdir(folder) and is_within(out, folder):
             raise BuildError(f"refusing to write --out {out} inside {folder}, {what}; choose another --out")
+    return BuildPlan(source=src, target=target, precision=precision, out=out, options=options)
+
+
+def build_bundle(bundle: str | Path, options: BuildOptions | None = None, *, console: Console | None = None,
+                 **given: Any) -> Manifest:
+    """Compile ``bundle`` and write the built bundle to ``options.out``; see the module docstring for the steps.
+    ``options``, or else the :class:`BuildOptions` fields ``given`` by name (``precision="int8"``, ``max_drop=…``):
+    checked once, when made.
+
+    ``engine_cache`` (TensorRT): the engine cache folder, or off/none/0 for none; None: ``$EDGEKD_ENGINE_CACHE``,
+    else the per-user cache (:func:`edgekd.device.tensorrt.engine_cache.default_engine_cache`)."""
+    if options is not None and given:
+        raise TypeError(f"build_bundle takes options or keywords, not both (got {', '.join(given)})")
+    options = options if options is not None else BuildOptions(**given)
+    console = console or Console()
+    plan = plan_build(bundle, options)
+    src, target, precision, out = plan.source, plan.target, plan.precision, plan.out
     if precision == "fp16" and target.backend == "onnxruntime":
         console.print("[yellow]note:[/] FP16 runs slower than FP32 on a CPU with ONNX Runtime (measured); "
                       "building it because you asked")
     val_images, labels = src.val_sample()  # checked, and never inflated past the memory available
+    calib_data = options.calib_data
     calib_images = (load_images(calib_data, src.spec, max_images=MAX_CALIB_IMAGES, option="--calib-data") if calib_data
                     else _bundle_calib(src))
-    plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
-                     target_drop=target_drop, cost=cost, confidence=confidence, fit=fit, force=force,
-                     cache_dir=cache_dir, dla_core=dla_core, mixed=mixed_precision,
-                     calib_data=str(calib_data) if calib_data else None, engine_cache=engine_cache)
-    with bundle_directory(out, force=force, inputs=[bundle, calib_data]) as tmp:
-        manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
-    mixed = (manifest["build"]["calibration"] or {}).get("mixed_precision")
+    with bundle_directory(out, force=options.force, inputs=[bundle, calib_data]) as tmp:
+        manifest = _build_into(tmp, plan, BuildData(calib_images, val_images, labels), console)
+    mixed = ((manifest.build and manifest.build.calibration) or {}).get("mixed_precision")
     if mixed:
         console.print(mixed_summary(mixed), markup=False, highlight=False)
-    console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest['thresholds']}")
+    console.print(f"built {out} ({target.backend}, {precision}); thresholds {manifest.thresholds}")
     return load_manifest(out)
 
 
@@ -308,49 +352,50 @@ def _bundle_calib(src: Manifest) -> np.ndarray:
     return src.calib_images()
 
 
-def _build_into(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
-                console: Console) -> dict[str, Any]:
-    """Steps 2-6 of the module docstring into ``tmp``; returns the manifest data written there."""
+def _build_into(tmp: Path, plan: BuildPlan, data: BuildData, console: Console) -> Manifest:
+    """Steps 2-7 of the module docstring into ``tmp``; returns the manifest written there."""
     def log(message: str) -> None:
         console.print(message, markup=False, highlight=False)
 
-    src, spec, n = plan.source, plan.source.spec, plan.source.num_exits
+    src, spec, n, opts = plan.source, plan.source.spec, plan.source.num_exits, plan.options
+    val_images, labels = data.val_images, data.labels
     reference = full_probs("onnxruntime", src.full_graph(), val_images, spec, n, **plan.ort_options)  # (E, N, K)
-    graphs, calibration = _graphs_for(tmp, plan, calib_images, val_images, labels, reference, log)
+    data = replace(data, reference=reference)
+    graphs, calibration = _graphs_for(tmp, plan, data, log)
     run_backend, run_paths, engines = "onnxruntime", graphs, {}
     if plan.target.backend == "tensorrt":
         mixed = (calibration or {}).get("mixed_precision")
-        engines = _engines_for(tmp, plan, graphs, calib_images, log, len(mixed["float_nodes"]) if mixed else 0)
+        engines = _engines_for(tmp, plan, graphs, data.calib_images, log, len(mixed["float_nodes"]) if mixed else 0)
         run_backend, run_paths = "tensorrt", engines
     run_opts = plan.ort_options if run_backend == "onnxruntime" else {}
     built = full_probs(run_backend, run_paths["full"], val_images, spec, n, **run_opts)  # (E, N, K)
-    report = compare(built, reference, labels, src.vote_rule, src.vote_weights, max_drop=plan.max_drop)
-    print_verification(console, report, plan.precision, plan.max_drop)
-    if report["verdict"] == OVER and not plan.force:
-        worst = ", ".join(f"{r['name']} {r['drop']:+.2f} (interval {r['interval'][0]:+.2f} to {r['interval'][1]:+.2f})"
-                          for r in over_rows(report))
-        raise BuildError(f"{plan.precision} loses more than --max-drop {plan.max_drop:g} points of top-1, "
+    report = compare(built, reference, labels, src.vote_rule, src.vote_weights, max_drop=opts.max_drop)
+    print_verification(console, report, plan.precision, opts.max_drop)
+    if report.verdict == OVER and not opts.force:
+        worst = ", ".join(f"{r.name} {r.drop:+.2f} (interval {r.interval[0]:+.2f} to {r.interval[1]:+.2f})"
+                          for r in report.over_rows())
+        raise BuildError(f"{plan.precision} loses more than --max-drop {opts.max_drop:g} points of top-1, "
                          f"confidently: {worst}; nothing was written (tried: {_tried(plan, calibration)}; next: "
                          f"{_next_steps(plan)})")
     with Chain(run_backend, [run_paths[f"segment{i}"] for i in range(n)], **run_opts) as segments:
         p_chain = segments.probs(val_images, spec)  # (E, N, K)
         latency = _segment_latency_ms(segments, spec)
-    costs = np.cumsum(latency) if plan.cost == "latency" else np.array([e["macs"] for e in src.exits], dtype=float)
-    certificate = early_exit_thresholds(p_chain, built, labels, costs, epsilon=plan.target_drop,
-                                        delta=round(1.0 - plan.confidence, 12), fit=plan.fit,
+    costs = np.cumsum(latency) if opts.cost == "latency" else np.array([e.macs for e in src.exits], dtype=float)
+    certificate = early_exit_thresholds(p_chain, built, labels, costs, epsilon=opts.target_drop,
+                                        delta=round(1.0 - opts.confidence, 12), fit=opts.fit,
                                         vote_weights=src.vote_weights)
     log(f"thresholds: {certificate.summary()}")
     one_call = _one_call_graph(tmp, plan, graphs) if run_backend == "onnxruntime" else None
     for name in ("val_sample", "calib"):
         shutil.copyfile(src.file(name), tmp / f"{name}.npz")
-    data = _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate, latency, one_call))
-    manifest = write_manifest(tmp, data)
+    manifest = write_manifest(tmp, _manifest(plan, tmp, Built(graphs, engines, calibration, report, certificate,
+                                                                latency, one_call)))
     from edgekd.device.profile.payoff import measure_payoff, payoff_line
 
-    data["build"]["early_exit"] = measure_payoff(manifest, val_images, runner_options=run_opts)
-    log(payoff_line(data["build"]["early_exit"]))
-    write_manifest(tmp, data)
-    return data
+    payoff = measure_payoff(manifest, val_images, runner_options=run_opts)
+    log(payoff_line(payoff))
+    assert manifest.build is not None
+    return write_manifest(tmp, replace(manifest, build=replace(manifest.build, early_exit=payoff)))
 
 
 def _one_call_graph(tmp: Path, plan: BuildPlan, graphs: dict[str, Path]) -> Path | None:
@@ -364,61 +409,53 @@ def _one_call_graph(tmp: Path, plan: BuildPlan, graphs: dict[str, Path]) -> Path
     return write_early_exit_graph(segments, tmp / f"early_exit.{plan.precision}.onnx")
 
 
-def _graphs_for(tmp: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray,
-                reference: np.ndarray, log) -> tuple[dict[str, Path], dict[str, Any] | None]:
+def _graphs_for(tmp: Path, plan: BuildPlan, data: BuildData, log) -> tuple[dict[str, Path], dict[str, Any] | None]:
     """The graphs of the precision into ``tmp``, and for int8 the calibration record: calibration (one method, or
     each with ``auto``, keeping the best verdict), then mixed precision when INT8 is confidently over budget."""
     src = plan.source
     if plan.precision != "int8":
         return _fp_graphs(src, tmp, plan.precision), None
-    qdq_backend = "tensorrt" if plan.target.backend == "tensorrt" else "onnxruntime"
     scratch = tmp / "_scratch"  # pre-processed models for re-quantization; inside tmp, so a failed build drops it
     scratch.mkdir()
     try:
-        graphs, info, quantizables, report = _calibrated_graphs(tmp, scratch, plan, calib_images, val_images, labels,
-                                                                reference, qdq_backend, log)
-        if plan.mixed == "off":
+        graphs, info, quantizables, report = _calibrated_graphs(tmp, scratch, plan, data, log)
+        if plan.options.mixed_precision == "off":
             return graphs, info
-        report = report or _ort_report(plan, graphs["full"], val_images, labels, reference)
-        if report["verdict"] != OVER:
+        report = report or _ort_report(plan, graphs["full"], data)
+        if report.verdict != OVER:
             return graphs, info
-        log(f"{verdict_line(report, 'int8', plan.max_drop)}: searching for mixed precision")
-        info["mixed_precision"] = _mixed(tmp, scratch, plan, graphs, quantizables, calib_images, val_images, labels,
-                                         reference, qdq_backend, info, log)
+        log(f"{verdict_line(report, 'int8', plan.options.max_drop)}: searching for mixed precision")
+        info["mixed_precision"] = _mixed(tmp, scratch, plan, graphs, quantizables, data, info, log)
         return graphs, info
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _ort_report(plan: BuildPlan, full: Path, val_images: np.ndarray, labels: np.ndarray,
-                reference: np.ndarray) -> dict[str, Any]:
+def _ort_report(plan: BuildPlan, full: Path, data: BuildData) -> Verification:
     """The verification of a full Q/DQ graph run on ONNX Runtime (for TensorRT's form: a simulation of it)."""
     src = plan.source
-    probs = full_probs("onnxruntime", full, val_images, src.spec, src.num_exits, **plan.ort_options)  # (E, N, K)
-    return compare(probs, reference, labels, src.vote_rule, src.vote_weights, max_drop=plan.max_drop)
+    probs = full_probs("onnxruntime", full, data.val_images, src.spec, src.num_exits, **plan.ort_options)  # (E, N, K)
+    return compare(probs, data.reference, data.labels, src.vote_rule, src.vote_weights,
+                   max_drop=plan.options.max_drop)
 
 
-def _calibrated_graphs(tmp: Path, scratch: Path, plan: BuildPlan, calib_images: np.ndarray, val_images: np.ndarray,
-                       labels: np.ndarray, reference: np.ndarray, qdq_backend: str, log):
+def _calibrated_graphs(tmp: Path, scratch: Path, plan: BuildPlan, data: BuildData, log):
     """INT8 graphs for the calibration method; ``auto`` tries each and keeps the best verdict (then the smallest
     largest drop, then the smallest mean drop). Returns graphs, record, quantizables and the kept verification
     (None when only one method ran: it has not been verified yet)."""
-    src = plan.source
-    methods = CALIB_METHODS if plan.calib_method == CALIB_AUTO else (plan.calib_method,)
+    methods = CALIB_METHODS if plan.options.calib_method == CALIB_AUTO else (plan.options.calib_method,)
     if len(methods) == 1:
-        graphs, info, quantizables = _int8_graphs(src, tmp, scratch, calib_images, methods[0], qdq_backend,
-                                                  plan.cache_dir, log, plan.ort_options)
+        graphs, info, quantizables = _int8_graphs(plan, methods[0], tmp, scratch, data.calib_images, log)
         return graphs, info, quantizables, None
     trials = []
     for method in methods:
         work = scratch / f"auto_{method}"
         work.mkdir()
-        graphs, info, quantizables = _int8_graphs(src, work, work, calib_images, method, qdq_backend, plan.cache_dir,
-                                                  log, plan.ort_options)
-        rep = _ort_report(plan, graphs["full"], val_images, labels, reference)
-        mean_drop = float(np.mean([r["drop"] for r in rep["rows"]]))
-        log(f"  {method}: {rep['verdict']}, largest drop {rep['max_drop']:+.2f}, mean drop {mean_drop:+.2f}")
-        trials.append(((VERDICTS.index(rep["verdict"]), rep["max_drop"], mean_drop), method, graphs, info,
+        graphs, info, quantizables = _int8_graphs(plan, method, work, work, data.calib_images, log)
+        rep = _ort_report(plan, graphs["full"], data)
+        mean_drop = rep.mean_drop
+        log(f"  {method}: {rep.verdict}, largest drop {rep.max_drop:+.2f}, mean drop {mean_drop:+.2f}")
+        trials.append(((VERDICTS.index(rep.verdict), rep.max_drop, mean_drop), method, graphs, info,
                        quantizables, rep))
     _, method, graphs, info, quantizables, rep = min(trials, key=lambda t: t[0])
     log(f"calibration auto: kept {method}")
@@ -426,27 +463,28 @@ def _calibrated_graphs(tmp: Path, scratch: Path, plan: BuildPlan, calib_images: 
     for key, path in graphs.items():
         final[key] = tmp / path.name
         path.replace(final[key])
-    info = {**info, "auto": {t[1]: {"verdict": t[5]["verdict"], "max_drop": t[0][1], "mean_drop": t[0][2]}
+    info = {**info, "auto": {t[1]: {"verdict": t[5].verdict, "max_drop": t[0][1], "mean_drop": t[0][2]}
                              for t in trials}}
     return final, info, quantizables, rep
 
 
 def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], quantizables: dict[str, Quantizable],
-           calib_images: np.ndarray, val_images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
-           qdq_backend: str, info: dict[str, Any], log) -> dict[str, Any]:
+           data: BuildData, info: dict[str, Any], log) -> dict[str, Any]:
     """Run the mixed-precision search (:mod:`edgekd.device.compiler.mixed`), re-quantize every graph of ``graphs``
     in place with the chosen nodes in float, and return the record."""
     from edgekd.device.compiler.mixed import MixedSearch, SearchInputs, latency_ms, node_keys
     from edgekd.device.compiler.quantize import load_model
 
-    src = plan.source
+    src, qdq_backend = plan.source, plan.qdq_backend
     inputs = SearchInputs(full=quantizables["full"], backend=qdq_backend, spec=src.spec, n_exits=src.num_exits,
-                          calib_images=calib_images, val_images=val_images, labels=labels, reference=reference,
-                          vote_rule=src.vote_rule, vote_weights=src.vote_weights, max_drop=plan.max_drop,
+                          calib_images=data.calib_images, val_images=data.val_images, labels=data.labels,
+                          reference=data.reference,
+                          vote_rule=src.vote_rule, vote_weights=src.vote_weights, max_drop=plan.options.max_drop,
                           work=scratch, ort_options=plan.ort_options)
     result = MixedSearch(inputs, log).run()
     if result is None:
-        raise BuildError(f"int8 stays over --max-drop {plan.max_drop:g} even with every candidate node in float; "
+        raise BuildError(f"int8 stays over --max-drop {plan.options.max_drop:g} even with every candidate node in "
+                         "float; "
                          f"nothing was written (tried: {_tried(plan, info)}; next: {_next_steps(plan, mixed=True)})")
     latency = None
     if plan.target.backend == "onnxruntime":  # the speed cost, measured here; TensorRT's: `edgekd profile` on device
@@ -464,7 +502,7 @@ def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], q
         latency["mixed"] = latency_ms(graphs["full"], src.spec, **plan.ort_options)
         latency["fp32"] = latency_ms(src.full_graph(), src.spec, **plan.ort_options)
         record["latency_ms"] = {**latency, "batch": 1, "backend": "onnxruntime", "graph": "full"}
-    record["verification"] = {"verdict": result.report["verdict"], "max_drop": result.report["max_drop"]}
+    record["verification"] = {"verdict": result.report.verdict, "max_drop": result.report.max_drop}
     return record
 
 
@@ -487,14 +525,14 @@ def _tried(plan: BuildPlan, calibration: dict[str, Any] | None) -> str:
     """What this build tried, for an error message."""
     if plan.precision != "int8":
         return f"{plan.precision}"
-    methods = ", ".join(CALIB_METHODS) if plan.calib_method == CALIB_AUTO else plan.calib_method
-    source = "--calib-data" if plan.calib_data else "the bundle's calibration images"
+    methods = ", ".join(CALIB_METHODS) if plan.options.calib_method == CALIB_AUTO else plan.options.calib_method
+    source = "--calib-data" if plan.options.calib_data else "the bundle's calibration images"
     parts = [f"int8 calibrated with {methods} on {source}"]
     mixed = (calibration or {}).get("mixed_precision")
     if mixed:
         parts.append(f"mixed precision with {len(mixed['float_nodes'])} of {mixed['candidates']} nodes in float "
                      "(chosen on ONNX Runtime)")
-    elif plan.mixed == "off":
+    elif plan.options.mixed_precision == "off":
         parts.append("no mixed precision (--mixed-precision off)")
     return "; ".join(parts)
 
@@ -503,17 +541,17 @@ def _next_steps(plan: BuildPlan, mixed: bool = False) -> str:
     """What to try next, never what this build just did."""
     steps = []
     if plan.precision == "int8":
-        if plan.mixed == "off":
+        if plan.options.mixed_precision == "off":
             steps.append("--mixed-precision auto (the most sensitive nodes stay in float)")
-        if plan.calib_method != CALIB_AUTO:
+        if plan.options.calib_method != CALIB_AUTO:
             steps.append("--calib-method auto (tries minmax, entropy and percentile)")
-        if not plan.calib_data:
+        if not plan.options.calib_data:
             steps.append("--calib-data DIR (more, or more representative, calibration images)")
     for other in ("fp16", "fp32"):
         if other != plan.precision and other in plan.target.precisions and not (mixed and other == "fp16"):
             steps.append(f"--precision {other}")
     steps.append("a larger --max-drop")
-    if not plan.force:
+    if not plan.options.force:
         steps.append("--force to keep it anyway")
     return "; ".join(steps)
 
@@ -534,14 +572,14 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     from edgekd.device.tensorrt.loader import tensorrt_available
     from edgekd.device.tensorrt.versions import parse_version, tensorrt_version_problem, use_implicit_calibrator
 
-    src, target, precision, dla_core = plan.source, plan.target, plan.precision, plan.dla_core
+    src, target, precision, dla_core = plan.source, plan.target, plan.precision, plan.options.dla_core
     version = tensorrt_available()[1]
     problem = tensorrt_version_problem(version)
     if problem:
         raise BuildError(problem)
     on_dla = dla_core is not None  # a target without that DLA core was refused by build_bundle
     implicit = precision == "int8" and use_implicit_calibrator(parse_version(version)[0], on_dla)
-    engine_cache = engine_cache_choice(plan.engine_cache)
+    engine_cache = engine_cache_choice(plan.options.engine_cache)
     if implicit and float_nodes:
         log(f"note: TensorRT {version} on a DLA core calibrates implicitly from the float graphs, so the {float_nodes} "
             "mixed-precision float node(s) do not apply there; the engine verification below judges the result")
@@ -551,7 +589,7 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     for key, path in sources.items():
         i = None if key == "full" else int(key[len("segment"):])
         input_name = "image" if i is None else segment_input_name(i)
-        shape = src.spec.shape if i in (None, 0) else tuple(src.exits[i - 1]["feat_shape"])
+        shape = src.spec.shape if i is None else src.segment_input_shape(i)
         batches = [feed[input_name] for feed in feeds[key]] if implicit else None
         built = build_engine(path, tmp, precision=precision, target=target, input_name=input_name,
                              input_shape_chw=shape, dla_core=dla_core, calib_batches=batches,
@@ -562,10 +600,6 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     return engines
 
 
-def _graph_entry(tmp: Path, path: Path, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    return {**file_entry(tmp, path.name), "inputs": inputs, "outputs": outputs}
-
-
 @dataclass(frozen=True)
 class Built:
     """What the build steps produced, as the manifest records it."""
@@ -573,13 +607,14 @@ class Built:
     graphs: dict[str, Path]  # "full", "segment{i}" → the ONNX graph for the precision
     engines: dict[str, Path]  # the same keys → TensorRT engines ({} for ONNX Runtime); their sidecars say the rest
     calibration: dict[str, Any] | None  # int8 only: method, cache reuse, images, Q/DQ backend
-    verification: dict[str, Any]  # :func:`edgekd.device.compiler.verify.compare` against FP32
+    verification: Verification  # :func:`edgekd.device.compiler.verify.compare` against FP32
     certificate: Certificate  # the early-exit thresholds and what backs them (certified or a point estimate)
     segment_latency_ms: list[float]  # quick median batch-1 latency per segment
     early_exit: Path | None = None  # the one-call early-exit graph (ONNX Runtime builds)
 
 
-def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
+def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> Manifest:
+    """The built bundle's manifest: the exported one's, with what this build made and recorded."""
     import onnx
     import onnxruntime
 
@@ -589,32 +624,26 @@ def _manifest(plan: BuildPlan, tmp: Path, built: Built) -> dict[str, Any]:
     files = {name: file_entry(tmp, f"{name}.npz") for name in ("val_sample", "calib")}
     if engines:  # keep the ONNX graphs the engines came from
         files.update({f"onnx_{k}": file_entry(tmp, p.name) for k, p in graphs.items()})
-    data = {k: v for k, v in src.data.items()}
-    data.update({
-        "precision": plan.precision,
-        "backend": plan.target.backend,
-        "graphs": {
-            "full": _graph_entry(tmp, run_paths["full"], ["image"], full_output_names(n)),
-            "stages": [_graph_entry(tmp, run_paths[f"segment{i}"], [segment_input_name(i)], segment_output_names(i, n))
-                       for i in range(n)],
-            **({"early_exit": _graph_entry(tmp, built.early_exit, list(EARLY_EXIT_INPUTS), list(EARLY_EXIT_OUTPUTS))}
-               if built.early_exit is not None else {}),
-        },
-        "files": files,
-        "thresholds": cert.thresholds,
-        "build": {
-            "source": {"name": src.data["name"], "manifest_sha256": sha256_file(src.root / "manifest.json")},
-            "target": plan.target.name,
-            "calibration": built.calibration,
-            "verification": {**built.verification, "max_drop_allowed": plan.max_drop},
-            "thresholds": manifest_record(cert, plan.cost, {"source": "val_sample", "n": cert.n}),
-            "segment_latency_ms": built.segment_latency_ms,
-        },
-    })
+    early = built.early_exit
+    record = BuildRecord(
+        source={"name": src.name, "manifest_sha256": sha256_file(src.root / MANIFEST_NAME)},
+        target=plan.target.name,
+        calibration=built.calibration,
+        verification={**built.verification.to_json(), "max_drop_allowed": plan.options.max_drop},
+        thresholds=manifest_record(cert, plan.options.cost, {"source": "val_sample", "n": cert.n}),
+        segment_latency_ms=built.segment_latency_ms,
+    )
     if engines:  # per engine: device, batch, origin (built or from the engine cache), DLA GPU fallback, layers
         from edgekd.device.tensorrt.engine_cache import engine_record
 
-        data["build"]["engines"] = {key: engine_record(tmp / path.name) for key, path in engines.items()}
-    data["versions"] = {**src.data["versions"], "build_edgekd": __version__, "build_onnx": onnx.__version__,
-                        "build_onnxruntime": onnxruntime.__version__}
-    return data
+        record = replace(record, engines={key: engine_record(tmp / path.name) for key, path in engines.items()})
+    return replace(
+        src, precision=plan.precision, backend=plan.target.backend, root=tmp,
+        graphs=Graphs(
+            graph_entry(tmp, run_paths["full"].name, ["image"], full_output_names(n)),
+            [graph_entry(tmp, run_paths[f"segment{i}"].name, [segment_input_name(i)], segment_output_names(i, n))
+             for i in range(n)],
+            graph_entry(tmp, early.name, EARLY_EXIT_INPUTS, EARLY_EXIT_OUTPUTS) if early is not None else None),
+        files=files, thresholds=list(cert.thresholds), build=record,
+        versions={**src.versions, "build_edgekd": __version__, "build_onnx": onnx.__version__,
+                  "build_onnxruntime": onnxruntime.__version__})

@@ -43,7 +43,7 @@ from edgekd.device.compiler.quantize import (
     quant_op_types,
     quantize_qdq,
 )
-from edgekd.device.compiler.verify import OVER, compare
+from edgekd.device.compiler.verify import OVER, Verification, compare
 
 #: Op types the search may leave in float: the ones that compute (and so round) something. Reshapes, pooling maxima
 #: and activations only pass quantized values on.
@@ -197,7 +197,7 @@ class SearchInputs:
 @dataclass
 class MixedResult:
     float_keys: List[str]  # the nodes left in float, most sensitive first
-    report: Dict[str, Any]  # the verification (compare) of the chosen full graph on the validation sample
+    report: Verification  # the verification (compare) of the chosen full graph on the validation sample
     record: Dict[str, Any]  # what the manifest stores
 
 
@@ -228,7 +228,7 @@ class MixedSearch:
         ranked.sort(key=lambda c: -c["sensitivity"])  # stable: ties stay in graph order
         return ranked
 
-    def _judge(self, keys: Sequence[str]) -> Dict[str, Any]:
+    def _judge(self, keys: Sequence[str]) -> Verification:
         i = self.i
         path = self._graph(keys)
         report = compare(self._probs(path, i.val_images), i.reference, i.labels, i.vote_rule, i.vote_weights,
@@ -241,14 +241,14 @@ class MixedSearch:
         ranked = self.rank()
         self.log(f"mixed precision: {len(ranked)} candidate nodes ranked by sensitivity on "
                  f"{len(self.i.calib_images)} calibration images")
-        trials: Dict[int, Dict[str, Any]] = {}
+        trials: Dict[int, Verification] = {}
 
         def ok(k: int) -> bool:
             if k not in trials:
                 trials[k] = self._judge([c["key"] for c in ranked[:k]])
                 rep = trials[k]
-                self.log(f"  {k} node(s) in float: {rep['verdict']}, largest drop {rep['max_drop']:+.2f}")
-            return trials[k]["verdict"] != OVER
+                self.log(f"  {k} node(s) in float: {rep.verdict}, largest drop {rep.max_drop:+.2f}")
+            return trials[k].verdict != OVER
 
         bad, k = 0, 1
         while k < len(ranked) and not ok(k):
@@ -268,7 +268,7 @@ class MixedSearch:
             "candidates": len(ranked),
             "int8_nodes": len(ranked) - good,
             "ranking": RANKING,
-            "trials": [{"float_nodes": k, "verdict": trials[k]["verdict"], "max_drop": trials[k]["max_drop"]}
+            "trials": [{"float_nodes": k, "verdict": trials[k].verdict, "max_drop": trials[k].max_drop}
                        for k in sorted(trials)],
         }
         return MixedResult([c["key"] for c in chosen], trials[good], record)

@@ -123,10 +123,6 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], *, rounds: int, warmup_rou
     return samples
 
 
-def _segment_input_shape(manifest: Manifest, i: int) -> tuple[int, ...]:
-    return tuple(manifest.spec.shape) if i == 0 else tuple(manifest.exits[i - 1]["feat_shape"])
-
-
 def energy_entry(sampler: PowerSampler | None, stats: LatencyStats, batch: int = 1) -> dict[str, Any] | str:
     """Joules per item per rail during the timed calls (mean power x call time), or :data:`NOT_AVAILABLE`
     without power rails."""
@@ -193,7 +189,7 @@ def _time_graphs(manifest: Manifest, chain: Chain, full: Runner, batch: int, ask
     """:func:`segment_latencies` on open runners; ``batch`` is ``asked`` within what every runner accepts."""
     n = manifest.num_exits
     batches = [1] if batch == 1 else [1, batch]
-    zeros = {b: [np.zeros((b, *_segment_input_shape(manifest, i)), dtype=np.float32) for i in range(n)]
+    zeros = {b: [np.zeros((b, *manifest.segment_input_shape(i)), dtype=np.float32) for i in range(n)]
              for b in batches}
     result: dict[str, Any] = {"backend": manifest.runner_backend, "batch": batch}
     if batch != asked:

@@ -77,7 +77,7 @@ def payoff_line(record: dict[str, Any]) -> str:
 def stored_payoff_line(manifest: Manifest, threads: int | None = None) -> str:
     """What ``edgekd run`` says about the manifest's measurement (``build.early_exit``): its verdict, and whether it
     was measured on this device and at the thresholds the manifest now holds."""
-    record = (manifest.data.get("build") or {}).get("early_exit")
+    record = manifest.build.early_exit if manifest.build else None
     try:
         line = payoff_line(record)  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError, AttributeError):

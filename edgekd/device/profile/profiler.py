@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from edgekd.core.certify import (
 from edgekd.core.errors import ConfigError
 from edgekd.core.labelled import has_labels, load_images, load_labelled
 from edgekd.core.manifest import MANIFEST_NAME, Manifest, load_manifest, validate_manifest, write_manifest
+from edgekd.core.manifest_records import BuildRecord
 from edgekd.core.vote import accuracy, vote
 from edgekd.device.chain import Chain, full_probs
 from edgekd.device.options import (
@@ -97,7 +99,7 @@ def _weights(m: Manifest) -> np.ndarray | None:
 def certificate_of(m: Manifest) -> tuple[dict[str, Any] | None, str]:
     """The manifest's threshold record (``build.thresholds``, written by build or ``--write-thresholds``) when it
     is one and covers the thresholds the manifest holds, else None; and its one-line summary."""
-    record = (m.data.get("build") or {}).get("thresholds")
+    record = m.certificate_record
     covered = stored_certificate(record, m.thresholds) is not None
     return (record if covered else None), describe_thresholds(record, m.thresholds)
 
@@ -137,7 +139,7 @@ def profile_bundle(path: str | Path, *, iterations: int | None = ITERATIONS, dur
     latency = segment_latencies(m, batch=batch, runner_options=options, rails=rails, **timing)
     frames = frame_timings(path, images, frame_size=frame_size, rails=rails, runner_options=options, **timing)
     exit_ms = [latency[f"exit{i}"]["latency"]["median"] for i in range(m.num_exits)]
-    macs = [float(e["macs"]) for e in m.exits]
+    macs = [float(e.macs) for e in m.exits]
     full_pred = p_full[-1].argmax(axis=1) if m.full_answer == "deepest" else vote(p_full, m.vote_rule, _weights(m))
     full_top1 = accuracy(full_pred, labels)  # what `edgekd run --mode full-vote` answers
     points = sweep(p_chain, labels, macs, exit_ms, fitted=m.thresholds, reference_accuracy=full_top1,
@@ -170,7 +172,7 @@ def full_answer_name(m: Manifest) -> str:
 
 def _certified_manifest(m: Manifest, *, target_drop: float, confidence: float, fit: str,
                         data: str | Path | None, limit: int | None, threads: int | None,
-                        family: str) -> tuple[Certificate, dict[str, Any], dict[str, Any]]:
+                        family: str) -> tuple[Certificate, dict[str, Any], Manifest]:
     """The certificate, the data used and the manifest ``m`` would become with new thresholds (validated, not
     written): every field but ``thresholds`` and ``build.thresholds`` as it was. Unlabelled ``data`` (a folder of
     images without class folders, e.g. what ``edgekd run --record-frames`` wrote, or an npz of images alone) is
@@ -185,16 +187,15 @@ def _certified_manifest(m: Manifest, *, target_drop: float, confidence: float, f
     else:
         images, labels, source = _labelled(m, data, limit)
     p_full, p_chain = _probs(m, images, {"threads": threads} if threads else {})
-    cert = early_exit_thresholds(p_chain, p_full, labels, [float(e["macs"]) for e in m.exits], epsilon=target_drop,
+    cert = early_exit_thresholds(p_chain, p_full, labels, [float(e.macs) for e in m.exits], epsilon=target_drop,
                                  delta=round(1.0 - confidence, 12), fit=fit, vote_weights=m.vote_weights,
                                  family=family, reference=full_answer_name(m))
     used = {"source": source["source"], "n": source["n"]}
     if source["source"] != "val_sample":  # the bundle's own sample needs no path (it moves with the bundle)
         used["path"] = source["path"]
-    new = dict(m.data)
-    new["thresholds"] = cert.thresholds
-    new["build"] = {**(m.data.get("build") or {}), "thresholds": manifest_record(cert, "macs", used)}
-    validate_manifest(new, m.root)
+    record = manifest_record(cert, "macs", used)
+    build = replace(m.build, thresholds=record) if m.build is not None else BuildRecord(thresholds=record)
+    new = validate_manifest(replace(m, thresholds=list(cert.thresholds), build=build).to_json(), m.root)
     return cert, source, new
 
 

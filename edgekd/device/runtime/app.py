@@ -108,7 +108,7 @@ def drift_monitor(pipeline: Pipeline) -> DriftMonitor | None:
     an uncertified one, or thresholds other than those it covers (``--threshold``)."""
     if pipeline.mode != EARLY_EXIT:
         return None
-    cert = stored_certificate((pipeline.manifest.data.get("build") or {}).get("thresholds"), pipeline.thresholds)
+    cert = stored_certificate(pipeline.manifest.certificate_record, pipeline.thresholds)
     return DriftMonitor(cert.exit_fraction) if cert is not None and cert.certified else None
 
 
@@ -196,13 +196,13 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
             video = NetworkVideoOutput(opts.output)
             stack.callback(video.close)
         drift = drift_monitor(pipeline)
-        cert = stored_certificate((pipeline.manifest.data.get("build") or {}).get("thresholds"))
+        cert = stored_certificate(pipeline.manifest.certificate_record)
         certificate = None if cert is None else {"epsilon": cert.epsilon, "delta": cert.delta, "n": cert.n,
                                                  "certified": cert.certified, "loss": cert.loss}
         server = None
         if opts.serve is not None:
             server = stack.enter_context(LiveServer(opts.serve, pipeline.num_exits, token=opts.serve_token,
-                                                    title=str(pipeline.manifest.data.get("name", bundle))))
+                                                    title=pipeline.manifest.name))
             console.print(f"live view: {server.url}  (stats: {server.url}stats, metrics: {server.url}metrics)")
             if server.warning:
                 console.print(f"[yellow]warning:[/] {server.warning}")
@@ -259,7 +259,7 @@ def run_stream(bundle: str | Path, source: str | int, opts: RunOptions, console:
             summary["recorded"] = recorder.summary()
         if drift is not None:
             summary["drift"] = drift.state
-    print_summary(console, summary, pipeline.manifest.data.get("name", str(bundle)))
+    print_summary(console, summary, pipeline.manifest.name)
     return summary
 
 
@@ -269,7 +269,7 @@ def _thresholds_line(pipeline: Pipeline) -> str | None:
     that decide on no thresholds (full-vote, exit)."""
     if pipeline.mode != EARLY_EXIT:
         return None
-    record = (pipeline.manifest.data.get("build") or {}).get("thresholds")
+    record = pipeline.manifest.certificate_record
     return describe_thresholds(record, pipeline.thresholds)
 
 

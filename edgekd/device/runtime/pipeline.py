@@ -137,7 +137,7 @@ def preferred_early_exit_graph(manifest: Manifest, threads: int | None = None) -
     one per segment, which is what made the chain slower than the full graph."""
     if manifest.early_exit_graph() is None:
         return "chain"
-    record = (manifest.data.get("build") or {}).get("early_exit")
+    record = manifest.build.early_exit if manifest.build else None
     if isinstance(record, dict) and record.get("graph") in EARLY_EXIT_GRAPHS[1:]:
         from edgekd.device.profile.environment import device_name
 
@@ -248,7 +248,7 @@ class _FullVote(_Step):
             if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
                 raise EdgekdError(f"{manifest.root}: vote weights must be {n} non-negative numbers, got {weights}")
             self.vote_weights = w
-        in_graph = manifest.data["vote"].get("in_graph", "soft")
+        in_graph = manifest.vote.in_graph or "soft"
         self.vote_in_graph = self.vote_rule != "hard" and self.vote_rule == in_graph
         self._outputs = ["vote"] if self.vote_in_graph else [f"logits{i}" for i in range(n)]
         self.runners = [make_runner(manifest.runner_backend, manifest.full_graph(), **options).activate()]

@@ -13,59 +13,12 @@ MAC counting rule (batch 1, only ``nn.Conv2d`` and ``nn.Linear`` count; BN, acti
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class ExitInfo:
-    """Declared structure of one exit.
-
-    index: exit number, 0 = shallowest.
-    stage: backbone stage index (0-based) this exit follows.
-    channels: channels of ``feat{index}``, the feature map the segment passes on.
-    reduction: spatial stride of ``feat{index}`` relative to the input (1, 2, 4, ... 32).
-    feat_shape: (C, H, W) of ``feat{index}`` at the model's input size.
-    macs: multiply-accumulates from the input through this exit's head (segments 0..index + head index).
-    head_macs: MACs of this exit's head alone.
-    """
-
-    index: int
-    stage: int
-    channels: int
-    reduction: int
-    feat_shape: tuple[int, int, int]
-    macs: int
-    head_macs: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (``feat_shape`` as a list)."""
-        return {
-            "index": self.index,
-            "stage": self.stage,
-            "channels": self.channels,
-            "reduction": self.reduction,
-            "feat_shape": list(self.feat_shape),
-            "macs": self.macs,
-            "head_macs": self.head_macs,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExitInfo:
-        """Inverse of :meth:`to_dict`."""
-        c, h, w = (int(v) for v in d["feat_shape"])
-        return cls(
-            index=int(d["index"]),
-            stage=int(d["stage"]),
-            channels=int(d["channels"]),
-            reduction=int(d["reduction"]),
-            feat_shape=(c, h, w),
-            macs=int(d["macs"]),
-            head_macs=int(d["head_macs"]),
-        )
+from edgekd.core.manifest_records import ExitInfo
 
 
 class _ScaleGrad(torch.autograd.Function):

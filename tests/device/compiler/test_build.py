@@ -44,7 +44,7 @@ def _chain(m):
 def test_int8_keeps_every_exit_within_max_drop(int8_bundle):
     m = load_manifest(int8_bundle)
     assert (m.precision, m.backend) == ("int8", "onnxruntime")
-    ver = m.data["build"]["verification"]
+    ver = m.build.verification
     assert ver["max_drop"] <= 1.0 and len(ver["rows"]) == m.num_exits + 1
     # the stored verification is real: recompute exit top-1 from the built full graph
     images, labels = _val(m)
@@ -80,7 +80,7 @@ def test_default_build_stores_the_certificate_and_keeps_the_safe_set_on_400_imag
     """ε = 0.5 points at 90% confidence needs at least 460 images without one early-exit error; the bundle has 400,
     so nothing is certified and only the last exit answers, and the manifest says so."""
     m = load_manifest(int8_bundle)
-    info = m.data["build"]["thresholds"]
+    info = m.build.thresholds
     _, labels = _val(m)
     assert info["fit"] == "certified" and info["certified"] is False and info["cost"] == "macs"
     assert info["epsilon"] == 0.5 and info["delta"] == pytest.approx(0.1) and info["n"] == len(labels) == 400
@@ -88,7 +88,7 @@ def test_default_build_stores_the_certificate_and_keeps_the_safe_set_on_400_imag
     assert m.thresholds == [GRID[0]] * (m.num_exits - 1) + [0.0] == info["thresholds"]
     name, ref, scores = _reference(m)
     assert info["reference"] == name and info["reference_accuracy"] == pytest.approx(scores[name])
-    macs = [e["macs"] for e in m.exits]
+    macs = [e.macs for e in m.exits]
     res = simulate(_chain(m), m.thresholds, macs, labels)
     assert res.exit_fraction[-1] == 1.0 and info["accuracy"] == pytest.approx(res.accuracy)
     assert info["loss_rate"] == pytest.approx(100 * np.mean((res.pred != labels) & (ref == labels)))
@@ -108,13 +108,13 @@ def certified(tiny_bundle, tmp_path_factory):
 def test_a_larger_budget_certifies_early_exit_and_says_so(certified):
     out, result = certified
     m = load_manifest(out)
-    info = m.data["build"]["thresholds"]
+    info = m.build.thresholds
     assert info["fit"] == "certified" and info["certified"] is True and info["epsilon"] == 5.0
     assert info["delta"] == pytest.approx(0.2) and info["upper_bound"] <= 5.0 and info["saving"] > 0
     assert m.thresholds == info["thresholds"] and m.thresholds[0] < 1.0 and m.thresholds[-1] == 0.0
     _, labels = _val(m)
     name, ref, _ = _reference(m)
-    res = simulate(_chain(m), m.thresholds, [e["macs"] for e in m.exits], labels)
+    res = simulate(_chain(m), m.thresholds, [e.macs for e in m.exits], labels)
     assert res.exit_fraction[-1] < 1.0 and info["exit_fraction"] == pytest.approx(res.exit_fraction)
     assert info["loss_rate"] == pytest.approx(100 * np.mean((res.pred != labels) & (ref == labels)))
     output = " ".join(result.output.split())
@@ -129,7 +129,7 @@ def test_build_measures_whether_early_exit_pays_here_and_says_so(certified):
 
     out, result = certified
     m = load_manifest(out)
-    record = m.data["build"]["early_exit"]
+    record = m.build.early_exit
     assert record["device"] == device_name("onnxruntime") and record["batch"] == 1
     assert record["thresholds"] == m.thresholds and record["images"] == 64 and record["rounds"] >= 1
     assert set(record["ms"]) == {"one-call", "chain", "full-vote"} and all(v > 0 for v in record["ms"].values())
@@ -168,7 +168,7 @@ def test_run_shows_the_certificate_line(certified, tiny_bundle, tmp_path):
     images, _ = _val(load_manifest(out))
     for i, img in enumerate(images[:4]):
         cv2.imwrite(str(tmp_path / f"{i}.png"), img)
-    line = load_manifest(out).data["build"]["thresholds"]
+    line = load_manifest(out).build.thresholds
 
     def run(bundle, **options):
         buf = io.StringIO()
@@ -181,7 +181,7 @@ def test_run_shows_the_certificate_line(certified, tiny_bundle, tmp_path):
     assert summary["thresholds"] in text
     from edgekd.device.profile.payoff import payoff_line
 
-    record = load_manifest(out).data["build"]["early_exit"]  # and whether early exit pays here, from build
+    record = load_manifest(out).build.early_exit  # and whether early exit pays here, from build
     assert summary["early_exit"] == f"{record['graph']} graph; {payoff_line(record)}"
     assert summary["early_exit"] in text
     summary, text = run(out, threshold=0.5)
@@ -207,12 +207,12 @@ def test_point_fit_still_works_and_is_labelled_not_certified(tiny_bundle, tmp_pa
     assert result.exit_code == 0, result.output
     assert "point estimate, not certified" in " ".join(result.output.split())
     m = load_manifest(tmp_path / "p")
-    info = m.data["build"]["thresholds"]
+    info = m.build.thresholds
     assert info["fit"] == "point" and info["certified"] is False and info["delta"] is None
     assert info["upper_bound"] is None and info["method"].startswith("point estimate, not certified")
     _, labels = _val(m)
     name, _, scores = _reference(m)
-    macs = [e["macs"] for e in m.exits]
+    macs = [e.macs for e in m.exits]
     fit = fit_thresholds(_chain(m), labels, macs, reference_accuracy=scores[name], target_drop=0.5)
     assert m.thresholds == pytest.approx(fit.thresholds) and info["accuracy"] == pytest.approx(fit.accuracy)
     assert fit.accuracy >= scores[name] - 0.5 - 1e-9 or not fit.feasible
@@ -232,14 +232,14 @@ def test_bad_threshold_options_fail_before_any_work(tiny_bundle, tmp_path, args,
 
 def test_fp32_build_is_exact_and_cache_is_reused(tiny_bundle, int8_bundle, cache_dir, tmp_path):
     m = build_bundle(tiny_bundle, precision="fp32", backend="onnxruntime", out=tmp_path / "fp32")
-    assert m.data["build"]["verification"]["max_drop"] == 0.0
-    assert all(r["agreement"] == 100.0 for r in m.data["build"]["verification"]["rows"])
+    assert m.build.verification["max_drop"] == 0.0
+    assert all(r["agreement"] == 100.0 for r in m.build.verification["rows"])
     n_cached = len(list(cache_dir.iterdir()))
     again = build_bundle(tiny_bundle, precision="int8", out=tmp_path / "int8b", cache_dir=str(cache_dir))
-    assert all(again.data["build"]["calibration"]["reused"].values())
+    assert all(again.build.calibration["reused"].values())
     assert len(list(cache_dir.iterdir())) == n_cached
     first = load_manifest(int8_bundle)
-    assert again.data["graphs"]["full"]["sha256"] == first.data["graphs"]["full"]["sha256"]
+    assert again.graphs.full.sha256 == first.graphs.full.sha256
 
 
 def test_fp16_build_runs_and_says_it_is_slow_on_cpu(tiny_bundle, tmp_path):
@@ -292,7 +292,7 @@ def test_calib_data_from_npz_and_a_built_bundle_cannot_be_rebuilt(tiny_bundle, i
     np.savez(tmp_path / "calib.npz", images=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8))
     m = build_bundle(tiny_bundle, precision="int8", out=tmp_path / "c", calib_data=tmp_path / "calib.npz",
                      cache_dir=None, max_drop=100.0)
-    assert m.data["build"]["calibration"]["images"] == 40
+    assert m.build.calibration["images"] == 40
     with pytest.raises(BuildError, match="already built"):
         build_bundle(int8_bundle, precision="int8", out=tmp_path / "d")
 

@@ -60,7 +60,7 @@ def test_fp16_early_exits_on_the_chain(built):
     from edgekd.device.runtime.pipeline import Pipeline
 
     m = load_manifest(built["fp16"])
-    assert m.early_exit_graph() is None and "early_exit" not in m.data["graphs"]
+    assert m.early_exit_graph() is None and m.graphs.early_exit is None
     with Pipeline(m) as pipe:
         assert pipe.early_exit_graph == "chain"
     with pytest.raises(Exception, match="no one-call early-exit graph"):
@@ -131,11 +131,11 @@ def test_the_graph_declares_its_contract_and_the_manifest_hashes_it(built, tmp_p
     model = onnx.load(str(m.early_exit_graph()))
     assert [i.name for i in model.graph.input] == list(EARLY_EXIT_INPUTS)
     assert [o.name for o in model.graph.output] == list(EARLY_EXIT_OUTPUTS)
-    entry = m.data["graphs"]["early_exit"]
-    assert entry["inputs"] == list(EARLY_EXIT_INPUTS) and entry["outputs"] == list(EARLY_EXIT_OUTPUTS)
+    entry = m.graphs.early_exit
+    assert entry.inputs == list(EARLY_EXIT_INPUTS) and entry.outputs == list(EARLY_EXIT_OUTPUTS)
     assert m.early_exit_graph() in m.paths()
     copy = Path(shutil.copytree(built["int8"], tmp_path / "copy"))
-    with open(copy / entry["path"], "ab") as f:  # a tampered graph
+    with open(copy / entry.path, "ab") as f:  # a tampered graph
         f.write(b"\0")
     with pytest.raises(ManifestError, match="graphs.early_exit.*sha256"):
         load_manifest(copy)

@@ -86,9 +86,9 @@ def test_dark_calibration_is_confidently_over_and_mixed_off_fails_saying_what_to
 
 def test_mixed_precision_ends_within_budget_with_nodes_in_float(mixed_bundle):
     m = load_manifest(mixed_bundle)
-    mixed = m.data["build"]["calibration"]["mixed_precision"]
+    mixed = m.build.calibration["mixed_precision"]
     assert 1 <= len(mixed["float_nodes"]) < mixed["candidates"] and mixed["int8_nodes"] >= 1
-    assert mixed["verification"]["verdict"] != "over" and m.data["build"]["verification"]["verdict"] != "over"
+    assert mixed["verification"]["verdict"] != "over" and m.build.verification["verdict"] != "over"
     assert mixed["trials"][-1]["verdict"] != "over" or any(t["verdict"] != "over" for t in mixed["trials"])
     assert mixed["float_precision"] == "fp32" and set(mixed["latency_ms"]) >= {"int8", "mixed", "fp32"}
     # the manifest's float nodes really are float in the built graphs: a float convolution reads its float weight
@@ -122,7 +122,7 @@ def test_mixed_precision_is_printed_with_its_speed_cost(tiny_bundle, dark_calib,
 
 def test_the_weight_range_is_measured_on_this_machine_and_applied_to_every_graph(mixed_bundle):
     m = load_manifest(mixed_bundle)
-    weights = m.data["build"]["calibration"]["weights"]
+    weights = m.build.calibration["weights"]
     assert weights["reduce_range"] == (weights["kl_7bit"] < weights["kl_8bit"])  # the closer one to fp32 is kept
     assert weights["kl_7bit"] > 0 and weights["kl_8bit"] > 0
     for path in [m.full_graph(), *(m.segment_graph(i) for i in range(m.num_exits))]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekd.core.stats import drop_interval
-from edgekd.device.compiler.verify import OVER, UNDECIDED, WITHIN, compare, verdict_line
+from edgekd.device.compiler.verify import OVER, UNDECIDED, WITHIN, Verification, compare, verdict_line
 
 K = 10
 
@@ -37,32 +37,32 @@ def _pair(n: int, lost: int, gained: int, seed: int = 0):
 def test_the_issue_example_is_undecided_and_says_how_many_images_would_tell():
     labels, ref, built = _pair(500, lost=10, gained=3)  # 1.4 points, 97.4% agreement
     rep = compare(built, ref, labels, "soft", None, max_drop=1.0)
-    row = rep["rows"][0]
-    assert row["drop"] == pytest.approx(1.4) and row["agreement"] == pytest.approx(97.4)
-    assert (row["lost"], row["gained"]) == (10, 3)
-    assert row["verdict"] == UNDECIDED and rep["verdict"] == UNDECIDED
-    assert row["interval"] == pytest.approx(list(drop_interval(10, 3, 500)))
-    assert row["images_to_decide"] > 500
+    row = rep.rows[0]
+    assert row.drop == pytest.approx(1.4) and row.agreement == pytest.approx(97.4)
+    assert (row.lost, row.gained) == (10, 3)
+    assert row.verdict == UNDECIDED and rep.verdict == UNDECIDED
+    assert list(row.interval) == pytest.approx(list(drop_interval(10, 3, 500)))
+    assert row.images_to_decide > 500
     line = verdict_line(rep, "int8", 1.0)
-    assert "cannot be told apart" in line and f"{row['images_to_decide']:,}" in line
+    assert "cannot be told apart" in line and f"{row.images_to_decide:,}" in line
 
 
 def test_a_large_drop_is_over_and_a_tiny_one_within():
     labels, ref, built = _pair(2000, lost=120, gained=10)  # 5.5 points
     rep = compare(built, ref, labels, "soft", None, max_drop=1.0)
-    assert rep["verdict"] == OVER and rep["rows"][0]["interval"][0] > 1.0
+    assert rep.verdict == OVER and rep.rows[0].interval[0] > 1.0
     assert "confidently" in verdict_line(rep, "int8", 1.0)
     labels, ref, built = _pair(2000, lost=3, gained=2)
     rep = compare(built, ref, labels, "soft", None, max_drop=1.0)
-    assert rep["verdict"] == WITHIN and rep["rows"][0]["interval"][1] <= 1.0
-    assert rep["rows"][0]["images_to_decide"] is None
+    assert rep.verdict == WITHIN and rep.rows[0].interval[1] <= 1.0
+    assert rep.rows[0].images_to_decide is None
 
 
 def test_the_same_drop_is_decided_by_sample_size():
     verdicts = []
     for n in (300, 3000, 30000):  # the same 2.5-point drop, with ten times more images each time
         labels, ref, built = _pair(n, lost=n * 3 // 100, gained=n // 200)
-        verdicts.append(compare(built, ref, labels, "soft", None, max_drop=1.0)["verdict"])
+        verdicts.append(compare(built, ref, labels, "soft", None, max_drop=1.0).verdict)
     assert verdicts == [UNDECIDED, OVER, OVER]
 
 
@@ -71,6 +71,17 @@ def test_the_vote_row_and_the_worst_verdict():
     _, ref2, built2 = _pair(1000, lost=80, gained=5, seed=1)  # exit1 clearly worse
     ref, built = np.concatenate([ref1, ref2]), np.concatenate([built1, built2])  # (2, N, K)
     rep = compare(built, ref, labels, "soft", None, max_drop=1.0)
-    assert [r["name"] for r in rep["rows"]] == ["exit0", "exit1", "vote:soft"]
-    assert rep["rows"][0]["verdict"] == WITHIN and rep["rows"][1]["verdict"] == OVER
-    assert rep["verdict"] == OVER and rep["n"] == 1000 and rep["confidence"] == 0.95
+    assert [r.name for r in rep.rows] == ["exit0", "exit1", "vote:soft"]
+    assert rep.rows[0].verdict == WITHIN and rep.rows[1].verdict == OVER
+    assert rep.verdict == OVER and rep.n == 1000 and rep.confidence == 0.95
+
+
+def test_the_report_round_trips_through_the_json_build_keeps():
+    labels, ref, built = _pair(500, lost=10, gained=3)
+    rep = compare(built, ref, labels, "soft", None, max_drop=1.0)
+    data = rep.to_json()
+    assert list(data) == ["rows", "max_drop", "n", "verdict", "confidence", "method"]
+    assert list(data["rows"][0]) == ["name", "reference_top1", "built_top1", "drop", "agreement", "lost", "gained",
+                                     "interval", "p_value", "verdict", "images_to_decide"]
+    assert isinstance(data["rows"][0]["interval"], list)
+    assert Verification.from_json({**data, "max_drop_allowed": 1.0}) == rep

@@ -226,7 +226,7 @@ def test_early_exit_fractions_equal_an_independent_simulation(bundles):
     with Chain.from_manifest(m) as chain:
         out = chain.run(x)
     probs = [softmax(out[f"logits{i}"].astype(np.float32)) for i in range(m.num_exits)]
-    expected = simulate(np.stack(probs), m.thresholds, [e["macs"] for e in m.exits], labels)
+    expected = simulate(np.stack(probs), m.thresholds, [e.macs for e in m.exits], labels)
     assert got["exit_fraction"] == pytest.approx(expected.exit_fraction)
 
 
@@ -268,7 +268,7 @@ def test_report_shows_each_manifest_certificate(report_dir, report, bundles):
     md = (report_dir / "report.md").read_text()
     assert "## Early-exit thresholds" in md
     for b, key in zip(report["bundles"], ("fp32", "int8")):
-        stored = load_manifest(bundles[key]).data["build"]["thresholds"]
+        stored = load_manifest(bundles[key]).build.thresholds
         assert b["certificate"] == stored
         assert stored["fit"] == "certified" and stored["certified"] is False and stored["n"] == 400
         assert b["certificate_line"].startswith("no early exit certified within 0.5 points")
@@ -316,7 +316,7 @@ def test_write_thresholds_says_when_nothing_is_certified_and_keeps_the_safe_set(
     output, b = _write(copy, tmp_path, "--target-drop", "0.5")
     assert "no early exit certified within 0.5 points" in output and "at least 460 images" in output
     m = load_manifest(copy)
-    assert m.thresholds[:-1] == [1.01, 1.01] and m.data["build"]["thresholds"]["certified"] is False
+    assert m.thresholds[:-1] == [1.01, 1.01] and m.build.thresholds["certified"] is False
     assert b["operating_point"]["exit_fraction"][-1] == 1.0
 
 
@@ -324,7 +324,7 @@ def test_write_thresholds_point_fit_is_labelled_not_certified(bundles, tmp_path)
     copy = tmp_path / "b"
     shutil.copytree(bundles["fp32"], copy)
     output, b = _write(copy, tmp_path, "--fit", "point", "--target-drop", "0")
-    record = load_manifest(copy).data["build"]["thresholds"]
+    record = load_manifest(copy).build.thresholds
     assert record["fit"] == "point" and record["certified"] is False and record["epsilon"] == 0.0
     assert "point estimate, not certified" in output and b["certificate"] == record
     assert b["certificate_line"].startswith("point estimate, not certified")
@@ -367,7 +367,7 @@ def test_write_thresholds_certifies_on_data_when_given(bundles, tmp_path):
     stored = json.loads((copy / "manifest.json").read_text())
     assert stored["thresholds"] == on_data.thresholds and on_data.certified and on_data.loss_rate == 0.0
     assert stored["build"]["thresholds"]["data"] == src_data
-    macs = [e["macs"] for e in m.exits]
+    macs = [e.macs for e in m.exits]
     assert simulate(p_chain, on_data.thresholds, macs, target).exit_fraction[0] == 1.0
     assert simulate(p_chain, on_val.thresholds, macs, target).exit_fraction[0] < 1.0
 

@@ -32,7 +32,7 @@ def _top_k_count(p: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def _costs(m):
-    macs = [float(e["macs"]) for e in m.exits]
+    macs = [float(e.macs) for e in m.exits]
     latency = list(np.cumsum(np.arange(1, m.num_exits + 1, dtype=float)))
     return macs, latency
 

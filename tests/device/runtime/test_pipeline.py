@@ -139,7 +139,7 @@ def test_auto_follows_what_build_measured_on_this_device(built, tmp_path):
         return copy
 
     m = load_manifest(built["int8"])
-    recorded = m.data["build"]["early_exit"]
+    recorded = m.build.early_exit
     assert recorded["device"] == device_name("onnxruntime") and recorded["graph"] in ("one-call", "chain")
     with Pipeline.from_bundle(built["int8"]) as pipe:
         assert pipe.early_exit_graph == recorded["graph"]
@@ -207,7 +207,7 @@ def test_full_vote_equals_the_vote_of_the_full_graph(built, precision, rule, tmp
         effective = rule or m.vote_rule
         assert pipe.vote_rule == effective
         # the manifest's in-graph rule is soft: the graph's vote output answers it, the others are voted here
-        assert pipe.vote_in_graph == (effective == m.data["vote"]["in_graph"] and effective != "hard")
+        assert pipe.vote_in_graph == (effective == m.vote.in_graph and effective != "hard")
         preds = run_all(pipe, frames_of(images))
     probs = full_graph_probs(bundle)  # (E, N, K)
     weights = m.vote_weights if effective == "weighted" else None

@@ -178,6 +178,6 @@ def test_rebuild_from_build_args(eval_model, images, model_name):
 
 def test_exit_info_round_trips_through_json(eval_model):
     for info in eval_model.exit_info:
-        d = json.loads(json.dumps(info.to_dict()))
+        d = json.loads(json.dumps(info.to_json()))
         assert isinstance(d["feat_shape"], list)
-        assert ExitInfo.from_dict(d) == info
+        assert ExitInfo.from_json(d, info.index) == info
