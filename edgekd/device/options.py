@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
 
 from edgekd.core.errors import ConfigError
+from edgekd.device.user_cache import CACHE_OFF, cache_off, calibration_cache
 
 # -- edgekd build ----------------------------------------------------------------------------------------------
 #: Activation-range calibrators (ONNX Runtime's), see :mod:`edgekd.device.compiler.calibration`.
@@ -40,7 +41,6 @@ MIN_CONFIDENCE = 0.5  # below it a "guarantee" is a coin toss; 1 itself is never
 #: ``--fit``: thresholds certified by Learn-then-Test (:mod:`edgekd.core.certify`), or the old minimum-cost point
 #: estimate on the same images (not certified). Also the manifest's ``build.thresholds.fit``.
 FITS = ("certified", "point")
-CACHE_DIR = "calibration"  # the calibration cache (the repository's calibration/ folder)
 MAX_CALIB_IMAGES = 1024  # --calib-data reads at most this many images
 
 # -- edgekd run ------------------------------------------------------------------------------------------------
@@ -189,8 +189,8 @@ def dla_core_problem(dla_core: Optional[int], backend: str, dla_cores: int, targ
     return None
 
 
-#: ``--engine-cache`` / ``$EDGEKD_ENGINE_CACHE`` values that mean "no engine cache".
-ENGINE_CACHE_OFF = ("", "0", "off", "none", "no", "false")
+#: ``--engine-cache`` / ``$EDGEKD_ENGINE_CACHE`` values that mean "no engine cache": those of every per-user cache.
+ENGINE_CACHE_OFF = CACHE_OFF
 
 
 def engine_cache_choice(option: Optional[str]) -> "Path | bool":
@@ -199,6 +199,17 @@ def engine_cache_choice(option: Optional[str]) -> "Path | bool":
     Here, not in the TensorRT module, so checking the option loads nothing of TensorRT or CUDA."""
     if option is None:
         return True
-    if option.strip().lower() in ENGINE_CACHE_OFF:
+    if cache_off(option):
         return False
+    return Path(option).expanduser()
+
+
+def calibration_cache_dir(option: "str | Path | bool | None") -> Optional[Path]:
+    """The calibration cache folder ``build`` uses: True (``--cache-dir`` not given) → the per-user cache
+    (:func:`edgekd.device.user_cache.calibration_cache`; None when ``$EDGEKD_CACHE`` is off), None, False or an
+    off word (``''``, ``off``, …) → no cache, else that folder."""
+    if option is True:
+        return calibration_cache()
+    if option is None or option is False or cache_off(str(option)):
+        return None
     return Path(option).expanduser()

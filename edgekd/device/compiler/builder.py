@@ -64,7 +64,6 @@ from edgekd.device.compiler.mixed import Quantizable, quantize_excluding
 from edgekd.device.compiler.verify import OVER, VERDICTS, compare, over_rows, print_verification, verdict_line
 from edgekd.device.options import (
     BACKEND_AUTO,
-    CACHE_DIR,
     CALIB_AUTO,
     CALIB_CHOICES,
     CALIB_METHODS,
@@ -75,6 +74,7 @@ from edgekd.device.options import (
     MAX_DROP,
     MIXED_PRECISION,
     TARGET_DROP,
+    calibration_cache_dir,
     dla_core_problem,
     engine_cache_choice,
     threshold_option_problem,
@@ -103,7 +103,7 @@ class BuildPlan:
     confidence: float  # 1 − δ: the probability that certified thresholds keep ``target_drop``
     fit: str  # "certified" or "point" (the old minimum-cost point estimate, not certified)
     force: bool
-    cache_dir: str | None
+    cache_dir: Path | None  # the calibration cache, None: none
     dla_core: int | None
     mixed: str = MIXED_PRECISION[0]  # "auto": leave the most sensitive nodes in float when int8 is over budget
     calib_data: str | None = None  # --calib-data, when given (else the bundle's calibration images)
@@ -163,7 +163,7 @@ def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, lis
 
 
 def _int8_graphs(src: Manifest, work: Path, scratch: Path, calib_images: np.ndarray, method: str, qdq_backend: str,
-                 cache_dir: str | None, log,
+                 cache_dir: Path | None, log,
                  ort_options: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any], dict[str, Quantizable]]:
     """Q/DQ graphs of every graph for one calibration method, into ``work``; the pre-processed models and their
     ranges stay in ``scratch`` (:class:`Quantizable`), for mixed precision to quantize again. For ONNX Runtime the
@@ -233,11 +233,13 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                  target: str | None = None, out: str | Path | None = None, calib_data: str | Path | None = None,
                  calib_method: str = CALIB_METHODS[0], max_drop: float = MAX_DROP, target_drop: float = TARGET_DROP,
                  cost: str = COSTS[0], confidence: float = CONFIDENCE, fit: str = FITS[0], force: bool = False,
-                 cache_dir: str | None = CACHE_DIR, dla_core: int | None = None,
+                 cache_dir: str | Path | bool | None = True, dla_core: int | None = None,
                  mixed_precision: str = MIXED_PRECISION[0], engine_cache: str | None = None,
                  console: Console | None = None) -> Manifest:
     """Compile ``bundle`` and write the built bundle to ``out``; see the module docstring for the steps.
 
+    ``cache_dir``: the calibration cache folder; True: the per-user one, None or off: none
+    (:func:`edgekd.device.options.calibration_cache_dir`).
     ``engine_cache`` (TensorRT): the engine cache folder, or off/none/0 for none; None: ``$EDGEKD_ENGINE_CACHE``,
     else the per-user cache (:func:`edgekd.device.compiler.tensorrt.default_engine_cache`)."""
     console = console or Console()
@@ -292,7 +294,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                     else _bundle_calib(src))
     plan = BuildPlan(source=src, target=target, precision=precision, calib_method=calib_method, max_drop=max_drop,
                      target_drop=target_drop, cost=cost, confidence=confidence, fit=fit, force=force,
-                     cache_dir=cache_dir, dla_core=dla_core, mixed=mixed_precision,
+                     cache_dir=calibration_cache_dir(cache_dir), dla_core=dla_core, mixed=mixed_precision,
                      calib_data=str(calib_data) if calib_data else None, engine_cache=engine_cache)
     with bundle_directory(out, force=force, inputs=[bundle, calib_data]) as tmp:
         manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
