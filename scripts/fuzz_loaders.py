@@ -37,7 +37,7 @@ from edgekd.core.errors import EdgekdError  # noqa: E402
 from edgekd.core.images import read_image  # noqa: E402
 from edgekd.core.labelled import decode_image, load_images, load_labelled  # noqa: E402
 from edgekd.core.manifest import load_manifest, read_bundle_npz  # noqa: E402
-from edgekd.core.onnx_external import external_data_locations, graph_io  # noqa: E402
+from edgekd.core.onnx_graph import external_data_locations, graph_io  # noqa: E402
 from edgekd.core.preprocess import resize_to_spec  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"

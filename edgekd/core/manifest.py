@@ -37,7 +37,7 @@ import numpy as np
 from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destination, restore_interrupted
 from edgekd.core.errors import EdgekdError
 from edgekd.core.npz import npz_problem
-from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
+from edgekd.core.onnx_graph import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import FULL_ANSWERS, VOTE_RULES
 

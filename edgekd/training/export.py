@@ -38,6 +38,7 @@ from edgekd.core.manifest import (
     sha256_file,
     write_manifest,
 )
+from edgekd.core.onnx_graph import read_graph
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import ANSWER_CONFIDENCE, VOTE_RULES, full_answer, softmax
@@ -209,7 +210,7 @@ def make_portable(model: Any, opset: int) -> Any:
 def _make_portable_file(path: Path, opset: int) -> None:
     import onnx
 
-    model = make_portable(onnx.load(str(path)), opset)
+    model = make_portable(read_graph(path), opset)
     onnx.save(model, str(path))
 
 
@@ -220,7 +221,7 @@ def _verify_graph(path: Path, input_name: str, output_names: list[str], opset: i
 
     from edgekd.device.compiler.trt_compat import MAX_OPSET, OLDEST_TENSORRT, default_opset, graph_problems
 
-    model = onnx.load(str(path))
+    model = read_graph(path)
     onnx.checker.check_model(model, full_check=True)
     if default_opset(model) != opset:
         raise ValueError(f"the graph has opset {default_opset(model)}, not the {opset} asked for")
@@ -284,9 +285,7 @@ def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str
 
 
 def _graph_opset(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_graph(path, weights=False)
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 

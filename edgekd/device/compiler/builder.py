@@ -438,7 +438,7 @@ def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], q
     """Run the mixed-precision search (:mod:`edgekd.device.compiler.mixed`), re-quantize every graph of ``graphs``
     in place with the chosen nodes in float, and return the record."""
     from edgekd.device.compiler.mixed import MixedSearch, SearchInputs, latency_ms, node_keys
-    from edgekd.device.compiler.quantize import load_model
+    from edgekd.core.onnx_graph import read_graph
 
     src = plan.source
     inputs = SearchInputs(full=quantizables["full"], backend=qdq_backend, spec=src.spec, n_exits=src.num_exits,
@@ -452,7 +452,7 @@ def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], q
     latency = None
     if plan.target.backend == "onnxruntime":  # the speed cost, measured here; TensorRT's: `edgekd profile` on device
         latency = {"int8": latency_ms(graphs["full"], src.spec, **plan.ort_options)}
-    per_graph = {key: set(node_keys(load_model(q.pre)).values()) for key, q in quantizables.items()}
+    per_graph = {key: set(node_keys(read_graph(q.pre)).values()) for key, q in quantizables.items()}
     for key, q in quantizables.items():
         graphs[key] = quantize_excluding(q, tmp / f"{key}.int8.onnx", qdq_backend, result.float_keys)
     record = dict(result.record)

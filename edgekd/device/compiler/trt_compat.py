@@ -27,6 +27,8 @@ from pathlib import Path
 
 import onnx
 
+from edgekd.core.onnx_graph import read_graph
+
 #: Reduce op -> the first opset in which its ``axes`` is an input (before it: an attribute).
 AXES_INPUT_SINCE = {
     "ReduceSum": 13,
@@ -87,7 +89,7 @@ def check_bundle_graphs(paths: Iterable[Path], trt_version: str) -> str | None:
     if trt is None:
         return None
     for path in paths:
-        problems = graph_problems(onnx.load(str(path), load_external_data=False), trt)
+        problems = graph_problems(read_graph(path, weights=False), trt)
         if problems:
             from edgekd import __version__
 
