@@ -29,7 +29,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgekd import quickstart as qs
-from edgekd.core.atomic import check_writable, is_within
+from edgekd.core.destination import is_within
+from edgekd.core.writable import check_writable
 from edgekd.core.certify import FAMILIES
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError

@@ -13,8 +13,13 @@ import re
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
 
+from edgekd.core.destination import Wording
 from edgekd.core.errors import ConfigError
 from edgekd.device.user_cache import CACHE_OFF, cache_off, calibration_cache
+
+#: How the commands (export, build, profile, train) name their output folder and the permission to replace it, in
+#: the one-line refusals of :mod:`edgekd.core.destination`.
+OUT_WORDING = Wording(option="--out", force="--force")
 
 # -- edgekd build ----------------------------------------------------------------------------------------------
 #: Activation-range calibrators (ONNX Runtime's), see :mod:`edgekd.device.compiler.calibration`.

@@ -42,6 +42,7 @@ from edgekd.core.onnx_graph import read_graph
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import ANSWER_CONFIDENCE, VOTE_RULES, full_answer, softmax
+from edgekd.device.options import OUT_WORDING
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
 from edgekd.training.config import EXPORT_CALIB_SIZE, EXPORT_OPSET, export_val_size
 
@@ -580,7 +581,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     checkpoint, out = Path(checkpoint), Path(out)
     if (val_size is not None and val_size < 1) or calib_size < 1:
         raise ConfigError(f"val_size and calib_size must be at least 1, got {val_size} and {calib_size}")
-    check_bundle_destination(out, force=force, inputs=[checkpoint])  # before the work; again when it is done
+    check_bundle_destination(out, force=force, inputs=[checkpoint], wording=OUT_WORDING)  # before the work; again when it is done
     ckpt, model = _load_model(checkpoint)
     spec = spec_from_checkpoint(ckpt)
     vote = _vote_entry(ckpt, model.num_exits)
@@ -588,7 +589,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     vote = _choose_answer(vote, _val_probs(model, _normalized(val, spec)), labels)
     weights = vote["weights"] if vote["in_graph"] == "weighted" else [1.0] * model.num_exits
     full_graph = FullGraph(model, weights).eval()
-    with bundle_directory(out, force=force, inputs=[checkpoint]) as tmp:
+    with bundle_directory(out, force=force, inputs=[checkpoint], wording=OUT_WORDING) as tmp:
         np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
         np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
         exporter = _write_graphs(tmp, full_graph, spec, opset)

@@ -92,7 +92,9 @@ def test_a_corrupt_compressed_member_is_a_data_error(tmp_path):
 
 
 def test_a_file_in_the_way_of_a_folder_is_a_one_line_refusal(tmp_path):
-    from edgekd.core.atomic import DestinationError, PendingFile, atomic_write_text, check_writable, writable_problem
+    from edgekd.core.atomic import PendingFile, atomic_write_text
+    from edgekd.core.errors import DestinationError
+    from edgekd.core.writable import check_writable, writable_problem
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -19,7 +19,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from edgekd.core.atomic import FAULT_FAIL_AT, FAULT_KILL_AT, FAULT_LOG, DestinationError, DestinationLock
+from edgekd.core.atomic import FAULT_FAIL_AT, FAULT_KILL_AT, FAULT_LOG
+from edgekd.core.destination import DestinationLock
+from edgekd.core.errors import DestinationError
 from edgekd.core.errors import ConfigError, DataError
 from edgekd.core.manifest import load_manifest, sha256_file
 from edgekd.training import export as ex

@@ -40,7 +40,7 @@ import numpy as np
 from rich.console import Console
 
 from edgekd import __version__
-from edgekd.core.atomic import is_within
+from edgekd.core.destination import is_within
 from edgekd.core.certify import Certificate, early_exit_thresholds, manifest_record
 from edgekd.core.errors import EdgekdError
 from edgekd.core.labelled import load_images
@@ -73,6 +73,7 @@ from edgekd.device.options import (
     MAX_CALIB_IMAGES,
     MAX_DROP,
     MIXED_PRECISION,
+    OUT_WORDING,
     TARGET_DROP,
     calibration_cache_dir,
     dla_core_problem,
@@ -282,7 +283,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
             if no_dla:
                 raise BuildError(no_dla)
     out = Path(out) if out else default_out(bundle, precision, target.backend)
-    check_bundle_destination(out, force=force, inputs=[bundle, calib_data])  # --force replaces only a bundle
+    check_bundle_destination(out, force=force, inputs=[bundle, calib_data], wording=OUT_WORDING)  # --force replaces only a bundle
     for folder, what in ((bundle, "the bundle it builds from"), (calib_data, "the --calib-data folder")):
         if folder is not None and os.path.isdir(folder) and is_within(out, folder):
             raise BuildError(f"refusing to write --out {out} inside {folder}, {what}; choose another --out")
@@ -296,7 +297,7 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
                      target_drop=target_drop, cost=cost, confidence=confidence, fit=fit, force=force,
                      cache_dir=calibration_cache_dir(cache_dir), dla_core=dla_core, mixed=mixed_precision,
                      calib_data=str(calib_data) if calib_data else None, engine_cache=engine_cache)
-    with bundle_directory(out, force=force, inputs=[bundle, calib_data]) as tmp:
+    with bundle_directory(out, force=force, inputs=[bundle, calib_data], wording=OUT_WORDING) as tmp:
         manifest = _build_into(tmp, plan, calib_images, val_images, labels, console)
     mixed = (manifest["build"]["calibration"] or {}).get("mixed_precision")
     if mixed:

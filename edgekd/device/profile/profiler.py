@@ -26,7 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd import __version__
-from edgekd.core.atomic import DestinationLock, atomic_write_json, atomic_write_text, check_writable, make_parents
+from edgekd.core.atomic import atomic_write_json, atomic_write_text
+from edgekd.core.destination import DestinationLock
+from edgekd.core.writable import check_writable, make_parents
 from edgekd.core.certify import (
     FAMILIES,
     Certificate,
@@ -46,6 +48,7 @@ from edgekd.device.options import (
     FITS,
     FRAME_SIZE,
     ITERATIONS,
+    OUT_WORDING,
     TARGET_DROP,
     WARMUP_S,
     env_threads_problem,
@@ -217,7 +220,7 @@ def write_thresholds_of(paths: list[str | Path], *, target_drop: float = TARGET_
         for path in unique.values():
             root = load_manifest(path).root
             check_writable(root / MANIFEST_NAME, "--write-thresholds into")  # before the work, not after it
-            locks.enter_context(DestinationLock(path))
+            locks.enter_context(DestinationLock(path, wording=OUT_WORDING))
             m = load_manifest(path)  # again, under the lock: what is certified is what is rewritten
             plans.append((path, m, *_certified_manifest(m, target_drop=target_drop, confidence=confidence,
                                                         fit=fit, data=data, limit=limit, threads=threads,
