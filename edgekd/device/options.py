@@ -43,8 +43,8 @@ TARGET_DROP = 0.5  # ε: points of top-1 early exit may lose against the full an
 #: ``--confidence``: the probability (1 − δ) with which certified thresholds keep ``--target-drop`` on new images.
 CONFIDENCE = 0.9
 MIN_CONFIDENCE = 0.5  # below it a "guarantee" is a coin toss; 1 itself is never reachable with finitely many images
-#: ``--fit``: thresholds certified by Learn-then-Test (:mod:`edgekd.core.certify`), or the old minimum-cost point
-#: estimate on the same images (not certified). Also the manifest's ``build.thresholds.fit``.
+#: ``--fit``: thresholds certified by Learn-then-Test (:mod:`edgekd.core.certify`), or the point fit (the
+#: minimum-cost thresholds on the same images, not certified). Also the manifest's ``build.thresholds.fit``.
 FITS = ("certified", "point")
 MAX_CALIB_IMAGES = 1024  # --calib-data reads at most this many images
 

@@ -1,4 +1,4 @@
-"""``edgekd export``: a checkpoint → a bundle (full + per-stage ONNX graphs, calibration/validation data, manifest).
+"""``edgekd export``: a checkpoint → a bundle (full + per-segment ONNX graphs, calibration/validation data, manifest).
 
 The graphs follow the tensor-name contract of :mod:`edgekd.core.manifest`. Thin wrappers (:class:`FullGraph`,
 :class:`SegmentGraph`) add what the device needs on top of :meth:`MultiExitNet.forward_segment`: per-exit confidence
@@ -95,7 +95,7 @@ class FullGraph(nn.Module):
 
 
 class SegmentGraph(nn.Module):
-    """Stage ``i``: image or ``feat{i-1}`` → ``feat{i}`` (all but the last stage), ``logits{i}``, ``conf{i}``."""
+    """Segment ``i``: image or ``feat{i-1}`` → ``feat{i}`` (all but the last segment), ``logits{i}``, ``conf{i}``."""
 
     def __init__(self, net: nn.Module, index: int) -> None:
         super().__init__()
@@ -333,7 +333,7 @@ def _compare(ref: list[np.ndarray], got: list[np.ndarray], n_exits: int) -> dict
             "vote_max_abs_diff": _max_diff(ref[-1], got[-1]), "n": int(len(ref[0]))}
 
 
-def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.ndarray, tol: float) -> dict[str, Any]:
+def check_parity(graph: FullGraph, full: Path, segments: list[Path], x_val: np.ndarray, tol: float) -> dict[str, Any]:
     """Run the ONNX graphs with ONNX Runtime (CPU) and compare them to ``graph`` in PyTorch.
 
     Inputs: the normalised validation sample ``x_val`` (N, C, H, W) and random normal images of the same shape
@@ -351,7 +351,7 @@ def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.nda
     x_rand = torch.randn((8, *x_val.shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()  # (8, C, H, W)
     report: dict[str, Any] = {"segments_vs_full": 0.0, "tolerance": float(tol)}
     chain_diffs = []
-    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", stages) as chain:
+    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", segments) as chain:
         for key, x in (("val", x_val), ("random", x_rand)):
             got = _run_batched(lambda b: full_runner.infer({"image": b}, names), x, names)
             report[key] = _compare(_run_torch(graph, x), got, n_exits)
@@ -369,7 +369,7 @@ def _enforce(report: dict[str, Any], tol: float) -> None:
               for i, (d, scale) in enumerate(zip(report[key]["max_abs_diff"],
                                                  report[key].get("scale", [1.0] * len(report[key]["max_abs_diff"]))))]
     checks += [(f"vote on the {key} input", report[key]["vote_max_abs_diff"], 1.0) for key in ("val", "random")]
-    checks += [("chained stages vs full graph", report["segments_vs_full"], 1.0)]
+    checks += [("chained segments vs full graph", report["segments_vs_full"], 1.0)]
     for what, diff, scale in checks:
         if not diff <= tol * scale:
             bound = f"{tol:g}" if scale == 1.0 else f"{tol:g} × logit scale {scale:.3g}"
@@ -536,7 +536,7 @@ def _write_graphs(root: Path, full_graph: FullGraph, spec: InputSpec, opset: int
         used.add(export_graph(SegmentGraph(model, i), x, root / f"segment{i}.onnx", segment_input_name(i),
                               segment_output_names(i, n), opset))
         with torch.no_grad():
-            x = model.forward_segment(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next stage's example input
+            x = model.forward_segment(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next segment's example input
     return ",".join(sorted(used))
 
 
@@ -552,7 +552,7 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     console.print(table)
     diffs = ", ".join(f"{d:.2g}" for d in parity["val"]["max_abs_diff"])
     console.print(f"parity vs PyTorch (ONNX Runtime CPU): max |Δ| per exit [{diffs}], top-1 agreement "
-                  f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['segments_vs_full']:.2g} "
+                  f"{min(parity['val']['top1_agreement']):.1f} %, segments vs full {parity['segments_vs_full']:.2g} "
                   f"(tolerance {parity['tolerance']:g} × max(1, max |logits|))")
     scores = manifest.data["source"]["metrics"].get("vote") or {}
     shown = ", ".join(f"{r} {scores[r]:.2f}" for r in VOTE_RULES if isinstance(scores.get(r), (int, float)))
@@ -581,7 +581,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     checkpoint, out = Path(checkpoint), Path(out)
     if (val_size is not None and val_size < 1) or calib_size < 1:
         raise ConfigError(f"val_size and calib_size must be at least 1, got {val_size} and {calib_size}")
-    check_bundle_destination(out, force=force, inputs=[checkpoint], wording=OUT_WORDING)  # before the work; again when it is done
+    # before the work; again when it is done
+    check_bundle_destination(out, force=force, inputs=[checkpoint], wording=OUT_WORDING)
     ckpt, model = _load_model(checkpoint)
     spec = spec_from_checkpoint(ckpt)
     vote = _vote_entry(ckpt, model.num_exits)
@@ -593,8 +594,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
         np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
         np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
         exporter = _write_graphs(tmp, full_graph, spec, opset)
-        stages = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
-        parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
+        segments = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
+        parity = check_parity(full_graph, tmp / "full.onnx", segments, _normalized(val, spec), parity_tol)
         data = _manifest_data(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
                               len(val), len(calib), exporter)
         json.dumps(data, allow_nan=False)  # fail here, not on the device, if anything is not plain JSON

@@ -4,7 +4,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 
 1. resolve the device target and check the precision *before* any work;
 2. produce the graphs: fp32 as exported; fp16 converted with float32 IO; int8 as explicit quantization — ranges
-   calibrated once (cached), full graph on images, stage graphs on the activations the FP32 stages produce —
+   calibrated once (cached), full graph on images, segment graphs on the activations the FP32 segments produce —
    then the Q/DQ form of the target backend (uint8 activations for ONNX Runtime, symmetric int8 for TensorRT);
    When INT8 is confidently over ``max_drop`` (below), mixed precision leaves the most sensitive nodes in float
    until it is not (:mod:`edgekd.device.compiler.mixed`; ``--mixed-precision off`` fails instead);
@@ -15,7 +15,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 5. early-exit thresholds on the built segment chain's probabilities of the validation sample, against the built full
    graph's best full answer on the same images (:func:`edgekd.core.certify.reference_predictions`): certified to
    lose at most ``target_drop`` points with probability ``confidence`` (:func:`edgekd.core.certify.certify_thresholds`),
-   or with ``fit="point"`` the old minimum-cost point estimate (not certified); the whole record goes under the
+   or with ``fit="point"`` the point fit (the minimum-cost thresholds, not certified); the whole record goes under the
    manifest's ``build.thresholds`` and its one-line summary is printed;
 6. for ONNX Runtime (FP32 and INT8), the one-call early-exit graph: the built segment graphs joined by ``If`` nodes
    (:mod:`edgekd.device.compiler.early_exit_graph`, ``graphs.early_exit``);
@@ -102,7 +102,7 @@ class BuildPlan:
     target_drop: float  # ε, points of top-1 early exit may lose against the full answer
     cost: str  # what thresholds minimise: "macs" or "latency"
     confidence: float  # 1 − δ: the probability that certified thresholds keep ``target_drop``
-    fit: str  # "certified" or "point" (the old minimum-cost point estimate, not certified)
+    fit: str  # "certified" or "point" (the point fit: minimum-cost thresholds, not certified)
     force: bool
     cache_dir: Path | None  # the calibration cache, None: none
     dla_core: int | None
@@ -154,7 +154,7 @@ def _source_paths(src: Manifest) -> dict[str, Path]:
 
 
 def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Feeds for every graph: images for the full graph and stage 0, FP32 stage activations for later stages."""
+    """Feeds for every graph: images for the full graph and segment 0, FP32 segment activations for later segments."""
     feeds: dict[str, list[dict[str, np.ndarray]]] = {f"segment{i}": [] for i in range(src.num_exits)}
     with Chain.from_manifest(src) as chain:  # an exported bundle: plain ONNX on ONNX Runtime
         chain.probs(calib_images, src.spec, batch=32,
@@ -283,7 +283,8 @@ def build_bundle(bundle: str | Path, *, precision: str | None = None, backend: s
             if no_dla:
                 raise BuildError(no_dla)
     out = Path(out) if out else default_out(bundle, precision, target.backend)
-    check_bundle_destination(out, force=force, inputs=[bundle, calib_data], wording=OUT_WORDING)  # --force replaces only a bundle
+    # --force replaces only a bundle
+    check_bundle_destination(out, force=force, inputs=[bundle, calib_data], wording=OUT_WORDING)
     for folder, what in ((bundle, "the bundle it builds from"), (calib_data, "the --calib-data folder")):
         if folder is not None and os.path.isdir(folder) and is_within(out, folder):
             raise BuildError(f"refusing to write --out {out} inside {folder}, {what}; choose another --out")
@@ -526,8 +527,8 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
 
     Explicit quantization (the Q/DQ graphs) everywhere except on a DLA core with TensorRT 8.5-10.x (the DLA takes
     implicit quantization only, see :func:`edgekd.device.compiler.tensorrt.use_implicit_calibrator`): there the FP32
-    graphs are built with the entropy calibrator, fed with the same calibration images (and, for stage graphs, the
-    activations the FP32 stages produce). Engines come from (and go to) the per-user
+    graphs are built with the entropy calibrator, fed with the same calibration images (and, for segment graphs, the
+    activations the FP32 segments produce). Engines come from (and go to) the per-user
     engine cache, with the timing cache next to them; each engine's sidecar records what the build found (GPU
     fallback on a DLA core, the engine's layers), which :func:`_manifest` copies under ``build.engines``.
     """
