@@ -7,7 +7,7 @@ DEVICE_PYTHONS ?= 3.8 3.10
 TEST_WORKERS ?= 2
 DEVICE_SIDE := edgekd/core edgekd/device edgekd/targets edgekd/cli.py edgekd/quickstart.py edgekd/__init__.py \
                edgekd/__main__.py edgekd/training/__init__.py edgekd/training/config.py \
-               tests/core tests/device tests/conftest.py tests/helpers.py
+               tests/core tests/device tests/faults tests/conftest.py tests/helpers.py
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -40,9 +40,9 @@ for v in "${@:-3.8 3.10}"; do
         status=1
         continue
     fi
-    echo "device wing on Python $version ($python): tests/core tests/device"
+    echo "device wing on Python $version ($python): tests/core tests/device tests/faults"
     "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadfile -m "not slow" \
-        tests/core tests/device || status=1
+        tests/core tests/device tests/faults || status=1
   done
 done
 exit $status
