@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/vermin -q --no-tips --violations -t=3.10- edgekd scripts tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
-	TEST_WORKERS=$(TEST_WORKERS) scripts/test_device_wing.sh "$(DEVICE_PYTHONS)"
+	TEST_WORKERS=$(TEST_WORKERS) scripts/harness/test_device_wing.sh "$(DEVICE_PYTHONS)"
 
 setup: $(STAMP)
 

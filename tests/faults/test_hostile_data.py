@@ -129,8 +129,8 @@ def test_a_jsonl_line_is_strict_json_even_for_a_nan_confidence(tmp_path):
 
 
 def test_a_mangled_array_header_is_a_data_error(tmp_path):
-    """Found by scripts/fuzz_loaders.py: a .npy header numpy's parser chokes on raises tokenize.TokenError, which
-    escaped as a traceback. Built here as a well-formed zip (right CRCs) holding that header."""
+    """Found by scripts/harness/fuzz_loaders.py: a .npy header numpy's parser chokes on raises tokenize.TokenError,
+    which escaped as a traceback. Built here as a well-formed zip (right CRCs) holding that header."""
     import io
     import zipfile
 

@@ -153,7 +153,7 @@ def _source_paths(src: Manifest) -> dict[str, Path]:
     return paths
 
 
-def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+def calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
     """Feeds for every graph: images for the full graph and segment 0, FP32 segment activations for later segments."""
     feeds: dict[str, list[dict[str, np.ndarray]]] = {f"segment{i}": [] for i in range(src.num_exits)}
     with Chain.from_manifest(src) as chain:  # an exported bundle: plain ONNX on ONNX Runtime
@@ -174,7 +174,7 @@ def _int8_graphs(src: Manifest, work: Path, scratch: Path, calib_images: np.ndar
     from edgekd.device.compiler.quantize import preprocess_for_quantization
 
     cache = CalibrationCache(cache_dir) if cache_dir else None
-    feeds = _calibration_feeds(src, calib_images)
+    feeds = calibration_feeds(src, calib_images)
     reused, quantizables = {}, {}
     for key, path in _source_paths(src).items():
         pre = preprocess_for_quantization(path, scratch / f"_pre_{key}.onnx")
@@ -552,7 +552,7 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     if implicit and float_nodes:
         log(f"note: TensorRT {version} on a DLA core calibrates implicitly from the float graphs, so the {float_nodes} "
             "mixed-precision float node(s) do not apply there; the engine verification below judges the result")
-    feeds = _calibration_feeds(src, calib_images) if implicit else {}
+    feeds = calibration_feeds(src, calib_images) if implicit else {}
     sources = _source_paths(src) if implicit else graphs
     engines = {}
     for key, path in sources.items():

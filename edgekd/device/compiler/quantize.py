@@ -292,7 +292,7 @@ def check_ranges(ranges: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _u8s8_saturates() -> bool:
+def u8s8_saturates() -> bool:
     """Whether ORT's CPU u8s8 kernels may saturate here: x86 without VNNI multiplies with VPMADDUBSW, whose int16
     pair sums overflow when both uint8 activations and int8 weights use their full range (ORT's own advice for such
     CPUs is ``reduce_range``: 7-bit weights). ARM, and x86 with AVX-VNNI / AVX512-VNNI, accumulate in int32."""
@@ -474,7 +474,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
     src = require_model(onnx_path)
     valid = check_ranges(ranges)
     if reduce_range is None:
-        reduce_range = backend == "onnxruntime" and _u8s8_saturates()
+        reduce_range = backend == "onnxruntime" and u8s8_saturates()
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 

@@ -6,7 +6,7 @@
 # behaviour, which the main run checks under Python 3.11). Tests that need the training wing skip with a message.
 # A missing interpreter is skipped with a message, not an error. Used by `make test`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 find_python() {  # $1 = X.Y → the path of a working pythonX.Y, or nothing
     local v=$1 candidate
