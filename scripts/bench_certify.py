@@ -1,4 +1,4 @@
-"""Benchmark (issue 11): certified early-exit thresholds vs the old point-estimate fit, on CIFAR-10.
+"""Benchmark (issue 11): certified early-exit thresholds vs the point fit (not certified), on CIFAR-10.
 
 A multi-exit CIFAR ResNet-20 (BYOT, 10,000 training images, 10 epochs) is exported, and its built segment chain's
 per-exit probabilities on the 10,000 CIFAR-10 test images become a pool. For each budget ε and each of ``--splits``
@@ -6,7 +6,7 @@ random calibration/test splits of the pool, thresholds are chosen on the calibra
 part against the reference (the bundle's best full answer, chosen on the calibration part):
 
 * ``certified``: :func:`edgekd.core.certify.certify_thresholds` at confidence 1 − δ;
-* ``point``: the old minimum-cost fit (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the reference on
+* ``point``: the point fit, the minimum-cost one (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the reference on
   the calibration part), what `build` did before.
 
 Reported per (fit, ε, calibration size): the realized test drop (mean and 90th percentile), the violation rate (share
