@@ -6,8 +6,8 @@ random calibration/test splits of the pool, thresholds are chosen on the calibra
 part against the reference (the bundle's best full answer, chosen on the calibration part):
 
 * ``certified``: :func:`edgekd.core.certify.certify_thresholds` at confidence 1 − δ;
-* ``point``: the point fit, the minimum-cost one (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the reference on
-  the calibration part), what `build` did before.
+* ``point``: the point fit, the minimum-cost one (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the
+  reference on the calibration part), what `build` did before.
 
 Reported per (fit, ε, calibration size): the realized test drop (mean and 90th percentile), the violation rate (share
 of splits whose test drop exceeds ε), and the mean MACs saved. Resumable: every step skips what exists (the subset,
