@@ -46,9 +46,6 @@ _steps = 0
 # ------------------------------------------------------------------------------------------------ small helpers
 
 
-# ------------------------------------------------------------------------------------------------ small helpers
-
-
 def durable_step(what: str, path: str | os.PathLike) -> None:
     """Count one durable step (an fsync, a rename, a removal) and let the fault-injection variables act on it."""
     global _steps
@@ -69,6 +66,7 @@ def durable_step(what: str, path: str | os.PathLike) -> None:
 
 
 def fsync_dir(path: Path) -> None:
+    """fsync the directory ``path``, so that the names just created or renamed in it survive a power cut."""
     with contextlib.suppress(OSError):  # not every filesystem lets us open a directory
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -91,6 +89,7 @@ def fsync_tree(root: Path) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (another user's counts as running): its temporaries and locks are kept."""
     if pid == os.getpid():
         return True
     try:
@@ -103,6 +102,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def temp_name(name: str, keep_suffix: str = "") -> str:
+    """A fresh temporary sibling name for ``name``: ``.NAME.edgekd-PID-HEX.tmp`` (+ ``keep_suffix``)."""
     return f".{name}{TAG}{os.getpid()}-{secrets.token_hex(4)}.tmp{keep_suffix}"
 
 
