@@ -7,7 +7,7 @@ DEVICE_PYTHONS ?= 3.8 3.10
 TEST_WORKERS ?= 2
 DEVICE_SIDE := edgekd/core edgekd/device edgekd/targets edgekd/cli.py edgekd/quickstart.py edgekd/__init__.py \
                edgekd/__main__.py edgekd/training/__init__.py edgekd/training/config.py \
-               tests/core tests/device tests/conftest.py tests/helpers.py
+               tests/core tests/device tests/faults tests/conftest.py tests/helpers.py
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/vermin -q --no-tips --violations -t=3.10- edgekd scripts tests
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
-	TEST_WORKERS=$(TEST_WORKERS) scripts/test_device_wing.sh "$(DEVICE_PYTHONS)"
+	TEST_WORKERS=$(TEST_WORKERS) scripts/harness/test_device_wing.sh "$(DEVICE_PYTHONS)"
 
 setup: $(STAMP)
 

@@ -29,7 +29,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from edgekd import quickstart as qs
-from edgekd.core.atomic import check_writable, is_within
+from edgekd.core.destination import is_within
+from edgekd.core.writable import check_writable
 from edgekd.core.certify import FAMILIES
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import EdgekdError
@@ -374,7 +375,7 @@ def build(
     fit: Fit = typer.Option(Fit(FITS[0]), help="certified: thresholds that keep --target-drop with --confidence on new images; point: the cheapest thresholds within --target-drop on the validation sample only (a point estimate, not certified)."),
     cost: Cost = typer.Option(Cost(COSTS[0]), help="What early exit minimises: cumulative MACs or measured segment latency."),
     dla_core: Optional[int] = typer.Option(None, help="TensorRT: run on this DLA core (GPU fallback)."),
-    cache_dir: str = typer.Option(dev.CACHE_DIR, help="Calibration cache directory."),
+    cache_dir: Optional[str] = typer.Option(None, help="Calibration cache directory ('off': none; default: $EDGEKD_CACHE/calibration, else ~/.cache/edgekd/calibration)."),
     engine_cache: Optional[str] = typer.Option(None, "--engine-cache", metavar="DIR", help="TensorRT: reuse and keep engines in DIR ('off': no engine cache; default: $EDGEKD_ENGINE_CACHE, else ~/.cache/edgekd/engines)."),
     force: bool = typer.Option(False, "--force", help="Replace --out, and keep a build that fails --max-drop."),
 ) -> None:
@@ -386,16 +387,17 @@ def build(
     def _run():
         from edgekd.device.compiler import BuildOptions, build_bundle
 
+        calibration_cache = dev.calibration_cache_dir(True if cache_dir is None else cache_dir)
         options = BuildOptions(precision=_enum_value(precision), backend=_enum_value(backend), target=target or profile,
                                out=out, calib_data=calib_data, calib_method=_enum_value(calib_method),
                                max_drop=max_drop, target_drop=target_drop, cost=_enum_value(cost),
-                               confidence=confidence, fit=_enum_value(fit), force=force, cache_dir=cache_dir,
+                               confidence=confidence, fit=_enum_value(fit), force=force, cache_dir=calibration_cache,
                                dla_core=dla_core, mixed_precision=_enum_value(mixed_precision),
                                engine_cache=engine_cache)  # a bad value: one line, before any work
-        if cache_dir != dev.CACHE_DIR:  # given: it must be usable (the default is only a cache: a warning if not)
-            if cache_dir and os.path.lexists(cache_dir) and not os.path.isdir(cache_dir):
+        if cache_dir is not None and calibration_cache is not None:  # given: it must be usable (the default is only
+            if os.path.lexists(calibration_cache) and not os.path.isdir(calibration_cache):  # a cache: a warning if not)
                 fail(f"cannot use --cache-dir {cache_dir}: it is a file, not a folder")
-            check_writable(cache_dir or None, "--cache-dir", directory=True)
+            check_writable(calibration_cache, "--cache-dir", directory=True)
         if isinstance(dev.engine_cache_choice(engine_cache), Path):  # a folder given: it must be usable
             check_writable(engine_cache, "--engine-cache", directory=True)
 

@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+from common import cifar10_parts, interleaved_medians, write_result
 
 
 def subset_npz(work: Path, n_train: int, n_test: int) -> Path:
     """A CIFAR-10 subset in the npz-part format (first images of the shuffled shared copy)."""
-    parts = sorted(SHARED.glob("cifar10.part*.npz"))
-    if not parts:
-        raise SystemExit(f"no CIFAR-10 parts under {SHARED}")
+    parts = cifar10_parts()
     keys = ("x_train", "y_train", "x_test", "y_test")
     arrays = {k: [] for k in keys}
     for p in parts:
@@ -51,20 +45,6 @@ def train_checkpoint(work: Path, data: Path, epochs: int, model: str) -> Path:
     cfg = TrainConfig(data=str(data), model=model, method="byot", epochs=epochs, batch_size=128, lr=0.1,
                       out=str(work / "run"), force=True)
     return train(cfg).best
-
-
-def time_variants(variants: dict, runs: int, warmup: int) -> dict[str, float]:
-    """Median ms of each zero-argument callable, interleaved round by round after warm-up."""
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    samples = {k: [] for k in variants}
-    for _ in range(runs):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def test_top1(manifest, data_npz: Path) -> float:
@@ -116,7 +96,8 @@ def main() -> None:
                 if p != "fp16":  # fp16 is only there to show it is slower on a CPU
                     chain = opened.enter_context(Chain.from_manifest(m))  # fetches what `edgekd run` fetches
                     variants[f"{p} chained stages"] = (lambda c=chain, x=x: c.run(x))
-            result["median_ms"][f"batch{batch}"] = time_variants(variants, args.runs, args.warmup)
+            result["median_ms"][f"batch{batch}"] = interleaved_medians(variants, rounds=args.runs,
+                                                                          warmup_rounds=args.warmup)
     for batch, med in result["median_ms"].items():
         print(f"{batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in med.items()))
         print(f"  int8 speed-up {med['fp32 full'] / med['int8 full']:.2f}x; fp16/fp32 "
@@ -125,7 +106,7 @@ def main() -> None:
               f"{med['int8 chained stages'] / med['int8 full']:.3f}")
     print("top-1 on the CIFAR-10 test subset:", result["top1"])
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

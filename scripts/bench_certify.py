@@ -1,4 +1,4 @@
-"""Benchmark (issue 11): certified early-exit thresholds vs the old point-estimate fit, on CIFAR-10.
+"""Benchmark (issue 11): certified early-exit thresholds vs the point fit (not certified), on CIFAR-10.
 
 A multi-exit CIFAR ResNet-20 (BYOT, 10,000 training images, 10 epochs) is exported, and its built segment chain's
 per-exit probabilities on the 10,000 CIFAR-10 test images become a pool. For each budget ε and each of ``--splits``
@@ -6,13 +6,13 @@ random calibration/test splits of the pool, thresholds are chosen on the calibra
 part against the reference (the bundle's best full answer, chosen on the calibration part):
 
 * ``certified``: :func:`edgekd.core.certify.certify_thresholds` at confidence 1 − δ;
-* ``point``: the old minimum-cost fit (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the reference on
-  the calibration part), what `build` did before.
+* ``point``: the point fit, the minimum-cost one (:func:`edgekd.core.early_exit.fit_thresholds`, within ε of the
+  reference on the calibration part), what `build` did before.
 
 Reported per (fit, ε, calibration size): the realized test drop (mean and 90th percentile), the violation rate (share
 of splits whose test drop exceeds ε), and the mean MACs saved. Resumable: every step skips what exists (the subset,
 the run — resumed if interrupted —, the bundle, the pool under ``--work``; each result file under ``--results``,
-committed in ``docs/results/certify/``).
+committed in ``docs/benchmarks/certify/``).
 
     .venv/bin/python scripts/bench_certify.py --work runs/certify            # ~10 min on 2 cores, most of it training
     .venv/bin/python scripts/bench_certify.py --work runs/certify --fixture tests/fixtures/cifar10-resnet20-chain.npz
@@ -28,9 +28,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, ROOT, cifar10_parts, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data"
 EDGEKD = [sys.executable, "-m", "edgekd"]
 
 
@@ -38,7 +37,7 @@ def subset(work: Path) -> Path:
     """10,000 training images (a prefix of the shuffled shared copy: balanced) and the 10,000 test images."""
     out = work / "cifar10-10k.npz"
     if not out.exists():
-        p0, p1 = np.load(SHARED / "cifar10.part0.npz"), np.load(SHARED / "cifar10.part1.npz")
+        p0, p1 = (np.load(p) for p in cifar10_parts()[:2])
         np.savez(out, x_train=p0["x_train"][:10000], y_train=p0["y_train"][:10000], x_test=p1["x_test"],
                  y_test=p1["y_test"], classes=p0["classes"])
     return out
@@ -138,8 +137,7 @@ def study(pool_path: Path, work: Path, splits: int, sizes: list[int], epsilons: 
                                 "drop_p90": float(np.quantile(drops, 0.9)), "saving_mean": float(savings.mean()),
                                 "latency_saving_mean": None if lat[0] is None else float(np.mean(lat))}
             summary["certified"]["certified_share"] = float(np.mean([r["certified"]["certified"] for r in rows]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=1) + "\n")
+            write_result(path, summary)
             results[key] = summary
             print(json.dumps(summary))
     return results
@@ -200,7 +198,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="500,5000")
     ap.add_argument("--epsilons", default="0.5,1,2")
     ap.add_argument("--delta", type=float, default=0.1)
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "certify",
+    ap.add_argument("--results", type=Path, default=RESULTS / "certify",
                     help="one small JSON per (calibration size, ε), committed; a finished one is not rerun")
     ap.add_argument("--fixture", type=Path, help="also write a 4,000-image float16 sample of the pool here")
     ap.add_argument("--families", type=Path, metavar="POOL",

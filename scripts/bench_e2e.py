@@ -55,13 +55,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from common import RESULTS, ROOT, SHARED_DATA, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-SHARED = ROOT / ".." / "shared" / "data"
-STUDY = ROOT / "docs" / "benchmarks" / "accuracy"
-RESULT = ROOT / "docs" / "benchmarks" / "e2e" / "e2e.json"
+STUDY = RESULTS / "accuracy"
+RESULT = RESULTS / "e2e" / "e2e.json"
 VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-heldout", "int8-ee-point",
             "int8-ee-chain", "int8-ee-one-call", "int8-ee-all-last", "int8-ee-all-exit0")
 CERTIFIED = {"int8-ee-certified": "int8", "int8-ee-heldout": "int8-heldout"}  # certified variant → its bundle
@@ -98,7 +95,7 @@ def best_tskd_checkpoint() -> tuple[Path, str]:
 
 def test_split(path: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """(N, 32, 32, 3) uint8 test images and (N,) labels: ``path`` (an npz with x_test / y_test) or the shared copy."""
-    path = path or SHARED / "cifar10.part1.npz"
+    path = path or SHARED_DATA / "cifar10.part1.npz"
     with np.load(path) as f:
         return f["x_test"], f["y_test"].astype(np.int64)
 
@@ -415,10 +412,7 @@ def run(args: argparse.Namespace) -> None:
         "command": "scripts/bench_e2e.py" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
         + (f" --limit {args.limit}" if args.limit else "") + (f" --threads {args.threads}" if args.threads else ""),
     }
-    args.result.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.result.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, args.result)
+    write_result(args.result, result)
     print(report(result))
 
 

@@ -17,7 +17,7 @@ u8s8 kernels on this CPU) and ``w7-exact`` / ``w8-exact`` (the same graphs with 
 off, so Q/DQ runs as float arithmetic: the exact int8 result, what a CPU without the u8s8 overflow -- VNNI, ARM --
 computes).
 
-Resumable: each variant's result is a JSON under ``--results`` (committed in ``docs/results/int8/``) and is skipped
+Resumable: each variant's result is a JSON under ``--results`` (committed in ``docs/benchmarks/int8/``) and is skipped
 when present; the timing pass (``timing.json``) runs when every variant has a graph. ``--report`` prints the tables.
 
     .venv/bin/python scripts/bench_certify.py --work runs/certify     # once: the bundle (about 10 minutes)
@@ -29,24 +29,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import RESULTS, ROOT, interleaved_medians, write_result
+from rich.console import Console
 
-from rich.console import Console  # noqa: E402
-
-from edgekd.core.manifest import load_manifest  # noqa: E402
-from edgekd.core.manifest_records import BuildRecord  # noqa: E402
-from edgekd.core.vote import accuracy, vote  # noqa: E402
-from edgekd.device.chain import full_probs, normalized_batches  # noqa: E402
-from edgekd.device.compiler import build_bundle  # noqa: E402
-from edgekd.device.compiler.verify import compare  # noqa: E402
+from edgekd.core.manifest import load_manifest
+from edgekd.core.manifest_records import BuildRecord
+from edgekd.core.vote import accuracy, vote
+from edgekd.device.chain import full_probs, normalized_batches
+from edgekd.device.compiler import build_bundle
+from edgekd.device.compiler.verify import compare
 
 MAX_DROP = 1.0
 METHODS = ("minmax", "entropy", "percentile")
@@ -84,7 +79,7 @@ def _graph(variant: str, bundle: Path, work: Path, console: Console) -> Path:
 
 def _weights_graph(bits: str, bundle: Path, work: Path) -> Path:
     """The minmax full graph with 7-bit (``w7``) or 8-bit (``w8``) weights, from the product's quantizer."""
-    from edgekd.device.compiler.builder import _calibration_feeds
+    from edgekd.device.compiler.builder import calibration_feeds
     from edgekd.device.compiler.calibration import CalibrationCache, calibrate
     from edgekd.device.compiler.quantize import preprocess_for_quantization, quantize_qdq
 
@@ -92,7 +87,7 @@ def _weights_graph(bits: str, bundle: Path, work: Path) -> Path:
     if not out.exists():
         src = load_manifest(bundle)
         with np.load(src.file("calib")) as f:
-            feeds = _calibration_feeds(src, f["images"])
+            feeds = calibration_feeds(src, f["images"])
         pre = preprocess_for_quantization(src.full_graph(), work / "_pre_full.onnx")
         ranges, _ = calibrate(pre, feeds["full"], "minmax", CalibrationCache(str(work / "calibration")))
         quantize_qdq(pre, out, ranges, backend="onnxruntime", reduce_range=bits == "w7")
@@ -152,8 +147,7 @@ def measure(variant: str, bundle: Path, data: Path, work: Path, results: Path, c
         "float_nodes": [n["key"] for n in mixed["float_nodes"]] if mixed else [],
         "candidates": mixed["candidates"] if mixed else None,
     }
-    results.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(dest, result)
     console.print(f"{variant}: test {result['test']['top1']}, verdict {report['verdict']}")
 
 
@@ -165,23 +159,16 @@ def timing(bundle: Path, work: Path, results: Path, rounds: int, runs: int, cons
     variants = [v for v in VARIANTS if not v.endswith("-exact")]
     x = np.zeros((1, *src.spec.shape), dtype=np.float32)
     runners = {v: make_runner("onnxruntime", _graph(v, bundle, work, console)).activate() for v in variants}
-    samples: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(rounds):
-        for v, r in runners.items():
-            for _ in range(10):
-                r.infer({"image": x})
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                r.infer({"image": x})
-                samples[v].append((time.perf_counter() - t0) * 1e3)
+    calls = {v: (lambda r=r: r.infer({"image": x})) for v, r in runners.items()}
+    median_ms = interleaved_medians(calls, rounds=rounds * runs, warmup_rounds=10)
     for r in runners.values():
         r.deactivate()
-    from edgekd.device.compiler.quantize import _u8s8_saturates
+    from edgekd.device.compiler.quantize import u8s8_saturates
     from edgekd.device.profile.environment import cpu_model
 
     out = {"rounds": rounds, "runs": runs, "batch": 1, "machine": cpu_model(),
-           "vnni_or_arm": not _u8s8_saturates(), "median_ms": {v: statistics.median(s) for v, s in samples.items()}}
-    (results / "timing.json").write_text(json.dumps(out, indent=1) + "\n")
+           "vnni_or_arm": not u8s8_saturates(), "median_ms": median_ms}
+    write_result(results / "timing.json", out)
     console.print(out["median_ms"])
 
 
@@ -217,7 +204,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "runs" / "certify" / "cifar10-10k.npz",
                     help="an npz with x_test / y_test (scripts/bench_certify.py writes it)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "int8")
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "int8")
+    ap.add_argument("--results", type=Path, default=RESULTS / "int8")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--report", action="store_true")

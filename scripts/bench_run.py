@@ -11,7 +11,6 @@ alternated for ``--rounds`` rounds in one process; medians reported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -19,18 +18,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import cifar10_parts, write_result
 
 from edgekd.core.manifest import load_manifest
 from edgekd.device.runtime.app import RunOptions, run_stream
 from edgekd.device.runtime.pipeline import Pipeline
 from edgekd.device.runtime.preprocess import Preprocessor
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
 
 def write_video(path: Path, n: int) -> list[np.ndarray]:
     """n 640x480 BGR frames (CIFAR-10 test images upscaled when the shared copy exists, else noise) as mp4."""
-    parts = sorted(SHARED.glob("cifar10.part*.npz"))
+    parts = cifar10_parts(required=False)
     if parts:
         with np.load(parts[-1]) as f:
             small = f["x_test"][:n]
@@ -87,7 +85,7 @@ def main() -> None:
         print(f"{mode:10s} network-only {r['network_only']:8.1f} FPS  end-to-end {r['end_to_end']:8.1f} FPS  "
               f"ratio {r['ratio']:.3f} (target ≥ 0.9)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import glob
-import json
 import statistics
 import time
 import warnings
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import cifar10_parts, write_result
 
 from edgekd.device.profile.environment import cpu_model
 from edgekd.training.config import METHOD_TERMS
@@ -51,7 +50,7 @@ COMPILED_KD = "kd (compiled teacher)"
 
 def cifar_batches(batch: int, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """n batches of normalised 32x32 RGB images and labels (real CIFAR-10 when the shared copy exists)."""
-    parts = sorted(glob.glob(str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10.part*.npz")))
+    parts = cifar10_parts(required=False)
     if parts:
         with np.load(parts[0]) as f:
             x, y = f["x_train"][: batch * n], f["y_train"][: batch * n].astype(np.int64)
@@ -198,7 +197,7 @@ def main() -> None:
             print(f"torch.compile: first call {result['compile_s']:.0f} s")
         print(f"(logits up to {result['logit_scale']:.3g} in magnitude)")
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_result(args.json, result)
         return
 
     torch.manual_seed(0)
@@ -225,7 +224,7 @@ def main() -> None:
         print(f"{m:22s} {med[m] * 1e3:10.1f} {args.batch / med[m]:10.1f}")
     print(f"tskd step / kd step = {result['tskd_over_kd']:.3f} (target ≤ 1.25)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,17 @@ def _once_per_session(tmp_path_factory, name: str, make: Callable[[Path], Dict[s
         return json.loads(record.read_text())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory):
+    """The per-user caches of what the tests run (``$EDGEKD_CACHE``: calibration ranges) go to one folder of the
+    session, never the user's ``~/.cache/edgekd``; tests of the default itself set their own."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "user-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEKD_CACHE", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory) -> dict:
     """Train a resnet8 teacher (ce) and a resnet8 TSKD student; return their TrainResults (read-only)."""

@@ -137,7 +137,7 @@ def fault_steps(steps: list) -> list[int]:
     """The 1-based durable steps (lines of an ``EDGEKD_FAULT_LOG``: ``N what path``, as strings or split) a
     kill-at-every-step test kills its command before.
 
-    With ``EDGEKD_ALL_FAULT_STEPS=1`` (what ``scripts/fault_inject.py`` sets): every step. Otherwise a fixed,
+    With ``EDGEKD_ALL_FAULT_STEPS=1`` (what ``scripts/harness/fault_inject.py`` sets): every step. Otherwise a fixed,
     representative subset, so ``make test`` stays short: the first and the last step, the first step of each kind
     (fsync, rename, remove, unlock), and the rename that sets old content aside (``.NAME.edgekd-old``) with the step
     after it (killed there, the old content waits aside: the case a reader must restore). The kinds and the swap are
@@ -187,7 +187,7 @@ def write_steps(steps: list) -> list[int]:
 
 
 def _report_faults(total: int, chosen: list[int]) -> None:
-    """With ``EDGEKD_FAULT_REPORT=FILE``: append ``test total faulted`` to FILE (scripts/fault_inject.py reads it)."""
+    """With ``EDGEKD_FAULT_REPORT=FILE``: append ``test total faulted`` to FILE (scripts/harness/fault_inject.py reads it)."""
     import os
 
     report = os.environ.get(FAULT_REPORT)

@@ -26,8 +26,8 @@ the images, the test runs on the other two thirds).
 When even the first step of the family cannot be certified (too few images for ε at δ), the safe set is kept and
 the certificate says how many images would be needed and which ε the data could certify.
 
-:func:`point_thresholds` is the old minimum-cost fit (:func:`edgekd.core.early_exit.fit_thresholds`) in the same
-record, labelled ``fit: "point"``: a point estimate, not certified. :func:`early_exit_thresholds` chooses the
+:func:`point_thresholds` is the point fit, the minimum-cost one (:func:`edgekd.core.early_exit.fit_thresholds`) in
+the same record, labelled ``fit: "point"``: a point estimate, not certified. :func:`early_exit_thresholds` chooses the
 reference and runs either; :func:`manifest_record` is what the manifest stores under ``build.thresholds``, and
 :func:`stored_certificate` / :func:`describe_thresholds` read it back (as run and profile show it). Torch-free (core).
 """
@@ -46,7 +46,7 @@ from edgekd.core.vote import full_answer, vote
 
 METHOD = "learn-then-test: one global threshold on a fixed grid, fixed-sequence testing, exact binomial p-values"
 POINT_METHOD = "point estimate, not certified: the cheapest per-exit thresholds within epsilon on these images"
-#: ``Certificate.fit``: certified (Learn-then-Test) or the old point estimate (``edgekd build --fit``).
+#: ``Certificate.fit``: certified (Learn-then-Test) or the point fit (``edgekd build --fit``).
 CERTIFIED, POINT = "certified", "point"
 #: ``Certificate.loss``: with labels, an image counts against early exit when it answers wrong where the reference
 #: answers right; without labels, whenever it answers otherwise than the reference. The second is at least the first
@@ -342,7 +342,7 @@ def _saving(mean_cost: float, costs: np.ndarray) -> float:
 
 def point_thresholds(probs: np.ndarray, labels: np.ndarray, reference_pred: np.ndarray, costs: Sequence[float], *,
                      epsilon: float, reference: str = "reference") -> Certificate:
-    """The old fit in the certificate's record: the cheapest per-exit thresholds whose accuracy on these images
+    """The point fit in the certificate's record: the cheapest per-exit thresholds whose accuracy on these images
     stays within ``epsilon`` points of the reference's (:func:`edgekd.core.early_exit.fit_thresholds`). A point
     estimate, not certified (``fit`` :data:`POINT`, ``certified`` False, no δ and no bound): on new images it may
     lose more."""

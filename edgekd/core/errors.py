@@ -21,3 +21,8 @@ class CheckpointError(EdgekdError):
 
 class ConfigError(EdgekdError):
     """An option, config file or ``--set`` override is invalid."""
+
+
+class DestinationError(EdgekdError):
+    """An output cannot be written where asked: it cannot be written at all, it exists (and may not be replaced), is
+    not edgekd's to replace, holds an input, or another edgekd process is writing it."""

@@ -46,8 +46,9 @@ EVAL_KEYS = ("images", "x_test", "x", "x_train")  # labelled evaluation data: he
 TRAIN_KEYS = ("images", "x_train", "x_test", "x")  # unlabelled calibration data: training images first
 _GLOB_CHARS = frozenset("*?[")
 #: What numpy and zipfile raise for a damaged archive: besides the usual, a mangled .npy header reaches numpy's
-#: header parser as a tokenize.TokenError or SyntaxError (found by scripts/fuzz_loaders.py), and a header claiming
-#: an absurd shape a MemoryError. Caught only around the reads of one file, each becomes a DataError naming it.
+#: header parser as a tokenize.TokenError or SyntaxError (found by scripts/harness/fuzz_loaders.py), and a header
+#: claiming an absurd shape a MemoryError. Caught only around the reads of one file, each becomes a DataError naming
+#: it.
 _NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
                tokenize.TokenError, SyntaxError, MemoryError, TypeError)
 

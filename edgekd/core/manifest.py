@@ -37,7 +37,8 @@ from typing import Any, ContextManager, Dict, Iterable, List, Optional, Tuple, U
 
 import numpy as np
 
-from edgekd.core.atomic import atomic_directory, atomic_write_json, check_destination, restore_interrupted
+from edgekd.core.atomic import atomic_write_json
+from edgekd.core.destination import Wording, atomic_directory, check_destination, restore_interrupted
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest_records import (
     BuildRecord,
@@ -51,7 +52,7 @@ from edgekd.core.manifest_records import (
     short,
 )
 from edgekd.core.npz import npz_problem
-from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
+from edgekd.core.onnx_graph import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
 
 SCHEMA_VERSION = 1
@@ -570,12 +571,17 @@ def looks_like_bundle(path: str | Path) -> bool:
     return isinstance(data, dict) and data.get("kind") == KIND
 
 
-def check_bundle_destination(out: str | Path, *, force: bool, inputs: Iterable[Any] = ()) -> Path:
-    """Fail early (:class:`edgekd.core.atomic.DestinationError`) unless :func:`bundle_directory` may write ``out``."""
-    return check_destination(out, overwrite=force, owned=looks_like_bundle, inputs=inputs, what="bundle")
+def check_bundle_destination(out: str | Path, *, force: bool, inputs: Iterable[Any] = (),
+                             wording: Wording = Wording()) -> Path:
+    """Fail early (:class:`edgekd.core.errors.DestinationError`) unless :func:`bundle_directory` may write ``out``."""
+    return check_destination(out, overwrite=force, owned=looks_like_bundle, inputs=inputs, what="bundle",
+                             wording=wording)
 
 
-def bundle_directory(out: str | Path, *, force: bool, inputs: Iterable[Any] = ()) -> ContextManager[Path]:
-    """:func:`edgekd.core.atomic.atomic_directory` for a bundle: ``force`` replaces only an edgekd bundle, never one
-    that holds any of ``inputs`` (the source bundle, checkpoint or calibration data) or the working directory."""
-    return atomic_directory(out, overwrite=force, owned=looks_like_bundle, inputs=inputs, what="bundle")
+def bundle_directory(out: str | Path, *, force: bool, inputs: Iterable[Any] = (),
+                     wording: Wording = Wording()) -> ContextManager[Path]:
+    """:func:`edgekd.core.destination.atomic_directory` for a bundle: ``force`` replaces only an edgekd bundle, never
+    one that holds any of ``inputs`` (the source bundle, checkpoint or calibration data) or the working directory;
+    ``wording`` names ``out`` and ``force`` in the refusals."""
+    return atomic_directory(out, overwrite=force, owned=looks_like_bundle, inputs=inputs, what="bundle",
+                            wording=wording)

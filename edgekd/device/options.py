@@ -13,7 +13,13 @@ import re
 from pathlib import Path
 from typing import Any, Dict, NamedTuple, Optional
 
+from edgekd.core.destination import Wording
 from edgekd.core.errors import ConfigError
+from edgekd.device.user_cache import cache_off, calibration_cache
+
+#: How the commands (export, build, profile, train) name their output folder and the permission to replace it, in
+#: the one-line refusals of :mod:`edgekd.core.destination`.
+OUT_WORDING = Wording(option="--out", force="--force")
 
 # -- edgekd build ----------------------------------------------------------------------------------------------
 #: Activation-range calibrators (ONNX Runtime's), see :mod:`edgekd.device.compiler.calibration`.
@@ -37,10 +43,9 @@ TARGET_DROP = 0.5  # ε: points of top-1 early exit may lose against the full an
 #: ``--confidence``: the probability (1 − δ) with which certified thresholds keep ``--target-drop`` on new images.
 CONFIDENCE = 0.9
 MIN_CONFIDENCE = 0.5  # below it a "guarantee" is a coin toss; 1 itself is never reachable with finitely many images
-#: ``--fit``: thresholds certified by Learn-then-Test (:mod:`edgekd.core.certify`), or the old minimum-cost point
-#: estimate on the same images (not certified). Also the manifest's ``build.thresholds.fit``.
+#: ``--fit``: thresholds certified by Learn-then-Test (:mod:`edgekd.core.certify`), or the point fit (the
+#: minimum-cost thresholds on the same images, not certified). Also the manifest's ``build.thresholds.fit``.
 FITS = ("certified", "point")
-CACHE_DIR = "calibration"  # the calibration cache (the repository's calibration/ folder)
 MAX_CALIB_IMAGES = 1024  # --calib-data reads at most this many images
 
 # -- edgekd run ------------------------------------------------------------------------------------------------
@@ -191,16 +196,23 @@ def dla_core_problem(dla_core: Optional[int], backend: str, dla_cores: int, wher
     return None
 
 
-#: ``--engine-cache`` / ``$EDGEKD_ENGINE_CACHE`` values that mean "no engine cache".
-ENGINE_CACHE_OFF = ("", "0", "off", "none", "no", "false")
-
-
 def engine_cache_choice(option: Optional[str]) -> "Path | bool":
     """What ``build --engine-cache`` asks for, as the TensorRT builder's ``engine_cache``: None (not given) → True
     (``$EDGEKD_ENGINE_CACHE``, else the per-user cache), off/none/0/false/no → False (no cache), else that folder.
     Here, not in the TensorRT module, so checking the option loads nothing of TensorRT or CUDA."""
     if option is None:
         return True
-    if option.strip().lower() in ENGINE_CACHE_OFF:
+    if cache_off(option):
         return False
+    return Path(option).expanduser()
+
+
+def calibration_cache_dir(option: "str | Path | bool | None") -> Optional[Path]:
+    """The calibration cache folder ``build`` uses: True (``--cache-dir`` not given) → the per-user cache
+    (:func:`edgekd.device.user_cache.calibration_cache`; None when ``$EDGEKD_CACHE`` is off), None, False or an
+    off word (``''``, ``off``, …) → no cache, else that folder."""
+    if option is True:
+        return calibration_cache()
+    if option is None or option is False or cache_off(str(option)):
+        return None
     return Path(option).expanduser()

@@ -1,4 +1,4 @@
-"""``edgekd export``: a checkpoint → a bundle (full + per-stage ONNX graphs, calibration/validation data, manifest).
+"""``edgekd export``: a checkpoint → a bundle (full + per-segment ONNX graphs, calibration/validation data, manifest).
 
 The graphs follow the tensor-name contract of :mod:`edgekd.core.manifest`. Thin wrappers (:class:`FullGraph`,
 :class:`SegmentGraph`) add what the device needs on top of :meth:`MultiExitNet.forward_segment`: per-exit confidence
@@ -39,9 +39,11 @@ from edgekd.core.manifest import (
     write_manifest,
 )
 from edgekd.core.manifest_records import ExitInfo, Graphs, VoteRecord
+from edgekd.core.onnx_graph import read_graph
 from edgekd.core.preprocess import normalize
 from edgekd.core.spec import InputSpec
 from edgekd.core.vote import ANSWER_CONFIDENCE, VOTE_RULES, full_answer, softmax
+from edgekd.device.options import OUT_WORDING
 from edgekd.training.checkpoint import load_checkpoint, model_from_checkpoint, spec_from_checkpoint
 from edgekd.training.config import EXPORT_CALIB_SIZE, EXPORT_OPSET, export_val_size
 
@@ -94,7 +96,7 @@ class FullGraph(nn.Module):
 
 
 class SegmentGraph(nn.Module):
-    """Stage ``i``: image or ``feat{i-1}`` → ``feat{i}`` (all but the last stage), ``logits{i}``, ``conf{i}``."""
+    """Segment ``i``: image or ``feat{i-1}`` → ``feat{i}`` (all but the last segment), ``logits{i}``, ``conf{i}``."""
 
     def __init__(self, net: nn.Module, index: int) -> None:
         super().__init__()
@@ -210,7 +212,7 @@ def make_portable(model: Any, opset: int) -> Any:
 def _make_portable_file(path: Path, opset: int) -> None:
     import onnx
 
-    model = make_portable(onnx.load(str(path)), opset)
+    model = make_portable(read_graph(path), opset)
     onnx.save(model, str(path))
 
 
@@ -222,7 +224,7 @@ def _verify_graph(path: Path, input_name: str, output_names: list[str], opset: i
     from edgekd.device.tensorrt.parser_rules import MAX_OPSET, default_opset, graph_problems
     from edgekd.device.tensorrt.versions import MIN_TENSORRT
 
-    model = onnx.load(str(path))
+    model = read_graph(path)
     onnx.checker.check_model(model, full_check=True)
     if default_opset(model) != opset:
         raise ValueError(f"the graph has opset {default_opset(model)}, not the {opset} asked for")
@@ -286,9 +288,7 @@ def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str
 
 
 def _graph_opset(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_graph(path, weights=False)
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -335,7 +335,7 @@ def _compare(ref: list[np.ndarray], got: list[np.ndarray], n_exits: int) -> dict
             "vote_max_abs_diff": _max_diff(ref[-1], got[-1]), "n": int(len(ref[0]))}
 
 
-def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.ndarray, tol: float) -> dict[str, Any]:
+def check_parity(graph: FullGraph, full: Path, segments: list[Path], x_val: np.ndarray, tol: float) -> dict[str, Any]:
     """Run the ONNX graphs with ONNX Runtime (CPU) and compare them to ``graph`` in PyTorch.
 
     Inputs: the normalised validation sample ``x_val`` (N, C, H, W) and random normal images of the same shape
@@ -353,7 +353,7 @@ def check_parity(graph: FullGraph, full: Path, stages: list[Path], x_val: np.nda
     x_rand = torch.randn((8, *x_val.shape[1:]), generator=torch.Generator().manual_seed(0)).numpy()  # (8, C, H, W)
     report: dict[str, Any] = {"segments_vs_full": 0.0, "tolerance": float(tol)}
     chain_diffs = []
-    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", stages) as chain:
+    with make_runner("onnxruntime", full) as full_runner, Chain("onnxruntime", segments) as chain:
         for key, x in (("val", x_val), ("random", x_rand)):
             got = _run_batched(lambda b: full_runner.infer({"image": b}, names), x, names)
             report[key] = _compare(_run_torch(graph, x), got, n_exits)
@@ -371,7 +371,7 @@ def _enforce(report: dict[str, Any], tol: float) -> None:
               for i, (d, scale) in enumerate(zip(report[key]["max_abs_diff"],
                                                  report[key].get("scale", [1.0] * len(report[key]["max_abs_diff"]))))]
     checks += [(f"vote on the {key} input", report[key]["vote_max_abs_diff"], 1.0) for key in ("val", "random")]
-    checks += [("chained stages vs full graph", report["segments_vs_full"], 1.0)]
+    checks += [("chained segments vs full graph", report["segments_vs_full"], 1.0)]
     for what, diff, scale in checks:
         if not diff <= tol * scale:
             bound = f"{tol:g}" if scale == 1.0 else f"{tol:g} × logit scale {scale:.3g}"
@@ -530,7 +530,7 @@ def _write_graphs(root: Path, full_graph: FullGraph, spec: InputSpec, opset: int
         used.add(export_graph(SegmentGraph(model, i), x, root / f"segment{i}.onnx", segment_input_name(i),
                               segment_output_names(i, n), opset))
         with torch.no_grad():
-            x = model.forward_segment(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next stage's example input
+            x = model.forward_segment(i, x)[0]  # feat{i} (B, C_i, H_i, W_i): the next segment's example input
     return ",".join(sorted(used))
 
 
@@ -546,7 +546,7 @@ def _summary(console: Console, out: Path, manifest: Manifest) -> None:
     console.print(table)
     diffs = ", ".join(f"{d:.2g}" for d in parity["val"]["max_abs_diff"])
     console.print(f"parity vs PyTorch (ONNX Runtime CPU): max |Δ| per exit [{diffs}], top-1 agreement "
-                  f"{min(parity['val']['top1_agreement']):.1f} %, stages vs full {parity['segments_vs_full']:.2g} "
+                  f"{min(parity['val']['top1_agreement']):.1f} %, segments vs full {parity['segments_vs_full']:.2g} "
                   f"(tolerance {parity['tolerance']:g} × max(1, max |logits|))")
     scores = (manifest.source or {}).get("metrics", {}).get("vote") or {}
     shown = ", ".join(f"{r} {scores[r]:.2f}" for r in VOTE_RULES if isinstance(scores.get(r), (int, float)))
@@ -575,7 +575,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     checkpoint, out = Path(checkpoint), Path(out)
     if (val_size is not None and val_size < 1) or calib_size < 1:
         raise ConfigError(f"val_size and calib_size must be at least 1, got {val_size} and {calib_size}")
-    check_bundle_destination(out, force=force, inputs=[checkpoint])  # before the work; again when it is done
+    # before the work; again when it is done
+    check_bundle_destination(out, force=force, inputs=[checkpoint], wording=OUT_WORDING)
     ckpt, model = _load_model(checkpoint)
     spec = spec_from_checkpoint(ckpt)
     vote = _vote_record(ckpt, model.num_exits)
@@ -583,12 +584,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, val_size: int | No
     vote = _choose_answer(vote, _val_probs(model, _normalized(val, spec)), labels)
     weights = vote.weights if vote.in_graph == "weighted" else [1.0] * model.num_exits
     full_graph = FullGraph(model, weights).eval()
-    with bundle_directory(out, force=force, inputs=[checkpoint]) as tmp:
+    with bundle_directory(out, force=force, inputs=[checkpoint], wording=OUT_WORDING) as tmp:
         np.savez_compressed(tmp / "calib.npz", images=calib)  # (M, H, W, C) uint8
         np.savez_compressed(tmp / "val_sample.npz", images=val, labels=labels)  # (N, H, W, C) uint8, (N,)
         exporter = _write_graphs(tmp, full_graph, spec, opset)
-        stages = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
-        parity = check_parity(full_graph, tmp / "full.onnx", stages, _normalized(val, spec), parity_tol)
+        segments = [tmp / f"segment{i}.onnx" for i in range(model.num_exits)]
+        parity = check_parity(full_graph, tmp / "full.onnx", segments, _normalized(val, spec), parity_tol)
         manifest = _manifest(tmp, ckpt, checkpoint.resolve(), name or out.resolve().name, vote, parity,
                              len(val), len(calib), exporter)
         json.dumps(manifest.to_json(), allow_nan=False)  # fail here, not on the device, if anything is not JSON

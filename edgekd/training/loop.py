@@ -38,9 +38,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from edgekd.core.atomic import DestinationLock, atomic_write_json, atomic_write_text, remove_stale_temporaries, tidy
+from edgekd.core.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from edgekd.core.destination import DestinationLock, tidy
 from edgekd.core.errors import ConfigError, DataError, EdgekdError
 from edgekd.core.manifest import ManifestError, load_manifest, looks_like_bundle, sha256_file
+from edgekd.device.options import OUT_WORDING
 from edgekd.training.checkpoint import library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgekd.training.config import METHOD_TERMS, Phase, TrainConfig, exit_weights, phase_plan
 from edgekd.training.data import LoadedData, load_data
@@ -131,7 +133,7 @@ RUN_FILES = ("metrics.jsonl", "last.pt", "best.pt", "summary.json")
 
 def tidy_run(out: Path) -> None:
     """Remove what killed runs left in ``out``: stale temporaries of its files, and of the bundle (whose interrupted
-    replacement is undone, see :func:`edgekd.core.atomic.tidy`)."""
+    replacement is undone, see :func:`edgekd.core.destination.tidy`)."""
     if not out.is_dir():
         return
     for name in RUN_FILES:
@@ -458,12 +460,12 @@ def _restore(ckpt, model) -> tuple[int, float, int]:
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Run (or resume) a training run described by ``cfg``; see the module docstring for the steps.
 
-    The main process holds ``--out``'s lock (:class:`edgekd.core.atomic.DestinationLock`) throughout; a run that
+    The main process holds ``--out``'s lock (:class:`edgekd.core.destination.DestinationLock`) throughout; a run that
     fails before its first ``last.pt`` leaves no ``--out`` behind (:func:`remove_failed_start`)."""
     cfg.validate()
     env = setup_distributed(cfg.device)
     out = Path(cfg.out)
-    lock = DestinationLock(out, f"--out {out}") if env.main else None
+    lock = DestinationLock(out, f"--out {out}", OUT_WORDING) if env.main else None
     existed = out.exists()
     try:
         if env.enabled:  # every rank must agree the output directory is usable before anyone trains

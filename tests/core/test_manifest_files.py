@@ -19,7 +19,7 @@ from edgekd.core.manifest import (
     sha256_file,
     write_manifest,
 )
-from edgekd.core.onnx_external import OnnxFormatError, external_data_locations
+from edgekd.core.onnx_graph import OnnxFormatError, external_data_locations
 
 onnx = pytest.importorskip("onnx")
 

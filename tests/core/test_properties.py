@@ -9,7 +9,7 @@
   symlinks gives each real image once, labelled by the class folder it lies in, or a :class:`DataError`.
 
 Deterministic (``derandomize=True``: the same examples every run) and bounded (a few hundred examples each), so
-``make test`` stays short; the fuzz harness (scripts/fuzz_loaders.py) goes wider."""
+``make test`` stays short; the fuzz harness (scripts/harness/fuzz_loaders.py) goes wider."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scripts/jetson_smoke.sh, the script a Jetson owner runs on a workstation-made bundle: its bash syntax, and real
+"""scripts/harness/jetson_smoke.sh, the script a Jetson owner runs on a workstation-made bundle: its bash syntax, and real
 runs on this CPU with the ONNX Runtime backend forced (EDGEKD_SMOKE_BACKEND=onnxruntime), checking the archive.
 
 The TensorRT steps themselves (the script's default backend) have not run anywhere: there is no Jetson or GPU here.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "jetson_smoke.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "harness" / "jetson_smoke.sh"
 STEPS = ["system", "doctor", "build-fp16", "build-int8", "video", "run-fp16-early-exit", "run-fp16-full-vote",
          "run-int8-early-exit", "run-int8-full-vote", "profile", "report"]
 

@@ -4,7 +4,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 
 1. resolve the device target and check the precision *before* any work;
 2. produce the graphs: fp32 as exported; fp16 converted with float32 IO; int8 as explicit quantization — ranges
-   calibrated once (cached), full graph on images, stage graphs on the activations the FP32 stages produce —
+   calibrated once (cached), full graph on images, segment graphs on the activations the FP32 segments produce —
    then the Q/DQ form of the target backend (uint8 activations for ONNX Runtime, symmetric int8 for TensorRT);
    When INT8 is confidently over ``max_drop`` (below), mixed precision leaves the most sensitive nodes in float
    until it is not (:mod:`edgekd.device.compiler.mixed`; ``--mixed-precision off`` fails instead);
@@ -15,7 +15,7 @@ Steps (all inside a temporary directory that replaces ``--out`` only when everyt
 5. early-exit thresholds on the built segment chain's probabilities of the validation sample, against the built full
    graph's best full answer on the same images (:func:`edgekd.core.certify.reference_predictions`): certified to
    lose at most ``target_drop`` points with probability ``confidence`` (:func:`edgekd.core.certify.certify_thresholds`),
-   or with ``fit="point"`` the old minimum-cost point estimate (not certified); the whole record goes under the
+   or with ``fit="point"`` the point fit (the minimum-cost thresholds, not certified); the whole record goes under the
    manifest's ``build.thresholds`` and its one-line summary is printed;
 6. for ONNX Runtime (FP32 and INT8), the one-call early-exit graph: the built segment graphs joined by ``If`` nodes
    (:mod:`edgekd.device.compiler.early_exit_graph`, ``graphs.early_exit``);
@@ -39,7 +39,7 @@ import numpy as np
 from rich.console import Console
 
 from edgekd import __version__
-from edgekd.core.atomic import is_within
+from edgekd.core.destination import is_within
 from edgekd.core.certify import Certificate, early_exit_thresholds, manifest_record
 from edgekd.core.errors import EdgekdError
 from edgekd.core.labelled import load_images
@@ -66,7 +66,6 @@ from edgekd.device.compiler.mixed import Quantizable, quantize_excluding
 from edgekd.device.compiler.verify import OVER, VERDICTS, Verification, compare, print_verification, verdict_line
 from edgekd.device.options import (
     BACKEND_AUTO,
-    CACHE_DIR,
     CALIB_AUTO,
     CALIB_CHOICES,
     CALIB_METHODS,
@@ -76,7 +75,9 @@ from edgekd.device.options import (
     MAX_CALIB_IMAGES,
     MAX_DROP,
     MIXED_PRECISION,
+    OUT_WORDING,
     TARGET_DROP,
+    calibration_cache_dir,
     dla_core_problem,
     engine_cache_choice,
     options_problem,
@@ -108,9 +109,11 @@ class BuildOptions:
     target_drop: float = TARGET_DROP  # ε, points of top-1 early exit may lose against the full answer
     cost: str = COSTS[0]  # what thresholds minimise: "macs" or "latency"
     confidence: float = CONFIDENCE  # 1 − δ: the probability that certified thresholds keep ``target_drop``
-    fit: str = FITS[0]  # "certified" or "point" (the old minimum-cost point estimate, not certified)
+    fit: str = FITS[0]  # "certified" or "point" (the point fit: minimum-cost thresholds, not certified)
     force: bool = False
-    cache_dir: str | None = CACHE_DIR
+    #: the calibration cache: True the per-user one, None or an off word none, else that folder
+    #: (:func:`edgekd.device.options.calibration_cache_dir`)
+    cache_dir: str | Path | bool | None = True
     dla_core: int | None = None
     mixed_precision: str = MIXED_PRECISION[0]  # "auto": the most sensitive nodes stay in float when int8 is over
     engine_cache: str | None = None  # --engine-cache: a folder, or off; None: $EDGEKD_ENGINE_CACHE or the user's
@@ -199,8 +202,8 @@ def _source_paths(src: Manifest) -> dict[str, Path]:
     return paths
 
 
-def _calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Feeds for every graph: images for the full graph and stage 0, FP32 stage activations for later stages."""
+def calibration_feeds(src: Manifest, calib_images: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Feeds for every graph: images for the full graph and segment 0, FP32 segment activations for later segments."""
     feeds: dict[str, list[dict[str, np.ndarray]]] = {f"segment{i}": [] for i in range(src.num_exits)}
     with Chain.from_manifest(src) as chain:  # an exported bundle: plain ONNX on ONNX Runtime
         chain.probs(calib_images, src.spec, batch=32,
@@ -219,9 +222,9 @@ def _int8_graphs(plan: BuildPlan, method: str, work: Path, scratch: Path, calib_
     from edgekd.device.compiler.mixed import weight_range_choice
     from edgekd.device.compiler.quantize import preprocess_for_quantization
 
-    src, qdq_backend, cache_dir = plan.source, plan.qdq_backend, plan.options.cache_dir
+    src, qdq_backend, cache_dir = plan.source, plan.qdq_backend, calibration_cache_dir(plan.options.cache_dir)
     cache = CalibrationCache(cache_dir) if cache_dir else None
-    feeds = _calibration_feeds(src, calib_images)
+    feeds = calibration_feeds(src, calib_images)
     reused, quantizables = {}, {}
     for key, path in _source_paths(src).items():
         pre = preprocess_for_quantization(path, scratch / f"_pre_{key}.onnx")
@@ -311,7 +314,8 @@ def plan_build(bundle: str | Path, options: BuildOptions) -> BuildPlan:
                 raise BuildError(no_dla)
     calib_data = options.calib_data
     out = Path(options.out) if options.out else default_out(bundle, precision, target.backend)
-    check_bundle_destination(out, force=options.force, inputs=[bundle, calib_data])  # --force replaces only a bundle
+    # --force replaces only a bundle
+    check_bundle_destination(out, force=options.force, inputs=[bundle, calib_data], wording=OUT_WORDING)
     for folder, what in ((bundle, "the bundle it builds from"), (calib_data, "the --calib-data folder")):
         if folder is not None and os.path.isdir(folder) and is_within(out, folder):
             raise BuildError(f"refusing to write --out {out} inside {folder}, {what}; choose another --out")
@@ -339,7 +343,7 @@ def build_bundle(bundle: str | Path, options: BuildOptions | None = None, *, con
     calib_data = options.calib_data
     calib_images = (load_images(calib_data, src.spec, max_images=MAX_CALIB_IMAGES, option="--calib-data") if calib_data
                     else _bundle_calib(src))
-    with bundle_directory(out, force=options.force, inputs=[bundle, calib_data]) as tmp:
+    with bundle_directory(out, force=options.force, inputs=[bundle, calib_data], wording=OUT_WORDING) as tmp:
         manifest = _build_into(tmp, plan, BuildData(calib_images, val_images, labels), console)
     mixed = ((manifest.build and manifest.build.calibration) or {}).get("mixed_precision")
     if mixed:
@@ -473,7 +477,7 @@ def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], q
     """Run the mixed-precision search (:mod:`edgekd.device.compiler.mixed`), re-quantize every graph of ``graphs``
     in place with the chosen nodes in float, and return the record."""
     from edgekd.device.compiler.mixed import MixedSearch, SearchInputs, latency_ms, node_keys
-    from edgekd.device.compiler.quantize import load_model
+    from edgekd.core.onnx_graph import read_graph
 
     src, qdq_backend = plan.source, plan.qdq_backend
     inputs = SearchInputs(full=quantizables["full"], backend=qdq_backend, spec=src.spec, n_exits=src.num_exits,
@@ -489,7 +493,7 @@ def _mixed(tmp: Path, scratch: Path, plan: BuildPlan, graphs: dict[str, Path], q
     latency = None
     if plan.target.backend == "onnxruntime":  # the speed cost, measured here; TensorRT's: `edgekd profile` on device
         latency = {"int8": latency_ms(graphs["full"], src.spec, **plan.ort_options)}
-    per_graph = {key: set(node_keys(load_model(q.pre)).values()) for key, q in quantizables.items()}
+    per_graph = {key: set(node_keys(read_graph(q.pre)).values()) for key, q in quantizables.items()}
     for key, q in quantizables.items():
         graphs[key] = quantize_excluding(q, tmp / f"{key}.int8.onnx", qdq_backend, result.float_keys)
     record = dict(result.record)
@@ -562,8 +566,8 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
 
     Explicit quantization (the Q/DQ graphs) everywhere except on a DLA core with TensorRT 8.5-10.x (the DLA takes
     implicit quantization only, see :func:`edgekd.device.tensorrt.versions.use_implicit_calibrator`): there the FP32
-    graphs are built with the entropy calibrator, fed with the same calibration images (and, for stage graphs, the
-    activations the FP32 stages produce). Engines come from (and go to) the per-user
+    graphs are built with the entropy calibrator, fed with the same calibration images (and, for segment graphs, the
+    activations the FP32 segments produce). Engines come from (and go to) the per-user
     engine cache, with the timing cache next to them; each engine's sidecar records what the build found (GPU
     fallback on a DLA core, the engine's layers), which :func:`_manifest` copies under ``build.engines``.
     """
@@ -583,7 +587,7 @@ def _engines_for(tmp: Path, plan: BuildPlan, graphs: dict[str, Path], calib_imag
     if implicit and float_nodes:
         log(f"note: TensorRT {version} on a DLA core calibrates implicitly from the float graphs, so the {float_nodes} "
             "mixed-precision float node(s) do not apply there; the engine verification below judges the result")
-    feeds = _calibration_feeds(src, calib_images) if implicit else {}
+    feeds = calibration_feeds(src, calib_images) if implicit else {}
     sources = _source_paths(src) if implicit else graphs
     engines = {}
     for key, path in sources.items():

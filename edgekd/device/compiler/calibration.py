@@ -24,11 +24,11 @@ import numpy as np
 from edgekd.core.atomic import atomic_write_json
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import sha256_file
+from edgekd.core.onnx_graph import read_graph
 from edgekd.device.compiler.quantize import (
     Ranges,
     check_ranges,
     graph_io,
-    load_model,
     one_line,
     ort_session,
     prepared_model,
@@ -163,7 +163,7 @@ def compute_ranges(onnx_path: str | Path, batches: list[dict[str, np.ndarray]], 
     if method == "percentile" and not 0.0 < float(percentile) <= 100.0:
         raise EdgekdError(f"calibration percentile must be in (0, 100], got {percentile}")
     with prepared_model(onnx_path) as prepared:
-        feeds = _feeds(load_model(prepared), data, Path(onnx_path))
+        feeds = _feeds(read_graph(prepared), data, Path(onnx_path))
         try:
             calibrator = _calibrator(prepared, method, float(percentile))
             with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress

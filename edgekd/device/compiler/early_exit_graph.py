@@ -42,7 +42,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import EARLY_EXIT_INPUTS, EARLY_EXIT_OUTPUTS, segment_input_name, segment_output_names
-from edgekd.device.compiler.quantize import load_model, save_model_atomic
+from edgekd.core.onnx_graph import read_graph
+from edgekd.device.compiler.quantize import save_model_atomic
 
 #: Precisions whose one-call graph decides bit for bit as the chain does (tested). Not FP16 on ONNX Runtime's CPU:
 #: the Casts around its float16 nodes make the confidences depend on the batch and on how the graph is cut (measured
@@ -209,7 +210,7 @@ def assemble(segments: Sequence[onnx.ModelProto]) -> onnx.ModelProto:
 def write_early_exit_graph(segment_paths: Sequence[str | Path], dest: str | Path) -> Path:
     """Assemble the segment graphs at ``segment_paths`` (weights loaded, external data included) into ``dest``,
     written atomically; refused when it would pass protobuf's 2 GB limit (such a model is no early-exit target)."""
-    model = assemble([load_model(p) for p in segment_paths])
+    model = assemble([read_graph(p) for p in segment_paths])
     onnx.checker.check_model(model)  # before the bytes reach the bundle: a malformed graph is a build bug
     if model.ByteSize() >= (2 << 30) - (1 << 20):
         raise EdgekdError("the early-exit graph would exceed protobuf's 2 GB limit; run early exit on the chain")

@@ -13,7 +13,8 @@ import io
 from pathlib import Path
 
 from edgekd.core.errors import EdgekdError
-from edgekd.device.compiler.quantize import graph_io, load_model, one_line, save_model_atomic
+from edgekd.core.onnx_graph import read_graph
+from edgekd.device.compiler.quantize import graph_io, one_line, require_model, save_model_atomic
 
 
 def _converter():
@@ -30,7 +31,7 @@ def _converter():
 
 def convert_fp16(onnx_path: str | Path, out_path: str | Path, *, keep_io_types: bool = True) -> Path:
     """Write ``onnx_path`` with float32 weights and activations in FP16 to ``out_path`` (atomically)."""
-    model = load_model(onnx_path)
+    model = read_graph(require_model(onnx_path))
     before = graph_io(model)
     convert = _converter()
     try:

@@ -34,12 +34,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import onnx
 
+from edgekd.core.onnx_graph import read_graph
 from edgekd.core.spec import InputSpec
 from edgekd.device.chain import full_probs
 from edgekd.device.compiler.quantize import (
     Ranges,
     _nodes_after_softmax,
-    load_model,
     quant_op_types,
     quantize_qdq,
 )
@@ -106,7 +106,7 @@ def node_keys(model: onnx.ModelProto) -> Dict[str, str]:
 
 def candidates(pre: Path) -> List[Dict[str, str]]:
     """The nodes of a pre-processed graph the search may leave in float, in graph order: {key, name, op}."""
-    model = load_model(pre)
+    model = read_graph(pre)
     probability_side = set(_nodes_after_softmax(model))  # also names unnamed nodes, as quantize_qdq does
     keys = node_keys(model)
     quantized = set(quant_op_types())
@@ -122,7 +122,7 @@ def candidates(pre: Path) -> List[Dict[str, str]]:
 
 def quantize_excluding(q: Quantizable, dest: Path, backend: str, float_keys: Sequence[str]) -> Path:
     """``q`` quantized for ``backend`` with the nodes whose key is in ``float_keys`` left in float."""
-    keys = node_keys(load_model(q.pre))
+    keys = node_keys(read_graph(q.pre))
     names = [name for name, key in keys.items() if key in set(float_keys)]
     return quantize_qdq(q.pre, dest, q.ranges, backend=backend, exclude_nodes=names, reduce_range=q.reduce_range)
 

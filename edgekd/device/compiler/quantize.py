@@ -51,6 +51,7 @@ import onnx
 from edgekd.core.atomic import atomic_write
 from edgekd.core.errors import EdgekdError
 from edgekd.core.manifest import RUNNER_BACKENDS
+from edgekd.core.onnx_graph import read_graph
 from edgekd.device.runners.onnxruntime import create_session as ort_session
 
 Ranges = Dict[str, Tuple[float, float]]  # activation tensor name -> (low, high), from calibration (typing: Py 3.8)
@@ -99,14 +100,6 @@ def require_model(onnx_path: str | Path) -> Path:
     if not path.is_file():
         raise EdgekdError(f"ONNX model not found: {path}")
     return path
-
-
-def load_model(onnx_path: str | Path) -> onnx.ModelProto:
-    path = require_model(onnx_path)
-    try:
-        return onnx.load(str(path))
-    except Exception as e:  # a truncated or foreign file: protobuf raises several types
-        raise EdgekdError(f"cannot read ONNX model {path}: {one_line(e)}") from e
 
 
 def _is_preprocessed(model: onnx.ModelProto) -> bool:
@@ -204,7 +197,7 @@ def preprocess_for_quantization(onnx_path: str | Path, out_path: str | Path) -> 
     same bytes, so its hash is a stable calibration-cache key.
     """
     src = require_model(onnx_path)
-    model = load_model(src)  # a readable ONNX file, or EdgekdError
+    model = read_graph(src)  # a readable ONNX file, or EdgekdError
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     from onnxruntime.quantization import quant_pre_process
@@ -215,7 +208,7 @@ def preprocess_for_quantization(onnx_path: str | Path, out_path: str | Path) -> 
             _optimize_basic(src, optimized)
             with contextlib.redirect_stdout(io.StringIO()):
                 quant_pre_process(str(optimized), str(tmp_out), skip_optimization=True, skip_symbolic_shape=True)
-            result = onnx.load(str(tmp_out))
+            result = read_graph(tmp_out)
         except Exception as e:  # noqa: BLE001 -- any failure of the optional step falls back to the plain model
             warnings.warn(f"quantization pre-processing failed for {src} ({one_line(e)}); using the model as is",
                           RuntimeWarning, stacklevel=2)
@@ -232,7 +225,7 @@ def prepared_model(onnx_path: str | Path) -> Iterator[Path]:
     The copy matters even for an already pre-processed model: ORT's quantization helpers write scratch files next
     to the model they read, and the source directory may be read-only or shared.
     """
-    model = load_model(onnx_path)
+    model = read_graph(require_model(onnx_path))
     with tempfile.TemporaryDirectory(prefix="edgekd-quant.") as tmp:
         path = Path(tmp) / "model.onnx"
         if _is_preprocessed(model):
@@ -299,7 +292,7 @@ def check_ranges(ranges: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _u8s8_saturates() -> bool:
+def u8s8_saturates() -> bool:
     """Whether ORT's CPU u8s8 kernels may saturate here: x86 without VNNI multiplies with VPMADDUBSW, whose int16
     pair sums overflow when both uint8 activations and int8 weights use their full range (ORT's own advice for such
     CPUs is ``reduce_range``: 7-bit weights). ARM, and x86 with AVX-VNNI / AVX512-VNNI, accumulate in int32."""
@@ -481,7 +474,7 @@ def quantize_qdq(onnx_path: str | Path, out_path: str | Path, ranges: Ranges, *,
     src = require_model(onnx_path)
     valid = check_ranges(ranges)
     if reduce_range is None:
-        reduce_range = backend == "onnxruntime" and _u8s8_saturates()
+        reduce_range = backend == "onnxruntime" and u8s8_saturates()
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 

@@ -2,7 +2,7 @@
 
 What ``edgekd run`` does to every camera frame is timed here with the same :class:`~edgekd.device.runtime.pipeline.Pipeline`:
 ``pre`` (colour conversion, resize from the camera size, normalise), ``network`` (the runner calls; in early exit
-only the stages a frame needs), ``post`` (softmax, threshold checks, vote) and ``total`` (the whole call). The
+only the segments a frame needs), ``post`` (softmax, threshold checks, vote) and ``total`` (the whole call). The
 frames are the labelled images scaled up to a camera-sized BGR frame (640×480 by default), so preprocessing costs
 what it costs on a camera and early exit sees real images. Torch-free (device side).
 """

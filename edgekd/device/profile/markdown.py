@@ -108,9 +108,9 @@ def _per_exit(bundles: list[dict[str, Any]]) -> list[str]:
                      "-" if full["batched"] is None else
                      f"{full['batched']['throughput']:.0f} (b{full['batched']['batch']})"])
     return ["## Per exit", "",
-            "Stage = that stage's graph alone; cumulative = stages 0..i chained, what answering at exit i costs. "
+            "Segment = that segment's graph alone; cumulative = segments 0..i chained, what answering at exit i costs. "
             "Cumulative MMACs per exit; throughput in items/s.", ""] + _table(
-        ["bundle", "exit", "MMACs", "stage ms", "cumulative ms", "p90", "p99", "CV %", "top-1 %", "top-5 %",
+        ["bundle", "exit", "MMACs", "segment ms", "cumulative ms", "p90", "p99", "CV %", "top-1 %", "top-5 %",
          "items/s b1", "items/s batched"], rows) + _votes(bundles)
 
 

@@ -1,14 +1,14 @@
 """``edgekd profile``: latency and accuracy per exit, the early-exit trade-off, for one or several bundles.
 
 For each bundle: the environment; accuracy per exit and per vote rule on labelled data (the bundle's validation
-sample, or ``--data``); latency per stage, per exit (chained) and of the full graph at batch 1 and a larger batch;
+sample, or ``--data``); latency per segment, per exit (chained) and of the full graph at batch 1 and a larger batch;
 per-frame timing of the runtime pipeline split into pre / network / post; the early-exit sweep with the manifest's
 operating point and the Pareto front; whether early exit at the manifest's thresholds pays here, against the full
 graph (:mod:`edgekd.device.profile.payoff`: "early exit saves X% of the latency here" or "costs Y% more here; use
 --mode full-vote"); energy per inference where Jetson power rails exist; the certificate of the
 manifest's thresholds (``build.thresholds``). Written to ``--out``: ``report.json`` (schema in docs/PROFILE.md),
 ``report.md``, ``tradeoff.png`` and ``exits.png``, and terminal tables. ``--write-thresholds`` certifies new
-thresholds as build does (or, with ``--fit point``, fits the old point estimate) on ``--data`` or the validation
+thresholds as build does (or, with ``--fit point``, the point fit: not certified) on ``--data`` or the validation
 sample and stores them and their certificate in the bundle's manifest (atomically; only ``thresholds`` and
 ``build.thresholds`` change).
 """
@@ -27,7 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgekd import __version__
-from edgekd.core.atomic import DestinationLock, atomic_write_json, atomic_write_text, check_writable, make_parents
+from edgekd.core.atomic import atomic_write_json, atomic_write_text
+from edgekd.core.destination import DestinationLock
+from edgekd.core.writable import check_writable, make_parents
 from edgekd.core.certify import (
     FAMILIES,
     Certificate,
@@ -48,6 +50,7 @@ from edgekd.device.options import (
     FITS,
     FRAME_SIZE,
     ITERATIONS,
+    OUT_WORDING,
     TARGET_DROP,
     WARMUP_S,
     env_threads_problem,
@@ -218,7 +221,7 @@ def write_thresholds_of(paths: list[str | Path], *, target_drop: float = TARGET_
         for path in unique.values():
             root = load_manifest(path).root
             check_writable(root / MANIFEST_NAME, "--write-thresholds into")  # before the work, not after it
-            locks.enter_context(DestinationLock(path))
+            locks.enter_context(DestinationLock(path, wording=OUT_WORDING))
             m = load_manifest(path)  # again, under the lock: what is certified is what is rewritten
             plans.append((path, m, *_certified_manifest(m, target_drop=target_drop, confidence=confidence,
                                                         fit=fit, data=data, limit=limit, threads=threads,
@@ -233,7 +236,7 @@ def write_thresholds(path: str | Path, *, target_drop: float = TARGET_DROP, conf
                      threads: int | None = None, family: str = FAMILIES[0]) -> tuple[Certificate, dict[str, Any]]:
     """New early-exit thresholds on ``data`` or the validation sample, as build chooses them (against the full
     graph's best full answer, costs in MACs): certified to lose at most ``target_drop`` points with probability
-    ``confidence``, or with ``fit="point"`` the old point estimate. Stores the thresholds and the whole record
+    ``confidence``, or with ``fit="point"`` the point fit (not certified). Stores the thresholds and the whole record
     (``build.thresholds``, see :func:`edgekd.core.certify.manifest_record`) in the manifest, atomically, under the
     bundle's lock (:func:`write_thresholds_of`); every other field stays as it was. Returns the certificate and the
     data used."""
@@ -325,7 +328,7 @@ def _exit_table(bundles: list[dict[str, Any]]) -> Table:
     rails = [b["energy"]["rail"] if isinstance(b["energy"], dict) else None for b in bundles]
     src = ", ".join(sorted({b["data"]["source"] for b in bundles}))
     table = Table(title=f"Per exit: batch 1, median ms; top-1/top-5 % on {src}")
-    cols = ["bundle", "exit", "stage", "cumul.", "p99", "top-1", "top-5"] + (["mJ"] if any(rails) else [])
+    cols = ["bundle", "exit", "segment", "cumul.", "p99", "top-1", "top-5"] + (["mJ"] if any(rails) else [])
     for col in cols:
         table.add_column(col, justify="left" if col == "bundle" else "right")
     for b, rail in zip(bundles, rails):

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edgekd.core.atomic import check_writable
+from edgekd.core.writable import check_writable
 from edgekd.core.certify import describe_thresholds, stored_certificate
 from edgekd.core.early_exit import RUN_MODES
 from edgekd.core.errors import ConfigError, EdgekdError

@@ -15,7 +15,7 @@ Three modes:
   manifest weights) the graph's ``vote`` output is the answer; otherwise (hard, or another rule) the vote is
   computed here from the ``logits{i}`` outputs with :func:`edgekd.core.vote.vote_scores`. ``exit`` of the
   prediction is the last exit's index and ``mode`` is ``"full-vote"``.
-* ``exit`` with ``exit=K``: run stages 0..K and answer from exit K (anytime inference at a fixed budget).
+* ``exit`` with ``exit=K``: run segments 0..K and answer from exit K (anytime inference at a fixed budget).
 
 Early exit decides on the graph's own confidence ``conf{i}`` — exactly the numbers ``edgekd build`` fitted and
 certified the thresholds on, in the chain and in the one-call graph alike (see :mod:`edgekd.device.chain`) — so a
@@ -406,7 +406,7 @@ class Pipeline:
     def predict_batch(self, x: np.ndarray) -> list[Prediction]:
         """Network and post-processing on an already preprocessed (N, C, H, W) float32 batch, without smoothing.
 
-        Early exit is per sample: only the samples not yet confident go on to the next stage. Each prediction's
+        Early exit is per sample: only the samples not yet confident go on to the next segment. Each prediction's
         timings are the batch's divided by N (``pre`` is 0).
         """
         if not self.runners:

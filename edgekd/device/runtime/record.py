@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgekd.core.atomic import atomic_write, check_writable
+from edgekd.core.atomic import atomic_write
+from edgekd.core.writable import check_writable
 from edgekd.core.errors import ConfigError, EdgekdError
 
 #: The most frames one run records (about 1 GB of 640x480 PNGs); a certificate needs hundreds to thousands.

@@ -30,8 +30,8 @@ import numpy as np
 from edgekd.core.atomic import atomic_write_json
 from edgekd.core.manifest import sha256_file
 from edgekd.device.machine import sanitize_device
-from edgekd.device.options import ENGINE_CACHE_OFF
 from edgekd.device.tensorrt.settings import BuildSettings
+from edgekd.device.user_cache import cache_off, user_cache
 
 
 def engine_name(onnx_sha: str, precision: str, trt_version: str, device: str, *, stem: str = "full") -> str:
@@ -92,18 +92,19 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+ENGINES = "engines"  # the engine cache's folder under the per-user cache root
 ENGINE_CACHE_ENV = "EDGEKD_ENGINE_CACHE"  # a folder, or off/none/0/"" to disable the cache
 
 
 def default_engine_cache(environ: Mapping[str, str] | None = None) -> Path | None:
-    """The per-user engine cache folder: ``$EDGEKD_ENGINE_CACHE`` (off/none/0/empty: no cache), else
-    ``$XDG_CACHE_HOME/edgekd/engines``, else ``~/.cache/edgekd/engines``."""
+    """The per-user engine cache folder: ``$EDGEKD_ENGINE_CACHE`` (off/none/0/empty: no cache), else ``engines``
+    under the per-user cache root (:func:`edgekd.device.user_cache.cache_root`: ``$EDGEKD_CACHE``, else
+    ``$XDG_CACHE_HOME/edgekd``, else ``~/.cache/edgekd``), beside the calibration cache."""
     env = os.environ if environ is None else environ
     value = env.get(ENGINE_CACHE_ENV)
     if value is not None:
-        return None if value.strip().lower() in ENGINE_CACHE_OFF else Path(value).expanduser()
-    base = env.get("XDG_CACHE_HOME") or str(Path("~").expanduser() / ".cache")
-    return Path(base) / "edgekd" / "engines"
+        return None if cache_off(value) else Path(value).expanduser()
+    return user_cache(ENGINES, env)
 
 
 def engine_cache_key(meta: Mapping[str, Any]) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import onnx
 
+from edgekd.core.onnx_graph import read_graph
 from edgekd.device.tensorrt.versions import parse_version
 
 #: Reduce op -> the first opset in which its ``axes`` is an input (before it: an attribute).
@@ -79,7 +80,7 @@ def check_bundle_graphs(paths: Iterable[Path], trt_version: str) -> str | None:
     if trt == (0, 0):  # not a version: nothing to judge
         return None
     for path in paths:
-        problems = graph_problems(onnx.load(str(path), load_external_data=False), trt)
+        problems = graph_problems(read_graph(path, weights=False), trt)
         if problems:
             from edgekd import __version__
 

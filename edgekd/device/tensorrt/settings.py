@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.core.errors import EdgekdError
+from edgekd.core.onnx_graph import OnnxFormatError, read_graph
 from edgekd.device.tensorrt.versions import STRONGLY_TYPED_MAJOR, use_implicit_calibrator
 
 
@@ -86,10 +87,9 @@ def graph_facts(onnx_path: str | Path) -> GraphFacts:
     import onnx
 
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 -- protobuf raises assorted types on a corrupt file
-        raise EdgekdError(f"tensorrt cannot parse {onnx_path}: not a readable ONNX graph "
-                          f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
+        model = read_graph(onnx_path, weights=False)
+    except OnnxFormatError as exc:
+        raise EdgekdError(f"tensorrt cannot parse {onnx_path}: {exc}") from None
     graph = model.graph
     weights = {init.name for init in graph.initializer}
     inputs = {}

@@ -3,7 +3,7 @@
 ``create_model("torchvision:NAME", num_classes=K, in_chans=C, input_size=(H, W))`` wraps
 ``torchvision.models.get_model(NAME, weights=None, num_classes=K)``. Its only "segment" is the whole network and
 its hint features are the logits themselves, so these wrappers are only meant as teachers (no exit_info, no
-per-stage export). Grayscale input (``in_chans == 1``) is repeated to 3 channels so RGB weights still fit.
+per-segment export). Grayscale input (``in_chans == 1``) is repeated to 3 channels so RGB weights still fit.
 """
 
 from __future__ import annotations

@@ -300,3 +300,16 @@ def test_calib_data_from_npz_and_a_built_bundle_cannot_be_rebuilt(tiny_bundle, i
 def test_build_never_imports_torch(tiny_bundle, tmp_path):
     assert_cli_runs_without_torch(["build", str(tiny_bundle), "--precision", "int8", "--out", str(tmp_path / "nt"),
                                    "--cache-dir", str(tmp_path / "cc")])
+
+
+def test_the_default_calibration_cache_is_the_users_not_the_working_directory(tmp_path, monkeypatch):
+    """Issue 22: an int8 build without --cache-dir keeps its ranges under $EDGEKD_CACHE/calibration (the per-user
+    cache, beside the engine cache), and writes nothing into the directory it runs from."""
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "bundle-abf6d4b"
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "user"))
+    build_bundle(fixture, precision="int8", out=tmp_path / "int8", max_drop=100.0)
+    assert list((tmp_path / "user" / "calibration").glob("*.json"))
+    assert list(here.iterdir()) == []

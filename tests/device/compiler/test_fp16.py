@@ -82,6 +82,6 @@ def test_fp16_user_errors(tmp_path):
         convert_fp16(tmp_path / "missing.onnx", tmp_path / "out.onnx")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00 definitely not protobuf \xff")
-    with pytest.raises(EdgekdError, match="cannot read"):
+    with pytest.raises(EdgekdError, match="garbage.onnx is not a readable ONNX graph"):
         convert_fp16(garbage, tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()

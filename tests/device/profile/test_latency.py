@@ -1,4 +1,4 @@
-"""edgekd.device.profile.latency: summary statistics, the measuring loop, and per-stage latencies of a built bundle."""
+"""edgekd.device.profile.latency: summary statistics, the measuring loop, and per-segment latencies of a built bundle."""
 
 from __future__ import annotations
 

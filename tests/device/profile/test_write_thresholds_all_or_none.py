@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekd.core.atomic import DestinationLock
+from edgekd.core.destination import DestinationLock
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"

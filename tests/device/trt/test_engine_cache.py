@@ -28,6 +28,7 @@ from edgekd.device.tensorrt.engine_cache import (
     timing_cache_path,
     write_engine_sidecar,
 )
+from edgekd.device.user_cache import calibration_cache
 from edgekd.device.tensorrt.settings import build_settings
 from tests.helpers import put_engine
 
@@ -131,6 +132,11 @@ def test_default_engine_cache_location():
     assert default_engine_cache({ENGINE_CACHE_ENV: "/fast/engines", "XDG_CACHE_HOME": "/x"}) == Path("/fast/engines")
     for off in ("", "off", "None", "0", "false"):
         assert default_engine_cache({ENGINE_CACHE_ENV: off}) is None
+    # beside the calibration cache, under the one per-user root: $EDGEKD_CACHE moves both, and turns both off
+    assert default_engine_cache({"EDGEKD_CACHE": "/c", "XDG_CACHE_HOME": "/x"}) == Path("/c/engines")
+    assert default_engine_cache({"EDGEKD_CACHE": "/c"}).parent == calibration_cache({"EDGEKD_CACHE": "/c"}).parent
+    assert default_engine_cache({"EDGEKD_CACHE": "off"}) is None
+    assert default_engine_cache({"EDGEKD_CACHE": "off", ENGINE_CACHE_ENV: "/e"}) == Path("/e")  # its own wins
 
 
 def meta_for(**changes) -> dict:

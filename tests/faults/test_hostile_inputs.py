@@ -216,7 +216,7 @@ def test_a_read_only_directory_is_refused_for_a_user_who_cannot_write_it(bundle,
               ["--max-drop", "nan"]),
              (["profile", src, "--out", ro / "report", "--iterations", "2", "--warmup", "0"], ["--threads", "0"]),
              (["run", src, "--source", clip, "--headless", "--jsonl", ro / "log.jsonl"], ["--threads", "0"])]
-    os.chdir(str(shared_dir))  # the default calibration cache lies in the working directory
+    os.chdir(str(shared_dir))  # a working directory nobody may write into
     try:
         codecs.lookup("cp437")  # zip member names: a codec imported on first use
         load_manifest(src)

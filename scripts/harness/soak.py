@@ -14,8 +14,8 @@ frames exit at every exit (``--threshold``), as a camera's would. Verdicts:
   most ``--max-slowdown`` (10%) above the first third's. The FPS of each window of ``--window`` frames is reported
   too; wall-clock FPS on a shared machine mostly measures the neighbours, CPU time per frame does not.
 
-    .venv/bin/python scripts/soak.py                         # 50,000 frames (the figures in docs/RELIABILITY.md)
-    .venv/bin/python scripts/soak.py --frames 3000 --warmup 1000 --window 500 --json out.json
+    .venv/bin/python scripts/harness/soak.py                 # 50,000 frames (the figures in docs/RELIABILITY.md)
+    .venv/bin/python scripts/harness/soak.py --frames 3000 --warmup 1000 --window 500 --json out.json
 
 Exit status 0 when every verdict holds, 1 otherwise. Linux only (``/proc``).
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"
 
 

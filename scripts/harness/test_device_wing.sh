@@ -6,7 +6,7 @@
 # behaviour, which the main run checks under Python 3.11). Tests that need the training wing skip with a message.
 # A missing interpreter is skipped with a message, not an error. Used by `make test`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 find_python() {  # $1 = X.Y → the path of a working pythonX.Y, or nothing
     local v=$1 candidate
@@ -40,9 +40,9 @@ for v in "${@:-3.8 3.10}"; do
         status=1
         continue
     fi
-    echo "device wing on Python $version ($python): tests/core tests/device"
+    echo "device wing on Python $version ($python): tests/core tests/device tests/faults"
     "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist loadfile -m "not slow" \
-        tests/core tests/device || status=1
+        tests/core tests/device tests/faults || status=1
   done
 done
 exit $status

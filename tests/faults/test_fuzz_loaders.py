@@ -1,4 +1,4 @@
-"""The fuzz harness (scripts/fuzz_loaders.py) on a short, fixed run: mutated manifests, npz archives, images and
+"""The fuzz harness (scripts/harness/fuzz_loaders.py) on a short, fixed run: mutated manifests, npz archives, images and
 ONNX graphs each end as a result or one edgekd error line, never another exception. The long run's figures are in
 docs/RELIABILITY.md."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _harness():
-    spec = importlib.util.spec_from_file_location("fuzz_loaders", ROOT / "scripts" / "fuzz_loaders.py")
+    spec = importlib.util.spec_from_file_location("fuzz_loaders", ROOT / "scripts" / "harness" / "fuzz_loaders.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

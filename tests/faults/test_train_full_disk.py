@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("torch")  # trains: skipped in the device-only venvs (make test)
+
 from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.core.atomic import FAULT_FAIL_AT, FAULT_KILL_AT, FAULT_LOG, DestinationLock, restore_interrupted
+from edgekd.core.atomic import FAULT_FAIL_AT, FAULT_KILL_AT, FAULT_LOG
+from edgekd.core.destination import DestinationLock, restore_interrupted
 from edgekd.core.manifest import load_manifest
 from tests.helpers import fault_steps, write_steps
 

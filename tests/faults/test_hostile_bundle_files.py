@@ -16,7 +16,7 @@ from edgekd.core.errors import ConfigError, DataError
 from edgekd.core.labelled import load_labelled
 from edgekd.core.manifest import ManifestError, load_manifest, read_bundle_npz, sha256_file
 from edgekd.core.npz import declared_bytes, npz_problem
-from edgekd.core.onnx_external import OnnxFormatError, external_data_locations, graph_io
+from edgekd.core.onnx_graph import OnnxFormatError, external_data_locations, graph_io
 from edgekd.core.spec import InputSpec
 from tests.helpers import memory_available_now, write_npz_declaring
 

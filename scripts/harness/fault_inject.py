@@ -8,8 +8,8 @@ The failed-write tests (``EDGEKD_FAULT_FAIL_AT``) do the same on the fsync and r
 prints, per test, how many steps the command has and how many were faulted, plus the wall time: the figures in
 docs/RELIABILITY.md.
 
-    .venv/bin/python scripts/fault_inject.py            # every step of every test (about 11 minutes on 2 cores)
-    .venv/bin/python scripts/fault_inject.py --subset   # the default subset, as make test runs it
+    .venv/bin/python scripts/harness/fault_inject.py            # every step of every test (about 11 minutes on 2 cores)
+    .venv/bin/python scripts/harness/fault_inject.py --subset   # the default subset, as make test runs it
 """
 
 from __future__ import annotations
@@ -22,20 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TESTS = [
-    "tests/core/test_atomic.py::test_sigkill_at_every_durable_step_keeps_old_or_new_and_the_next_run_succeeds",
-    "tests/device/test_build_interrupted.py::test_sigkill_at_every_step_of_build_force_keeps_a_whole_bundle",
-    "tests/device/test_build_interrupted.py::"
+    "tests/core/test_destination.py::test_sigkill_at_every_durable_step_keeps_old_or_new_and_the_next_run_succeeds",
+    "tests/faults/test_build_interrupted.py::test_sigkill_at_every_step_of_build_force_keeps_a_whole_bundle",
+    "tests/faults/test_build_interrupted.py::"
     "test_sigkill_at_every_step_of_profile_write_thresholds_keeps_the_manifest_whole",
-    "tests/training/test_train_interrupted.py::"
+    "tests/faults/test_train_interrupted.py::"
     "test_sigkill_at_every_step_of_train_then_resume_ends_as_an_uninterrupted_run",
-    "tests/training/test_train_interrupted.py::test_sigkill_at_every_step_of_export_force_keeps_a_whole_bundle",
-    "tests/core/test_atomic.py::test_a_failed_write_at_every_durable_step_keeps_the_old_content_and_leaves_nothing",
-    "tests/device/test_build_interrupted.py::"
+    "tests/faults/test_train_interrupted.py::test_sigkill_at_every_step_of_export_force_keeps_a_whole_bundle",
+    "tests/core/test_destination.py::"
+    "test_a_failed_write_at_every_durable_step_keeps_the_old_content_and_leaves_nothing",
+    "tests/faults/test_build_interrupted.py::"
     "test_a_failed_write_at_every_step_of_build_force_is_one_line_and_keeps_the_old_bundle",
-    "tests/device/test_build_interrupted.py::test_a_full_disk_at_every_step_of_profile_write_thresholds_keeps_the_manifest",
-    "tests/training/test_train_interrupted.py::"
+    "tests/faults/test_build_interrupted.py::"
+    "test_a_full_disk_at_every_step_of_profile_write_thresholds_keeps_the_manifest",
+    "tests/faults/test_train_interrupted.py::"
     "test_a_full_disk_at_every_write_step_of_train_is_one_line_and_the_next_run_ends_as_an_uninterrupted_one",
 ]
 

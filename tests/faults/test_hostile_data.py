@@ -92,7 +92,9 @@ def test_a_corrupt_compressed_member_is_a_data_error(tmp_path):
 
 
 def test_a_file_in_the_way_of_a_folder_is_a_one_line_refusal(tmp_path):
-    from edgekd.core.atomic import DestinationError, PendingFile, atomic_write_text, check_writable, writable_problem
+    from edgekd.core.atomic import PendingFile, atomic_write_text
+    from edgekd.core.errors import DestinationError
+    from edgekd.core.writable import check_writable, writable_problem
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -127,8 +129,8 @@ def test_a_jsonl_line_is_strict_json_even_for_a_nan_confidence(tmp_path):
 
 
 def test_a_mangled_array_header_is_a_data_error(tmp_path):
-    """Found by scripts/fuzz_loaders.py: a .npy header numpy's parser chokes on raises tokenize.TokenError, which
-    escaped as a traceback. Built here as a well-formed zip (right CRCs) holding that header."""
+    """Found by scripts/harness/fuzz_loaders.py: a .npy header numpy's parser chokes on raises tokenize.TokenError,
+    which escaped as a traceback. Built here as a well-formed zip (right CRCs) holding that header."""
     import io
     import zipfile
 

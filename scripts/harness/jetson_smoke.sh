@@ -2,7 +2,7 @@
 # First contact with a Jetson: run edgekd's whole device path once on a bundle exported on a workstation, and pack
 # everything needed to see what happened into one archive to send back.
 #
-#   scripts/jetson_smoke.sh BUNDLE [TARGET]
+#   scripts/harness/jetson_smoke.sh BUNDLE [TARGET]
 #
 # BUNDLE  an exported bundle (edgekd export / the end of edgekd train), copied to the Jetson
 # TARGET  a device target (edgekd targets); default: the one `edgekd doctor` suggests for this board

@@ -7,8 +7,8 @@ the loader returns or raises edgekd's one-line :class:`EdgekdError`; anything el
 of several lines, more than ``--case-timeout`` seconds) is a crash, saved under ``--out`` to replay. Deterministic
 for a given ``--seed``.
 
-    .venv/bin/python scripts/fuzz_loaders.py --cases 5000           # per target; the figures in docs/RELIABILITY.md
-    .venv/bin/python scripts/fuzz_loaders.py --cases 200 --target manifest
+    .venv/bin/python scripts/harness/fuzz_loaders.py --cases 5000   # per target; the figures in docs/RELIABILITY.md
+    .venv/bin/python scripts/harness/fuzz_loaders.py --cases 200 --target manifest
 
 Exit status 0 when no case crashed, 1 otherwise.
 """
@@ -30,15 +30,14 @@ from typing import Callable, Dict, List
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from edgekd.core.errors import EdgekdError  # noqa: E402
-from edgekd.core.images import read_image  # noqa: E402
-from edgekd.core.labelled import decode_image, load_images, load_labelled  # noqa: E402
-from edgekd.core.manifest import load_manifest, read_bundle_npz  # noqa: E402
-from edgekd.core.onnx_external import external_data_locations, graph_io  # noqa: E402
-from edgekd.core.preprocess import resize_to_spec  # noqa: E402
+from edgekd.core.errors import EdgekdError
+from edgekd.core.images import read_image
+from edgekd.core.labelled import decode_image, load_images, load_labelled
+from edgekd.core.manifest import load_manifest, read_bundle_npz
+from edgekd.core.onnx_graph import external_data_locations, graph_io
+from edgekd.core.preprocess import resize_to_spec
 
 FIXTURE = ROOT / "tests" / "fixtures" / "bundle-abf6d4b"
 TARGETS = ("manifest", "npz", "image", "onnx")
