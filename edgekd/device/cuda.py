@@ -342,18 +342,20 @@ class CtypesRuntime(CudaRuntime):
             return buf.raw[:256].split(b"\0")[0].decode(errors="replace")
         raise CudaError(f"{self.source} exports no cudaGetDeviceProperties", binding=self.describe())
 
-    def malloc(self, nbytes: int) -> int:
+    def _alloc(self, call: str, nbytes: int) -> int:
+        """The address ``call`` (``cudaMalloc`` or ``cudaMallocHost``) returns for ``nbytes`` (at least 1)."""
         ptr = ctypes.c_void_p()
-        self._check("cudaMalloc", self._fn("cudaMalloc")(ctypes.byref(ptr), max(1, int(nbytes))))
+        self._check(call, self._fn(call)(ctypes.byref(ptr), max(1, int(nbytes))))
         return int(ptr.value or 0)
+
+    def malloc(self, nbytes: int) -> int:
+        return self._alloc("cudaMalloc", nbytes)
 
     def free(self, ptr: int) -> None:
         self._check("cudaFree", self._fn("cudaFree")(ptr))
 
     def host_alloc(self, nbytes: int) -> int:
-        ptr = ctypes.c_void_p()
-        self._check("cudaMallocHost", self._fn("cudaMallocHost")(ctypes.byref(ptr), max(1, int(nbytes))))
-        return int(ptr.value or 0)
+        return self._alloc("cudaMallocHost", nbytes)
 
     def host_free(self, ptr: int) -> None:
         self._check("cudaFreeHost", self._fn("cudaFreeHost")(ptr))
