@@ -12,7 +12,7 @@ The differences between the versions that edgekd's version branches exist for ar
 (``FACTS``). TensorRT 8.5 (JetPack 5.1) and 11 have no wheel here: their names were compared by hand with
 NVIDIA/TensorRT's ``release/8.5`` and ``release/11.0`` pybind11 sources (8.5 has every name edgekd uses; 11.0 lacks
 exactly :data:`TRT11_REMOVED_USED`), and the strongly typed path edgekd takes on 11 is tested with fake modules in
-``tests/device/trt/test_build_engine.py``.
+``tests/device/trt/test_build.py``.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def test_recorded_facts(bindings):
 
 def test_names_removed_in_tensorrt_11_are_only_those_of_the_weak_typing_paths(reports):
     """TensorRT 11 has no wheel here: NVIDIA's removal list is crossed with what edgekd uses (walked on 8.6/10.3).
-    The strongly typed path that must avoid them is tested in trt/test_build_engine.py."""
+    The strongly typed path that must avoid them is tested in trt/test_build.py."""
     assert set(reports["edgekd"]["checked"]) & TRT11_REMOVED == TRT11_REMOVED_USED
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.core.manifest import load_manifest
 from edgekd.device.runtime.record import FrameRecorder
-from tests.device.runtime.test_run import N_FRAMES, _decoded, built, frames, video  # noqa: F401  (fixtures)
+from tests.device.runtime.test_app import N_FRAMES, _decoded, built, frames, video  # noqa: F401  (fixtures)
 
 
 def _run(*args):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.core.errors import ConfigError, EdgekdError
 from edgekd.device.runtime.serve import LiveServer, gstreamer_pipeline, is_network_output, parse_address
-from tests.device.runtime.test_run import built, frames, video  # noqa: F401  (fixtures)
+from tests.device.runtime.test_app import built, frames, video  # noqa: F401  (fixtures)
 
 
 def _get(url: str, headers: dict | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
