@@ -66,9 +66,11 @@ SHARED = ROOT / ".." / "shared" / "data"
 #: work tree survives a fresh checkout of the repository on the same machine).
 CACHE = Path(os.environ.get("EDGEKD_STUDY_CACHE") or ROOT / "runs" / "study")
 RESULTS = ROOT / "docs" / "benchmarks" / "accuracy"
-#: In-progress checkpoints carried between sessions in git (a session's machine may not be kept, and the teacher
-#: alone outlasts a session): ``--carry`` copies each unfinished run's ``last.pt``, ``best.pt`` and ``metrics.jsonl``
-#: here; a run whose cache folder has no ``last.pt`` starts from its carried ones. Removed when the run finishes.
+#: Checkpoints carried between sessions in git (a session's machine may not be kept, and the teacher alone outlasts
+#: a session): ``--carry`` copies each unfinished run's ``last.pt``, ``best.pt`` and ``metrics.jsonl`` here, and a
+#: finished run's ``best.pt`` and ``metrics.jsonl`` while a later step still needs its model (a teacher, an
+#: ``--init``, an evaluation); a run whose cache folder has none of them starts from its carried ones
+#: (:func:`restore_carried`). Removed once nothing needs them.
 CARRY = RESULTS / "carry"
 
 TEACHER = {"model": "resnet32", "epochs": 15, "batch_size": 128, "lr": 0.1, "val_fraction": 0.02}
@@ -339,6 +341,22 @@ def _relative(teacher: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**teacher, "source": str(source), "run": source.parent.name}
 
 
+def restore_carried(run: Run, console) -> None:
+    """Put the run's carried checkpoint (:data:`CARRY`) into its cache folder when that folder has none: a fresh
+    machine resumes an unfinished run where an earlier session stopped, and finds a finished one's model."""
+    import shutil
+
+    carried = CARRY / run.name
+    if not (carried / "best.pt").exists() or (run.out / "best.pt").exists() or (run.out / "last.pt").exists():
+        return
+    run.out.mkdir(parents=True, exist_ok=True)
+    for name in ("last.pt", "best.pt", "metrics.jsonl"):
+        if (carried / name).exists():
+            shutil.copy2(carried / name, run.out / name)
+    console.print(f"{run.name}: {'resuming from' if (carried / 'last.pt').exists() else 'model from'} the carried "
+                  f"{carried.relative_to(ROOT)}")
+
+
 def train_run(run: Run, console) -> dict[str, Any]:
     """Train (or resume) one run with the product's loop; return its result record."""
     from edgekd.core.errors import CheckpointError, ConfigError
@@ -348,15 +366,7 @@ def train_run(run: Run, console) -> dict[str, Any]:
 
     settings = resolve_data(run.settings)
     base = dict(settings, out=str(run.out), export=False, device="cpu", workers=0)
-    carried = CARRY / run.name
-    if (carried / "last.pt").exists() and not (run.out / "last.pt").exists():  # where an earlier session stopped
-        import shutil
-
-        run.out.mkdir(parents=True, exist_ok=True)
-        for name in ("last.pt", "best.pt", "metrics.jsonl"):
-            if (carried / name).exists():
-                shutil.copy2(carried / name, run.out / name)
-        console.print(f"{run.name}: resuming from the carried {carried.relative_to(ROOT)}")
+    restore_carried(run, console)
     start = time.perf_counter()
     result = None
     if (run.out / "last.pt").exists():
@@ -443,8 +453,7 @@ def needs_rebuild(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> boo
     reads the model, e.g. certification)."""
     if not run.result.exists() or trained(run):
         return False
-    wanted = {r.settings.get(k) for r in runs if not r.result.exists() for k in ("teacher", "init")}
-    return str(run.out / "best.pt") in wanted or keep(run) or (needs_evaluation(run) and not eval_path(run).exists())
+    return still_needed(run, runs, keep)
 
 
 def drop_carried(run: Run) -> None:
@@ -454,23 +463,36 @@ def drop_carried(run: Run) -> None:
     shutil.rmtree(CARRY / run.name, ignore_errors=True)
 
 
-def carry(runs: list[Run]) -> list[Path]:
-    """Copy the ``last.pt`` of every run that has started and not run all its epochs into :data:`CARRY`, to be
-    committed; returns the copies."""
-    import shutil
+def still_needed(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> bool:
+    """Whether a later step needs the run's model: a run still to train takes it as its teacher or ``--init``, it
+    is still to be evaluated, or ``keep(run)`` asks for it."""
+    wanted = {r.settings.get(k) for r in runs if not r.result.exists() for k in ("teacher", "init")}
+    return str(run.out / "best.pt") in wanted or keep(run) or (needs_evaluation(run) and not eval_path(run).exists())
 
-    from edgekd.training.config import TrainConfig, phase_plan
+
+def carry(runs: list[Run], keep: Callable[[Run], bool] = lambda run: False) -> list[Path]:
+    """Copy into :data:`CARRY`, to be committed: every run that has started and not run all its epochs (``last.pt``,
+    ``best.pt``, ``metrics.jsonl``), and every finished one whose model a later step needs (:func:`still_needed`:
+    ``best.pt``, ``metrics.jsonl``); returns the copies."""
+    import shutil
 
     copied = []
     for run in runs:
-        last = run.out / "last.pt"
-        total = sum(p.epochs for p in phase_plan(TrainConfig(**run.settings)))
-        if last.exists() and len(epoch_records(run.out)) < total:
-            for name in ("last.pt", "best.pt", "metrics.jsonl"):  # best.pt: the best epoch may be an earlier one
-                target = CARRY / run.name / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run.out / name, target)
-                copied.append(target)
+        if (run.out / "last.pt").exists() and not trained(run):
+            names = ("last.pt", "best.pt", "metrics.jsonl")  # best.pt: the best epoch may be an earlier one
+        elif trained(run) and still_needed(run, runs, keep):
+            names = ("best.pt", "metrics.jsonl")
+        else:
+            if run.result.exists() and not still_needed(run, runs, keep):
+                drop_carried(run)  # finished, and nothing needs its model any more
+            continue
+        if "last.pt" not in names:
+            (CARRY / run.name / "last.pt").unlink(missing_ok=True)  # an earlier carry's, from before it finished
+        for name in names:
+            target = CARRY / run.name / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run.out / name, target)
+            copied.append(target)
     return copied
 
 
@@ -504,6 +526,8 @@ def drive(select: Callable[[], list[Run]], keep: Callable[[Run], bool] = lambda 
     skipped: set[str] = set()
     while True:
         runs = select()
+        for run in runs:
+            restore_carried(run, console)
         again = [r for r in runs if needs_rebuild(r, runs, keep)]
         if again:
             rebuild(again[0], console)
@@ -906,11 +930,14 @@ def main() -> None:
     if args.report:
         sys.stdout.write(report())
         return
+    def keep(run: Run) -> bool:
+        return bool(args.checkpoints) and fnmatch.fnmatch(run.name, args.checkpoints)
+
     if args.carry:
-        for path in carry(plan()):
+        for path in carry(plan(), keep):
             print(f"carried {path.relative_to(ROOT)}")
         return
-    drive(select, keep=lambda run: bool(args.checkpoints) and fnmatch.fnmatch(run.name, args.checkpoints))
+    drive(select, keep=keep)
 
 
 if __name__ == "__main__":
