@@ -135,7 +135,8 @@ EXITS_HELDOUT = 10_000
 #: settings rank first, then by the mean certified MAC saving at ε = 1 (thresholds certified on the held-out images,
 #: saving measured on the validation split), then by the deepest exit. The two best on seed 0 are confirmed on seed 1;
 #: the best confirmed setting becomes the tskd default if it qualifies and its saving is at least 1.5× the default
-#: tskd's on the same seeds; otherwise the defaults stay and the report says which condition failed.
+#: tskd's on the same seeds; otherwise the defaults stay and the report says which condition failed. kd-single and
+#: the default tskd are read from their rebuilds where there are any (:func:`baseline_result`: same teacher).
 EXITS_RULE = {"deepest_vs_kd_single": -0.3, "saving_ratio": 1.5, "epsilon": 1.0}
 
 
@@ -656,7 +657,7 @@ def _exits_scores(tag: str | None, seeds: tuple[int, ...]) -> dict[str, float] |
     rows = []
     for seed in seeds:
         name = f"{REGIME['name']}-tskd-s{seed}" if tag is None else exits_run_name(tag, seed)
-        result, evaluation = RESULTS / f"{name}.json", RESULTS / "exits" / f"{name}.json"
+        result, evaluation = baseline_result(name), RESULTS / "exits" / f"{name}.json"
         if not (result.exists() and evaluation.exists()):
             return None
         val = json.loads(result.read_text())["val"]["exits"]
@@ -666,8 +667,17 @@ def _exits_scores(tag: str | None, seeds: tuple[int, ...]) -> dict[str, float] |
     return {"deepest": deepest, "exit0": exit0, "saving": saving}
 
 
+def baseline_result(name: str) -> Path:
+    """The result of run ``name`` that issue 20's rule compares with: its rebuild (``rebuilt/``) when there is one,
+    else its first training. A rebuilt run learned from the same (rebuilt) teacher as the search runs, and its
+    model is the one evaluated; the first training's teacher is gone (a teacher rebuilt on another machine or
+    resumed across sessions does not reproduce it: 84.00 against 85.74 on test)."""
+    rebuilt = RESULTS / "rebuilt" / f"{name}.json"
+    return rebuilt if rebuilt.exists() else RESULTS / f"{name}.json"
+
+
 def _kd_single_val(seeds: tuple[int, ...]) -> float | None:
-    paths = [RESULTS / f"{REGIME['name']}-kd-single-s{seed}.json" for seed in seeds]
+    paths = [baseline_result(f"{REGIME['name']}-kd-single-s{seed}") for seed in seeds]
     if not all(p.exists() for p in paths):
         return None
     return float(np.mean([json.loads(p.read_text())["val"]["exits"][-1] for p in paths]))
