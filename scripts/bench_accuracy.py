@@ -30,6 +30,10 @@ Design (the constants below are the one definition; ``--plan`` prints the runs a
   they give, the oracle saving) into ``docs/benchmarks/accuracy/exits/<run>.json``. Checkpoints that a later step
   needs (the teacher, kd-single for ``--init``, the default tskd for its evaluation) and that a fresh machine lacks
   are trained again from their recorded settings first (``rebuilt/<run>.json`` records the outcome beside the first).
+* Issue 23's larger model (last, once issue 20's rule has decided): ``E2E_MODEL``, a 4-exit CIFAR ResNet-18
+  (0.56 GMAC) trained on the same pool, teacher and schedule with the study's best student method (the chosen
+  setting, else the tskd defaults), for ``scripts/bench_e2e.py --run <its name>``; its model is kept until that
+  benchmark's result exists, and never carried (45 MB, 135 MB unfinished: too large for git).
 
 Each finished run writes ``docs/benchmarks/accuracy/<run>.json`` (small; committed): config, per-exit and per-vote
 validation and test top-1, epochs, the training time, where it ran. A run whose JSON exists is skipped; checkpoints
@@ -138,6 +142,10 @@ EXITS_HELDOUT = 10_000
 #: tskd's on the same seeds; otherwise the defaults stay and the report says which condition failed. kd-single and
 #: the default tskd are read from their rebuilds where there are any (:func:`baseline_result`: same teacher).
 EXITS_RULE = {"deepest_vs_kd_single": -0.3, "saving_ratio": 1.5, "epsilon": 1.0}
+#: Issue 23's ≥ 0.5-GMAC multi-exit model for ``scripts/bench_e2e.py``: one seed, the study's pool, teacher and
+#: schedule, an exit after each of the four stages, trained with issue 20's chosen setting in one run (a
+#: backbone-first setting trains its own first phase: no ``--init``) or the tskd defaults when none was chosen.
+E2E_MODEL = {"model": "cifar_resnet18", "exits": [0, 1, 2, 3], "seed": 0}
 
 
 @dataclass
@@ -145,7 +153,7 @@ class Run:
     """One training run of the study: its name (also the JSON's), what to train, and its place in the report."""
 
     name: str
-    kind: str  # teacher | main | search
+    kind: str  # teacher | main | search | exits-search | e2e
     variant: str
     seed: int
     settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
@@ -260,7 +268,22 @@ def plan() -> list[Run]:
             settings = {**common, "data": "<pool-notest>", "method": "tskd", "exits": MULTI, "seed": seed,
                         "teacher": str(teacher.out / "best.pt"), "compile_teacher": True, **SEARCH[tag]}
             runs.append(Run(f"search-{REGIME['name']}-tskd-{tag}-s{seed}", "search", f"tskd-{tag}", seed, settings))
-    return runs
+    return runs + e2e_runs(teacher, common)
+
+
+def e2e_runs(teacher: Run, common: dict[str, Any]) -> list[Run]:
+    """Issue 23's larger model (:data:`E2E_MODEL`), once issue 20's rule has decided which method trains it."""
+    choice = exits_choice()
+    if not choice["decided"]:
+        return []
+    extra = {k: v for k, v in EXITS_SEARCH.get(choice["chosen"], {}).items() if k != "init"}
+    method = f"tskd-{choice['chosen']}" if choice["chosen"] else "tskd"
+    model = E2E_MODEL["model"].removeprefix("cifar_")
+    settings = {**common, "data": "<pool>", "method": "tskd", "model": E2E_MODEL["model"],
+                "exits": E2E_MODEL["exits"], "seed": E2E_MODEL["seed"], "teacher": str(teacher.out / "best.pt"),
+                "compile_teacher": True, **extra}
+    return [Run(f"{REGIME['name']}-{model}-{method}-s{E2E_MODEL['seed']}", "e2e", method, E2E_MODEL["seed"],
+                settings)]
 
 
 def exits_run_name(tag: str, seed: int) -> str:
@@ -468,7 +491,13 @@ def still_needed(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> bool
     """Whether a later step needs the run's model: a run still to train takes it as its teacher or ``--init``, it
     is still to be evaluated, or ``keep(run)`` asks for it."""
     wanted = {r.settings.get(k) for r in runs if not r.result.exists() for k in ("teacher", "init")}
-    return str(run.out / "best.pt") in wanted or keep(run) or (needs_evaluation(run) and not eval_path(run).exists())
+    return (str(run.out / "best.pt") in wanted or keep(run) or (run.kind == "e2e" and not e2e_result(run).exists())
+            or (needs_evaluation(run) and not eval_path(run).exists()))
+
+
+def e2e_result(run: Run) -> Path:
+    """Where ``scripts/bench_e2e.py --run NAME`` writes its result for a study run."""
+    return ROOT / "docs" / "benchmarks" / "e2e" / f"{run.name}.json"
 
 
 def carry(runs: list[Run], keep: Callable[[Run], bool] = lambda run: False) -> list[Path]:
@@ -479,6 +508,8 @@ def carry(runs: list[Run], keep: Callable[[Run], bool] = lambda run: False) -> l
 
     copied = []
     for run in runs:
+        if run.kind == "e2e":  # too large for git (see the module's docstring)
+            continue
         if (run.out / "last.pt").exists() and not trained(run):
             names = ("last.pt", "best.pt", "metrics.jsonl")  # best.pt: the best epoch may be an earlier one
         elif trained(run) and still_needed(run, runs, keep):

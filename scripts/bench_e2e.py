@@ -38,6 +38,7 @@ Batch-1 timing is interleaved: the images are cut into blocks, and each block ru
 
     .venv/bin/python scripts/bench_e2e.py                      # measure (resumable: builds are cached in --work)
     .venv/bin/python scripts/bench_e2e.py --threads 1          # the same, one thread everywhere
+    .venv/bin/python scripts/bench_e2e.py --run n5k-resnet18-tskd-s0   # issue 23's 0.56-GMAC model from the study
     .venv/bin/python scripts/bench_e2e.py --report             # Markdown table of the result
     .venv/bin/python scripts/bench_e2e.py --plot docs/benchmarks/e2e/accuracy_latency.png   # with the study's variants
 """
@@ -86,11 +87,19 @@ def best_tskd_checkpoint() -> tuple[Path, str]:
         return max(r["val"]["exits"][-1], r["val"]["vote"][r["val_vote_rule"]])
 
     best = max(rows, key=val_score)
-    path = ROOT / "runs" / "study" / best["run"] / "best.pt"
-    if not path.exists():
-        sys.exit(f"error: {path} is missing (the study's checkpoints live in runs/study; retrain {best['run']} with "
-                 f"scripts/bench_accuracy.py --only {best['run']!r} after removing its JSON)")
+    path, _ = study_checkpoint(best["run"])
     return path, f"{best['run']} (validation {val_score(best):.2f}, best of {len(rows)} TSKD seeds)"
+
+
+def study_checkpoint(run: str) -> tuple[Path, str]:
+    """The best.pt of the study run ``run`` in the study's cache ($EDGEKD_STUDY_CACHE, else runs/study), and why."""
+    from bench_accuracy import CACHE
+
+    path = CACHE / run / "best.pt"
+    if not path.exists():
+        sys.exit(f"error: {path} is missing (the study's checkpoints live in its cache; "
+                 f"scripts/bench_accuracy.py --checkpoints {run!r} trains it again)")
+    return path, f"the study's run {run}"
 
 
 def test_split(path: Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +358,9 @@ def run(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
         os.environ["EDGEKD_THREADS"] = str(args.threads)
-    if args.checkpoint is None:
+    if args.run:
+        checkpoint, why = study_checkpoint(args.run)
+    elif args.checkpoint is None:
         checkpoint, why = best_tskd_checkpoint()
     else:
         checkpoint, why = args.checkpoint, "given with --checkpoint"
@@ -409,7 +420,8 @@ def run(args: argparse.Namespace) -> None:
         "variants": rows, "exit_latency_ms": per_exit, "thresholds": thresholds,
         "blocks": args.blocks, "rounds": args.rounds, "batch": BATCH,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "scripts/bench_e2e.py" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        "command": "scripts/bench_e2e.py" + (f" --run {args.run}" if args.run else "")
+        + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
         + (f" --limit {args.limit}" if args.limit else "") + (f" --threads {args.threads}" if args.threads else ""),
     }
     write_result(args.result, result)
@@ -517,8 +529,10 @@ def plot(r: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="the student (default: the study's best TSKD run by validation)")
+    ap.add_argument("--run", help="the study run whose best.pt is the student (scripts/bench_accuracy.py --plan lists "
+                    "them); the result goes to e2e/RUN.json and the bundles to runs/e2e/RUN unless said otherwise")
     ap.add_argument("--data", type=Path, help="an npz with x_test / y_test (default: the shared CIFAR-10 test split)")
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "e2e", help="exported and built bundles (cached)")
+    ap.add_argument("--work", type=Path, help="exported and built bundles (cached; default runs/e2e)")
     ap.add_argument("--result", type=Path)
     ap.add_argument("--threads", type=int, help="threads for torch and ONNX Runtime alike (default: every core); "
                     "the result goes to e2e-threads{N}.json unless --result says otherwise")
@@ -530,8 +544,13 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="print the Markdown table of --result and exit")
     ap.add_argument("--plot", type=Path, help="draw the accuracy-vs-latency plot from --result to this PNG and exit")
     args = ap.parse_args()
+    if args.run and args.checkpoint:
+        sys.exit("error: --run and --checkpoint both name the student; give one")
+    if args.work is None:
+        args.work = ROOT / "runs" / "e2e" / (args.run or "")
     if args.result is None:
-        args.result = RESULT.with_name(f"e2e-threads{args.threads}.json") if args.threads else RESULT
+        stem = args.run or "e2e"
+        args.result = RESULT.with_name(f"{stem}-threads{args.threads}.json" if args.threads else f"{stem}.json")
     if args.report or args.plot:
         if not args.result.exists():
             sys.exit(f"error: {args.result} does not exist yet (run the benchmark first)")
