@@ -908,11 +908,14 @@ def exits_report() -> list[str]:
            "geometric ensemble of exits ≤ i fitted on validation (ZTW). Oracle: each image leaves at the first exit "
            "answering as the deepest does.", ""]
     seeds = (SEARCH_SCREEN_SEED, *EXITS_CONFIRM["seeds"])
-    ranked = _exits_rank(list(EXITS_SEARCH), (SEARCH_SCREEN_SEED,)) or []
+    screened = [tag for tag in EXITS_SEARCH if _exits_scores(tag, (SEARCH_SCREEN_SEED,)) is not None]
+    ranked = _exits_rank(screened, (SEARCH_SCREEN_SEED,)) or []
     if ranked:
+        pending = "" if len(screened) == len(EXITS_SEARCH) else \
+            f"; {len(screened)} of {len(EXITS_SEARCH)} settings screened so far"
         out += [f"Search, seed {SEARCH_SCREEN_SEED}, validation (kd-single deepest {ranked[0][1]['kd_single']:.2f}; "
                 f"default tskd: deepest {ranked[0][1]['tskd']['deepest']:.2f}, exit 0 {ranked[0][1]['tskd']['exit0']:.2f}, "
-                f"saving@1 {100 * ranked[0][1]['tskd']['saving']:.1f}%)", "",
+                f"saving@1 {100 * ranked[0][1]['tskd']['saving']:.1f}%{pending})", "",
                 "| setting | deepest | exit 0 | saving@1 (val) | qualifies | saving ≥ 1.5× tskd |",
                 "|---|---:|---:|---:|---|---|"]
         for tag, sc in ranked:
