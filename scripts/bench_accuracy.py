@@ -500,7 +500,7 @@ def still_needed(run: Run, runs: list[Run], keep: Callable[[Run], bool]) -> bool
 
 def e2e_result(run: Run) -> Path:
     """Where ``scripts/bench_e2e.py --run NAME`` writes its result for a study run."""
-    return ROOT / "docs" / "benchmarks" / "e2e" / f"{run.name}.json"
+    return RESULTS.parent / "e2e" / f"{run.name}.json"  # bench_e2e.py's RESULT folder
 
 
 def carry(runs: list[Run], keep: Callable[[Run], bool] = lambda run: False) -> list[Path]:

@@ -545,7 +545,7 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, help="draw the accuracy-vs-latency plot from --result to this PNG and exit")
     args = ap.parse_args()
     if args.run and args.checkpoint:
-        sys.exit("error: --run and --checkpoint both name the student; give one")
+        ap.error("--run and --checkpoint both name the student; give one")  # exit 2, one line
     if args.work is None:
         args.work = ROOT / "runs" / "e2e" / (args.run or "")
     if args.result is None:
