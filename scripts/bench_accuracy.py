@@ -952,6 +952,52 @@ def exits_report() -> list[str]:
     return out
 
 
+def exits_plot(path: Path) -> None:
+    """Issue 20's screening as one picture: each setting's exit 0 against its deepest exit (validation, the screening
+    seed), labelled with its certified saving at the rule's ε. The rule's qualifying corner (deepest ≥ kd-single −
+    0.3, exit 0 ≥ the default tskd's) is shaded, so a setting that bought the deepest exit back with its shallow
+    exits sits outside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = (SEARCH_SCREEN_SEED,)
+    ranked = _exits_rank([tag for tag in EXITS_SEARCH if _exits_scores(tag, seeds) is not None], seeds)
+    if not ranked:
+        sys.exit("error: no screened setting of issue 20 has finished yet (see --plan)")
+    kd, base = ranked[0][1]["kd_single"], ranked[0][1]["tskd"]
+    points = [("tskd (defaults)", base)] + [(tag, sc) for tag, sc in ranked]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    xs, ys = [sc["exit0"] for _, sc in points], [sc["deepest"] for _, sc in points]
+    x_lo, x_hi, y_lo, y_hi = min(xs) - 1.5, max(xs) + 1.5, min(ys + [kd]) - 1.0, max(ys + [kd]) + 1.0
+    floor = kd + EXITS_RULE["deepest_vs_kd_single"]
+    ax.fill_between([base["exit0"], x_hi], floor, y_hi, color="tab:green", alpha=0.12,
+                    label="qualifies (deepest ≥ kd-single − 0.3, exit 0 ≥ tskd's)")
+    ax.axhline(kd, color="gray", linestyle="--", linewidth=1, label=f"kd-single deepest exit ({kd:.2f})")
+    for name, sc in points:
+        default = name.startswith("tskd")
+        ax.scatter(sc["exit0"], sc["deepest"], s=70, marker="*" if default else "o",
+                   color="black" if default else "tab:blue", zorder=3)
+        near = not default and abs(sc["exit0"] - base["exit0"]) < 2 and abs(sc["deepest"] - base["deepest"]) < 1
+        ax.annotate(f"{name}: {100 * sc['saving']:.1f}%", (sc["exit0"], sc["deepest"]), fontsize=8,
+                    xytext=(-5, 4) if near else (5, -12) if default else (5, 4), textcoords="offset points",
+                    ha="right" if near else "left")  # a label beside the default's goes to the left of its point
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
+    ax.set_xlabel("exit 0 top-1, % (validation)")
+    ax.set_ylabel("deepest exit top-1, % (validation)")
+    ax.set_title(f"issue 20 screening, seed {SEARCH_SCREEN_SEED}: label = certified saving at ε = "
+                 f"{EXITS_RULE['epsilon']:g} (needs ≥ {100 * EXITS_RULE['saving_ratio'] * base['saving']:.1f}%)",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------------------------------ main
 
 
@@ -959,6 +1005,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", action="store_true", help="list the runs in order with their state and exit")
     ap.add_argument("--report", action="store_true", help="print the Markdown report of the finished runs and exit")
+    ap.add_argument("--plot", type=Path, help="draw issue 20's screening (exit 0 against the deepest exit) to this "
+                    "PNG and exit")
     ap.add_argument("--only", help="train only the runs whose names match this fnmatch pattern (the teacher too)")
     ap.add_argument("--no-search", action="store_true", help="stop after the main grid")
     ap.add_argument("--carry", action="store_true",
@@ -986,6 +1034,9 @@ def main() -> None:
         return
     if args.report:
         sys.stdout.write(report())
+        return
+    if args.plot:
+        exits_plot(args.plot)
         return
     def keep(run: Run) -> bool:
         return bool(args.checkpoints) and fnmatch.fnmatch(run.name, args.checkpoints)
