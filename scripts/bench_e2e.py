@@ -12,7 +12,8 @@ TSKD student of ``scripts/bench_accuracy.py``, picked by validation top-1, never
   on the bundle's own validation sample: the 1,000 images the student was selected on);
 * ``int8-ee-heldout``: the same build with thresholds certified again by ``edgekd profile --write-thresholds`` on
   ``--certify`` held-out CIFAR-10 training images (outside the study's pool: no student trained or selected on them,
-  and not the test split) — the same budget and confidence, more images, so a tighter certificate;
+  and not the test split) at ``--epsilon`` (issue 23's 5,000 images and ε = 1 by default; δ as build's), one
+  global threshold; ``int8-ee-heldout-path`` the same with the path family (per-exit thresholds);
 * ``int8-ee-point``: an INT8 build with ``--fit point`` (the point-estimate thresholds, not certified);
 * ``int8-ee-chain`` / ``int8-ee-one-call``: ``int8-ee-certified`` with each early-exit graph forced (issue 23: one
   call of the segments joined by ``If`` nodes against one call per segment; ``int8-ee-certified`` runs what build
@@ -53,34 +54,49 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 from common import RESULTS, ROOT, SHARED_DATA, write_result
 
 STUDY = RESULTS / "accuracy"
 RESULT = RESULTS / "e2e" / "e2e.json"
-VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-heldout", "int8-ee-point",
+VARIANTS = ("torch-eager", "ort-fp32-vote", "int8-vote", "int8-ee-certified", "int8-ee-heldout", "int8-ee-heldout-path",
+            "int8-ee-point",
             "int8-ee-chain", "int8-ee-one-call", "int8-ee-all-last", "int8-ee-all-exit0")
-CERTIFIED = {"int8-ee-certified": "int8", "int8-ee-heldout": "int8-heldout"}  # certified variant → its bundle
-CERTIFY_IMAGES = 10_000  # held-out training images int8-ee-heldout's thresholds are certified on
+CERTIFIED = {"int8-ee-certified": "int8", "int8-ee-heldout": "int8-heldout",  # certified variant → its bundle
+             "int8-ee-heldout-path": "int8-heldout-path"}
+CERTIFY_IMAGES = 5_000  # held-out training images int8-ee-heldout's thresholds are certified on (issue 23's size)
+EPSILON = 1.0  # their budget, points of top-1 against the full answer (issue 23's targets are at ε = 1)
 BATCH = 32
 PEAK_SIZES = (512, 1024, 2048)  # the matrix sizes of the peak measurement (M = N = K); the best one counts
 TARGET_EAGER = 10.0  # INT8 early exit vs PyTorch eager, batch-1 mean latency (issue 13)
 TARGET_VOTE = 2.0  # INT8 early exit vs INT8 full vote
 TARGET_ALL_LAST = 1.05  # issue 23: early exit with every image at the last exit vs the full graph, at most
 TARGET_EXIT0_POINTS = 10.0  # issue 23: answering at exit 0, within this many points of its share of the MACs
+TARGET_ORACLE_SHARE = 0.6  # issue 23: the certified MAC saving on test, at least this share of the oracle's
+TARGET_EE_VS_FULL = 1.5  # issue 23: INT8 certified early exit vs the INT8 full graph, batch-1 mean latency, at least
+TARGET_EE_DROP = 1.0  # issue 23: ... at most this many points of top-1 below the INT8 full graph on test
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def best_tskd_checkpoint() -> tuple[Path, str]:
     """The study's TSKD student with the best validation top-1 of its val-picked answer (the vote rule best on
     validation, or the deepest exit when that is higher): (its best.pt, why)."""
-    rows = [json.loads(p.read_text()) for p in STUDY.glob("n5k-tskd-s*.json")]
+    from bench_accuracy import baseline_result
+
+    # the rebuilt record where there is one: the cache's checkpoint is the rebuild's
+    rows = [json.loads(baseline_result(p.stem).read_text()) for p in sorted(STUDY.glob("n5k-tskd-s*.json"))]
     if not rows:
-        sys.exit("error: no finished TSKD run in docs/benchmarks/accuracy (run scripts/bench_accuracy.py, or pass "
+        fail("no finished TSKD run in docs/benchmarks/accuracy (run scripts/bench_accuracy.py, or pass "
                  "--checkpoint)")
 
     def val_score(r: dict[str, Any]) -> float:
@@ -97,7 +113,7 @@ def study_checkpoint(run: str) -> tuple[Path, str]:
 
     path = CACHE / run / "best.pt"
     if not path.exists():
-        sys.exit(f"error: {path} is missing (the study's checkpoints live in its cache; "
+        fail(f"{path} is missing (the study's checkpoints live in its cache; "
                  f"scripts/bench_accuracy.py --checkpoints {run!r} trains it again)")
     return path, f"the study's run {run}"
 
@@ -109,9 +125,10 @@ def test_split(path: Path | None) -> tuple[np.ndarray, np.ndarray]:
         return f["x_test"], f["y_test"].astype(np.int64)
 
 
-def prepare(checkpoint: Path, work: Path, certify: int, console) -> dict[str, Path]:
-    """The exported bundle, the two INT8 builds, and a copy of the certified build with thresholds certified on
-    ``certify`` held-out images, under ``work`` (made once, reused)."""
+def prepare(checkpoint: Path, work: Path, certify: int, epsilon: float, console) -> dict[str, Path]:
+    """The exported bundle, the two INT8 builds, and two copies of the certified build with thresholds certified on
+    ``certify`` held-out images at ``epsilon`` (one global threshold; the path family), under ``work`` (made once,
+    reused)."""
     import shutil
 
     from bench_accuracy import heldout_file
@@ -120,21 +137,34 @@ def prepare(checkpoint: Path, work: Path, certify: int, console) -> dict[str, Pa
     from edgekd.device.profile.profiler import write_thresholds
     from edgekd.training.export import export_bundle
 
+    from edgekd.core.certify import GLOBAL, PATH
+
+    import hashlib
+
+    # the bundles are cached: refuse a --work that holds another student's
+    stamp = {"checkpoint": str(checkpoint.resolve()), "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
+    stamp_path = work / "student.json"
+    if stamp_path.exists() and json.loads(stamp_path.read_text())["sha256"] != stamp["sha256"]:
+        fail(f"{work} holds the bundles of another student "
+                 f"({json.loads(stamp_path.read_text())['checkpoint']}); give another --work")
+    write_result(stamp_path, stamp)
+    heldout = f"int8-heldout{certify}-e{epsilon:g}"
     paths = {"exported": work / "bundle", "int8": work / "int8", "int8-point": work / "int8-point",
-             "int8-heldout": work / f"int8-heldout{certify}"}
+             "int8-heldout": work / heldout, "int8-heldout-path": work / f"{heldout}-path"}
     if not (paths["exported"] / "manifest.json").exists():
         export_bundle(checkpoint, paths["exported"], force=paths["exported"].exists(), console=console)
     for key, fit in (("int8", "certified"), ("int8-point", "point")):
         if not (paths[key] / "manifest.json").exists():
             build_bundle(paths["exported"], precision="int8", backend="onnxruntime", out=paths[key], fit=fit,
                          cache_dir=str(work / "calibration"), force=paths[key].exists(), console=console)
-    if not (paths["int8-heldout"] / "manifest.json").exists():
-        tmp = paths["int8-heldout"].with_name(paths["int8-heldout"].name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(paths["int8"], tmp)
-        cert, _ = write_thresholds(tmp, data=heldout_file(certify))
-        console.print(f"int8-heldout: {cert.summary()}")
-        os.replace(tmp, paths["int8-heldout"])
+    for key, family in (("int8-heldout", GLOBAL), ("int8-heldout-path", PATH)):
+        if not (paths[key] / "manifest.json").exists():
+            tmp = paths[key].with_name(paths[key].name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(paths["int8"], tmp)
+            cert, _ = write_thresholds(tmp, data=heldout_file(certify), target_drop=epsilon, family=family)
+            console.print(f"{key}: {cert.summary()}")
+            os.replace(tmp, paths[key])
     return paths
 
 
@@ -326,6 +356,35 @@ def measure(variants: list[Variant], x: np.ndarray, labels: np.ndarray, blocks: 
     return rows
 
 
+def test_savings(bundles: dict[str, Path], images: np.ndarray, labels: np.ndarray,
+                 reached: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per certified INT8 bundle, on the test images (untimed): the MAC saving of its thresholds, the oracle's (each
+    image leaves at the first exit answering as its certificate's reference does) and their ratio (issue 23's
+    target), with the drop against that reference. Exits decide on the chain's confidences, as ``run`` does."""
+    from edgekd.core.certify import oracle_saving, reference_answer
+    from edgekd.core.early_exit import simulate
+    from edgekd.core.manifest import load_manifest
+    from edgekd.device.chain import Chain, full_probs
+
+    m = load_manifest(bundles["int8"])  # the certified copies share its graphs: one pass serves them all
+    p_full = full_probs(m.runner_backend, m.full_graph(), images, m.spec, m.num_exits)  # (E, N, K)
+    with Chain.from_manifest(m) as chain:
+        p_chain = chain.probs(images, m.spec)  # (E, N, K)
+    out = {}
+    for name, key in CERTIFIED.items():
+        mk = load_manifest(bundles[key])
+        reference = (mk.certificate_record or {}).get("reference") or f"exit{m.num_exits - 1}"
+        ref = reference_answer(p_full, reference, mk.vote_weights)  # (N,)
+        sim = simulate(p_chain, mk.thresholds, reached, labels)
+        saving = 1.0 - sim.mean_cost / float(reached[-1])
+        oracle = oracle_saving(p_chain, ref, reached)
+        out[name] = {"reference": reference, "saving": saving, "oracle_saving": oracle,
+                     "share_of_oracle": saving / oracle if oracle > 0 else float("nan"),
+                     "accuracy": sim.accuracy, "reference_accuracy": float(100 * np.mean(ref == labels)),
+                     "drop": float(100 * np.mean(ref == labels)) - sim.accuracy, "exit_fraction": sim.exit_fraction}
+    return out
+
+
 def exit_latency(bundles: dict[str, Path], x: np.ndarray, reps: int) -> dict[str, list[float]]:
     """Batch-1 median latency (ms) of ``--mode exit`` at each exit, per bundle (the plot's x positions)."""
     from edgekd.core.manifest import load_manifest
@@ -366,7 +425,7 @@ def run(args: argparse.Namespace) -> None:
         checkpoint, why = args.checkpoint, "given with --checkpoint"
     console.print(f"student: {checkpoint} — {why}")
     args.work.mkdir(parents=True, exist_ok=True)
-    bundles = prepare(checkpoint, args.work, args.certify, console)
+    bundles = prepare(checkpoint, args.work, args.certify, args.epsilon, console)
     images, labels = test_split(args.data)
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]
@@ -378,6 +437,7 @@ def run(args: argparse.Namespace) -> None:
                 pipeline_variant("int8-vote", bundles["int8"], "full-vote", reached),
                 pipeline_variant("int8-ee-certified", bundles["int8"], "early-exit", reached),
                 pipeline_variant("int8-ee-heldout", bundles["int8-heldout"], "early-exit", reached),
+                pipeline_variant("int8-ee-heldout-path", bundles["int8-heldout-path"], "early-exit", reached),
                 pipeline_variant("int8-ee-point", bundles["int8-point"], "early-exit", reached),
                 pipeline_variant("int8-ee-chain", bundles["int8"], "early-exit", reached, early_exit_graph="chain"),
                 pipeline_variant("int8-ee-one-call", bundles["int8"], "early-exit", reached,
@@ -394,6 +454,7 @@ def run(args: argparse.Namespace) -> None:
         for v in variants:
             v.close()
     per_exit = exit_latency({"fp32": bundles["exported"], "int8": bundles["int8"]}, x, 200)
+    savings = test_savings(bundles, images, labels, reached)
     peaks_after = matmul_peaks(args.work)
     eager = rows["torch-eager"]
     for name, row in rows.items():
@@ -404,7 +465,7 @@ def run(args: argparse.Namespace) -> None:
         row["peak_g_op_s"] = peak
         row["share_of_peak"] = row["g_op_s"] / peak
     thresholds = {}
-    for key in ("int8", "int8-heldout", "int8-point"):
+    for key in ("int8", "int8-heldout", "int8-heldout-path", "int8-point"):
         m = load_manifest(bundles[key])
         record = m.certificate_record
         cert = stored_certificate(record, m.thresholds)
@@ -417,11 +478,15 @@ def run(args: argparse.Namespace) -> None:
         "peaks_g_op_s": peaks, "peaks_after_g_op_s": peaks_after,
         "int8_over_fp32_peak": peaks["ort_int8"] / peaks["ort_fp32"],
         "macs": {"per_exit_reached": reached.tolist(), "deepest_only": deepest_macs, "full_graph": full_macs},
-        "variants": rows, "exit_latency_ms": per_exit, "thresholds": thresholds,
+        "variants": rows, "exit_latency_ms": per_exit, "thresholds": thresholds, "test_savings": savings,
+        "epsilon": args.epsilon,
         "blocks": args.blocks, "rounds": args.rounds, "batch": BATCH,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "scripts/bench_e2e.py" + (f" --run {args.run}" if args.run else "")
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + (f" --certify {args.certify}" if args.certify != CERTIFY_IMAGES else "")
+        + (f" --epsilon {args.epsilon:g}" if args.epsilon != EPSILON else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
         + (f" --limit {args.limit}" if args.limit else "") + (f" --threads {args.threads}" if args.threads else ""),
     }
     write_result(args.result, result)
@@ -465,7 +530,19 @@ def report(r: dict[str, Any]) -> str:
                 f"- target 1 (≥ {TARGET_EAGER:g}× faster than PyTorch eager at equal or better top-1): {s1:.1f}×, "
                 f"top-1 {ee['top1']:.2f} vs {eager['top1']:.2f} — **{'met' if ok1 else 'not met'}**;",
                 f"- target 2 (≥ {TARGET_VOTE:g}× faster than INT8 full vote within the certified budget): {s2:.2f}×, "
-                f"top-1 {ee['top1']:.2f} vs {vote['top1']:.2f} — **{'met' if ok2 else 'not met'}**."]
+                f"top-1 {ee['top1']:.2f} vs {vote['top1']:.2f} — **{'met' if ok2 else 'not met'}**;"]
+        change = ee["top1"] - vote["top1"]
+        ok3 = s2 >= TARGET_EE_VS_FULL and -change <= TARGET_EE_DROP and s1 >= TARGET_EAGER
+        out.append(f"- issue 23 (≥ {TARGET_EE_VS_FULL:g}× the INT8 full graph at ≤ {TARGET_EE_DROP:g} point below it, "
+                   f"and ≥ {TARGET_EAGER:g}× eager): {s2:.2f}×, top-1 {change:+.2f} against it, {s1:.1f}× eager — "
+                   f"**{'met' if ok3 else 'not met'}**" + (";" if name in r.get("test_savings", {}) else "."))
+        sv = r.get("test_savings", {}).get(name)
+        if sv:
+            ok4 = sv["share_of_oracle"] >= TARGET_ORACLE_SHARE
+            out.append(f"- issue 23 (certified MAC saving on test ≥ {100 * TARGET_ORACLE_SHARE:.0f}% of the oracle's): "
+                       f"{100 * sv['saving']:.1f}% of {100 * sv['oracle_saving']:.1f}% = "
+                       f"{100 * sv['share_of_oracle']:.0f}% (top-1 against {sv['reference']} on test "
+                       f"{-sv['drop']:+.2f}) — **{'met' if ok4 else 'not met'}**.")
     last, exit0 = rows.get("int8-ee-all-last"), rows.get("int8-ee-all-exit0")
     if vote and last and exit0:
         share = r["macs"]["per_exit_reached"][0] / r["macs"]["per_exit_reached"][-1]
@@ -495,7 +572,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    markers = dict(zip(VARIANTS, ("s", "^", "D", "*", "X", "P", "v", "<", ">", "h")))
+    markers = dict(zip(VARIANTS, ("s", "^", "D", "*", "X", "P", "p", "v", "<", ">", "h")))
     for name, v in r["variants"].items():
         ax.scatter(v["ms_mean"], v["top1"], s=90 if name in CERTIFIED else 55, marker=markers.get(name, "o"),
                    color="black", zorder=3, label=name)
@@ -538,6 +615,8 @@ def main() -> None:
                     "the result goes to e2e-threads{N}.json unless --result says otherwise")
     ap.add_argument("--certify", type=int, default=CERTIFY_IMAGES,
                     help="held-out training images int8-ee-heldout's thresholds are certified on")
+    ap.add_argument("--epsilon", type=float, default=EPSILON,
+                    help="their budget: points of top-1 early exit may lose against the full answer")
     ap.add_argument("--limit", type=int, help="only the first N test images (a quick try; not for the tables)")
     ap.add_argument("--blocks", type=int, default=10, help="interleaving blocks of the batch-1 pass")
     ap.add_argument("--rounds", type=int, default=3, help="batch-32 passes per variant")
@@ -553,7 +632,7 @@ def main() -> None:
         args.result = RESULT.with_name(f"{stem}-threads{args.threads}.json" if args.threads else f"{stem}.json")
     if args.report or args.plot:
         if not args.result.exists():
-            sys.exit(f"error: {args.result} does not exist yet (run the benchmark first)")
+            fail(f"{args.result} does not exist yet (run the benchmark first)")
         r = json.loads(args.result.read_text())
         if args.plot:
             plot(r, args.plot)
