@@ -409,7 +409,7 @@ def run(args: argparse.Namespace) -> None:
     from edgekd.core.certify import stored_certificate
     from edgekd.core.manifest import load_manifest
     from edgekd.device.chain import normalized_batches
-    from edgekd.device.profile.environment import cpu_model
+    from edgekd.device.machine import cpu_features, cpu_model
 
     console = Console()
     if args.threads:  # before torch or ONNX Runtime makes its thread pool
@@ -473,7 +473,8 @@ def run(args: argparse.Namespace) -> None:
     result = {
         "student": str(Path(checkpoint).resolve().relative_to(ROOT)) if Path(checkpoint).resolve().is_relative_to(ROOT)
         else str(checkpoint), "why": why, "images": int(len(x)),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": os.getloadavg()},
+        "machine": {"cpu": cpu_model(), "features": cpu_features(), "cores": os.cpu_count(),
+                    "load_before": os.getloadavg()},
         "threads": args.threads or os.cpu_count(), "certify_images": args.certify,
         "peaks_g_op_s": peaks, "peaks_after_g_op_s": peaks_after,
         "int8_over_fp32_peak": peaks["ort_int8"] / peaks["ort_fp32"],
@@ -495,8 +496,12 @@ def run(args: argparse.Namespace) -> None:
 
 def report(r: dict[str, Any]) -> str:
     """The Markdown table and the verdict on the two speed targets."""
+    from edgekd.device.machine import SPEED_FEATURES
+
     rows = r["variants"]
-    out = [f"Student: `{r['student']}` ({r['why']}); {r['images']:,} test images; {r['machine']['cpu']}, "
+    features = r["machine"].get("features")
+    isa = "" if features is None else f" ({', '.join(features) or 'none of ' + ', '.join(SPEED_FEATURES)})"
+    out = [f"Student: `{r['student']}` ({r['why']}); {r['images']:,} test images; {r['machine']['cpu']}{isa}, "
            f"{r['machine']['cores']} cores, {r.get('threads', r['machine']['cores'])} thread(s). "
            f"Matrix-multiply peaks: ONNX Runtime FP32 "
            f"{r['peaks_g_op_s']['ort_fp32']:.0f} GFLOP/s, INT8 {r['peaks_g_op_s']['ort_int8']:.0f} GOP/s "

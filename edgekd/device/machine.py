@@ -96,6 +96,25 @@ def cpu_model(root: str | Path = "/") -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: The instruction-set extensions that decide how fast ONNX Runtime's INT8 and FP32 kernels run on a CPU (x86:
+#: AVX2, AVX-512, the VNNI dot products INT8 gains most from, AMX; Arm: the dot-product and int8-matmul
+#: extensions), in this order; :func:`cpu_features` reports those the CPU has.
+SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_features(root: str | Path = "/") -> list[str]:
+    """Which of :data:`SPEED_FEATURES` the first CPU of ``proc/cpuinfo`` lists (``flags`` on x86, ``Features`` on
+    Arm), in that order; empty when it cannot be read. INT8 figures measured on one CPU do not carry over to one
+    without the same extensions, so benchmarks record them beside :func:`cpu_model`."""
+    text = read_text(Path(root) / "proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            have = set(value.split())
+            return [f for f in SPEED_FEATURES if f in have]
+    return []
+
+
 def gpu_name(jetson: str | None = None, binary: str = "nvidia-smi") -> str | None:
     """The first GPU's name from ``nvidia-smi``; on a Jetson without it, the board's integrated GPU; else None."""
     exe = shutil.which(binary)

@@ -5,7 +5,7 @@ tests/device/test_cuda.py, against a stand-in runtime.)"""
 from __future__ import annotations
 
 from edgekd.device import machine
-from edgekd.device.machine import cpu_model, detect_device, jetson_model, l4t_release, sanitize_device
+from edgekd.device.machine import cpu_features, cpu_model, detect_device, jetson_model, l4t_release, sanitize_device
 from tests.helpers import write_text
 
 
@@ -50,3 +50,14 @@ def test_jetson_model_l4t_release_and_cpu_from_the_tree(tmp_path, monkeypatch):
     assert cpu_model(tmp_path) == "ARMv8 Processor rev 1 (v8l)"
     assert l4t_release(tmp_path / "nothing") is None
     assert cpu_model(tmp_path / "nothing")  # platform's answer, never empty
+
+
+def test_cpu_features_reads_the_first_cpus_flags_in_a_fixed_order(tmp_path):
+    write_text(tmp_path / "x86/proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu avx512_vnni sse avx2 avx512f\n\n"
+               "processor\t: 1\nflags\t\t: fpu amx_int8\n")
+    assert cpu_features(tmp_path / "x86") == ["avx2", "avx512f", "avx512_vnni"]
+    write_text(tmp_path / "arm/proc/cpuinfo", "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n")
+    assert cpu_features(tmp_path / "arm") == ["asimddp", "i8mm"]
+    write_text(tmp_path / "plain/proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu sse2\n")
+    assert cpu_features(tmp_path / "plain") == []
+    assert cpu_features(tmp_path / "nothing") == []
