@@ -598,7 +598,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("batch-1 latency per image, ms (log scale)")
     ax.set_ylabel("CIFAR-10 test top-1, %")
-    ax.set_title(f"accuracy vs latency, {r['images']:,} test images — {r['machine']['cpu']}, "
+    features = r["machine"].get("features")
+    ax.set_title(f"accuracy vs latency, {r['images']:,} test images — {r['machine']['cpu']}"
+                 f"{'' if features is None else ' (' + (', '.join(features) or 'no AVX2') + ')'}, "
                  f"{r['machine']['cores']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
