@@ -633,7 +633,8 @@ def main() -> None:
                     help="held-out training images int8-ee-heldout's thresholds are certified on")
     ap.add_argument("--epsilon", type=float, default=EPSILON,
                     help="their budget: points of top-1 early exit may lose against the full answer")
-    ap.add_argument("--limit", type=int, help="only the first N test images (a quick try; not for the tables)")
+    ap.add_argument("--limit", type=int, help="only the first N test images (a quick try, or a large model in a short "
+                    "session: say so wherever its figures are quoted)")
     ap.add_argument("--blocks", type=int, default=10, help="interleaving blocks of the batch-1 pass")
     ap.add_argument("--rounds", type=int, default=3, help="batch-32 passes per variant (at least 1)")
     ap.add_argument("--timed", type=int, help="time batch 1 on the first N test images only (top-1 still covers "
