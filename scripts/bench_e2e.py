@@ -97,7 +97,7 @@ def best_tskd_checkpoint() -> tuple[Path, str]:
     rows = [json.loads(baseline_result(p.stem).read_text()) for p in sorted(STUDY.glob("n5k-tskd-s*.json"))]
     if not rows:
         fail("no finished TSKD run in docs/benchmarks/accuracy (run scripts/bench_accuracy.py, or pass "
-                 "--checkpoint)")
+             "--checkpoint)")
 
     def val_score(r: dict[str, Any]) -> float:
         return max(r["val"]["exits"][-1], r["val"]["vote"][r["val_vote_rule"]])
@@ -114,7 +114,7 @@ def study_checkpoint(run: str) -> tuple[Path, str]:
     path = CACHE / run / "best.pt"
     if not path.exists():
         fail(f"{path} is missing (the study's checkpoints live in its cache; "
-                 f"scripts/bench_accuracy.py --checkpoints {run!r} trains it again)")
+             f"scripts/bench_accuracy.py --checkpoints {run!r} trains it again)")
     return path, f"the study's run {run}"
 
 
@@ -129,24 +129,22 @@ def prepare(checkpoint: Path, work: Path, certify: int, epsilon: float, console)
     """The exported bundle, the two INT8 builds, and two copies of the certified build with thresholds certified on
     ``certify`` held-out images at ``epsilon`` (one global threshold; the path family), under ``work`` (made once,
     reused)."""
+    import hashlib
     import shutil
 
     from bench_accuracy import heldout_file
 
     from edgekd.device.compiler import build_bundle
     from edgekd.device.profile.profiler import write_thresholds
-    from edgekd.training.export import export_bundle
-
     from edgekd.core.certify import GLOBAL, PATH
-
-    import hashlib
+    from edgekd.training.export import export_bundle
 
     # the bundles are cached: refuse a --work that holds another student's
     stamp = {"checkpoint": str(checkpoint.resolve()), "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
     stamp_path = work / "student.json"
     if stamp_path.exists() and json.loads(stamp_path.read_text())["sha256"] != stamp["sha256"]:
         fail(f"{work} holds the bundles of another student "
-                 f"({json.loads(stamp_path.read_text())['checkpoint']}); give another --work")
+             f"({json.loads(stamp_path.read_text())['checkpoint']}); give another --work")
     write_result(stamp_path, stamp)
     heldout = f"int8-heldout{certify}-e{epsilon:g}"
     paths = {"exported": work / "bundle", "int8": work / "int8", "int8-point": work / "int8-point",
@@ -348,7 +346,8 @@ def measure(variants: list[Variant], x: np.ndarray, labels: np.ndarray, blocks: 
             "top1": round(float(100 * np.mean(pred[v.name] == labels)), 2),
             "deepest_top1": (round(float(100 * np.mean(deep[v.name] == labels)), 2)
                              if (deep[v.name] >= 0).all() else None),
-            "timed_images": t_n, "ms_mean": float(ms.mean()), "ms_median": float(np.median(ms)), "ms_p99": float(np.percentile(ms, 99)),
+            "timed_images": t_n, "ms_mean": float(ms.mean()), "ms_median": float(np.median(ms)),
+            "ms_p99": float(np.percentile(ms, 99)),
             "batch32_img_s": ips, "batch32_img_s_rounds": through[v.name],
             "exit_fraction": [round(float(np.mean(exits[v.name] == i)), 4)
                               for i in range(int(exits[v.name].max()) + 1)],
@@ -487,7 +486,7 @@ def run(args: argparse.Namespace) -> None:
         "macs": {"per_exit_reached": reached.tolist(), "deepest_only": deepest_macs, "full_graph": full_macs},
         "variants": rows, "exit_latency_ms": per_exit, "thresholds": thresholds, "test_savings": savings,
         "epsilon": args.epsilon,
-        "blocks": args.blocks, "rounds": args.rounds, "batch": BATCH, "timed_images": args.timed or int(len(x)),
+        "blocks": args.blocks, "rounds": args.rounds, "batch": BATCH, "timed_images": min(args.timed or len(x), len(x)),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "scripts/bench_e2e.py" + (f" --run {args.run}" if args.run else "")
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
@@ -609,7 +608,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("CIFAR-10 test top-1, %")
     features = r["machine"].get("features")
     ax.set_title(f"accuracy vs latency, {r['images']:,} test images — {r['machine']['cpu']}"
-                 f"{'' if features is None else ' (' + (', '.join(features) or 'no AVX2') + ')'}, "
+                 f"{'' if features is None else ' (' + (', '.join(features) or 'no listed ISA extension') + ')'}, "
                  f"{r['machine']['cores']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
